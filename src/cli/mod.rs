@@ -1,0 +1,126 @@
+//! The command-line face: parses arguments (clap) and calls the engine. No logic of its own
+//! beyond formatting what the engine returns.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod doctor;
+mod drill;
+mod image;
+mod lab;
+mod recipe;
+mod vm;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bootlab",
+    version,
+    about = "A terminal workbench for bootc, libostree and composefs labs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open the terminal UI (the default when no command is given).
+    Tui,
+    /// Check this host: podman, QEMU, KVM (really probed), OSTree, mmdebstrap, loop devices, disk.
+    Doctor(doctor::DoctorArgs),
+    /// Recipes: a Containerfile plus metadata.
+    #[command(subcommand)]
+    Recipe(recipe::RecipeCmd),
+    /// Labs: step files with text, actions and checks.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
+    /// Container images and their OSTree commits.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    /// Bootable disks.
+    #[command(subcommand)]
+    Disk(image::DiskCmd),
+    /// Virtual machines.
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
+    /// Live deployments of a running VM.
+    Status(drill::StatusArgs),
+    /// Verified upgrade / rollback / switch / power-cut drills.
+    #[command(subcommand)]
+    Drill(drill::DrillCmd),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Tui) => crate::tui::run(),
+        Some(Command::Doctor(a)) => doctor::run(a),
+        Some(Command::Recipe(c)) => recipe::run(c),
+        Some(Command::Lab(c)) => lab::run(c),
+        Some(Command::Image(c)) => image::run_image(c),
+        Some(Command::Disk(c)) => image::run_disk(c),
+        Some(Command::Vm(c)) => vm::run(c),
+        Some(Command::Status(a)) => drill::run_status(a),
+        Some(Command::Drill(c)) => drill::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bootlab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime for commands that run engine jobs.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Print engine events to stderr as they arrive (the CLI's way of showing progress).
+pub(crate) fn print_events(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::events::Stamped>,
+    verbose: bool,
+) -> tokio::task::JoinHandle<()> {
+    use crate::events::Event;
+    tokio::spawn(async move {
+        while let Some(s) = rx.recv().await {
+            match s.event {
+                Event::Command { stage, argv } => {
+                    let line: Vec<String> = argv
+                        .iter()
+                        .map(|a| crate::tools::cmd::shell_quote(a))
+                        .collect();
+                    eprintln!("[{stage}] $ {}", line.join(" "));
+                }
+                Event::Log { stage, line, .. } if verbose => eprintln!("[{stage}] {line}"),
+                Event::Log { .. } => {}
+                Event::Progress {
+                    stage,
+                    done,
+                    total,
+                    label,
+                } => {
+                    eprintln!("[{stage}] {done}/{total} {label}")
+                }
+                Event::StageStarted { stage } => eprintln!("[{stage}] started"),
+                Event::StageFinished {
+                    stage,
+                    secs,
+                    cached,
+                } => eprintln!(
+                    "[{stage}] finished in {secs:.1}s{}",
+                    if cached { " (cache hit)" } else { "" }
+                ),
+                Event::State {
+                    object,
+                    state,
+                    detail,
+                } => eprintln!("[{object}] {state} {detail}"),
+                Event::Note { stage, text } => eprintln!("[{stage}] {text}"),
+            }
+        }
+    })
+}

@@ -1,0 +1,243 @@
+//! Typed events that long-running engine work reports, and the job handle that cancels it.
+//!
+//! Every long operation (a build, a boot, a drill) takes an [`Emitter`] and a
+//! [`CancellationToken`]; faces (TUI, CLI) own the receiving end and render what arrives.
+
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+pub use tokio_util::sync::CancellationToken;
+
+/// What a piece of engine work tells its face.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A host or guest command is about to run (shown before it runs: learners see every command).
+    Command { stage: String, argv: Vec<String> },
+    /// One line of a tool's output.
+    Log {
+        stage: String,
+        stream: Stream,
+        line: String,
+    },
+    /// Progress within a stage, e.g. podman's `STEP 3/7`.
+    Progress {
+        stage: String,
+        done: u64,
+        total: u64,
+        label: String,
+    },
+    /// A stage started.
+    StageStarted { stage: String },
+    /// A stage finished; `cached` when it was a cache hit.
+    StageFinished {
+        stage: String,
+        secs: f64,
+        cached: bool,
+    },
+    /// A VM (or other object) changed state.
+    State {
+        object: String,
+        state: String,
+        detail: String,
+    },
+    /// A free-form note worth showing (why TCG was chosen, what was reused).
+    Note { stage: String, text: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    Console,
+}
+
+/// An event with the time it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    pub at: SystemTime,
+    pub event: Event,
+}
+
+/// Sending side of an event channel. Cheap to clone; sending never blocks and never fails loudly
+/// (a face that went away must not break the work it watched).
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    tx: Option<mpsc::UnboundedSender<Stamped>>,
+}
+
+impl Emitter {
+    pub fn channel() -> (Emitter, mpsc::UnboundedReceiver<Stamped>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Emitter { tx: Some(tx) }, rx)
+    }
+    /// An emitter that drops everything (for callers that only want the result).
+    pub fn null() -> Emitter {
+        Emitter { tx: None }
+    }
+    pub fn emit(&self, event: Event) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Stamped {
+                at: SystemTime::now(),
+                event,
+            });
+        }
+    }
+    pub fn note(&self, stage: &str, text: impl Into<String>) {
+        self.emit(Event::Note {
+            stage: stage.into(),
+            text: text.into(),
+        });
+    }
+    pub fn log(&self, stage: &str, stream: Stream, line: impl Into<String>) {
+        self.emit(Event::Log {
+            stage: stage.into(),
+            stream,
+            line: line.into(),
+        });
+    }
+}
+
+/// A running stage's timer; reports `StageStarted` now and `StageFinished` on [`StageTimer::finish`].
+pub struct StageTimer {
+    stage: String,
+    start: std::time::Instant,
+    emitter: Emitter,
+}
+
+impl StageTimer {
+    pub fn start(emitter: &Emitter, stage: &str) -> StageTimer {
+        emitter.emit(Event::StageStarted {
+            stage: stage.into(),
+        });
+        StageTimer {
+            stage: stage.into(),
+            start: std::time::Instant::now(),
+            emitter: emitter.clone(),
+        }
+    }
+    pub fn finish(self, cached: bool) -> StageTiming {
+        let secs = self.start.elapsed().as_secs_f64();
+        self.emitter.emit(Event::StageFinished {
+            stage: self.stage.clone(),
+            secs,
+            cached,
+        });
+        StageTiming {
+            stage: self.stage,
+            secs,
+            cached,
+        }
+    }
+}
+
+/// One row of a timing table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageTiming {
+    pub stage: String,
+    pub secs: f64,
+    pub cached: bool,
+}
+
+/// Render a timing table (stage, seconds, cache hit) as plain text.
+pub fn timing_table(rows: &[StageTiming]) -> String {
+    let mut out = format!("{:<16} {:>9}  {}\n", "stage", "seconds", "cache");
+    let mut total = 0.0;
+    for r in rows {
+        total += r.secs;
+        out.push_str(&format!(
+            "{:<16} {:>9.2}  {}\n",
+            r.stage,
+            r.secs,
+            if r.cached { "hit" } else { "miss" }
+        ));
+    }
+    out.push_str(&format!("{:<16} {:>9.2}\n", "total", total));
+    out
+}
+
+/// Error returned by work that was cancelled, so callers can tell it from a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+/// Wait for `fut` unless `cancel` fires first.
+pub async fn cancellable<T>(
+    cancel: &CancellationToken,
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        r = fut => r,
+        _ = cancel.cancelled() => Err(Cancelled.into()),
+    }
+}
+
+/// Retry `probe` every `every` until it returns `Some`, or give up after `within`.
+/// The way to wait for a condition (a socket, a guest agent, a reboot) without sleeping blindly.
+pub async fn retry_until<T, F, Fut>(within: Duration, every: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() + every > deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_table_lists_stages_and_total() {
+        let t = timing_table(&[
+            StageTiming {
+                stage: "base".into(),
+                secs: 1.5,
+                cached: true,
+            },
+            StageTiming {
+                stage: "build".into(),
+                secs: 2.0,
+                cached: false,
+            },
+        ]);
+        assert!(t.contains("base"));
+        assert!(t.contains("hit"));
+        assert!(t.contains("miss"));
+        assert!(t.contains("3.50"), "{t}");
+    }
+
+    #[tokio::test]
+    async fn cancellable_stops_on_cancel() {
+        let tok = CancellationToken::new();
+        tok.cancel();
+        let r: anyhow::Result<()> = cancellable(&tok, async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        })
+        .await;
+        assert!(r.unwrap_err().is::<Cancelled>());
+    }
+
+    #[tokio::test]
+    async fn retry_until_gives_up() {
+        let mut n = 0;
+        let r: Option<()> =
+            retry_until(Duration::from_millis(50), Duration::from_millis(10), || {
+                n += 1;
+                async { None }
+            })
+            .await;
+        assert!(r.is_none());
+        assert!(n >= 2);
+    }
+}

@@ -1,0 +1,11 @@
+//! Every external tool bootlab drives lives behind one module here. Nothing outside `tools`
+//! spawns a process directly: it goes through [`cmd::HostCmd`], which shows the command before it
+//! runs, streams its output as events, and kills its whole process group on cancel or drop.
+
+pub mod cmd;
+pub mod disk;
+pub mod ostree;
+pub mod podman;
+pub mod qemu;
+pub mod qmp;
+pub mod ssh;
