@@ -1,0 +1,1 @@
+//! The KVM usability probe (doctor). Filled in by the foundation issue.
