@@ -133,6 +133,10 @@ impl Recipe {
             }),
         }
     }
+    /// A VM of this recipe has a login everybody knows: label it "lab use only" everywhere.
+    pub fn lab_use_only(&self) -> bool {
+        self.file.guest.known_password.is_some()
+    }
     pub fn version_ids(&self) -> Vec<&str> {
         self.file.versions.iter().map(|v| v.id.as_str()).collect()
     }
@@ -187,13 +191,13 @@ impl Recipe {
                 ));
             }
         }
-        if let Some(d) = &file.default_version {
-            if !seen.contains(d.as_str()) {
-                return Err(err(
-                    "default_version",
-                    format!("default_version {d:?} is not one of the versions"),
-                ));
-            }
+        if let Some(d) = &file.default_version
+            && !seen.contains(d.as_str())
+        {
+            return Err(err(
+                "default_version",
+                format!("default_version {d:?} is not one of the versions"),
+            ));
         }
         if !dir.join(&file.containerfile).is_file() {
             return Err(err(
