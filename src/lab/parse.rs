@@ -186,10 +186,31 @@ fn deserialize<'de, T: Deserialize<'de>>(cx: &mut Ctx, v: Spanned<DeValue<'de>>)
         Ok(t) => Some(t),
         Err(e) => {
             // Errors raised inside serde's buffered enums carry no span: use the value's.
-            cx.err(e.span().or(Some(span)), e.message().trim());
+            cx.err(e.span().or(Some(span)), plain_types(e.message().trim()));
             None
         }
     }
+}
+
+/// serde names Rust types ("expected u32"); learners read TOML.
+fn plain_types(msg: &str) -> String {
+    let mut m = msg.to_string();
+    for (rust, toml) in [
+        ("expected u32", "expected a whole number like 10"),
+        ("expected u64", "expected a whole number like 10"),
+        ("expected i64", "expected an integer like 1"),
+        ("expected i32", "expected an integer like 0"),
+        ("expected a boolean", "expected true or false"),
+        (
+            "expected a sequence",
+            "expected an array like [\"a\", \"b\"]",
+        ),
+    ] {
+        if let Some(rest) = m.strip_suffix(rust) {
+            m = format!("{rest}{toml}");
+        }
+    }
+    m
 }
 
 fn is_id(s: &str) -> bool {
@@ -665,10 +686,12 @@ fn parse_check(
     let raw: RawCheck = deserialize(cx, v)?;
     let before = cx.errors.len();
 
-    let given: Vec<&str> = ["guest", "host", "deployments"]
+    // In file order, so a clash is reported at the second one written.
+    let mut given: Vec<&str> = ["guest", "host", "deployments"]
         .into_iter()
         .filter(|k| t.contains_key(*k))
         .collect();
+    given.sort_by_key(|k| key_span(&t, k).map(|s| s.start));
     if given.is_empty() {
         cx.err(
             Some(span.clone()),
