@@ -36,6 +36,10 @@ impl Lab {
     pub fn default_recipe(&self) -> Option<&str> {
         self.requires.recipe.as_deref()
     }
+    /// A step's action with the lab's recipe filled in where the step names none.
+    pub fn action_of(&self, step: &Step) -> Action {
+        step.action.with_default_recipe(self.default_recipe())
+    }
 }
 
 /// What a lab needs before it can start.
@@ -175,6 +179,32 @@ impl Action {
             | Action::Switch { apply, .. }
             | Action::Rollback { apply } => *apply,
             _ => false,
+        }
+    }
+
+    /// The same action with an unset recipe filled in (the lab's `requires.recipe`): what a
+    /// runner executes and what a list shows.
+    pub fn with_default_recipe(&self, default: Option<&str>) -> Action {
+        let fill = |r: &Option<String>| r.clone().or_else(|| default.map(String::from));
+        match self {
+            Action::Build { recipe, version } => Action::Build {
+                recipe: fill(recipe),
+                version: version.clone(),
+            },
+            Action::Disk { recipe, version } => Action::Disk {
+                recipe: fill(recipe),
+                version: version.clone(),
+            },
+            Action::Boot {
+                recipe,
+                version,
+                fresh,
+            } => Action::Boot {
+                recipe: fill(recipe),
+                version: version.clone(),
+                fresh: *fresh,
+            },
+            other => other.clone(),
         }
     }
 

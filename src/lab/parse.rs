@@ -180,13 +180,23 @@ fn string_items(t: &DeTable, key: &str) -> Vec<(String, Span)> {
     }
 }
 
-fn deserialize<'de, T: Deserialize<'de>>(cx: &mut Ctx, v: Spanned<DeValue<'de>>) -> Option<T> {
+/// Deserialize one table or value of the tree; `what` names it in "missing field" errors
+/// ("missing field `fail` in this check").
+fn deserialize<'de, T: Deserialize<'de>>(
+    cx: &mut Ctx,
+    what: &str,
+    v: Spanned<DeValue<'de>>,
+) -> Option<T> {
     let span = v.span();
     match T::deserialize(ValueDeserializer::from(v)) {
         Ok(t) => Some(t),
         Err(e) => {
+            let mut msg = plain_types(e.message().trim());
+            if msg.starts_with("missing field") && !what.is_empty() {
+                msg.push_str(&format!(" in this {what}"));
+            }
             // Errors raised inside serde's buffered enums carry no span: use the value's.
-            cx.err(e.span().or(Some(span)), plain_types(e.message().trim()));
+            cx.err(e.span().or(Some(span)), msg);
             None
         }
     }
@@ -261,7 +271,7 @@ fn parse_into(cx: &mut Ctx) -> Option<Lab> {
         ),
         Some(v) => {
             let span = v.span();
-            match deserialize::<i64>(cx, v) {
+            match deserialize::<i64>(cx, "", v) {
                 Some(n) if n == SCHEMA as i64 => {}
                 Some(n) => {
                     cx.err(
@@ -279,8 +289,11 @@ fn parse_into(cx: &mut Ctx) -> Option<Lab> {
 
     let steps_val = table.remove("steps");
     let header_table = table.clone();
-    let header: Option<RawHeader> =
-        deserialize(cx, Spanned::new(root_span.clone(), DeValue::Table(table)));
+    let header: Option<RawHeader> = deserialize(
+        cx,
+        "lab",
+        Spanned::new(root_span.clone(), DeValue::Table(table)),
+    );
 
     let requires_t = header_table
         .get("requires")
@@ -405,7 +418,8 @@ fn parse_step(cx: &mut Ctx, lr: &LabRecipe, span: Span, mut t: DeTable) -> Optio
     let checks_v = t.remove("checks");
     let solve_v = t.remove("solve");
     let id_span = value_span(&t, "id");
-    let raw: Option<RawStep> = deserialize(cx, Spanned::new(span.clone(), DeValue::Table(t)));
+    let raw: Option<RawStep> =
+        deserialize(cx, "step", Spanned::new(span.clone(), DeValue::Table(t)));
     if let Some(r) = &raw
         && !is_id(&r.id)
     {
@@ -477,8 +491,10 @@ fn parse_step(cx: &mut Ctx, lr: &LabRecipe, span: Span, mut t: DeTable) -> Optio
         );
         ok = false;
     }
+    // A deployments check may name versions of any recipe this step switches to.
+    let moves: Vec<Action> = action.iter().chain(solve.iter()).cloned().collect();
     for item in check_items {
-        match parse_check(cx, lr, &solve, spans_reboot, item) {
+        match parse_check(cx, lr, &moves, spans_reboot, item) {
             Some(c) => checks.push(c),
             None => ok = false,
         }
@@ -551,7 +567,7 @@ fn parse_action(cx: &mut Ctx, lr: &LabRecipe, v: Spanned<DeValue>) -> Option<Act
             return None;
         }
     }
-    let action: Action = deserialize(cx, v)?;
+    let action: Action = deserialize(cx, "action", v)?;
     let before = cx.errors.len();
     match &action {
         Action::Build { recipe, version }
@@ -648,9 +664,9 @@ fn check_recipe_version(
 
 /// Version ids a deployments check may name: those of the lab's recipe and of recipes the step
 /// switches to.
-fn known_versions(cx: &Ctx, lr: &LabRecipe, solve: &[Action]) -> Option<BTreeSet<String>> {
+fn known_versions(cx: &Ctx, lr: &LabRecipe, moves: &[Action]) -> Option<BTreeSet<String>> {
     let mut names: Vec<&str> = lr.name.iter().map(String::as_str).collect();
-    for a in solve {
+    for a in moves {
         if let Action::Switch { recipe, .. } = a {
             names.push(recipe);
         }
@@ -665,7 +681,7 @@ fn known_versions(cx: &Ctx, lr: &LabRecipe, solve: &[Action]) -> Option<BTreeSet
 fn parse_check(
     cx: &mut Ctx,
     lr: &LabRecipe,
-    solve: &[Action],
+    moves: &[Action],
     spans_reboot: bool,
     v: Spanned<DeValue>,
 ) -> Option<Check> {
@@ -683,7 +699,7 @@ fn parse_check(
             return None;
         }
     };
-    let raw: RawCheck = deserialize(cx, v)?;
+    let raw: RawCheck = deserialize(cx, "check", v)?;
     let before = cx.errors.len();
 
     // In file order, so a clash is reported at the second one written.
@@ -772,7 +788,7 @@ fn parse_check(
 
     let probe = if let Some(d) = raw.deployments {
         let dt = t.get("deployments").and_then(|d| d.get_ref().as_table());
-        let known = known_versions(cx, lr, solve);
+        let known = known_versions(cx, lr, moves);
         let mut slot = |key: &str, v: Option<String>| -> Option<Slot> {
             let v = v?;
             if v == "none" {
@@ -956,6 +972,7 @@ pub fn find(key: &str) -> anyhow::Result<Lab> {
         return load_file(as_path, &recipes).map_err(errors_to_anyhow);
     }
     let (labs, errors) = shipped();
+    let ids: Vec<String> = labs.iter().map(|l| l.id.clone()).collect();
     if let Some(l) = labs
         .into_iter()
         .find(|l| l.id == key || l.path.file_stem().is_some_and(|s| s == key))
@@ -965,8 +982,6 @@ pub fn find(key: &str) -> anyhow::Result<Lab> {
     if !errors.is_empty() {
         return Err(errors_to_anyhow(errors));
     }
-    let (labs, _) = shipped();
-    let ids: Vec<String> = labs.into_iter().map(|l| l.id).collect();
     anyhow::bail!("no lab {key:?} (known: {})", ids.join(", "))
 }
 
@@ -978,6 +993,141 @@ fn errors_to_anyhow(errs: Vec<FileError>) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recipes() -> Vec<Recipe> {
+        crate::recipe::shipped().unwrap()
+    }
+
+    const HEAD: &str = "schema = 1\nid = \"t\"\ntitle = \"T\"\nminutes = 5\nsummary = \"s\"\n\
+                        [requires]\nrecipe = \"debian-minimal\"\n";
+
+    fn parse(steps: &str) -> Result<Lab, Vec<FileError>> {
+        parse_lab(Path::new("t.toml"), &format!("{HEAD}{steps}"), &recipes())
+    }
+
+    #[test]
+    fn a_step_with_reboot_gets_a_retry_window_and_lists_accept_one_or_many() {
+        let lab = parse(
+            r#"
+[[steps]]
+id = "up"
+title = "Up"
+text = "x"
+action = { kind = "upgrade", apply = true }
+[[steps.checks]]
+title = "c"
+guest = "cat /etc/a /etc/b"
+stdout_contains = ["a", "b"]
+stdout_matches = 'a\s+b'
+fail = "look"
+[[steps.checks]]
+title = "d"
+host = "true"
+wait = "10s"
+fail = "look"
+
+[[steps]]
+id = "look"
+title = "Look"
+text = "x"
+solve = { kind = "guest", run = "touch /var/x" }
+[[steps.checks]]
+title = "e"
+guest = "bootc status --format=json"
+json = { "status.booted.image.version" = "v2", "items[0].n" = 3 }
+fail = "look"
+"#,
+        )
+        .unwrap();
+        let up = &lab.steps[0];
+        assert!(up.spans_reboot());
+        assert_eq!(up.checks[0].retry.window, RetryPolicy::REBOOT_WINDOW);
+        assert_eq!(up.checks[0].expect.stdout_contains, ["a", "b"]);
+        assert_eq!(up.checks[0].expect.stdout_matches, [r"a\s+b"]);
+        assert_eq!(up.checks[1].retry.window, Duration::from_secs(10));
+        assert_eq!(up.checks[1].probe, Probe::Host { run: "true".into() });
+        let look = &lab.steps[1];
+        assert_eq!(look.action, Action::None);
+        assert!(!look.spans_reboot());
+        assert_eq!(look.checks[0].retry.window, Duration::ZERO);
+        assert_eq!(
+            look.solve,
+            [Action::Guest {
+                run: "touch /var/x".into()
+            }]
+        );
+        assert_eq!(
+            look.checks[0].expect.json,
+            [
+                ("items[0].n".to_string(), serde_json::json!(3)),
+                (
+                    "status.booted.image.version".to_string(),
+                    serde_json::json!("v2")
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn switch_names_its_recipe_and_versions_of_it_are_known() {
+        let lab = parse(
+            r#"
+[[steps]]
+id = "sw"
+title = "Switch"
+text = "x"
+action = { kind = "switch", recipe = "debian-web", version = "v2", apply = true }
+[[steps.checks]]
+title = "c"
+deployments = { booted = "v2", rollback = "v1" }
+fail = "look"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            lab.action_of(&lab.steps[0]),
+            Action::Switch {
+                recipe: "debian-web".into(),
+                version: Some("v2".into()),
+                apply: true
+            }
+        );
+        let e = parse(
+            r#"
+[[steps]]
+id = "sw"
+title = "Switch"
+text = "x"
+action = { kind = "switch", recipe = "debian-web", version = "v3" }
+[[steps.checks]]
+title = "c"
+guest = "true"
+fail = "look"
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].line, e[0].column), (13, 62), "{}", e[0]);
+        assert_eq!(
+            e[0].message,
+            "recipe debian-web has no version \"v3\" (it has: v1, v2)"
+        );
+    }
+
+    #[test]
+    fn an_action_needs_a_recipe_when_the_lab_names_none() {
+        let src = "schema = 1\nid = \"t\"\ntitle = \"T\"\nminutes = 5\nsummary = \"s\"\n\
+                   [[steps]]\nid = \"b\"\ntitle = \"B\"\ntext = \"x\"\n\
+                   action = { kind = \"build\" }\n\
+                   [[steps.checks]]\ntitle = \"c\"\nhost = \"true\"\nfail = \"look\"\n";
+        let e = parse_lab(Path::new("t.toml"), src, &recipes()).unwrap_err();
+        assert_eq!((e[0].line, e[0].column), (10, 10), "{}", e[0]);
+        assert!(
+            e[0].message.starts_with("this action needs a recipe"),
+            "{}",
+            e[0]
+        );
+    }
 
     #[test]
     fn durations() {
