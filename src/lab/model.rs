@@ -36,6 +36,16 @@ impl Lab {
     pub fn default_recipe(&self) -> Option<&str> {
         self.requires.recipe.as_deref()
     }
+    /// What `selftest` (or a learner's "skip") runs for a step, in order: the step's action
+    /// (unless `none`), then its solve, every recipe filled in.
+    pub fn solve_plan(&self, step: &Step) -> Vec<Action> {
+        std::iter::once(&step.action)
+            .chain(step.solve.iter())
+            .filter(|a| **a != Action::None)
+            .map(|a| a.with_default_recipe(self.default_recipe()))
+            .collect()
+    }
+
     /// A step's action with the lab's recipe filled in where the step names none.
     pub fn action_of(&self, step: &Step) -> Action {
         step.action.with_default_recipe(self.default_recipe())
