@@ -146,6 +146,11 @@ fn bootc_recipes_follow_bootc_rules() {
             .find(|i| i.starts_with("COPY ") && i.contains(" /etc/ssh/sshd_config.d/"))
             .unwrap_or_else(|| panic!("{}: no sshd drop-in", r.name()));
         let src = dropin.split_whitespace().nth(1).unwrap();
+        // sshd keeps the first value it reads: the drop-in must sort before the distribution's
+        // own 50-*.conf files.
+        let dest = dropin.split_whitespace().last().unwrap();
+        let prio: u32 = dest.rsplit('/').next().unwrap()[..2].parse().unwrap();
+        assert!(prio < 50, "{}: {dest} sorts after 50-*.conf", r.name());
         let text = std::fs::read_to_string(r.dir.join(src)).unwrap();
         assert!(
             text.lines()
