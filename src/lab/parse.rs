@@ -363,10 +363,10 @@ fn parse_into(cx: &mut Ctx) -> Option<Lab> {
                                 if let Some(id) = id
                                     && !seen.insert(id.to_string())
                                 {
-                                    cx.err(
-                                            value_span(t, "id"),
-                                            format!("duplicate step id {id:?}: step ids must be unique in a lab"),
-                                        );
+                                    let msg = format!(
+                                        "duplicate step id {id:?}: step ids must be unique in a lab"
+                                    );
+                                    cx.err(value_span(t, "id"), msg);
                                 }
                                 match parse_step(cx, &lab_recipe, ispan, t.clone()) {
                                     Some(s) => steps.push(s),
