@@ -409,6 +409,11 @@ fn cli_show_by_id_stem_and_path() {
     assert_eq!(v["steps"][0]["action"]["kind"], "build");
     assert_eq!(v["steps"][0]["action"]["version"], "v1");
     assert_eq!(v["steps"][3]["checks"][0]["expect"]["exit"], 1);
+    let booted = &v["steps"][2]["checks"][0];
+    assert_eq!(booted["probe"]["kind"], "deployments");
+    assert_eq!(booted["probe"]["booted"], "v1");
+    assert_eq!(booted["probe"]["staged"], "none");
+    assert_eq!(booted["retry"]["window_secs"], 240);
 
     let out = common::bootlab()
         .args(["lab", "show", "nope"])

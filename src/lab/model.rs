@@ -308,12 +308,21 @@ impl Expect {
     }
 }
 
-/// A deployment slot as a check names it: a version id, or `Absent` ("none" in the file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// A deployment slot as a check names it: a version id, or `Absent` ("none" in the file, and
+/// in JSON output).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
     Version(String),
     Absent,
+}
+
+impl Serialize for Slot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Slot::Version(v) => s.serialize_str(v),
+            Slot::Absent => s.serialize_str("none"),
+        }
+    }
 }
 
 /// Expectations on deployments; unset slots are not checked.
@@ -329,11 +338,11 @@ pub struct DeploymentsExpect {
 /// Waiting for a reboot is a window, never a sleep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RetryPolicy {
-    #[serde(with = "secs")]
+    #[serde(with = "secs", rename = "timeout_secs")]
     pub timeout: Duration,
-    #[serde(with = "secs")]
+    #[serde(with = "secs", rename = "window_secs")]
     pub window: Duration,
-    #[serde(with = "secs")]
+    #[serde(with = "secs", rename = "interval_secs")]
     pub interval: Duration,
 }
 
