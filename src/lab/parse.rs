@@ -1130,6 +1130,35 @@ fail = "look"
     }
 
     #[test]
+    fn action_fields_match_the_action_enum() {
+        // `action_fields` gives precise "unknown field" errors; it must accept exactly what
+        // serde accepts, for every kind.
+        for kind in Action::KINDS {
+            let fields: Vec<String> = action_fields(kind)
+                .iter()
+                .map(|f| match *f {
+                    "recipe" => "recipe = \"debian-minimal\"".to_string(),
+                    "version" => "version = \"v1\"".to_string(),
+                    "to" => "to = \"v2\"".to_string(),
+                    "run" => "run = \"true\"".to_string(),
+                    other => format!("{other} = true"),
+                })
+                .collect();
+            let mut inline = format!("kind = \"{kind}\"");
+            for f in &fields {
+                inline.push_str(", ");
+                inline.push_str(f);
+            }
+            let steps = format!(
+                "[[steps]]\nid = \"s\"\ntitle = \"S\"\ntext = \"x\"\naction = {{ {inline} }}\n\
+                 [[steps.checks]]\ntitle = \"c\"\nhost = \"true\"\nfail = \"look\"\n"
+            );
+            let lab = parse(&steps).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+            assert_eq!(lab.steps[0].action.kind(), *kind);
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
