@@ -611,6 +611,14 @@ pub async fn probe(ev: &Emitter, cancel: &CancellationToken) -> Result<KvmProbe>
                             run.secs
                         )),
                     };
+                    if model.is_none()
+                        && let Ok(r) = &mut verdict
+                    {
+                        r.push_str(&format!(
+                            " with QEMU's default CPU model ({})",
+                            kvm_failure(&kvm_runs[0])
+                        ));
+                    }
                     break;
                 }
                 // Only when QEMU could not even start the guest with -cpu host is another CPU
@@ -625,8 +633,8 @@ pub async fn probe(ev: &Emitter, cancel: &CancellationToken) -> Result<KvmProbe>
             if kvm_runs.len() == 2 && !kvm_runs[1].passed && kvm_runs[0].serial.is_empty() {
                 verdict = Err(format!(
                     "{}; {}",
-                    kvm_failure(&kvm_runs[1]),
-                    kvm_failure(&kvm_runs[0])
+                    kvm_failure(&kvm_runs[0]),
+                    kvm_failure(&kvm_runs[1])
                 ));
             }
         }
