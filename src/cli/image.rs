@@ -1,6 +1,6 @@
 //! `bootlab image …` and `bootlab disk …`: thin faces over [`crate::pipeline`].
 
-use crate::events::{timing_table, CancellationToken, Emitter};
+use crate::events::{CancellationToken, Emitter, timing_table};
 use crate::paths::Paths;
 use std::process::ExitCode;
 
@@ -91,7 +91,12 @@ pub fn run_image(c: ImageCmd) -> anyhow::Result<ExitCode> {
             })?;
             println!("image   {} ({})", r.image_tag, short(&r.image_id));
             println!("digest  {}", r.image_digest);
-            println!("commit  {} on {} in {}", r.commit, r.branch, paths.ostree_repo().display());
+            println!(
+                "commit  {} on {} in {}",
+                r.commit,
+                r.branch,
+                paths.ostree_repo().display()
+            );
             println!("kernel  {}", r.kernel);
             print_table(&r.timings);
         }
@@ -104,12 +109,18 @@ pub fn run_image(c: ImageCmd) -> anyhow::Result<ExitCode> {
             let version = recipe.resolve_version(version.as_deref())?.clone();
             let r = with_job(verbose, async |ev, cancel| {
                 let b = crate::pipeline::build_image(&paths, &recipe, &version, ev, cancel).await?;
-                let p = crate::pipeline::publish(&paths, recipe.name(), &b.commit, ev, cancel).await?;
+                let p =
+                    crate::pipeline::publish(&paths, recipe.name(), &b.commit, ev, cancel).await?;
                 let mut t = b.timings;
                 t.extend(p.timings.clone());
                 Ok((p, t))
             })?;
-            println!("published {} as {} in {}", r.0.commit, r.0.branch, r.0.repo.display());
+            println!(
+                "published {} as {} in {}",
+                r.0.commit,
+                r.0.branch,
+                r.0.repo.display()
+            );
             print_table(&r.1);
         }
     }
@@ -130,14 +141,23 @@ pub fn run_disk(c: DiskCmd) -> anyhow::Result<ExitCode> {
             let (b, d) = with_job(verbose, async |ev, cancel| {
                 // The build is normally a cache hit here; it gives the commit to deploy.
                 let b = crate::pipeline::build_image(&paths, &recipe, &version, ev, cancel).await?;
-                let d = crate::pipeline::make_disk(&paths, recipe.name(), &version.id, &b.commit, ev, cancel)
-                    .await?;
+                let d = crate::pipeline::make_disk(
+                    &paths,
+                    recipe.name(),
+                    &version.id,
+                    &b.commit,
+                    ev,
+                    cancel,
+                )
+                .await?;
                 Ok((b, d))
             })?;
             println!("disk    {}", d.path.display());
             println!("commit  {} ({} {})", d.commit, d.recipe, d.version);
             if recipe.file.guest.known_password.is_some() {
-                println!("note    lab image: its console login has a known password (see the recipe)");
+                println!(
+                    "note    lab image: its console login has a known password (see the recipe)"
+                );
             }
             let mut t = b.timings;
             t.extend(d.timings);

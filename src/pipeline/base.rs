@@ -5,7 +5,7 @@
 //! the tagged image has the same hash, it is reused (across bootlab homes: podman's storage is
 //! shared by all of them).
 
-use super::{check_free_space, GIB};
+use super::{GIB, check_free_space};
 use crate::events::{CancellationToken, Emitter, StageTimer, StageTiming};
 use crate::paths::Paths;
 use crate::tools::cmd::HostCmd;
@@ -91,31 +91,35 @@ pub async fn ensure_base(
     let key = base_key();
     // One base build at a time on this host (podman's storage is host-wide).
     let _lock = super::HostLock::acquire("base", ev, cancel).await?;
-    if !rebuild {
-        if let Some(found) = podman.image_label(BASE_TAG, KEY_LABEL, cancel).await? {
-            if found == key {
-                let image_id = podman.image_id(BASE_TAG, cancel).await?.unwrap_or_default();
-                ev.note("base", format!("reusing {BASE_TAG} (key {key})"));
-                return Ok(BaseResult {
-                    tag: BASE_TAG.into(),
-                    image_id,
-                    key,
-                    cached: true,
-                    timings: vec![timer.finish(true)],
-                });
-            }
-            ev.note(
-                "base",
-                format!("{BASE_TAG} has key {found:?}, want {key}: package list or hook changed, rebuilding"),
-            );
+    if !rebuild && let Some(found) = podman.image_label(BASE_TAG, KEY_LABEL, cancel).await? {
+        if found == key {
+            let image_id = podman.image_id(BASE_TAG, cancel).await?.unwrap_or_default();
+            ev.note("base", format!("reusing {BASE_TAG} (key {key})"));
+            return Ok(BaseResult {
+                tag: BASE_TAG.into(),
+                image_id,
+                key,
+                cached: true,
+                timings: vec![timer.finish(true)],
+            });
         }
+        ev.note(
+            "base",
+            format!(
+                "{BASE_TAG} has key {found:?}, want {key}: package list or hook changed, rebuilding"
+            ),
+        );
     }
 
     let dir = paths.base();
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     // The rootfs tarball (~750 MB) and podman's copy of it (same again) must fit.
     check_free_space(&dir, 2 * GIB, "the Debian base rootfs")?;
-    check_free_space(&podman_storage_root(), 2 * GIB, "podman's copy of the base image")?;
+    check_free_space(
+        &podman_storage_root(),
+        2 * GIB,
+        "podman's copy of the base image",
+    )?;
 
     let work = tempfile::Builder::new().prefix(".base-").tempdir_in(&dir)?;
     let tar = work.path().join("rootfs.tar");
@@ -160,7 +164,11 @@ pub async fn ensure_base(
 /// Where podman keeps images (root's default graph root).
 pub fn podman_storage_root() -> std::path::PathBuf {
     let p = std::path::PathBuf::from("/var/lib/containers");
-    if p.exists() { p } else { std::path::PathBuf::from("/var/lib") }
+    if p.exists() {
+        p
+    } else {
+        std::path::PathBuf::from("/var/lib")
+    }
 }
 
 #[cfg(test)]

@@ -12,14 +12,14 @@
 //! Nothing half-made is registered: podman builds untagged; the tag and the record are written
 //! only once the commit exists; the temp container goes whatever happens.
 
-use super::{branch, check_free_space, layout, GIB};
+use super::{GIB, branch, check_free_space, layout};
 use crate::events::{CancellationToken, Cancelled, Emitter, StageTimer, StageTiming};
 use crate::paths::Paths;
 use crate::recipe::{Family, Recipe, Version};
 use crate::tools::cmd::HostCmd;
 use crate::tools::ostree::{CommitSpec, Mode, Repo};
 use crate::tools::podman::{BuildSpec, Podman};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -60,7 +60,11 @@ pub struct BuildRecord {
 }
 
 pub fn record_path(paths: &Paths, recipe: &str, version: &str) -> PathBuf {
-    paths.cache.join("builds").join(recipe).join(format!("{version}.json"))
+    paths
+        .cache
+        .join("builds")
+        .join(recipe)
+        .join(format!("{version}.json"))
 }
 
 /// The last successful build of a recipe version in this home, if any.
@@ -72,7 +76,12 @@ pub fn last_build(paths: &Paths, recipe: &str, version: &str) -> Option<BuildRec
 /// All build args bootlab passes for a version: `BOOTLAB_VERSION` first, then the recipe's.
 pub fn build_args(version: &Version) -> Vec<(String, String)> {
     let mut v = vec![("BOOTLAB_VERSION".to_string(), version.id.clone())];
-    v.extend(version.build_args.iter().map(|(k, v)| (k.clone(), v.clone())));
+    v.extend(
+        version
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     v
 }
 
@@ -143,27 +152,32 @@ pub async fn build_image(
     };
 
     let previous = last_build(paths, recipe.name(), &version.id);
-    if let Some(rec) = &previous {
-        if rec.key == key
-            && podman.image_id(&tag, cancel).await?.as_deref() == Some(rec.image_id.as_str())
-            && repo.has_commit(&rec.commit, cancel).await?
-        {
-            ev.note(
-                "build",
-                format!("{tag} unchanged: reusing image {} and commit {}", short(&rec.image_id), short(&rec.commit)),
-            );
-            for s in ["build", "export", "convert+commit"] {
-                timings.push(StageTimer::start(ev, s).finish(true));
-            }
-            return Ok(result(rec, true, timings));
+    if let Some(rec) = &previous
+        && rec.key == key
+        && podman.image_id(&tag, cancel).await?.as_deref() == Some(rec.image_id.as_str())
+        && repo.has_commit(&rec.commit, cancel).await?
+    {
+        ev.note(
+            "build",
+            format!(
+                "{tag} unchanged: reusing image {} and commit {}",
+                short(&rec.image_id),
+                short(&rec.commit)
+            ),
+        );
+        for s in ["build", "export", "convert+commit"] {
+            timings.push(StageTimer::start(ev, s).finish(true));
         }
+        return Ok(result(rec, true, timings));
     }
 
     let work_root = paths.cache.join("builds");
     std::fs::create_dir_all(&work_root)?;
     // The exported tar and its unpacked tree (~800 MB each, briefly both).
     check_free_space(&work_root, 2 * GIB, "exporting and committing an image")?;
-    let work = tempfile::Builder::new().prefix(".work-").tempdir_in(&work_root)?;
+    let work = tempfile::Builder::new()
+        .prefix(".work-")
+        .tempdir_in(&work_root)?;
 
     // build
     let t = StageTimer::start(ev, "build");
@@ -187,20 +201,28 @@ pub async fn build_image(
     let image_digest = podman.image_digest(&image_id, cancel).await?;
 
     // Same image as last time (podman's layer cache): the commit is still right.
-    if let Some(rec) = &previous {
-        if rec.image_id == image_id && repo.has_commit(&rec.commit, cancel).await? {
-            ev.note("build", format!("podman rebuilt the same image {}: reusing commit {}", short(&image_id), short(&rec.commit)));
-            for s in ["export", "convert+commit"] {
-                timings.push(StageTimer::start(ev, s).finish(true));
-            }
-            let rec = BuildRecord { key, ..rec.clone() };
-            podman.tag(&image_id, &tag, ev, cancel).await?;
-            crate::paths::write_atomic(
-                &record_path(paths, recipe.name(), &version.id),
-                serde_json::to_string_pretty(&rec)?.as_bytes(),
-            )?;
-            return Ok(result(&rec, false, timings));
+    if let Some(rec) = &previous
+        && rec.image_id == image_id
+        && repo.has_commit(&rec.commit, cancel).await?
+    {
+        ev.note(
+            "build",
+            format!(
+                "podman rebuilt the same image {}: reusing commit {}",
+                short(&image_id),
+                short(&rec.commit)
+            ),
+        );
+        for s in ["export", "convert+commit"] {
+            timings.push(StageTimer::start(ev, s).finish(true));
         }
+        let rec = BuildRecord { key, ..rec.clone() };
+        podman.tag(&image_id, &tag, ev, cancel).await?;
+        crate::paths::write_atomic(
+            &record_path(paths, recipe.name(), &version.id),
+            serde_json::to_string_pretty(&rec)?.as_bytes(),
+        )?;
+        return Ok(result(&rec, false, timings));
     }
 
     // export
@@ -216,7 +238,13 @@ pub async fn build_image(
         layout::convert(&tree2, &layout::LayoutOptions::default())
     })
     .await?
-    .with_context(|| format!("converting {} {} to the OSTree layout", recipe.name(), version.id))?;
+    .with_context(|| {
+        format!(
+            "converting {} {} to the OSTree layout",
+            recipe.name(),
+            version.id
+        )
+    })?;
     if cancel.is_cancelled() {
         return Err(Cancelled.into());
     }
@@ -274,7 +302,9 @@ async fn export_rootfs(
 ) -> Result<()> {
     let tar = work.join("rootfs.tar");
     let container = podman.create_temp(image_id, "export", ev, cancel).await?;
-    podman.export(&container.name, &tar, "export", ev, cancel).await?;
+    podman
+        .export(&container.name, &tar, "export", ev, cancel)
+        .await?;
     container.remove("export", ev).await?;
     std::fs::create_dir_all(tree)?;
     HostCmd::new("tar")

@@ -10,11 +10,14 @@
 //! its metadata file (`<name>.json`) records the commit, and while the commit is the same the
 //! disk is reused. VMs never write to it: they run on [`overlay`]s.
 
-use super::{branch, check_free_space, guest_remote_url, layout, BOOT_LABEL, GIB, REMOTE, ROOT_LABEL, STATEROOT};
+use super::{
+    BOOT_LABEL, GIB, REMOTE, ROOT_LABEL, STATEROOT, branch, check_free_space, guest_remote_url,
+    layout,
+};
 use crate::events::{CancellationToken, Cancelled, Emitter, StageTimer, StageTiming};
 use crate::paths::Paths;
 use crate::tools::cmd::HostCmd;
-use crate::tools::disk::{self, LoopDevice, MbrLayout, Mount, MIB};
+use crate::tools::disk::{self, LoopDevice, MIB, MbrLayout, Mount};
 use crate::tools::ostree::{self, Repo};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -62,7 +65,9 @@ pub fn golden_name(recipe: &str, version: &str, commit: &str) -> String {
 }
 
 pub fn golden_path(paths: &Paths, recipe: &str, version: &str, commit: &str) -> PathBuf {
-    paths.disks().join(format!("{}.raw", golden_name(recipe, version, commit)))
+    paths
+        .disks()
+        .join(format!("{}.raw", golden_name(recipe, version, commit)))
 }
 
 fn meta_path(golden: &Path) -> PathBuf {
@@ -70,9 +75,15 @@ fn meta_path(golden: &Path) -> PathBuf {
 }
 
 /// The golden disk of `commit`, if one was completed.
-pub fn find_golden(paths: &Paths, recipe: &str, version: &str, commit: &str) -> Option<(PathBuf, DiskMeta)> {
+pub fn find_golden(
+    paths: &Paths,
+    recipe: &str,
+    version: &str,
+    commit: &str,
+) -> Option<(PathBuf, DiskMeta)> {
     let p = golden_path(paths, recipe, version, commit);
-    let meta: DiskMeta = serde_json::from_str(&std::fs::read_to_string(meta_path(&p)).ok()?).ok()?;
+    let meta: DiskMeta =
+        serde_json::from_str(&std::fs::read_to_string(meta_path(&p)).ok()?).ok()?;
     (p.is_file() && meta.commit == commit).then_some((p, meta))
 }
 
@@ -105,28 +116,51 @@ pub async fn make_disk(
         timings: vec![t.finish(cached)],
     };
     if let Some((p, _)) = find_golden(paths, recipe, version, commit) {
-        ev.note("disk", format!("reusing {} (commit unchanged)", p.display()));
+        ev.note(
+            "disk",
+            format!("reusing {} (commit unchanged)", p.display()),
+        );
         return Ok(result(p, true, t));
     }
     let host = Repo::at(paths.ostree_repo());
     if !host.has_commit(commit, cancel).await? {
-        anyhow::bail!("commit {commit} is not in bootlab's repo {} (build the recipe first)", host.path.display());
+        anyhow::bail!(
+            "commit {commit} is not in bootlab's repo {} (build the recipe first)",
+            host.path.display()
+        );
     }
     let dir = paths.disks();
     std::fs::create_dir_all(&dir)?;
     // ~1 GB is really written into the sparse 6 GiB file.
     check_free_space(&dir, 2 * GIB, "a golden disk")?;
     let dest = golden_path(paths, recipe, version, commit);
-    let tmp_path = dir.join(format!(".tmp-{}-{}.raw", golden_name(recipe, version, commit), fastrand::u32(..)));
+    let tmp_path = dir.join(format!(
+        ".tmp-{}-{}.raw",
+        golden_name(recipe, version, commit),
+        fastrand::u32(..)
+    ));
     let mut tmp = TempFile(Some(tmp_path.clone()));
     let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
 
-    let meta = fill_disk(&tmp_path, mnt.path(), &host, recipe, version, commit, ev, cancel).await?;
+    let meta = fill_disk(
+        &tmp_path,
+        mnt.path(),
+        &host,
+        recipe,
+        version,
+        commit,
+        ev,
+        cancel,
+    )
+    .await?;
 
     std::fs::File::open(&tmp_path)?.sync_all()?;
     std::fs::rename(&tmp_path, &dest).with_context(|| format!("rename to {}", dest.display()))?;
     tmp.0 = None;
-    crate::paths::write_atomic(&meta_path(&dest), serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    crate::paths::write_atomic(
+        &meta_path(&dest),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )?;
     Ok(result(dest, false, t))
 }
 
@@ -144,31 +178,59 @@ async fn fill_disk(
     cancel: &CancellationToken,
 ) -> Result<DiskMeta> {
     let s = "disk";
-    let check = || if cancel.is_cancelled() { Err(anyhow::Error::from(Cancelled)) } else { Ok(()) };
+    let check = || {
+        if cancel.is_cancelled() {
+            Err(anyhow::Error::from(Cancelled))
+        } else {
+            Ok(())
+        }
+    };
     let layout_ = MbrLayout::new(DISK_SIZE, BOOT_SIZE);
     disk::create_partitioned(file, &layout_, s, ev, cancel).await?;
     disk::write_mbr(file, &disk::find_mbr_bin()?)?;
 
     let boot_loop = LoopDevice::attach(file, layout_.boot, s, ev).await?;
     let root_loop = LoopDevice::attach(file, layout_.root, s, ev).await?;
-    disk::mkfs_ext4(&boot_loop.dev, BOOT_LABEL, Some("^64bit,^metadata_csum"), s, ev, cancel).await?;
+    disk::mkfs_ext4(
+        &boot_loop.dev,
+        BOOT_LABEL,
+        Some("^64bit,^metadata_csum"),
+        s,
+        ev,
+        cancel,
+    )
+    .await?;
     disk::mkfs_ext4(&root_loop.dev, ROOT_LABEL, None, s, ev, cancel).await?;
     check()?;
 
     let root_mnt = Mount::mount(&root_loop.dev, mnt, None, s, ev).await?;
-    HostCmd::new("ostree").args(["admin", "init-fs"]).arg(mnt).run(s, ev, cancel).await?;
+    HostCmd::new("ostree")
+        .args(["admin", "init-fs"])
+        .arg(mnt)
+        .run(s, ev, cancel)
+        .await?;
     let boot_dir = mnt.join("boot");
     let boot_mnt = Mount::mount(&boot_loop.dev, &boot_dir, None, s, ev).await?;
-    ostree::admin_sub("os-init", mnt).arg(STATEROOT).run(s, ev, cancel).await?;
+    ostree::admin_sub("os-init", mnt)
+        .arg(STATEROOT)
+        .run(s, ev, cancel)
+        .await?;
     let sysrepo = Repo::at(mnt.join("ostree/repo"));
-    sysrepo.cmd().args(["config", "set", "sysroot.bootloader", "syslinux"]).run(s, ev, cancel).await?;
+    sysrepo
+        .cmd()
+        .args(["config", "set", "sysroot.bootloader", "syslinux"])
+        .run(s, ev, cancel)
+        .await?;
 
     // The syslinux config ostree maintains: boot/loader -> loader.0, syslinux.cfg inside it.
     std::fs::create_dir_all(boot_dir.join("loader.0"))?;
     std::os::unix::fs::symlink("loader.0", boot_dir.join("loader"))?;
     std::fs::write(boot_dir.join("loader.0/syslinux.cfg"), SYSLINUX_HEAD)?;
     std::fs::create_dir_all(boot_dir.join("syslinux"))?;
-    std::os::unix::fs::symlink("../loader/syslinux.cfg", boot_dir.join("syslinux/syslinux.cfg"))?;
+    std::os::unix::fs::symlink(
+        "../loader/syslinux.cfg",
+        boot_dir.join("syslinux/syslinux.cfg"),
+    )?;
 
     let br = branch(recipe);
     let url = guest_remote_url();
@@ -177,7 +239,9 @@ async fn fill_disk(
         .args(["remote", "add", "--no-gpg-verify", REMOTE, &url, &br])
         .run(s, ev, cancel)
         .await?;
-    sysrepo.pull_local(&host.path, &[commit], s, ev, cancel).await?;
+    sysrepo
+        .pull_local(&host.path, &[commit], s, ev, cancel)
+        .await?;
     let refspec = format!("{REMOTE}:{br}");
     sysrepo.set_ref(&refspec, commit, s, ev, cancel).await?;
     check()?;
@@ -202,16 +266,27 @@ async fn fill_disk(
             .run(s, ev, cancel)
             .await?;
     } else {
-        ev.note(s, format!("{} has no var seed; /var starts empty", deployment.display()));
+        ev.note(
+            s,
+            format!(
+                "{} has no var seed; /var starts empty",
+                deployment.display()
+            ),
+        );
     }
     disk::extlinux_install(&boot_dir.join("syslinux"), s, ev, cancel).await?;
-    let cfg = std::fs::read_to_string(boot_dir.join("syslinux/syslinux.cfg")).context("read syslinux.cfg")?;
+    let cfg = std::fs::read_to_string(boot_dir.join("syslinux/syslinux.cfg"))
+        .context("read syslinux.cfg")?;
     anyhow::ensure!(
         cfg.contains("LABEL") && cfg.contains("/ostree/"),
         "ostree wrote no boot entry into syslinux.cfg:\n{cfg}"
     );
 
-    HostCmd::new("sync").arg("-f").arg(mnt).run(s, ev, cancel).await?;
+    HostCmd::new("sync")
+        .arg("-f")
+        .arg(mnt)
+        .run(s, ev, cancel)
+        .await?;
     boot_mnt.unmount(s, ev).await?;
     root_mnt.unmount(s, ev).await?;
     root_loop.detach(s, ev).await?;
@@ -242,10 +317,14 @@ pub async fn overlay(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<PathBuf> {
-    let golden = std::fs::canonicalize(golden).with_context(|| format!("golden disk {}", golden.display()))?;
+    let golden = std::fs::canonicalize(golden)
+        .with_context(|| format!("golden disk {}", golden.display()))?;
     let dir = dest.parent().context("overlay path has no folder")?;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}", dest.file_name().unwrap_or_default().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    ));
     let mut guard = TempFile(Some(tmp.clone()));
     HostCmd::new("qemu-img")
         .args(["create", "-f", "qcow2", "-b"])
@@ -266,10 +345,16 @@ mod tests {
     #[test]
     fn golden_names_carry_recipe_version_commit() {
         let c = "a".repeat(64);
-        assert_eq!(golden_name("debian-minimal", "v1", &c), "debian-minimal-v1-aaaaaaaaaaaa");
+        assert_eq!(
+            golden_name("debian-minimal", "v1", &c),
+            "debian-minimal-v1-aaaaaaaaaaaa"
+        );
         let p = golden_path(&Paths::under(Path::new("/h")), "r", "v2", &c);
         assert_eq!(p, PathBuf::from("/h/cache/disks/r-v2-aaaaaaaaaaaa.raw"));
-        assert_eq!(meta_path(&p), PathBuf::from("/h/cache/disks/r-v2-aaaaaaaaaaaa.json"));
+        assert_eq!(
+            meta_path(&p),
+            PathBuf::from("/h/cache/disks/r-v2-aaaaaaaaaaaa.json")
+        );
     }
 
     #[test]
@@ -280,19 +365,38 @@ mod tests {
 
     #[tokio::test]
     async fn overlay_is_backed_by_the_golden() {
-        if std::process::Command::new("qemu-img").arg("--version").output().is_err() {
+        if std::process::Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             eprintln!("SKIPPED: no qemu-img");
             return;
         }
         let t = tempfile::tempdir().unwrap();
         let golden = t.path().join("g.raw");
-        std::fs::File::create(&golden).unwrap().set_len(64 * MIB).unwrap();
-        let o = overlay(&golden, &t.path().join("vm/o.qcow2"), &Emitter::null(), &CancellationToken::new())
-            .await
+        std::fs::File::create(&golden)
+            .unwrap()
+            .set_len(64 * MIB)
             .unwrap();
-        let info = std::process::Command::new("qemu-img").args(["info", "-U"]).arg(&o).output().unwrap();
+        let o = overlay(
+            &golden,
+            &t.path().join("vm/o.qcow2"),
+            &Emitter::null(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let info = std::process::Command::new("qemu-img")
+            .args(["info", "-U"])
+            .arg(&o)
+            .output()
+            .unwrap();
         let info = String::from_utf8_lossy(&info.stdout);
-        assert!(info.contains("backing file: ") && info.contains("g.raw"), "{info}");
+        assert!(
+            info.contains("backing file: ") && info.contains("g.raw"),
+            "{info}"
+        );
         assert!(info.contains("backing file format: raw"), "{info}");
         assert_eq!(std::fs::read_dir(t.path().join("vm")).unwrap().count(), 1);
     }

@@ -14,9 +14,9 @@
 //!   the seed), media → run/media, ostree → sysroot/ostree, an empty /sysroot.
 //! - dev, proc, sys, run, tmp, var/tmp are left empty; apt lists and caches are dropped.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 /// Where the image's /var is kept inside /usr (relative to the rootfs).
@@ -86,7 +86,12 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     for d in ["dev", "proc", "sys", "run", "tmp"] {
         empty_dir(&root.join(d), if d == "tmp" { 0o1777 } else { 0o755 })?;
     }
-    for d in ["var/lib/apt/lists", "var/cache/apt", "var/tmp", "var/log/journal"] {
+    for d in [
+        "var/lib/apt/lists",
+        "var/cache/apt",
+        "var/tmp",
+        "var/log/journal",
+    ] {
         if root.join(d).exists() {
             empty_dir(&root.join(d), if d == "var/tmp" { 0o1777 } else { 0o755 })?;
             dropped.push(d.to_string());
@@ -104,7 +109,10 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     // podman export adds empty files it bind-mounts at run time; they are not the image's.
     for f in ["hosts", "resolv.conf", "hostname"] {
         let p = etc.join(f);
-        if fs::symlink_metadata(&p).map(|m| m.is_file() && m.len() == 0).unwrap_or(false) {
+        if fs::symlink_metadata(&p)
+            .map(|m| m.is_file() && m.len() == 0)
+            .unwrap_or(false)
+        {
             fs::remove_file(&p)?;
             dropped.push(format!("etc/{f}"));
         }
@@ -346,9 +354,16 @@ mod tests {
         // kernel and initramfs where ostree looks, 0644; /boot empty; root symlinks gone
         let m = r.join("usr/lib/modules/6.1.0-99-amd64");
         assert_eq!(fs::read_to_string(m.join("vmlinuz")).unwrap(), "kernel");
-        assert_eq!(fs::read_to_string(m.join("initramfs.img")).unwrap(), "initrd");
         assert_eq!(
-            fs::metadata(m.join("vmlinuz")).unwrap().permissions().mode() & 0o7777,
+            fs::read_to_string(m.join("initramfs.img")).unwrap(),
+            "initrd"
+        );
+        assert_eq!(
+            fs::metadata(m.join("vmlinuz"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
             0o644
         );
         assert!(m.join("kernel").is_dir());
@@ -359,7 +374,10 @@ mod tests {
         // /etc moved, fstab by label, machine-id empty, podman's empty hosts dropped
         assert!(!r.join("etc").exists());
         let etc = r.join("usr/etc");
-        assert_eq!(fs::read_to_string(etc.join("hostname")).unwrap(), "bootlab\n");
+        assert_eq!(
+            fs::read_to_string(etc.join("hostname")).unwrap(),
+            "bootlab\n"
+        );
         assert!(etc.join("ssh/sshd_config").is_file());
         let fstab = fs::read_to_string(etc.join("fstab")).unwrap();
         assert!(fstab.contains("LABEL=bootlab-root / ext4"), "{fstab}");
@@ -377,7 +395,10 @@ mod tests {
         assert!(!seed.join("lib/apt/lists/deb_Packages").exists());
         assert!(!seed.join("cache/apt/archives/x.deb").exists());
         assert!(!seed.join("tmp/junk").exists());
-        assert_eq!(fs::read_to_string(seed.join("roothome/.bashrc")).unwrap(), "PS1=");
+        assert_eq!(
+            fs::read_to_string(seed.join("roothome/.bashrc")).unwrap(),
+            "PS1="
+        );
         assert!(seed.join("usrlocal/bin/tool").is_file());
 
         // symlinks into /var and the rest

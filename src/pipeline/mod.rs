@@ -24,10 +24,10 @@ pub mod disk;
 pub mod layout;
 pub mod publish;
 
-pub use base::{ensure_base, BaseResult, BASE_TAG};
-pub use build::{build_image, BuildResult};
-pub use disk::{make_disk, overlay, DiskResult};
-pub use publish::{publish, PublishResult};
+pub use base::{BASE_TAG, BaseResult, ensure_base};
+pub use build::{BuildResult, build_image};
+pub use disk::{DiskResult, make_disk, overlay};
+pub use publish::{PublishResult, publish};
 
 use crate::events::{CancellationToken, Cancelled, Emitter};
 use anyhow::Result;
@@ -96,7 +96,10 @@ impl HostLock {
                 return Ok(HostLock(f));
             }
             if !told {
-                ev.note(name, format!("waiting for another bootlab ({})", p.display()));
+                ev.note(
+                    name,
+                    format!("waiting for another bootlab ({})", p.display()),
+                );
                 told = true;
             }
             tokio::select! {

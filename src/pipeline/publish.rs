@@ -52,11 +52,15 @@ pub async fn publish(
         .context("creating the update share's repo")?;
     let br = branch(recipe);
     let previous = repo.rev_parse(&br, cancel).await?;
-    repo.pull_local(&host.path, &[commit], "publish", ev, cancel).await?;
+    repo.pull_local(&host.path, &[commit], "publish", ev, cancel)
+        .await?;
     repo.set_ref(&br, commit, "publish", ev, cancel).await?;
     // A pull through the summary must see the new head.
     repo.update_summary("publish", ev, cancel).await?;
-    ev.note("publish", format!("{br} → {commit} in {}", repo.path.display()));
+    ev.note(
+        "publish",
+        format!("{br} → {commit} in {}", repo.path.display()),
+    );
     Ok(PublishResult {
         repo: repo.path.clone(),
         branch: br,

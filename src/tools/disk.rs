@@ -4,7 +4,7 @@
 
 use crate::events::{CancellationToken, Emitter};
 use crate::tools::cmd::HostCmd;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 pub const SECTOR: u64 = 512;
@@ -207,7 +207,7 @@ impl Drop for Mount {
         if self.unmounted {
             return;
         }
-        use nix::mount::{umount2, MntFlags};
+        use nix::mount::{MntFlags, umount2};
         if umount2(&self.dir, MntFlags::empty()).is_err() {
             // Busy (a process still inside): detach now, the kernel finishes when it can.
             let _ = umount2(&self.dir, MntFlags::MNT_DETACH);
@@ -258,13 +258,20 @@ mod tests {
         assert_eq!(l.root.offset, 513 * MIB);
         assert_eq!(l.root.offset + l.root.size, l.disk_size);
         let s = l.sfdisk_script();
-        assert!(s.contains("start=2048, size=1048576, type=83, bootable"), "{s}");
+        assert!(
+            s.contains("start=2048, size=1048576, type=83, bootable"),
+            "{s}"
+        );
         assert!(s.contains("start=1050624, size=11532288"), "{s}");
     }
 
     #[tokio::test]
     async fn partitions_a_sparse_file() {
-        if std::process::Command::new("sfdisk").arg("--version").output().is_err() {
+        if std::process::Command::new("sfdisk")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             eprintln!("SKIPPED: no sfdisk");
             return;
         }
@@ -274,16 +281,31 @@ mod tests {
         create_partitioned(&f, &l, "t", &Emitter::null(), &CancellationToken::new())
             .await
             .unwrap();
-        let out = std::process::Command::new("sfdisk").arg("--dump").arg(&f).output().unwrap();
+        let out = std::process::Command::new("sfdisk")
+            .arg("--dump")
+            .arg(&f)
+            .output()
+            .unwrap();
         let dump = String::from_utf8_lossy(&out.stdout);
-        assert!(dump.contains("start=        2048, size=       32768, type=83, bootable"), "{dump}");
+        assert!(
+            dump.contains("start=        2048, size=       32768, type=83, bootable"),
+            "{dump}"
+        );
         // sparse: almost nothing allocated
         use std::os::unix::fs::MetadataExt;
         assert!(std::fs::metadata(&f).unwrap().blocks() * 512 < MIB);
         if let Ok(mbr) = find_mbr_bin() {
             write_mbr(&f, &mbr).unwrap();
-            let again = std::process::Command::new("sfdisk").arg("--dump").arg(&f).output().unwrap();
-            assert_eq!(String::from_utf8_lossy(&again.stdout), dump, "MBR code must not touch the table");
+            let again = std::process::Command::new("sfdisk")
+                .arg("--dump")
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&again.stdout),
+                dump,
+                "MBR code must not touch the table"
+            );
         }
     }
 }

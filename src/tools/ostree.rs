@@ -67,17 +67,16 @@ impl Repo {
         }
         let parent = self.path.parent().context("repo path has no parent")?;
         std::fs::create_dir_all(parent)?;
-        let tmp = tempfile::Builder::new().prefix(".repo-").tempdir_in(parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".repo-")
+            .tempdir_in(parent)?;
         Repo::at(tmp.path())
             .cmd()
             .args(["init", &format!("--mode={}", mode.as_str())])
             .run("ostree", ev, cancel)
             .await?;
         let tmp = tmp.keep();
-        std::fs::set_permissions(
-            &tmp,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         if let Err(e) = std::fs::rename(&tmp, &self.path) {
             let _ = std::fs::remove_dir_all(&tmp);
             if !self.exists() {
@@ -107,12 +106,19 @@ impl Repo {
         }
         let out = c.capture().run(stage, ev, cancel).await?;
         let sum = out.stdout.trim().to_string();
-        anyhow::ensure!(is_checksum(&sum), "ostree commit printed {sum:?}, not a checksum");
+        anyhow::ensure!(
+            is_checksum(&sum),
+            "ostree commit printed {sum:?}, not a checksum"
+        );
         Ok(sum)
     }
 
     /// The commit a ref (or a checksum) resolves to, `None` when it does not.
-    pub async fn rev_parse(&self, refspec: &str, cancel: &CancellationToken) -> Result<Option<String>> {
+    pub async fn rev_parse(
+        &self,
+        refspec: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
         if !self.exists() {
             return Ok(None);
         }
@@ -193,7 +199,12 @@ impl Repo {
     }
 
     /// A metadata string of a commit (`None` when unset).
-    pub async fn metadata(&self, checksum: &str, key: &str, cancel: &CancellationToken) -> Result<Option<String>> {
+    pub async fn metadata(
+        &self,
+        checksum: &str,
+        key: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
         let out = self
             .cmd()
             .args(["show", &format!("--print-metadata-key={key}"), checksum])
@@ -208,8 +219,16 @@ impl Repo {
     }
 
     /// Update the summary file (pulls of an archive repo resolve refs through it).
-    pub async fn update_summary(&self, stage: &str, ev: &Emitter, cancel: &CancellationToken) -> Result<()> {
-        self.cmd().args(["summary", "--update"]).run(stage, ev, cancel).await?;
+    pub async fn update_summary(
+        &self,
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        self.cmd()
+            .args(["summary", "--update"])
+            .run(stage, ev, cancel)
+            .await?;
         Ok(())
     }
 }
@@ -228,10 +247,10 @@ pub fn parse_log(text: &str) -> Vec<LogEntry> {
                 commit: c.trim().to_string(),
                 version: None,
             });
-        } else if let Some(v) = line.strip_prefix("Version:") {
-            if let Some(last) = out.last_mut() {
-                last.version = Some(v.trim().to_string());
-            }
+        } else if let Some(v) = line.strip_prefix("Version:")
+            && let Some(last) = out.last_mut()
+        {
+            last.version = Some(v.trim().to_string());
         }
     }
     out
@@ -239,7 +258,9 @@ pub fn parse_log(text: &str) -> Vec<LogEntry> {
 
 /// `ostree admin …` on a sysroot mounted at `sysroot`.
 pub fn admin(sysroot: &Path) -> HostCmd {
-    HostCmd::new("ostree").arg("admin").arg(format!("--sysroot={}", sysroot.display()))
+    HostCmd::new("ostree")
+        .arg("admin")
+        .arg(format!("--sysroot={}", sysroot.display()))
 }
 
 /// `ostree admin` subcommand with `--sysroot` after it (the form ostree 2022.7 accepts for all).
@@ -299,14 +320,23 @@ mod tests {
             .await
             .unwrap();
         assert!(is_checksum(&sum));
-        assert_eq!(repo.rev_parse("b/x", &c).await.unwrap().as_deref(), Some(sum.as_str()));
+        assert_eq!(
+            repo.rev_parse("b/x", &c).await.unwrap().as_deref(),
+            Some(sum.as_str())
+        );
         assert!(repo.has_commit(&sum, &c).await.unwrap());
-        assert_eq!(repo.metadata(&sum, "version", &c).await.unwrap().as_deref(), Some("v9"));
+        assert_eq!(
+            repo.metadata(&sum, "version", &c).await.unwrap().as_deref(),
+            Some("v9")
+        );
         let log = repo.log("b/x", &c).await.unwrap();
         assert_eq!(log[0].version.as_deref(), Some("v9"));
         repo.set_ref("other", &sum, "t", &ev, &c).await.unwrap();
         repo.set_ref("other", &sum, "t", &ev, &c).await.unwrap();
-        assert_eq!(repo.rev_parse("other", &c).await.unwrap().as_deref(), Some(sum.as_str()));
+        assert_eq!(
+            repo.rev_parse("other", &c).await.unwrap().as_deref(),
+            Some(sum.as_str())
+        );
     }
 
     fn which(p: &str) -> Option<PathBuf> {

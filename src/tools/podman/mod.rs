@@ -74,7 +74,11 @@ impl Podman {
     }
 
     /// The image id of `reference`, or `None` when there is no such image.
-    pub async fn image_id(&self, reference: &str, cancel: &CancellationToken) -> Result<Option<String>> {
+    pub async fn image_id(
+        &self,
+        reference: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
         let out = self
             .cmd()
             .args(["image", "inspect", "--format", "{{.Id}}", reference])
@@ -105,11 +109,19 @@ impl Podman {
             return Ok(None);
         }
         let v = out.stdout.trim();
-        Ok(Some(if v == "<no value>" { String::new() } else { v.to_string() }))
+        Ok(Some(if v == "<no value>" {
+            String::new()
+        } else {
+            v.to_string()
+        }))
     }
 
     /// The digest podman records for an image (`sha256:…`).
-    pub async fn image_digest(&self, reference: &str, cancel: &CancellationToken) -> Result<String> {
+    pub async fn image_digest(
+        &self,
+        reference: &str,
+        cancel: &CancellationToken,
+    ) -> Result<String> {
         let out = self
             .cmd()
             .args(["image", "inspect", "--format", "{{.Digest}}", reference])
@@ -174,16 +186,16 @@ impl Podman {
             let stage = stage.to_string();
             tokio::spawn(async move {
                 while let Some(s) = rx.recv().await {
-                    if let Event::Log { line, .. } = &s.event {
-                        if let Some((done, total, label)) = parse_step(line) {
-                            *last_step.lock().unwrap() = Some(line.clone());
-                            ev.emit(Event::Progress {
-                                stage: stage.clone(),
-                                done,
-                                total,
-                                label,
-                            });
-                        }
+                    if let Event::Log { line, .. } = &s.event
+                        && let Some((done, total, label)) = parse_step(line)
+                    {
+                        *last_step.lock().unwrap() = Some(line.clone());
+                        ev.emit(Event::Progress {
+                            stage: stage.clone(),
+                            done,
+                            total,
+                            label,
+                        });
                     }
                     ev.emit(s.event);
                 }
@@ -205,13 +217,26 @@ impl Podman {
                 });
             }
         }
-        let id = std::fs::read_to_string(spec.iidfile)
-            .with_context(|| format!("podman build wrote no image id to {}", spec.iidfile.display()))?;
+        let id = std::fs::read_to_string(spec.iidfile).with_context(|| {
+            format!(
+                "podman build wrote no image id to {}",
+                spec.iidfile.display()
+            )
+        })?;
         Ok(id.trim().trim_start_matches("sha256:").to_string())
     }
 
-    pub async fn tag(&self, image: &str, tag: &str, ev: &Emitter, cancel: &CancellationToken) -> Result<()> {
-        self.cmd().args(["tag", image, tag]).run("podman", ev, cancel).await?;
+    pub async fn tag(
+        &self,
+        image: &str,
+        tag: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        self.cmd()
+            .args(["tag", image, tag])
+            .run("podman", ev, cancel)
+            .await?;
         Ok(())
     }
 
@@ -264,7 +289,12 @@ impl Podman {
             .capture()
             .run("podman", &Emitter::null(), cancel)
             .await?;
-        Ok(out.stdout.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        Ok(out
+            .stdout
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
     }
 }
 
