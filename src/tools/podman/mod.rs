@@ -161,7 +161,7 @@ impl Podman {
     ) -> Result<String> {
         let mut c = self
             .cmd()
-            .args(["build", "--network=host", "--layers"])
+            .args(["build", "--network=host", "--layers", "--force-rm"])
             .args(self.choice.ulimit_args());
         for (k, v) in &spec.build_args {
             c = c.args(["--build-arg".to_string(), format!("{k}={v}")]);
