@@ -219,7 +219,7 @@ impl HostCmd {
                 },
                 _ = cancel.cancelled(), if !cancelled => {
                     cancelled = true;
-                    kill_group_gracefully(pid).await;
+                    stop_group(pid, &mut child).await;
                 }
             }
         }
@@ -294,7 +294,26 @@ impl Drop for GroupGuard {
     }
 }
 
-/// INT, then TERM, then KILL to a process group, giving each a moment to work.
+/// INT, then TERM, then KILL to `child`'s process group, each given a moment; returns as soon as
+/// the child has exited (it is reaped here, so a zombie leader never looks alive), then KILLs
+/// whatever else is left in the group.
+async fn stop_group(pgid: i32, child: &mut tokio::process::Child) {
+    use nix::sys::signal::{Signal, killpg};
+    let pg = nix::unistd::Pid::from_raw(pgid);
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        let _ = killpg(pg, sig);
+        if tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    let _ = killpg(pg, Signal::SIGKILL);
+}
+
+/// INT, then TERM, then KILL to a process group that is not our child (so it cannot be reaped
+/// here), giving each a moment to work.
 pub async fn kill_group_gracefully(pgid: i32) {
     use nix::sys::signal::{Signal, killpg};
     let pg = nix::unistd::Pid::from_raw(pgid);
@@ -430,8 +449,15 @@ mod tests {
             })
             .await
             .expect("grandchild started");
+        let t0 = std::time::Instant::now();
         cancel.cancel();
         let r = task.await.unwrap();
+        // sh dies on SIGINT at once; cancel must not wait out the TERM/KILL steps.
+        assert!(
+            t0.elapsed() < Duration::from_millis(1500),
+            "cancel took {:?}",
+            t0.elapsed()
+        );
         assert!(r.unwrap_err().is::<Cancelled>());
         // The grandchild (sleep) is gone too, not just the shell.
         let gone = crate::events::retry_until(
