@@ -134,6 +134,7 @@ broken_case!(
     unknown_field,
     "unknown-field.toml",
     [
+        "unknown-field.toml:10:1: missing field `title` in this step",
         "unknown-field.toml:12:1: unknown field `titel`, expected one of `id`, `title`, `text`, `hints`, `reboot`, `action`, `checks`, `solve`"
     ]
 );
@@ -255,6 +256,24 @@ broken_case!(
         "many-errors.toml:19:18: bad regex \"((\": unclosed group",
         "many-errors.toml:23:6: duplicate step id \"boot\": step ids must be unique in a lab",
         "many-errors.toml:23:6: step \"boot\" has no checks: add at least one [[steps.checks]] so the learner knows it worked",
+    ]
+);
+
+// Every wrong key of every table, not only the first serde meets.
+broken_case!(
+    every_wrong_key_of_a_table,
+    "every-wrong-key.toml",
+    [
+        "every-wrong-key.toml:4:11: invalid type: string \"ten\", expected a whole number like 10",
+        "every-wrong-key.toml:5:11: invalid type: integer `5`, expected a string",
+        "every-wrong-key.toml:6:1: unknown field `colour`, expected one of `schema`, `id`, `title`, `minutes`, `summary`, `requires`, `steps`",
+        "every-wrong-key.toml:10:1: unknown field `hosttools`, expected one of `recipe`, `family`, `host_tools`",
+        "every-wrong-key.toml:14:9: invalid type: integer `3`, expected a string",
+        "every-wrong-key.toml:16:1: unknown field `hint`, expected one of `id`, `title`, `text`, `hints`, `reboot`, `action`, `checks`, `solve`",
+        "every-wrong-key.toml:18:1: missing field `fail` in this check",
+        "every-wrong-key.toml:21:8: invalid type: string \"zero\", expected an integer like 0",
+        "every-wrong-key.toml:22:19: invalid type: integer `4`, expected a string or an array of strings",
+        "every-wrong-key.toml:23:1: unknown field `fial`, expected one of `title`, `guest`, `host`, `deployments`, `exit`, `stdout_contains`, `stdout_lacks`, `stdout_matches`, `stderr_contains`, `json`, `timeout`, `wait`, `every`, `fail`",
     ]
 );
 

@@ -182,22 +182,62 @@ fn string_items(t: &DeTable, key: &str) -> Vec<(String, Span)> {
 
 /// Deserialize one table or value of the tree; `what` names it in "missing field" errors
 /// ("missing field `fail` in this check").
+///
+/// serde stops at the first error. To report every wrong key of a table, the entry an error
+/// points at is reported, taken out, and the rest deserialized again, until it succeeds or an
+/// error cannot be pinned on one entry.
 fn deserialize<'de, T: Deserialize<'de>>(
     cx: &mut Ctx,
     what: &str,
     v: Spanned<DeValue<'de>>,
 ) -> Option<T> {
     let span = v.span();
-    match T::deserialize(ValueDeserializer::from(v)) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let mut msg = plain_types(e.message().trim());
-            if msg.starts_with("missing field") && !what.is_empty() {
+    let mut value = v.into_inner();
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let e = match T::deserialize(ValueDeserializer::from(Spanned::new(
+            span.clone(),
+            value.clone(),
+        ))) {
+            Ok(t) if removed.is_empty() => return Some(t),
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        let mut msg = plain_types(e.message().trim());
+        if let Some(field) = msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            if removed.iter().any(|r| r == field) {
+                // Caused by an entry already reported and taken out.
+                return None;
+            }
+            if !what.is_empty() {
                 msg.push_str(&format!(" in this {what}"));
             }
-            // Errors raised inside serde's buffered enums carry no span: use the value's.
-            cx.err(e.span().or(Some(span)), msg);
-            None
+        }
+        // Errors raised inside serde's buffered enums carry no span: use the value's.
+        let at = e.span().unwrap_or(span.clone());
+        cx.err(Some(at.clone()), msg);
+        let DeValue::Table(t) = &mut value else {
+            return None;
+        };
+        // The entry the error is in: the last one that starts at or before it (a `[table]`
+        // entry's own span covers only its header, not the keys below it).
+        if at == span {
+            return None;
+        }
+        let culprit = t
+            .iter()
+            .filter(|(k, _)| k.span().start <= at.start)
+            .max_by_key(|(k, _)| k.span().start)
+            .map(|(k, _)| k.get_ref().to_string());
+        match culprit {
+            Some(k) => {
+                t.remove(k.as_str());
+                removed.push(k);
+            }
+            None => return None,
         }
     }
 }
