@@ -173,6 +173,16 @@ pub async fn build_image(
 
     let work_root = paths.cache.join("builds");
     std::fs::create_dir_all(&work_root)?;
+    // One build at a time on this host (2 cores; podman's store is shared); under the lock, a
+    // staging folder left by a killed build is ours to remove.
+    let _lock = super::HostLock::acquire("build", ev, cancel).await?;
+    for e in std::fs::read_dir(&work_root)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".work-") {
+            ev.note("build", format!("removing leftover {}", e.path().display()));
+            let p = e.path();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(p)).await;
+        }
+    }
     // The exported tar and its unpacked tree (~800 MB each, briefly both).
     check_free_space(&work_root, 2 * GIB, "exporting and committing an image")?;
     let work = tempfile::Builder::new()

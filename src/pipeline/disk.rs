@@ -131,6 +131,10 @@ pub async fn make_disk(
     }
     let dir = paths.disks();
     std::fs::create_dir_all(&dir)?;
+    // One disk maker at a time; under the lock, temp files and mounts left by a killed one are
+    // ours to reap.
+    let _lock = super::HostLock::acquire("disk", ev, cancel).await?;
+    reap_leftovers(&dir, ev).await;
     // ~1 GB is really written into the sparse 6 GiB file.
     check_free_space(&dir, 2 * GIB, "a golden disk")?;
     let dest = golden_path(paths, recipe, version, commit);
@@ -162,6 +166,53 @@ pub async fn make_disk(
         serde_json::to_string_pretty(&meta)?.as_bytes(),
     )?;
     Ok(result(dest, false, t))
+}
+
+/// Undo what a killed disk maker left in `dir`: mounts under `.mnt-*`, loop devices over
+/// `.tmp-*.raw`, and the files themselves.
+pub async fn reap_leftovers(dir: &Path, ev: &Emitter) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // Mount dirs first (they hold the loop devices busy).
+    names.sort_by_key(|p| {
+        !p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .starts_with(".mnt-")
+    });
+    for p in names {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with(".mnt-") {
+            use nix::mount::{MntFlags, umount2};
+            let _ = umount2(&p.join("boot"), MntFlags::MNT_DETACH);
+            let _ = umount2(&p, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir_all(&p);
+            ev.note("disk", format!("reaped {}", p.display()));
+        } else if name.starts_with(".tmp-") {
+            if let Ok(out) = HostCmd::new("losetup")
+                .arg("-j")
+                .arg(&p)
+                .capture()
+                .run("disk", &Emitter::null(), &CancellationToken::new())
+                .await
+            {
+                for dev in out.stdout.lines().filter_map(|l| l.split(':').next()) {
+                    let _ = HostCmd::new("losetup")
+                        .args(["--detach", dev])
+                        .run_unchecked("disk", ev, &CancellationToken::new())
+                        .await;
+                }
+            }
+            let _ = std::fs::remove_file(&p);
+            ev.note("disk", format!("reaped {}", p.display()));
+        }
+    }
 }
 
 /// Everything between an empty file and a complete disk. Loop devices and mounts are guards:
