@@ -41,6 +41,8 @@ pub struct DiskResult {
     pub commit: String,
     pub cached: bool,
     pub timings: Vec<StageTiming>,
+    /// Seconds making this disk took when it was made.
+    pub cold_secs: f64,
 }
 
 /// The metadata file beside a golden disk.
@@ -57,6 +59,8 @@ pub struct DiskMeta {
     pub branch: String,
     pub kargs: Vec<String>,
     pub created: String,
+    #[serde(default)]
+    pub make_secs: f64,
 }
 
 /// File name (without extension) of the golden disk of a commit.
@@ -107,20 +111,25 @@ pub async fn make_disk(
     cancel: &CancellationToken,
 ) -> Result<DiskResult> {
     let t = StageTimer::start(ev, "disk");
-    let result = |path: PathBuf, cached: bool, t: StageTimer| DiskResult {
-        path,
-        recipe: recipe.into(),
-        version: version.into(),
-        commit: commit.into(),
-        cached,
-        timings: vec![t.finish(cached)],
+    let started = std::time::Instant::now();
+    let result = |path: PathBuf, cached: bool, t: StageTimer, cold: Option<f64>| {
+        let timing = t.finish(cached);
+        DiskResult {
+            path,
+            recipe: recipe.into(),
+            version: version.into(),
+            commit: commit.into(),
+            cached,
+            cold_secs: cold.unwrap_or(timing.secs),
+            timings: vec![timing],
+        }
     };
-    if let Some((p, _)) = find_golden(paths, recipe, version, commit) {
+    if let Some((p, meta)) = find_golden(paths, recipe, version, commit) {
         ev.note(
             "disk",
             format!("reusing {} (commit unchanged)", p.display()),
         );
-        return Ok(result(p, true, t));
+        return Ok(result(p, true, t, Some(meta.make_secs)));
     }
     let host = Repo::at(paths.ostree_repo());
     if !host.has_commit(commit, cancel).await? {
@@ -146,7 +155,7 @@ pub async fn make_disk(
     let mut tmp = TempFile(Some(tmp_path.clone()));
     let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
 
-    let meta = fill_disk(
+    let mut meta = fill_disk(
         &tmp_path,
         mnt.path(),
         &host,
@@ -157,6 +166,7 @@ pub async fn make_disk(
         cancel,
     )
     .await?;
+    meta.make_secs = started.elapsed().as_secs_f64();
 
     std::fs::File::open(&tmp_path)?.sync_all()?;
     std::fs::rename(&tmp_path, &dest).with_context(|| format!("rename to {}", dest.display()))?;
@@ -165,7 +175,7 @@ pub async fn make_disk(
         &meta_path(&dest),
         serde_json::to_string_pretty(&meta)?.as_bytes(),
     )?;
-    Ok(result(dest, false, t))
+    Ok(result(dest, false, t, None))
 }
 
 /// Undo what a killed disk maker left in `dir`: mounts under `.mnt-*`, loop devices over
@@ -357,6 +367,7 @@ async fn fill_disk(
         branch: br,
         kargs,
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        make_secs: 0.0,
     })
 }
 
