@@ -384,7 +384,8 @@ async fn a_cancelled_build_registers_nothing_and_leaves_no_container() {
             let info = sh(&format!(
                 "podman ps -a --external --filter id={id} --format '{{{{.Names}}}} {{{{.Command}}}}'"
             ));
-            info.contains(&name) || info.contains("bootlab-export")
+            // buildah's working container of the killed build, or our export container.
+            info.contains("buildah") || info.contains("bootlab-export")
         })
         .collect();
     assert!(ours.is_empty(), "containers left: {ours:?}");
@@ -437,5 +438,41 @@ fn cli_build_then_disk_make_again_is_all_cache_hits() {
     assert!(
         stdout.contains("disk    ") && stdout.contains(".raw"),
         "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_a_killed_disk_maker_are_reaped() {
+    if !common::require_root() {
+        return;
+    }
+    let ev = Emitter::null();
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join(".tmp-x-v1-1.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(32 * 1024 * 1024)
+        .unwrap();
+    sh(&format!("mkfs.ext4 -q -F {}", raw.display()));
+    let part = bootlab::tools::disk::Part {
+        offset: 0,
+        size: 32 * 1024 * 1024,
+    };
+    // What a SIGKILLed disk maker leaves: a loop device and a mount nobody will undo.
+    let lo = LoopDevice::attach(&raw, part, "t", &ev).await.unwrap();
+    let mnt = d.path().join(".mnt-abc");
+    let m = Mount::mount(&lo.dev, &mnt, None, "t", &ev).await.unwrap();
+    let dev = lo.dev.clone();
+    std::mem::forget(m);
+    std::mem::forget(lo);
+    assert!(sh("losetup -a").contains(&raw.display().to_string()));
+
+    pipeline::disk::reap_leftovers(d.path(), &ev).await;
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    assert!(!sh("cat /proc/mounts").contains(&mnt.display().to_string()));
+    let still = sh("losetup -a");
+    assert!(
+        !still.contains(&format!("{}:", dev.display())) || !still.contains(".tmp-x-v1-1.raw"),
+        "{still}"
     );
 }
