@@ -1,1 +1,2 @@
-//! (filled in by its issue)
+//! Virtual machines: each VM is one QEMU owned by one small supervisor process.
+pub mod procs;
