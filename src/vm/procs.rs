@@ -80,3 +80,10 @@ pub fn kill_verified(pid: i32, needle: &str) -> bool {
     }
     true
 }
+
+/// Parent pid of `pid` (from /proc/<pid>/stat).
+pub fn ppid(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = s.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
