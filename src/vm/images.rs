@@ -68,9 +68,10 @@ pub async fn booted_image(
 ) -> Result<PathBuf> {
     let golden = std::fs::canonicalize(golden)
         .with_context(|| format!("golden disk {}", golden.display()))?;
-    let accel = o
-        .accel
-        .unwrap_or_else(|| crate::tools::qemu::choose_accel(paths).0);
+    let accel = match o.accel {
+        Some(a) => a,
+        None => crate::tools::qemu::choose_accel(paths, ev, cancel).await.0,
+    };
     let dest = booted_path(&golden, o, accel);
     if dest.exists() {
         return Ok(dest);

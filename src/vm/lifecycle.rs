@@ -159,7 +159,7 @@ pub async fn up(
     }
     let (accel, reason) = match opts.accel {
         Some(a) => (a, format!("{} asked for", a.as_str())),
-        None => qemu::choose_accel(paths),
+        None => qemu::choose_accel(paths, ev, cancel).await,
     };
     ev.note(&stage, format!("accelerator {}: {reason}", accel.as_str()));
     let boot_timeout = opts.boot_timeout.unwrap_or(match accel {
