@@ -454,3 +454,58 @@ async fn start_from_booted_image_then_reboot() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boot_timeout_and_cancel_leave_nothing_behind() {
+    if !common::require_root() {
+        return;
+    }
+    let _lock = common::heavy_lock();
+    let paths = paths();
+    let golden = golden(&paths).await;
+
+    // A guest that is not ready in time: a clear error with the console tail, nothing left.
+    let name = format!("slow-{}", std::process::id());
+    let guard = NoLeftovers::new(&paths, &name);
+    let mut o = options(&name);
+    o.golden = Some(golden.clone());
+    o.boot_timeout = Some(Duration::from_secs(12));
+    let t = Instant::now();
+    let err = vm::up(&paths, o, &Emitter::null(), &CancellationToken::new())
+        .await
+        .expect_err("12 s is too short for a TCG boot");
+    let msg = format!("{err:#}");
+    println!("{msg}");
+    assert!(t.elapsed() < Duration::from_secs(60));
+    assert!(
+        msg.contains("did not become ready") && msg.contains("console tail"),
+        "{msg}"
+    );
+    assert!(!VmRecord::dir(&paths, &name).exists());
+    drop(guard);
+
+    // Cancelled while booting: the caller gets `Cancelled` at once, the VM is gone.
+    let name = format!("cancel-{}", std::process::id());
+    let guard = NoLeftovers::new(&paths, &name);
+    let mut o = options(&name);
+    o.golden = Some(golden);
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let p2 = paths.clone();
+    let n2 = name.clone();
+    tokio::spawn(async move {
+        while booting(&p2, &n2).is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c2.cancel();
+    });
+    let err = vm::up(&paths, o, &Emitter::null(), &cancel)
+        .await
+        .expect_err("cancelled");
+    assert!(
+        err.root_cause().is::<bootlab::events::Cancelled>(),
+        "{err:#}"
+    );
+    assert!(!VmRecord::dir(&paths, &name).exists());
+    drop(guard);
+}
