@@ -297,12 +297,17 @@ impl Sup {
     }
     fn console_tail(&self, n: usize) -> String {
         let c = self.console.lock().unwrap();
-        let skip = c.len().saturating_sub(n);
-        c.iter()
-            .skip(skip)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n  ")
+        let lines: Vec<&str> = c
+            .iter()
+            .map(|l| l.as_str())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(n)..];
+        if tail.is_empty() {
+            "(nothing on the console yet)".into()
+        } else {
+            tail.join("\n  ")
+        }
     }
     async fn drop_agent(&self) {
         *self.agent.lock().await = None;
