@@ -19,6 +19,11 @@ fn short(c: &str) -> &str {
     c.get(..12).unwrap_or(c)
 }
 
+/// "none", or the deployment found (for checks that require one).
+fn found(d: Option<&Deployment>) -> String {
+    d.map(describe).unwrap_or_else(|| "none".into())
+}
+
 fn describe(d: &Deployment) -> String {
     format!(
         "{}.{} {}",
@@ -42,13 +47,12 @@ async fn read_status<G: GuestOps, H: HostOps>(
     s: StepRec,
     t: Tooling,
 ) -> Result<(StepRec, HostStatus)> {
-    let (s, out) = run
-        .exec_ok(
-            s,
-            t.status_argv(),
-            &["*", "Version", "origin", "(", "imageDigest"],
-        )
-        .await?;
+    // ostree's text is short: keep it whole; bootc's JSON is long: keep the identifying lines.
+    let keep: &[&str] = match t {
+        Tooling::Ostree => &[],
+        Tooling::Bootc => &["imageDigest", "\"version\"", "rollbackQueued", "bootOrder"],
+    };
+    let (s, out) = run.exec_ok(s, t.status_argv(), keep).await?;
     let st = t
         .parse_status(&out.stdout)
         .with_context(|| format!("reading `{}`", t.status_argv().join(" ")))?;
@@ -64,16 +68,49 @@ async fn version_file<G: GuestOps, H: HostOps>(
     Ok(out.success().then(|| out.stdout.trim().to_string()))
 }
 
+/// The guest command that writes the drill's markers into /etc and /var (and syncs).
+pub fn marker_argv(token: &str) -> Vec<String> {
+    let script = format!(
+        "mkdir -p /etc/bootlab-drill /var/lib/bootlab-drill && echo {token} > {ETC_MARKER} && echo {token} > {VAR_MARKER} && sync"
+    );
+    argv(&["sh", "-c", &script])
+}
+
+/// The guest commands that check the markers and /usr after a reboot, in the order sent.
+pub fn verify_argvs() -> Vec<Vec<String>> {
+    vec![
+        argv(&["cat", ETC_MARKER]),
+        argv(&["cat", VAR_MARKER]),
+        argv(&["touch", USR_PROBE]),
+    ]
+}
+
+/// The guest command that starts an upgrade detached from the agent, logging into /var.
+pub fn background_upgrade_argv(upgrade: &[String]) -> Vec<String> {
+    let script = format!(
+        "mkdir -p /var/lib/bootlab-drill && rm -f {BG_LOG} {BG_RC} && setsid -f sh -c '{} >{BG_LOG} 2>&1; echo $? >{BG_RC}' </dev/null >/dev/null 2>&1",
+        upgrade.join(" ")
+    );
+    argv(&["sh", "-c", &script])
+}
+
+/// The guest command a power-cut drill polls to see how far the upgrade got.
+pub fn poll_argv() -> Vec<String> {
+    argv(&[
+        "sh",
+        "-c",
+        &format!(
+            "cat {BG_LOG} 2>/dev/null; [ -e {BG_RC} ] && echo bootlab-drill-rc=$(cat {BG_RC}); true"
+        ),
+    ])
+}
+
 async fn write_markers<G: GuestOps, H: HostOps>(
     run: &mut Run<'_, G, H>,
     spec: &DrillSpec,
 ) -> Result<()> {
     let s = run.begin("write /etc and /var markers");
-    let script = format!(
-        "mkdir -p /etc/bootlab-drill /var/lib/bootlab-drill && echo {t} > {ETC_MARKER} && echo {t} > {VAR_MARKER} && sync",
-        t = spec.token
-    );
-    let (s, _) = run.exec_ok(s, argv(&["sh", "-c", &script]), &[]).await?;
+    let (s, _) = run.exec_ok(s, marker_argv(&spec.token), &[]).await?;
     run.end(
         s,
         format!("token {} in {ETC_MARKER} and {VAR_MARKER}", spec.token),
@@ -199,7 +236,13 @@ pub async fn upgrade<G: GuestOps, H: HostOps>(
     let s = run.begin("read deployments before");
     let (mut s, before) = read_status(run, s, t).await?;
     let booted = before.booted().cloned();
-    let s0 = run.require(s, "a booted deployment", booted.is_some(), "one", "none")?;
+    let s0 = run.require(
+        s,
+        "a booted deployment",
+        booted.is_some(),
+        "one",
+        found(booted.as_ref()),
+    )?;
     s = s0;
     let booted = booted.expect("checked");
     let cur_file = if t == Tooling::Ostree {
@@ -212,6 +255,13 @@ pub async fn upgrade<G: GuestOps, H: HostOps>(
     run.end(s, format!("booted {}", describe(&booted)));
 
     let (cur, target) = next_version(&spec.recipe, cur_file.as_deref())?;
+    if let Some(v) = cur_file.as_deref().filter(|v| *v != cur) {
+        // e.g. a bootc image labelled "nightly": say which recipe version we count from.
+        run.fact(
+            "old.image_version",
+            format!("{v} (not a version of the recipe; counting from {cur})"),
+        );
+    }
     run.fact("old.version", cur.clone());
     run.fact("new.version", target.clone());
 
@@ -256,7 +306,7 @@ pub async fn upgrade<G: GuestOps, H: HostOps>(
         "a new deployment waits for the next boot",
         new.is_some(),
         "pending/staged deployment",
-        "none",
+        found(new.as_ref()),
     )?;
     let new = new.expect("checked");
     let still = after.booted().map(|d| t.ident(d)).unwrap_or_default();
@@ -404,8 +454,20 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
     let (s, before) = read_status(run, s, t).await?;
     let booted = before.booted().cloned();
     let rb = before.rollback().cloned();
-    let s = run.require(s, "a booted deployment", booted.is_some(), "one", "none")?;
-    let mut s = run.require(s, "a rollback deployment", rb.is_some(), "one", "none")?;
+    let s = run.require(
+        s,
+        "a booted deployment",
+        booted.is_some(),
+        "one",
+        found(booted.as_ref()),
+    )?;
+    let mut s = run.require(
+        s,
+        "a rollback deployment",
+        rb.is_some(),
+        "one",
+        found(rb.as_ref()),
+    )?;
     let (booted, rb) = (booted.expect("checked"), rb.expect("checked"));
     let cur = current_version(run, &mut s, t, &before).await?;
     run.fact("old.deployment", describe(&booted));
@@ -549,7 +611,13 @@ pub async fn switch<G: GuestOps, H: HostOps>(
     let s = run.begin("read deployments before");
     let (s, before) = read_status(run, s, t).await?;
     let booted = before.booted().cloned();
-    let s = run.require(s, "a booted deployment", booted.is_some(), "one", "none")?;
+    let s = run.require(
+        s,
+        "a booted deployment",
+        booted.is_some(),
+        "one",
+        found(booted.as_ref()),
+    )?;
     let booted = booted.expect("checked");
     run.fact("old.deployment", describe(&booted));
     run.fact("old.ident", t.ident(&booted));
@@ -623,7 +691,7 @@ pub async fn switch<G: GuestOps, H: HostOps>(
         "a new deployment waits for the next boot",
         new.is_some(),
         "pending/staged",
-        "none",
+        found(new.as_ref()),
     )?;
     let new = new.expect("checked");
     if t == Tooling::Ostree {
@@ -682,13 +750,7 @@ pub async fn switch<G: GuestOps, H: HostOps>(
             let f = version_file(run, &mut s)
                 .await?
                 .unwrap_or_else(|| "missing".into());
-            run.check(
-                &mut s,
-                &format!("{VERSION_FILE}"),
-                f == version,
-                version.clone(),
-                f,
-            );
+            run.check(&mut s, VERSION_FILE, f == version, version.clone(), f);
         }
         Tooling::Bootc => {
             let img = nb
@@ -751,7 +813,13 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
     let s = run.begin("read deployments before");
     let (mut s, before) = read_status(run, s, t).await?;
     let booted = before.booted().cloned();
-    let s0 = run.require(s, "a booted deployment", booted.is_some(), "one", "none")?;
+    let s0 = run.require(
+        s,
+        "a booted deployment",
+        booted.is_some(),
+        "one",
+        found(booted.as_ref()),
+    )?;
     s = s0;
     let booted = booted.expect("checked");
     let cur_file = current_version(run, &mut s, t, &before).await?;
@@ -759,6 +827,13 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
     run.fact("old.ident", t.ident(&booted));
     run.end(s, format!("booted {}", describe(&booted)));
     let (cur, target) = next_version(&spec.recipe, cur_file.as_deref())?;
+    if let Some(v) = cur_file.as_deref().filter(|v| *v != cur) {
+        // e.g. a bootc image labelled "nightly": say which recipe version we count from.
+        run.fact(
+            "old.image_version",
+            format!("{v} (not a version of the recipe; counting from {cur})"),
+        );
+    }
     run.fact("old.version", cur.clone());
     run.fact("new.version", target.clone());
 
@@ -773,11 +848,9 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
 
     // Start the upgrade detached from the agent, its output in /var so we can watch it.
     let s = run.begin("start the upgrade in the background");
-    let script = format!(
-        "mkdir -p /var/lib/bootlab-drill && rm -f {BG_LOG} {BG_RC} && setsid -f sh -c '{} >{BG_LOG} 2>&1; echo $? >{BG_RC}' </dev/null >/dev/null 2>&1",
-        t.upgrade_argv().join(" ")
-    );
-    let (s, _) = run.exec_ok(s, argv(&["sh", "-c", &script]), &[]).await?;
+    let (s, _) = run
+        .exec_ok(s, background_upgrade_argv(&t.upgrade_argv()), &[])
+        .await?;
     let start = run.elapsed();
     run.end(s, t.upgrade_argv().join(" "));
 
@@ -787,13 +860,7 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
     };
     run.fact("cut.asked", at.to_string());
     let mut s = run.begin(&format!("wait for the cut point ({at})"));
-    let poll = argv(&[
-        "sh",
-        "-c",
-        &format!(
-            "cat {BG_LOG} 2>/dev/null; [ -e {BG_RC} ] && echo bootlab-drill-rc=$(cat {BG_RC}); true"
-        ),
-    ]);
+    let poll = poll_argv();
     let deadline = std::time::Duration::from_secs(900);
     let (last, phase) = loop {
         let out = run.exec_quiet(&poll).await?;
@@ -853,7 +920,13 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
     let s = run.begin("verify a complete deployment booted");
     let (mut s, now) = read_status(run, s, t).await?;
     let nb = now.booted().cloned();
-    s = run.require(s, "a booted deployment", nb.is_some(), "one", "none")?;
+    s = run.require(
+        s,
+        "a booted deployment",
+        nb.is_some(),
+        "one",
+        found(nb.as_ref()),
+    )?;
     let nb = nb.expect("checked");
     let id = t.ident(&nb);
     let is_new = match &p.commit {

@@ -19,6 +19,7 @@ pub mod run;
 use crate::deploy::{Deployment, HostStatus};
 use crate::events::{CancellationToken, Emitter};
 use crate::recipe::{Family, Recipe};
+pub use flows::{background_upgrade_argv, marker_argv, poll_argv, verify_argvs, version_matches};
 pub use ops::{ExecOutput, GuestOps, HostOps, Published};
 pub use report::{Report, Verdict};
 
@@ -29,7 +30,7 @@ pub enum DrillKind {
     Rollback,
     /// Switch the guest to another recipe's image.
     Switch {
-        to: Recipe,
+        to: Box<Recipe>,
     },
     /// Start an upgrade and cut the power at `at`.
     Powercut {

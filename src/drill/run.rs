@@ -191,6 +191,11 @@ impl<'a, G: GuestOps, H: HostOps> Run<'a, G, H> {
 
     /// Run a guest command without keeping it as evidence (polling loops keep only the last).
     pub async fn exec_quiet(&mut self, argv: &[String]) -> anyhow::Result<ExecOutput> {
+        // Still shown: learners see every command sent to their guest.
+        self.ev.emit(Event::Command {
+            stage: "guest".into(),
+            argv: argv.to_vec(),
+        });
         cancellable(&self.cancel, self.guest.exec(argv)).await
     }
 
