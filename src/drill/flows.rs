@@ -85,10 +85,11 @@ pub fn verify_argvs() -> Vec<Vec<String>> {
     ]
 }
 
-/// The guest command that starts an upgrade detached from the agent, logging into /var.
+/// The guest command that starts an upgrade detached from the agent, logging into /var
+/// (line-buffered: ostree's stdout to a file is block-buffered, and we watch the log).
 pub fn background_upgrade_argv(upgrade: &[String]) -> Vec<String> {
     let script = format!(
-        "mkdir -p /var/lib/bootlab-drill && rm -f {BG_LOG} {BG_RC} && setsid -f sh -c '{} >{BG_LOG} 2>&1; echo $? >{BG_RC}' </dev/null >/dev/null 2>&1",
+        "mkdir -p /var/lib/bootlab-drill && rm -f {BG_LOG} {BG_RC} && setsid -f sh -c 'stdbuf -oL -eL {} >{BG_LOG} 2>&1; echo $? >{BG_RC}' </dev/null >/dev/null 2>&1",
         upgrade.join(" ")
     );
     argv(&["sh", "-c", &script])
@@ -176,10 +177,9 @@ async fn prepare_ostree_pull<G: GuestOps, H: HostOps>(
 ) -> Result<()> {
     let mut s = run.begin("guest sees the published commit");
     run.mount_updates(&mut s).await?;
-    let repo = format!("--repo={UPDATES_MOUNT}/repo");
-    let (mut s, out) = run
-        .exec_ok(s, argv(&["ostree", &repo, "rev-parse", &p.branch]), &[])
-        .await?;
+    // The ref file itself: no ostree repo locking on a read-only 9p mount.
+    let ref_file = format!("{UPDATES_MOUNT}/repo/refs/heads/{}", p.branch);
+    let (mut s, out) = run.exec_ok(s, argv(&["cat", &ref_file]), &[]).await?;
     let seen = out.stdout.trim().to_string();
     if let Some(c) = &p.commit {
         s = run.require(

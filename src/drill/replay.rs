@@ -124,3 +124,62 @@ impl HostOps for ReplayHost {
             .ok_or_else(|| anyhow!("replay: no recorded publish for {recipe} {version}"))
     }
 }
+
+/// Wraps a real guest and records every call and answer: the raw material for replays and for
+/// the captured fixtures of `tests/fixtures/ostree-status/`.
+pub struct Recorder<G: GuestOps> {
+    pub inner: G,
+    pub calls: Vec<(Call, ExecOutput)>,
+}
+
+impl<G: GuestOps> Recorder<G> {
+    pub fn new(inner: G) -> Recorder<G> {
+        Recorder {
+            inner,
+            calls: Vec::new(),
+        }
+    }
+    /// The stdout of every recorded run of `argv`, in order.
+    pub fn outputs_of(&self, argv: &[&str]) -> Vec<&ExecOutput> {
+        let want: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        self.calls
+            .iter()
+            .filter(|(c, _)| matches!(c, Call::Exec(a) if *a == want))
+            .map(|(_, o)| o)
+            .collect()
+    }
+    /// A replay of what was recorded.
+    pub fn to_replay(&self) -> ReplayGuest {
+        let mut g = ReplayGuest::new();
+        g.script = self.calls.iter().cloned().collect();
+        g
+    }
+}
+
+impl<G: GuestOps> GuestOps for Recorder<G> {
+    async fn exec(&mut self, argv: &[String]) -> Result<ExecOutput> {
+        let out = self.inner.exec(argv).await?;
+        self.calls.push((Call::Exec(argv.to_vec()), out.clone()));
+        Ok(out)
+    }
+    async fn reboot(&mut self) -> Result<()> {
+        self.inner.reboot().await?;
+        self.calls.push((Call::Reboot, ExecOutput::default()));
+        Ok(())
+    }
+    async fn powercut(&mut self) -> Result<()> {
+        self.inner.powercut().await?;
+        self.calls.push((Call::Powercut, ExecOutput::default()));
+        Ok(())
+    }
+    async fn power_on(&mut self) -> Result<()> {
+        self.inner.power_on().await?;
+        self.calls.push((Call::PowerOn, ExecOutput::default()));
+        Ok(())
+    }
+    async fn mount_updates(&mut self) -> Result<String> {
+        let s = self.inner.mount_updates().await?;
+        self.calls.push((Call::MountUpdates, ExecOutput::default()));
+        Ok(s)
+    }
+}
