@@ -328,10 +328,8 @@ const B: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b
 const OSTATUS: &[&str] = &["ostree", "admin", "status"];
 const CAT_VERSION: &[&str] = &["cat", "/usr/share/bootlab/version"];
 const REV_PARSE: &[&str] = &[
-    "ostree",
-    "--repo=/run/bootlab/updates/repo",
-    "rev-parse",
-    "bootlab/debian-minimal",
+    "cat",
+    "/run/bootlab/updates/repo/refs/heads/bootlab/debian-minimal",
 ];
 
 fn ostree_out(rel: &str) -> ExecOutput {
