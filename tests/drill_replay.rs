@@ -513,3 +513,77 @@ fn cut_points_parse() {
     assert_eq!("etc-merge".parse::<CutPoint>().unwrap(), CutPoint::EtcMerge);
     assert!("soon".parse::<CutPoint>().is_err());
 }
+
+#[tokio::test]
+async fn ostree_switch_to_another_recipe_replayed() {
+    const C: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+    let mut web = recipe(Family::DebianOstree);
+    web.file.name = "debian-web".into();
+    let mut g = with_verification(
+        ReplayGuest::new()
+            .exec(OSTATUS, ostree_out("handwritten-before-upgrade.txt"))
+            .exec_owned(marker_argv(TOKEN), ExecOutput::ok(""))
+            .mount_updates()
+            .exec(
+                &["ostree", "admin", "switch", "bootlab:bootlab/debian-web"],
+                ExecOutput::ok("Copying /etc changes: 2 modified, 0 removed, 1 added\n"),
+            )
+            .exec(OSTATUS, ostree_out("handwritten-switch-pending.txt"))
+            .reboot()
+            .exec(OSTATUS, ostree_out("handwritten-switch-after-reboot.txt"))
+            .exec(CAT_VERSION, ExecOutput::ok("v1\n")),
+    );
+    let mut h = ReplayHost::new(vec![Published {
+        recipe: "debian-web".into(),
+        version: "v1".into(),
+        branch: "bootlab/debian-web".into(),
+        commit: Some(C.into()),
+        image: None,
+        digest: None,
+        summary: "replayed".into(),
+    }]);
+    let kind = DrillKind::Switch { to: Box::new(web) };
+    let r = drive(&spec(kind, Family::DebianOstree), &mut g, &mut h).await;
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.render());
+    assert!(g.remaining().is_empty(), "{:?}", g.remaining());
+    assert_eq!(h.asked, vec![("debian-web".to_string(), "v1".to_string())]);
+    assert_eq!(r.facts["to.target"], "bootlab:bootlab/debian-web");
+
+    // The same recording, but the old recipe boots again after the reboot: FAIL.
+    let mut web = recipe(Family::DebianOstree);
+    web.file.name = "debian-web".into();
+    let mut g = with_verification(
+        ReplayGuest::new()
+            .exec(OSTATUS, ostree_out("handwritten-before-upgrade.txt"))
+            .exec_owned(marker_argv(TOKEN), ExecOutput::ok(""))
+            .mount_updates()
+            .exec(
+                &["ostree", "admin", "switch", "bootlab:bootlab/debian-web"],
+                ExecOutput::ok(""),
+            )
+            .exec(OSTATUS, ostree_out("handwritten-switch-pending.txt"))
+            .reboot()
+            .exec(OSTATUS, ostree_out("handwritten-upgrade-pending.txt"))
+            .exec(CAT_VERSION, ExecOutput::ok("v1\n")),
+    );
+    let mut h = ReplayHost::new(vec![Published {
+        recipe: "debian-web".into(),
+        version: "v1".into(),
+        branch: "bootlab/debian-web".into(),
+        commit: Some(C.into()),
+        image: None,
+        digest: None,
+        summary: "replayed".into(),
+    }]);
+    let r = drive(
+        &spec(
+            DrillKind::Switch { to: Box::new(web) },
+            Family::DebianOstree,
+        ),
+        &mut g,
+        &mut h,
+    )
+    .await;
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.render());
+    assert!(r.failed_checks().iter().any(|c| c.name == "booted origin"));
+}
