@@ -66,13 +66,23 @@ pub async fn booted_image(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<PathBuf> {
+    // The image lives beside the golden disk as named (a symlinked golden keeps its images in
+    // the linking folder); the overlay is backed by the real file.
+    let named = golden.to_path_buf();
     let golden = std::fs::canonicalize(golden)
         .with_context(|| format!("golden disk {}", golden.display()))?;
-    let accel = o
-        .accel
-        .unwrap_or_else(|| crate::tools::qemu::choose_accel(paths).0);
-    let dest = booted_path(&golden, o, accel);
-    if dest.exists() {
+    let accel = match o.accel {
+        Some(a) => a,
+        None => crate::tools::qemu::choose_accel(paths, ev, cancel).await.0,
+    };
+    let dest = booted_path(&named, o, accel);
+    // A saved VM state only loads into the QEMU that saved it: the image records its QEMU.
+    let stamp = dest.with_extension("qemu");
+    let qemu = crate::tools::qemu::kvm_probe::qemu_version().await?;
+    let fresh = |dest: &Path| {
+        dest.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == qemu)
+    };
+    if fresh(&dest) {
         return Ok(dest);
     }
     // One maker at a time; the others then find it made.
@@ -88,9 +98,10 @@ pub async fn booted_image(
         lock
     })
     .await?;
-    if dest.exists() {
+    if fresh(&dest) {
         return Ok(dest);
     }
+    let _ = std::fs::remove_file(&dest);
     let name = format!("booted-{}", fastrand::u32(..));
     let stage = format!("vm:{name}");
     ev.note(
@@ -122,6 +133,7 @@ pub async fn booted_image(
         if std::fs::rename(&rec.overlay, &tmp).is_err() {
             std::fs::copy(&rec.overlay, &tmp)?;
         }
+        std::fs::write(&stamp, &qemu)?;
         std::fs::rename(&tmp, &dest)?;
         Ok::<_, anyhow::Error>(())
     }
