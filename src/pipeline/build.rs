@@ -46,6 +46,9 @@ pub struct BuildResult {
     /// The whole build was a cache hit.
     pub cached: bool,
     pub timings: Vec<StageTiming>,
+    /// Seconds the cold build of this image took (build, export, convert+commit), to show what
+    /// a cache hit saved.
+    pub cold_secs: f64,
 }
 
 /// The record a build leaves for the next one.
@@ -57,6 +60,8 @@ pub struct BuildRecord {
     pub commit: String,
     pub kernel: String,
     pub built_at: String,
+    #[serde(default)]
+    pub cold_secs: f64,
 }
 
 pub fn record_path(paths: &Paths, recipe: &str, version: &str) -> PathBuf {
@@ -149,30 +154,47 @@ pub async fn build_image(
         kernel: rec.kernel.clone(),
         cached,
         timings,
+        cold_secs: rec.cold_secs,
     };
-
-    let previous = last_build(paths, recipe.name(), &version.id);
-    if let Some(rec) = &previous
-        && rec.key == key
-        && podman.image_id(&tag, cancel).await?.as_deref() == Some(rec.image_id.as_str())
-        && repo.has_commit(&rec.commit, cancel).await?
-    {
-        ev.note(
-            "build",
-            format!(
-                "{tag} unchanged: reusing image {} and commit {}",
-                short(&rec.image_id),
-                short(&rec.commit)
-            ),
-        );
-        for s in ["build", "export", "convert+commit"] {
-            timings.push(StageTimer::start(ev, s).finish(true));
-        }
-        return Ok(result(rec, true, timings));
-    }
 
     let work_root = paths.cache.join("builds");
     std::fs::create_dir_all(&work_root)?;
+    // One build at a time on this host (2 cores; podman's store is shared). A hit needs no lock;
+    // after waiting for it, check again: another bootlab may just have built this very version.
+    let mut lock = None;
+    let previous = loop {
+        let previous = last_build(paths, recipe.name(), &version.id);
+        if let Some(rec) = &previous
+            && rec.key == key
+            && podman.image_id(&tag, cancel).await?.as_deref() == Some(rec.image_id.as_str())
+            && repo.has_commit(&rec.commit, cancel).await?
+        {
+            ev.note(
+                "build",
+                format!(
+                    "{tag} unchanged: reusing image {} and commit {}",
+                    short(&rec.image_id),
+                    short(&rec.commit)
+                ),
+            );
+            for s in ["build", "export", "convert+commit"] {
+                timings.push(StageTimer::start(ev, s).finish(true));
+            }
+            return Ok(result(rec, true, timings));
+        }
+        if lock.is_some() {
+            break previous;
+        }
+        lock = Some(super::HostLock::acquire("build", ev, cancel).await?);
+    };
+    // Under the lock, a staging folder left by a killed build is ours to remove.
+    for e in std::fs::read_dir(&work_root)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".work-") {
+            ev.note("build", format!("removing leftover {}", e.path().display()));
+            let p = e.path();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(p)).await;
+        }
+    }
     // The exported tar and its unpacked tree (~800 MB each, briefly both).
     check_free_space(&work_root, 2 * GIB, "exporting and committing an image")?;
     let work = tempfile::Builder::new()
@@ -281,6 +303,11 @@ pub async fn build_image(
         commit,
         kernel: report.kernel_version,
         built_at,
+        cold_secs: timings
+            .iter()
+            .filter(|t| t.stage != "base")
+            .map(|t| t.secs)
+            .sum(),
     };
     crate::paths::write_atomic(
         &record_path(paths, recipe.name(), &version.id),
