@@ -139,7 +139,8 @@ pub fn junit(reports: &[(LabReport, &Lab)]) -> String {
                     None => o.push_str("/>\n"),
                     Some(m) => o.push_str(&format!(
                         ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
-                        xml(m),
+                        // Parsers fold a raw newline in an attribute into a space.
+                        xml(m).replace('\n', "&#10;"),
                         xml(&format!("{m}\n(after {} attempts)", c.attempts))
                     )),
                 }
