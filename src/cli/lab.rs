@@ -1,6 +1,7 @@
 //! `bootlab lab …`: list, show and validate step files. Formatting only; see `crate::lab`.
 
-use crate::lab::{self, Lab, Probe, Slot};
+use crate::events::{CancellationToken, Emitter, Event, Stamped};
+use crate::lab::{self, Lab, Probe, Progress, Slot};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,6 +21,36 @@ pub enum LabCmd {
     /// Validate lab files or folders (default: every lab shipped). Errors go to stderr as
     /// `file:line:col: message`; exit status 1 when there is any.
     Validate { paths: Vec<PathBuf> },
+    /// Run a lab for real (no TUI): each step's text, its action, every host and guest command
+    /// before it runs, then each check with ✓/✗. Exit status 1 when a check fails.
+    Run {
+        lab: String,
+        /// Also run each step's solution, so every step completes (what "skip" does).
+        #[arg(long)]
+        solve: bool,
+        /// The VM to use (default `lab-<lab id>`).
+        #[arg(long)]
+        vm: Option<String>,
+        /// Start at this step (the earlier ones are assumed done).
+        #[arg(long)]
+        from: Option<String>,
+        /// Show tools' output lines and each failed check attempt.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Run every step's action, solution and checks of each lab (default: every shipped lab that
+    /// needs no bootc host), then stop the lab's VM. Exit status 1 when any check fails.
+    Selftest {
+        labs: Vec<String>,
+        /// Write a JUnit XML report (one testsuite per lab, one testcase per check).
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write a JSON report.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(short, long)]
+        verbose: bool,
+    },
 }
 
 pub fn run(c: LabCmd) -> anyhow::Result<ExitCode> {
@@ -27,6 +58,19 @@ pub fn run(c: LabCmd) -> anyhow::Result<ExitCode> {
         LabCmd::List { json } => list(json),
         LabCmd::Show { lab, json } => show(&lab, json),
         LabCmd::Validate { paths } => validate(paths),
+        LabCmd::Run {
+            lab,
+            solve,
+            vm,
+            from,
+            verbose,
+        } => run_lab(&lab, solve, vm, from, verbose),
+        LabCmd::Selftest {
+            labs,
+            junit,
+            json,
+            verbose,
+        } => selftest(labs, junit, json, verbose),
     }
 }
 
@@ -199,4 +243,245 @@ fn validate(paths: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Print a lab's events on stdout, in the order they happened: step headers, actions, every
+/// command before it runs, check results.
+fn lab_printer(
+    labs: Vec<Lab>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Stamped>,
+    verbose: bool,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(s) = rx.recv().await {
+            match s.event {
+                Event::State {
+                    object,
+                    state,
+                    detail,
+                } if state == "step" => {
+                    let id = object.trim_start_matches("lab:");
+                    let l = labs.iter().find(|l| l.id == id);
+                    let step = l.and_then(|l| l.steps.iter().position(|s| s.id == detail));
+                    if let (Some(l), Some(i)) = (l, step) {
+                        let st = &l.steps[i];
+                        println!("\n{}. {} — {}", i + 1, st.id, st.title);
+                        print!("{}", indent(&st.text, "   │ "));
+                    }
+                }
+                Event::State {
+                    object,
+                    state,
+                    detail,
+                } if object.starts_with("check:") => {
+                    let mut lines = detail.lines();
+                    let title = lines.next().unwrap_or_default();
+                    match state.as_str() {
+                        "passed" => println!("   ✓ {title}"),
+                        "failed" => {
+                            println!("   ✗ {title}");
+                            for l in lines {
+                                println!("       {l}");
+                            }
+                        }
+                        _ if verbose => println!("     … {detail}"),
+                        _ => {}
+                    }
+                }
+                Event::Note { stage, text } if stage.starts_with("lab:") => {
+                    println!("   · {text}")
+                }
+                Event::Command { stage, argv } => {
+                    let line: Vec<String> = argv
+                        .iter()
+                        .map(|a| crate::tools::cmd::shell_quote(a))
+                        .collect();
+                    println!("     [{stage}] $ {}", line.join(" "));
+                }
+                Event::Log { stage, line, .. } if verbose => println!("     [{stage}] {line}"),
+                Event::StageFinished {
+                    stage,
+                    secs,
+                    cached,
+                } => println!(
+                    "     [{stage}] done in {secs:.1}s{}",
+                    if cached { " (cache hit)" } else { "" }
+                ),
+                Event::Note { stage, text } => println!("     [{stage}] {text}"),
+                Event::State {
+                    object,
+                    state,
+                    detail,
+                } if verbose => println!("     [{object}] {state} {detail}"),
+                _ => {}
+            }
+        }
+    })
+}
+
+/// A cancellation token that Ctrl-C fires.
+fn ctrl_c_cancels() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("bootlab: cancelling (the lab's VM is stopped on the way out)…");
+            c.cancel();
+        }
+    });
+    cancel
+}
+
+fn run_lab(
+    key: &str,
+    solve: bool,
+    vm: Option<String>,
+    from: Option<String>,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let l = lab::find(key)?;
+    let start = match &from {
+        Some(f) => l.steps.iter().position(|s| &s.id == f).ok_or_else(|| {
+            let ids: Vec<&str> = l.steps.iter().map(|s| s.id.as_str()).collect();
+            anyhow::anyhow!("lab {} has no step {f:?} (steps: {})", l.id, ids.join(", "))
+        })?,
+        None => 0,
+    };
+    let paths = crate::paths::Paths::from_env();
+    paths.ensure()?;
+    let rt = super::runtime()?;
+    let ok = rt.block_on(async {
+        let (ev, rx) = Emitter::channel();
+        let printer = lab_printer(vec![l.clone()], rx, verbose);
+        let cancel = ctrl_c_cancels();
+        let mut runner = lab::LabRunner::new(l.clone(), vm, paths.clone(), ev.clone(), cancel);
+        println!("{} — {}", l.id, l.title);
+        println!("VM {} (a lab VM: root's console password is known)", runner.vm);
+        let mut progress = Progress::load(&paths, &l.id)?;
+        progress.vm = Some(runner.vm.clone());
+        let mut ok = true;
+        for (i, step) in l.steps.iter().enumerate().skip(start) {
+            progress.start_step(&step.id);
+            progress.save(&paths)?;
+            let o = runner.run_step(step, solve).await;
+            if o.passed {
+                progress.mark_passed(&step.id, l.steps.get(i + 1).map(|s| s.id.as_str()));
+                progress.save(&paths)?;
+            } else {
+                ok = false;
+                break;
+            }
+        }
+        drop(runner);
+        drop(ev);
+        let _ = printer.await;
+        if ok {
+            println!("\nlab {} complete", l.id);
+        } else {
+            println!(
+                "\nstopped at step {}: fix what the failed check says, then `bootlab lab run {} --from {}`",
+                progress.current.as_deref().unwrap_or("?"),
+                l.id,
+                progress.current.as_deref().unwrap_or("?")
+            );
+        }
+        anyhow::Ok(ok)
+    })?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Whether a lab can run on this host: not one written for a real bootc host.
+fn runs_offline(l: &Lab) -> bool {
+    let family = l.requires.family.or_else(|| {
+        l.requires
+            .recipe
+            .as_deref()
+            .and_then(|r| crate::recipe::find(r).ok())
+            .map(|r| r.file.family)
+    });
+    family != Some(crate::recipe::Family::Bootc)
+}
+
+fn selftest(
+    keys: Vec<String>,
+    junit: Option<PathBuf>,
+    json: Option<PathBuf>,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let labs: Vec<Lab> = if keys.is_empty() {
+        let (labs, errors) = lab::shipped();
+        report(&errors);
+        if !errors.is_empty() {
+            return Ok(ExitCode::FAILURE);
+        }
+        labs.into_iter().filter(runs_offline).collect()
+    } else {
+        keys.iter()
+            .map(|k| lab::find(k))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let paths = crate::paths::Paths::from_env();
+    paths.ensure()?;
+    let rt = super::runtime()?;
+    let reports = rt.block_on(async {
+        let (ev, rx) = Emitter::channel();
+        let printer = lab_printer(labs.clone(), rx, verbose);
+        let cancel = ctrl_c_cancels();
+        let mut reports = Vec::new();
+        for l in &labs {
+            if cancel.is_cancelled() {
+                break;
+            }
+            println!("\n=== lab {} — {}", l.id, l.title);
+            let r = lab::report::selftest(l, None, &paths, &ev, &cancel).await;
+            // The printer is behind by a few lines at most; the summary follows the lab.
+            ev.note(
+                "selftest",
+                format!(
+                    "lab {}: {} ({}/{} checks passed, {:.0}s){}",
+                    r.lab,
+                    if r.passed { "PASS" } else { "FAIL" },
+                    r.checks() - r.failures(),
+                    r.checks(),
+                    r.secs,
+                    r.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            );
+            reports.push(r);
+        }
+        drop(ev);
+        let _ = printer.await;
+        reports
+    });
+    let pairs: Vec<(lab::report::LabReport, &Lab)> =
+        reports.iter().cloned().zip(labs.iter()).collect();
+    if let Some(f) = &junit {
+        crate::paths::write_atomic(f, lab::report::junit(&pairs).as_bytes())?;
+    }
+    if let Some(f) = &json {
+        let doc = serde_json::json!({
+            "passed": reports.len() == labs.len() && reports.iter().all(|r| r.passed),
+            "labs": reports,
+        });
+        crate::paths::write_atomic(f, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    }
+    let total: f64 = reports.iter().map(|r| r.secs).sum();
+    let passed = reports.len() == labs.len() && reports.iter().all(|r| r.passed);
+    println!(
+        "\nselftest: {}/{} labs passed in {total:.0}s",
+        reports.iter().filter(|r| r.passed).count(),
+        labs.len()
+    );
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -13,12 +13,17 @@ pub mod check;
 pub mod jsonpath;
 pub mod model;
 pub mod parse;
+pub mod progress;
+pub mod report;
+pub mod runner;
 
 pub use check::{Captured, DeploymentsSeen, Observation, Verdict, evaluate, evaluate_check};
 pub use model::{
     Action, Check, DeploymentsExpect, Expect, Lab, Probe, Requires, RetryPolicy, SCHEMA, Slot, Step,
 };
 pub use parse::{find, load_file, load_paths, parse_lab, shipped};
+pub use progress::Progress;
+pub use runner::{CheckResult, LabRunner, StepOutcome};
 
 /// The environment a runner gives `host` commands of a lab (documented in `labs/README.md`):
 /// bootlab's folders and the host OSTree repository, so checks need no hard-coded paths.

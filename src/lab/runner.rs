@@ -1,0 +1,845 @@
+//! Running a lab for real: each step's action on the host or in the lab's VM, then its checks,
+//! retried by their [`RetryPolicy`] (a window, never a blind sleep). No terminal code: everything
+//! a face shows arrives as [`Event`]s, and every step returns a [`StepOutcome`].
+//!
+//! Events, so a face can render a lab without knowing the runner:
+//! - `State { object: "lab:<lab>", state: "step", detail: <step id> }` when a step starts;
+//! - `Note { stage: "lab:<lab>/<step>", text: "action: …" }` before each action;
+//! - `Command { .. }` before every host and guest command (learners see every command first);
+//! - `State { object: "check:<lab>/<step>", state: "passed" | "failed" | "retrying", detail }`
+//!   for each check (`detail` is the title, then the learner-facing reason when it failed).
+//!
+//! The offline family only: upgrades, rollbacks and switches drive `ostree admin` in the guest,
+//! the way the drills do (`crate::drill`).
+
+use super::check::{Captured, DeploymentsSeen, Observation, Verdict, evaluate_check};
+use super::model::{Action, Check, Lab, Probe, RetryPolicy, Step};
+use crate::deploy::{Deployment, HostStatus};
+use crate::drill::ops::{GuestOps, HostOps, REMOTE, UPDATES_MOUNT};
+use crate::drill::vm_ops::{PipelineHost, VmGuest};
+use crate::events::{CancellationToken, Emitter, Event, Stream};
+use crate::paths::Paths;
+use crate::recipe::{Family, Recipe};
+use crate::tools::cmd::HostCmd;
+use crate::vm::lifecycle::{self, UpOptions};
+use crate::vm::{VmRecord, VmState};
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// How long one guest action (`guest = …`, an upgrade) may run.
+const GUEST_ACTION_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The result of one check after all its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckResult {
+    pub title: String,
+    pub passed: bool,
+    pub attempts: u32,
+    pub secs: f64,
+    /// Why it failed and what was seen (`Verdict::Fail`'s reason); `None` when it passed.
+    pub reason: Option<String>,
+    /// What the learner reads: the reason, then the check's `fail` advice.
+    pub message: Option<String>,
+}
+
+/// One action of a step as it ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionResult {
+    pub action: String,
+    pub ok: bool,
+    pub secs: f64,
+    pub error: Option<String>,
+}
+
+/// A step: its actions (the step's own, plus the solve when asked) and its checks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepOutcome {
+    pub step: String,
+    pub title: String,
+    pub actions: Vec<ActionResult>,
+    pub checks: Vec<CheckResult>,
+    pub passed: bool,
+    pub secs: f64,
+}
+
+/// What a check looks at, as the retry loop sees it: one observation per attempt.
+pub trait Prober {
+    fn observe(
+        &mut self,
+        probe: &Probe,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Observation> + Send;
+}
+
+/// Run a check until it passes or its window is spent: each attempt bounded by the policy's
+/// timeout, attempts `interval` apart while the window since the first one lasts. `on_retry` is
+/// told each failed attempt that will be retried (attempt number, reason).
+pub async fn run_check<P: Prober>(
+    check: &Check,
+    prober: &mut P,
+    cancel: &CancellationToken,
+    mut on_retry: impl FnMut(u32, &str),
+) -> CheckResult {
+    let RetryPolicy { timeout, .. } = check.retry;
+    let start = tokio::time::Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let obs = match tokio::time::timeout(timeout, prober.observe(&check.probe, timeout)).await {
+            Ok(o) => o,
+            Err(_) => Observation::Unavailable(format!(
+                "no answer within {}s (the check's timeout)",
+                timeout.as_secs_f64()
+            )),
+        };
+        let verdict = if cancel.is_cancelled() {
+            Verdict::Fail("cancelled".into())
+        } else {
+            evaluate_check(check, &obs)
+        };
+        let done = |verdict: Verdict| CheckResult {
+            title: check.title.clone(),
+            passed: verdict.passed(),
+            attempts,
+            secs: start.elapsed().as_secs_f64(),
+            message: verdict.explain(check),
+            reason: match verdict {
+                Verdict::Pass => None,
+                Verdict::Fail(r) => Some(r),
+            },
+        };
+        let Verdict::Fail(why) = &verdict else {
+            return done(verdict);
+        };
+        match check.retry.next_attempt_in(start.elapsed()) {
+            Some(wait) if !cancel.is_cancelled() => {
+                on_retry(attempts, why);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return done(Verdict::Fail("cancelled".into())),
+                }
+            }
+            _ => return done(verdict),
+        }
+    }
+}
+
+/// Runs one lab against one VM.
+pub struct LabRunner {
+    pub lab: Lab,
+    pub vm: String,
+    paths: Paths,
+    ev: Emitter,
+    cancel: CancellationToken,
+    guest: Option<VmGuest>,
+}
+
+/// The VM name a lab uses unless told otherwise.
+pub fn default_vm(lab: &Lab) -> String {
+    format!("lab-{}", lab.id)
+}
+
+/// `sh -c RUN` as an argv.
+fn sh(run: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), run.into()]
+}
+
+fn short(c: &str) -> &str {
+    c.get(..12).unwrap_or(c)
+}
+
+impl LabRunner {
+    pub fn new(
+        lab: Lab,
+        vm: Option<String>,
+        paths: Paths,
+        ev: Emitter,
+        cancel: CancellationToken,
+    ) -> LabRunner {
+        let vm = vm.unwrap_or_else(|| default_vm(&lab));
+        LabRunner {
+            lab,
+            vm,
+            paths,
+            ev,
+            cancel,
+            guest: None,
+        }
+    }
+
+    fn stage(&self, step: &str) -> String {
+        format!("lab:{}/{step}", self.lab.id)
+    }
+
+    /// Run one step: its action (and with `solve`, its solve actions), then its checks. A failed
+    /// action skips the checks (they are reported failed with the action's error).
+    pub async fn run_step(&mut self, step: &Step, solve: bool) -> StepOutcome {
+        let t0 = Instant::now();
+        self.ev.emit(Event::State {
+            object: format!("lab:{}", self.lab.id),
+            state: "step".into(),
+            detail: step.id.clone(),
+        });
+        let plan = if solve {
+            self.lab.solve_plan(step)
+        } else {
+            let a = self.lab.action_of(step);
+            if a == Action::None { vec![] } else { vec![a] }
+        };
+        let stage = self.stage(&step.id);
+        let mut actions = Vec::new();
+        let mut failed: Option<String> = None;
+        for a in plan {
+            self.ev.note(&stage, format!("action: {}", a.describe()));
+            let t = Instant::now();
+            let r = self.run_action(&a, &stage).await;
+            let error = r.err().map(|e| format!("{e:#}"));
+            if let Some(e) = &error {
+                self.ev
+                    .note(&stage, format!("action failed: {} — {e}", a.describe()));
+            }
+            actions.push(ActionResult {
+                action: a.describe(),
+                ok: error.is_none(),
+                secs: t.elapsed().as_secs_f64(),
+                error: error.clone(),
+            });
+            if let Some(e) = error {
+                failed = Some(format!("the action `{}` failed: {e}", a.describe()));
+                break;
+            }
+        }
+        let object = format!("check:{}/{}", self.lab.id, step.id);
+        let mut checks = Vec::new();
+        for c in &step.checks {
+            let r = match &failed {
+                Some(why) => CheckResult {
+                    title: c.title.clone(),
+                    passed: false,
+                    attempts: 0,
+                    secs: 0.0,
+                    reason: Some(format!("not checked: {why}")),
+                    message: Some(format!("not checked: {why}\n{}", c.fail)),
+                },
+                None => {
+                    let ev = self.ev.clone();
+                    let (o2, title) = (object.clone(), c.title.clone());
+                    let cancel = self.cancel.clone();
+                    run_check(c, self, &cancel, move |n, why| {
+                        ev.emit(Event::State {
+                            object: o2.clone(),
+                            state: "retrying".into(),
+                            detail: format!("{title}: attempt {n}: {why}"),
+                        })
+                    })
+                    .await
+                }
+            };
+            self.ev.emit(Event::State {
+                object: object.clone(),
+                state: if r.passed { "passed" } else { "failed" }.into(),
+                detail: match &r.message {
+                    None => r.title.clone(),
+                    Some(m) => format!("{}\n{m}", r.title),
+                },
+            });
+            checks.push(r);
+        }
+        let passed = failed.is_none() && checks.iter().all(|c| c.passed);
+        StepOutcome {
+            step: step.id.clone(),
+            title: step.title.clone(),
+            actions,
+            checks,
+            passed,
+            secs: t0.elapsed().as_secs_f64(),
+        }
+    }
+
+    fn recipe_named(&self, r: &Option<String>) -> Result<Recipe> {
+        let name = r
+            .as_deref()
+            .or(self.lab.default_recipe())
+            .ok_or_else(|| anyhow!("the action names no recipe and the lab requires none"))?;
+        crate::recipe::find(name)
+    }
+
+    /// The recipe the lab's VM was made from (else the lab's).
+    fn vm_recipe(&self) -> Result<Recipe> {
+        match VmRecord::load(&self.paths, &self.vm)
+            .ok()
+            .and_then(|r| r.recipe)
+        {
+            Some(r) => crate::recipe::find(&r),
+            None => self.recipe_named(&None),
+        }
+    }
+
+    async fn guest(&mut self) -> Result<&mut VmGuest> {
+        if self.guest.is_none() {
+            let (g, _) = VmGuest::connect(&self.paths, &self.vm, &self.ev)
+                .await
+                .with_context(|| {
+                    format!(
+                        "no running VM {} (a boot step starts it; `bootlab vm list` shows what runs)",
+                        self.vm
+                    )
+                })?;
+            self.guest = Some(g);
+        }
+        Ok(self.guest.as_mut().expect("set above"))
+    }
+
+    /// A guest command, shown first, its output streamed as log lines.
+    async fn guest_cmd(&mut self, stage: &str, argv: Vec<String>) -> Result<Captured> {
+        self.ev.emit(Event::Command {
+            stage: format!("{stage} guest"),
+            argv: argv.clone(),
+        });
+        let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let g = self.guest().await?;
+        let o = g.client().exec_with(&a, None, GUEST_ACTION_TIMEOUT).await?;
+        let got = Captured {
+            exit: o.status(),
+            stdout: o.stdout,
+            stderr: o.stderr,
+        };
+        for l in got.stdout.lines() {
+            self.ev.log(stage, Stream::Stdout, l);
+        }
+        for l in got.stderr.lines() {
+            self.ev.log(stage, Stream::Stderr, l);
+        }
+        Ok(got)
+    }
+
+    async fn guest_ok(&mut self, stage: &str, argv: Vec<String>) -> Result<Captured> {
+        let c = self.guest_cmd(stage, argv.clone()).await?;
+        if c.exit != 0 {
+            let out = if c.stderr.trim().is_empty() {
+                &c.stdout
+            } else {
+                &c.stderr
+            };
+            bail!(
+                "`{}` exited {} in the guest: {}",
+                argv.join(" "),
+                c.exit,
+                super::check::quote(out)
+            );
+        }
+        Ok(c)
+    }
+
+    /// The guest's deployments as `ostree admin status` (or bootc) shows them.
+    async fn status(&mut self) -> Result<HostStatus> {
+        let family = self.vm_recipe()?.file.family;
+        let g = self.guest().await?;
+        let live = crate::deploy::live::read(g, family).await?;
+        live.best()
+            .cloned()
+            .ok_or_else(|| anyhow!("the guest reported no deployments"))
+    }
+
+    /// Run one action. Errors are learner-facing.
+    pub async fn run_action(&mut self, a: &Action, stage: &str) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            bail!("cancelled");
+        }
+        match a {
+            Action::None => Ok(()),
+            Action::Build { recipe, version } => {
+                let r = self.recipe_named(recipe)?;
+                let v = r.resolve_version(version.as_deref())?.clone();
+                crate::pipeline::build_image(&self.paths, &r, &v, &self.ev, &self.cancel).await?;
+                Ok(())
+            }
+            Action::Disk { recipe, version } => {
+                let r = self.recipe_named(recipe)?;
+                let v = r.resolve_version(version.as_deref())?.clone();
+                self.disk(&r, &v.id).await.map(drop)
+            }
+            Action::Boot {
+                recipe,
+                version,
+                fresh,
+            } => {
+                let r = self.recipe_named(recipe)?;
+                let v = r.resolve_version(version.as_deref())?.id.clone();
+                self.boot(&r, &v, *fresh).await
+            }
+            Action::Reboot => {
+                self.ev.note(stage, "rebooting the guest (clean reboot)");
+                self.guest().await?.reboot().await
+            }
+            Action::PowerCut => {
+                self.ev
+                    .note(stage, "cutting the power (no shutdown), then booting again");
+                let g = self.guest().await?;
+                g.powercut().await?;
+                g.power_on().await
+            }
+            Action::Guest { run } => self.guest_ok(stage, sh(run)).await.map(drop),
+            Action::Host { run } => {
+                let c = self.host_cmd(run);
+                c.run(stage, &self.ev, &self.cancel).await.map(drop)
+            }
+            Action::Upgrade { to, apply } => self.upgrade(stage, to.as_deref(), *apply).await,
+            Action::Switch {
+                recipe,
+                version,
+                apply,
+            } => self.switch(stage, recipe, version.as_deref(), *apply).await,
+            Action::Rollback { apply } => self.rollback(stage, *apply).await,
+        }
+    }
+
+    fn host_cmd(&self, run: &str) -> HostCmd {
+        let mut c = HostCmd::new("sh").arg("-c").arg(run);
+        for (k, v) in super::host_env(&self.paths) {
+            c = c.env(k, v);
+        }
+        c
+    }
+
+    async fn disk(&self, r: &Recipe, version: &str) -> Result<crate::pipeline::DiskResult> {
+        let v = r.resolve_version(Some(version))?.clone();
+        let b = crate::pipeline::build_image(&self.paths, r, &v, &self.ev, &self.cancel).await?;
+        crate::pipeline::make_disk(
+            &self.paths,
+            r.name(),
+            &v.id,
+            &b.commit,
+            &self.ev,
+            &self.cancel,
+        )
+        .await
+    }
+
+    /// Stop and remove the lab's VM if there is one (nothing left running).
+    pub async fn stop_vm(&mut self) -> Result<()> {
+        self.guest = None;
+        let Ok(rec) = VmRecord::load(&self.paths, &self.vm) else {
+            return Ok(());
+        };
+        if rec.state != VmState::Stopped {
+            lifecycle::stop(&self.paths, &self.vm, true, Duration::from_secs(20)).await?;
+        }
+        lifecycle::remove(&self.paths, &self.vm)
+    }
+
+    async fn boot(&mut self, r: &Recipe, version: &str, fresh: bool) -> Result<()> {
+        if !fresh && let Ok(rec) = VmRecord::load(&self.paths, &self.vm) {
+            if rec.state == VmState::Stopped {
+                let opts = UpOptions::new(self.vm.clone());
+                lifecycle::up(&self.paths, opts, &self.ev, &self.cancel).await?;
+            }
+            self.guest = None;
+            self.guest().await?;
+            return Ok(());
+        }
+        self.stop_vm().await?;
+        let d = self.disk(r, version).await?;
+        let mut opts = UpOptions::new(self.vm.clone()).for_recipe(r, version);
+        // Kept: a power cut must be able to start the same disk again; `stop_vm` removes it.
+        opts.keep = true;
+        // A fresh VM from the cached booted snapshot of this very disk is the guest a cold boot
+        // gives, in seconds instead of a minute.
+        match crate::vm::images::booted_image(&self.paths, &d.path, &opts, &self.ev, &self.cancel)
+            .await
+        {
+            Ok(img) => {
+                opts.image = Some(img);
+                opts.from_snapshot = Some(crate::vm::images::BOOTED_TAG.to_string());
+            }
+            Err(e) => {
+                if self.cancel.is_cancelled() {
+                    return Err(e);
+                }
+                self.ev.note(
+                    &format!("vm:{}", self.vm),
+                    format!("no booted snapshot ({e:#}); cold boot"),
+                );
+                opts.golden = Some(d.path.clone());
+            }
+        }
+        lifecycle::up(&self.paths, opts, &self.ev, &self.cancel).await?;
+        self.guest = None;
+        self.guest().await?;
+        Ok(())
+    }
+
+    fn offline_only(&self, what: &str) -> Result<Recipe> {
+        let r = self.vm_recipe()?;
+        if r.file.family != Family::DebianOstree {
+            bail!(
+                "{what} in a lab runs on the offline family (ostree admin) only; {} is of the {} family",
+                r.name(),
+                r.file.family
+            );
+        }
+        Ok(r)
+    }
+
+    /// Build + publish `version` of `recipe` and make sure the guest sees it over the share.
+    async fn publish_to_guest(
+        &mut self,
+        stage: &str,
+        recipe: &str,
+        version: &str,
+    ) -> Result<String> {
+        let mut host = PipelineHost::new(self.paths.clone(), self.ev.clone(), self.cancel.clone());
+        let p = host.publish(recipe, version).await?;
+        self.ev.note(stage, p.summary.clone());
+        let line = self.guest().await?.mount_updates().await?;
+        self.ev.note(stage, line);
+        Ok(p.branch)
+    }
+
+    async fn booted_version(&mut self, stage: &str) -> Result<Option<String>> {
+        let c = self
+            .guest_cmd(
+                stage,
+                vec!["cat".into(), "/usr/share/bootlab/version".into()],
+            )
+            .await?;
+        Ok((c.exit == 0).then(|| c.stdout.trim().to_string()))
+    }
+
+    async fn reboot_if(&mut self, stage: &str, apply: bool) -> Result<()> {
+        if apply {
+            self.ev.note(stage, "rebooting into the new default");
+            self.guest().await?.reboot().await?;
+        }
+        Ok(())
+    }
+
+    async fn upgrade(&mut self, stage: &str, to: Option<&str>, apply: bool) -> Result<()> {
+        let r = self.offline_only("upgrade")?;
+        let to = match to {
+            Some(t) => t.to_string(),
+            None => {
+                let cur = self
+                    .booted_version(stage)
+                    .await?
+                    .filter(|c| r.version(c).is_some())
+                    .unwrap_or_else(|| r.default_version().id.clone());
+                r.next_version(&cur)
+                    .ok_or_else(|| anyhow!("{cur} is the last version of {}", r.name()))?
+                    .id
+                    .clone()
+            }
+        };
+        let branch = self.publish_to_guest(stage, r.name(), &to).await?;
+        // After a rollback (a deploy of a bare checksum) the origin names no branch: point it
+        // back at the update share's branch, as the upgrade drill does.
+        let st = self.status().await?;
+        let want = format!("{REMOTE}:{branch}");
+        let have = st
+            .booted()
+            .and_then(|d| d.origin_refspec.clone())
+            .unwrap_or_default();
+        if have != want {
+            let url = format!("file://{UPDATES_MOUNT}/repo");
+            self.guest_ok(
+                stage,
+                [
+                    "ostree",
+                    "admin",
+                    "set-origin",
+                    "--set=gpg-verify=false",
+                    REMOTE,
+                    &url,
+                    &branch,
+                ]
+                .map(String::from)
+                .to_vec(),
+            )
+            .await?;
+        }
+        self.guest_ok(stage, crate::drill::Tooling::Ostree.upgrade_argv())
+            .await?;
+        self.reboot_if(stage, apply).await
+    }
+
+    async fn switch(
+        &mut self,
+        stage: &str,
+        recipe: &str,
+        version: Option<&str>,
+        apply: bool,
+    ) -> Result<()> {
+        self.offline_only("switch")?;
+        let to = crate::recipe::find(recipe)?;
+        let v = to.resolve_version(version)?.id.clone();
+        let branch = self.publish_to_guest(stage, to.name(), &v).await?;
+        let refspec = format!("{REMOTE}:{branch}");
+        self.guest_ok(
+            stage,
+            ["ostree", "admin", "switch", &refspec]
+                .map(String::from)
+                .to_vec(),
+        )
+        .await?;
+        self.reboot_if(stage, apply).await
+    }
+
+    async fn rollback(&mut self, stage: &str, apply: bool) -> Result<()> {
+        self.offline_only("rollback")?;
+        let st = self.status().await?;
+        let rb: Deployment = st.rollback().cloned().ok_or_else(|| {
+            anyhow!("there is no rollback deployment: `ostree admin status` lists only one")
+        })?;
+        let v = self
+            .guest_cmd(stage, vec!["ostree".into(), "--version".into()])
+            .await?;
+        if ostree_at_least(&v.stdout, 2023, 6) {
+            self.guest_ok(
+                stage,
+                vec![
+                    "ostree".into(),
+                    "admin".into(),
+                    "set-default".into(),
+                    rb.index.to_string(),
+                ],
+            )
+            .await?;
+        } else {
+            // ostree 2022.7 has no set-default: deploying the rollback's commit again makes it
+            // the new default, as the rollback drill does.
+            self.ev.note(
+                stage,
+                format!(
+                    "ostree before 2023.6 has no set-default: deploying the rollback commit {} again",
+                    short(&rb.checksum)
+                ),
+            );
+            let os = format!("--os={}", rb.stateroot.as_deref().unwrap_or("debian"));
+            self.guest_ok(
+                stage,
+                vec![
+                    "ostree".into(),
+                    "admin".into(),
+                    "deploy".into(),
+                    os,
+                    rb.checksum.clone(),
+                ],
+            )
+            .await?;
+        }
+        self.reboot_if(stage, apply).await
+    }
+
+    /// What a deployment is called in checks: its recipe version id when its `version` metadata
+    /// names one, else the metadata, else its short checksum.
+    fn slot_name(recipe: Option<&Recipe>, d: &Deployment) -> String {
+        match (&d.version, recipe) {
+            (Some(meta), Some(r)) => r
+                .version_ids()
+                .into_iter()
+                .find(|id| crate::drill::version_matches(meta, id))
+                .map(str::to_string)
+                .unwrap_or_else(|| meta.clone()),
+            (Some(meta), None) => meta.clone(),
+            (None, _) => short(&d.checksum).to_string(),
+        }
+    }
+
+    async fn observe_deployments(&mut self) -> Result<DeploymentsSeen> {
+        let recipe = self.vm_recipe().ok();
+        let st = self.status().await?;
+        let name = |d: Option<&Deployment>| d.map(|d| Self::slot_name(recipe.as_ref(), d));
+        Ok(DeploymentsSeen {
+            booted: name(st.booted()),
+            staged: name(st.staged().or(st.pending())),
+            rollback: name(st.rollback()),
+        })
+    }
+}
+
+impl Prober for LabRunner {
+    async fn observe(&mut self, probe: &Probe, timeout: Duration) -> Observation {
+        let r: Result<Observation> = async {
+            match probe {
+                Probe::Guest { run } => {
+                    self.ev.emit(Event::Command {
+                        stage: "check guest".into(),
+                        argv: sh(run),
+                    });
+                    let argv = sh(run);
+                    let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+                    let o = self
+                        .guest()
+                        .await?
+                        .client()
+                        .exec_with(&a, None, timeout)
+                        .await?;
+                    Ok(Observation::Command(Captured {
+                        exit: o.status(),
+                        stdout: o.stdout,
+                        stderr: o.stderr,
+                    }))
+                }
+                Probe::Host { run } => {
+                    // Our own channel: HostCmd keeps stdout, and its stderr lines arrive as
+                    // events; everything is forwarded to the face as well.
+                    let (ev, mut rx) = Emitter::channel();
+                    let out = self
+                        .host_cmd(run)
+                        .capture()
+                        .run_unchecked("check host", &ev, &self.cancel)
+                        .await;
+                    drop(ev);
+                    let mut stderr = String::new();
+                    while let Some(s) = rx.recv().await {
+                        if let Event::Log {
+                            stream: Stream::Stderr,
+                            line,
+                            ..
+                        } = &s.event
+                        {
+                            stderr.push_str(line);
+                            stderr.push('\n');
+                        }
+                        self.ev.emit(s.event);
+                    }
+                    let out = out?;
+                    Ok(Observation::Command(Captured {
+                        exit: out.status.code().unwrap_or(-1),
+                        stdout: out.stdout,
+                        stderr,
+                    }))
+                }
+                Probe::Deployments(_) => {
+                    self.ev.emit(Event::Command {
+                        stage: "check guest".into(),
+                        argv: crate::deploy::ostree::status_argv(),
+                    });
+                    Ok(Observation::Deployments(self.observe_deployments().await?))
+                }
+            }
+        }
+        .await;
+        r.unwrap_or_else(|e| {
+            // A reboot or power cut may have closed the connection: reconnect next attempt.
+            self.guest = None;
+            Observation::Unavailable(format!("{e:#}"))
+        })
+    }
+}
+
+/// Is `ostree --version` at least `y.m`? (`set-default` arrived in 2023.6.)
+fn ostree_at_least(version_out: &str, y: u32, m: u32) -> bool {
+    version_out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Version:"))
+        .map(|v| v.trim().trim_matches('\'').to_string())
+        .and_then(|v| {
+            let mut it = v.split('.');
+            Some((
+                it.next()?.parse::<u32>().ok()?,
+                it.next()?.parse::<u32>().ok()?,
+            ))
+        })
+        .is_some_and(|(a, b)| (a, b) >= (y, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::model::Expect;
+
+    /// Answers from a script, one per attempt, counting the attempts; `slow` attempts never
+    /// answer (the per-attempt timeout must cut them).
+    struct Script {
+        answers: Vec<Option<Captured>>,
+        n: usize,
+    }
+    impl Prober for Script {
+        async fn observe(&mut self, _p: &Probe, _t: Duration) -> Observation {
+            let a = self.answers.get(self.n).cloned().flatten();
+            self.n += 1;
+            match a {
+                Some(c) => Observation::Command(c),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn check(window: u64) -> Check {
+        Check {
+            title: "ready".into(),
+            probe: Probe::Host { run: "x".into() },
+            expect: Expect {
+                stdout_contains: vec!["ready".into()],
+                ..Default::default()
+            },
+            // Milliseconds standing for seconds: the loop is the same, the test fast.
+            retry: RetryPolicy {
+                timeout: Duration::from_millis(100),
+                window: Duration::from_millis(window),
+                interval: Duration::from_millis(50),
+            },
+            fail: "Start the service.".into(),
+        }
+    }
+
+    fn out(s: &str) -> Option<Captured> {
+        Some(Captured {
+            exit: 0,
+            stdout: s.into(),
+            stderr: String::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_check_is_retried_within_its_window_until_it_passes() {
+        let mut p = Script {
+            answers: vec![out("starting"), None, out("ready")],
+            n: 0,
+        };
+        let mut retries = vec![];
+        let r = run_check(&check(600), &mut p, &CancellationToken::new(), |n, why| {
+            retries.push((n, why.to_string()))
+        })
+        .await;
+        assert!(r.passed, "{r:?}");
+        assert_eq!(r.attempts, 3);
+        assert_eq!(retries.len(), 2);
+        assert!(
+            retries[1].1.contains("no answer within 0.1s"),
+            "{retries:?}"
+        );
+        // A pause, an attempt cut by its timeout, a pause: 200 ms, never the whole window.
+        assert!((0.19..0.5).contains(&r.secs), "{}", r.secs);
+    }
+
+    #[tokio::test]
+    async fn a_failing_check_stops_at_its_window_with_the_learner_message() {
+        let mut p = Script {
+            answers: vec![out("starting"); 100],
+            n: 0,
+        };
+        let r = run_check(&check(120), &mut p, &CancellationToken::new(), |_, _| {}).await;
+        assert!(!r.passed);
+        // Attempts at 0, 50 and 100 ms; 100 + 50 > 120 ends it.
+        assert_eq!(r.attempts, 3);
+        assert_eq!(
+            r.message.as_deref(),
+            Some("expected stdout to contain \"ready\"; it was \"starting\"\nStart the service.")
+        );
+        let once = run_check(&check(0), &mut p, &CancellationToken::new(), |_, _| {}).await;
+        assert_eq!(once.attempts, 1);
+    }
+
+    #[test]
+    fn ostree_versions_compare() {
+        assert!(!ostree_at_least(
+            "libostree:\n Version: '2022.7'\n",
+            2023,
+            6
+        ));
+        assert!(ostree_at_least("libostree:\n Version: '2025.2'\n", 2023, 6));
+    }
+}

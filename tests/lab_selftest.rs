@@ -1,0 +1,229 @@
+//! `bootlab lab selftest` for real: the shipped starter labs run every step's action, solution
+//! and checks on a debian-minimal guest (TCG here), and a failing check reaches the JUnit report
+//! with the learner's message.
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+/// QEMU processes whose command line names `home` (every VM of a home keeps its disk there).
+fn qemus_of(home: &Path) -> Vec<String> {
+    let home = home.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .filter(|c| c.starts_with("qemu-system") || c.contains("/qemu-system"))
+        .filter(|c| c.contains(&home))
+        .collect()
+}
+
+/// `(name, failure text)` of every testcase of a testsuite, from our JUnit output.
+fn testcases(xml: &str, suite: &str) -> Vec<(String, Option<String>)> {
+    let start = xml
+        .find(&format!("<testsuite name=\"{suite}\""))
+        .unwrap_or_else(|| panic!("no testsuite {suite} in\n{xml}"));
+    let body = &xml[start..start + xml[start..].find("</testsuite>").unwrap()];
+    body.split("<testcase ")
+        .skip(1)
+        .map(|tc| {
+            let name = tc
+                .split(" name=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let failure = tc
+                .find("<failure")
+                .map(|i| tc[i..].split('>').nth(1).unwrap().to_string());
+            (name.to_string(), failure)
+        })
+        .collect()
+}
+
+#[test]
+fn starter_labs_pass_selftest_on_a_real_guest() {
+    if !common::require_root() {
+        return;
+    }
+    let _lock = common::heavy_lock();
+    let home = common::shared_home();
+    let tmp = tempfile::tempdir().unwrap();
+    let junit = tmp.path().join("junit.xml");
+    let json = tmp.path().join("r.json");
+    let t0 = Instant::now();
+    let out = common::bootlab_in(
+        &home,
+        &[
+            "lab",
+            "selftest",
+            "00-tour",
+            "01-first-boot",
+            "02-upgrade",
+            "03-rollback",
+            "--junit",
+            junit.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("lab selftest took {:.0}s", t0.elapsed().as_secs_f64());
+    assert!(out.status.success(), "selftest failed: {:?}", out.status);
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(!xml.contains("<failure"), "{xml}");
+    assert!(!xml.contains("<skipped"), "{xml}");
+    let (labs, errors) = bootlab::lab::shipped();
+    assert!(errors.is_empty(), "{errors:?}");
+    for id in ["tour", "first-boot", "upgrade", "rollback"] {
+        let lab = labs.iter().find(|l| l.id == id).unwrap();
+        // One testcase per check of every step, named step-id/check title, none failed.
+        let want: Vec<String> = lab
+            .steps
+            .iter()
+            .flat_map(|s| {
+                s.checks
+                    .iter()
+                    .map(move |c| format!("{}/{}", s.id, c.title))
+            })
+            .map(|n| {
+                n.replace('&', "&amp;")
+                    .replace('"', "&quot;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+                    .replace('\'', "&apos;")
+            })
+            .collect();
+        let got: Vec<String> = testcases(&xml, id).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(got, want, "lab {id}");
+        assert!(xml.contains(&format!(
+            "<testsuite name=\"{id}\" tests=\"{}\" failures=\"0\"",
+            want.len()
+        )));
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["labs"].as_array().unwrap().len(), 4);
+
+    // Nothing left running: every lab's VM was stopped and removed.
+    assert_eq!(qemus_of(&home), Vec::<String>::new());
+    for id in ["tour", "first-boot", "upgrade", "rollback"] {
+        assert!(
+            !home.join(format!("state/vms/lab-{id}")).exists(),
+            "VM lab-{id} was left behind"
+        );
+    }
+}
+
+/// No VM: a lab of host steps whose second check fails. Selftest exits 1; the JUnit report has the
+/// check's failure with the learner-facing reason (what was seen) and the lab's `fail` text,
+/// after the check was retried within its window; the later step is reported skipped.
+#[test]
+fn a_failing_check_reaches_junit_with_the_learner_message() {
+    let home = tempfile::tempdir().unwrap();
+    let labs = tempfile::tempdir().unwrap();
+    let lab = labs.path().join("90-failing.toml");
+    std::fs::write(
+        &lab,
+        r#"schema = 1
+id = "failing-host"
+title = "A host check that fails"
+minutes = 1
+summary = "Selftest must report the learner's message when a check fails."
+
+[[steps]]
+id = "write"
+title = "Write a note"
+text = "bootlab writes a note on the host."
+action = { kind = "host", run = 'echo hello > "$BOOTLAB_STATE/lab-note"' }
+
+[[steps.checks]]
+title = "The note exists"
+host = 'test -f "$BOOTLAB_STATE/lab-note"'
+fail = "No note: the action did not run."
+
+[[steps.checks]]
+title = "The note says bye"
+host = 'cat "$BOOTLAB_STATE/lab-note"'
+stdout_contains = "bye"
+timeout = "5s"
+wait = "1s"
+every = "300ms"
+fail = "The note does not say bye: write bye into it."
+
+[[steps]]
+id = "later"
+title = "Never reached"
+text = "An earlier step failed."
+
+[[steps.checks]]
+title = "Always true"
+host = "true"
+fail = "unreachable"
+"#,
+    )
+    .unwrap();
+    let junit = home.path().join("j.xml");
+    let json = home.path().join("r.json");
+    let t0 = Instant::now();
+    let out = common::bootlab_in(
+        home.path(),
+        &[
+            "lab",
+            "selftest",
+            lab.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // The check was retried within its 1 s window, not longer.
+    assert!(t0.elapsed().as_secs_f64() < 20.0);
+    // The action ran on the host (with the lab environment), shown before it ran.
+    assert_eq!(
+        std::fs::read_to_string(home.path().join("state/lab-note")).unwrap(),
+        "hello\n"
+    );
+    assert!(
+        stdout.contains("$ sh -c 'echo hello > \"$BOOTLAB_STATE/lab-note\"'"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("✗ The note says bye"), "{stdout}");
+    assert!(stdout.contains("The note does not say bye: write bye into it."));
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let cases = testcases(&xml, "failing-host");
+    assert_eq!(cases.len(), 3, "{xml}");
+    assert_eq!(cases[0], ("write/The note exists".into(), None));
+    assert_eq!(cases[1].0, "write/The note says bye");
+    let failure = cases[1].1.as_deref().expect("a <failure>");
+    assert!(
+        failure.contains("expected stdout to contain &quot;bye&quot;; it was &quot;hello&quot;"),
+        "{failure}"
+    );
+    assert!(failure.contains("The note does not say bye: write bye into it."));
+    let attempts: u32 = failure
+        .split("(after ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!((2..=5).contains(&attempts), "{failure}");
+    assert!(xml.contains("name=\"later/Always true\"><skipped"), "{xml}");
+    assert!(xml.contains("tests=\"3\" failures=\"1\""), "{xml}");
+
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["passed"], false);
+    assert_eq!(r["labs"][0]["skipped"][0], "later");
+}
