@@ -1,4 +1,8 @@
+//! `bootlab recipe …`: list and show recipes. Formatting only; see `crate::recipe`.
+
+use crate::recipe::{self, Recipe};
 use std::process::ExitCode;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum RecipeCmd {
     /// List the recipes.
@@ -6,13 +10,112 @@ pub enum RecipeCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one recipe.
+    /// Show one recipe: family, base, versions and what each changes, what the guest offers.
     Show {
         name: String,
         #[arg(long)]
         json: bool,
     },
 }
-pub fn run(_c: RecipeCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("recipe: not implemented yet")
+
+pub fn run(c: RecipeCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        RecipeCmd::List { json } => {
+            let all = recipe::shipped()?;
+            if json {
+                let v: Vec<serde_json::Value> = all.iter().map(to_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let w = all.iter().map(|r| r.name().len()).max().unwrap_or(4).max(4);
+                println!(
+                    "{:<w$}  {:<13}  {:<10}  TITLE",
+                    "NAME", "FAMILY", "VERSIONS"
+                );
+                for r in &all {
+                    println!(
+                        "{:<w$}  {:<13}  {:<10}  {}{}",
+                        r.name(),
+                        r.file.family.as_str(),
+                        r.version_ids().join(","),
+                        r.file.title,
+                        if r.lab_use_only() {
+                            "  [lab use only: known password]"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+        }
+        RecipeCmd::Show { name, json } => {
+            let r = recipe::find(&name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&to_json(&r))?);
+            } else {
+                print!("{}", render(&r));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The recipe as stored, plus the derived facts a UI shows.
+fn to_json(r: &Recipe) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("lab_use_only".into(), r.lab_use_only().into());
+        o.insert(
+            "default_version".into(),
+            r.default_version().id.clone().into(),
+        );
+    }
+    v
+}
+
+fn render(r: &Recipe) -> String {
+    let f = &r.file;
+    let mut o = format!("{} — {}\n", f.name, f.title);
+    if let Some(l) = &f.guest.known_password {
+        o.push_str(&format!(
+            "  !! lab use only: known password (console login {} / {})\n",
+            l.user, l.password
+        ));
+    }
+    o.push_str(&format!("{}\n\n", f.summary));
+    o.push_str(&format!("family:        {}\n", f.family));
+    o.push_str(&format!("base:          {}\n", f.base));
+    o.push_str(&format!(
+        "containerfile: {}\n",
+        r.containerfile_path().display()
+    ));
+    let mut offers = Vec::new();
+    if f.guest.agent {
+        offers.push("guest agent");
+    }
+    if f.guest.ssh {
+        offers.push("ssh (127.0.0.1 only)");
+    }
+    if f.guest.known_password.is_some() {
+        offers.push("console login with a known password");
+    }
+    o.push_str(&format!(
+        "guest offers:  {}\n",
+        if offers.is_empty() {
+            "nothing but the console".to_string()
+        } else {
+            offers.join(", ")
+        }
+    ));
+    o.push_str("versions:\n");
+    let default = r.default_version().id.clone();
+    for v in &f.versions {
+        o.push_str(&format!(
+            "  {}{}  {}\n",
+            v.id,
+            if v.id == default { " (default)" } else { "" },
+            v.changes
+        ));
+        o.push_str(&format!("      image {}\n", r.image_tag(&v.id)));
+    }
+    o
 }

@@ -133,6 +133,10 @@ impl Recipe {
             }),
         }
     }
+    /// A VM of this recipe has a login everybody knows: label it "lab use only" everywhere.
+    pub fn lab_use_only(&self) -> bool {
+        self.file.guest.known_password.is_some()
+    }
     pub fn version_ids(&self) -> Vec<&str> {
         self.file.versions.iter().map(|v| v.id.as_str()).collect()
     }
@@ -187,13 +191,13 @@ impl Recipe {
                 ));
             }
         }
-        if let Some(d) = &file.default_version {
-            if !seen.contains(d.as_str()) {
-                return Err(err(
-                    "default_version",
-                    format!("default_version {d:?} is not one of the versions"),
-                ));
-            }
+        if let Some(d) = &file.default_version
+            && !seen.contains(d.as_str())
+        {
+            return Err(err(
+                "default_version",
+                format!("default_version {d:?} is not one of the versions"),
+            ));
         }
         if !dir.join(&file.containerfile).is_file() {
             return Err(err(
@@ -201,11 +205,52 @@ impl Recipe {
                 format!("{} does not exist in {}", file.containerfile, dir.display()),
             ));
         }
+        let cf = dir.join(&file.containerfile);
+        let cf_src = std::fs::read_to_string(&cf)
+            .map_err(|e| FileError::at(&cf, "", None, format!("cannot read: {e}")))?;
+        match containerfile_from(&cf_src) {
+            Some((image, span)) if image != file.base => {
+                return Err(FileError::at(
+                    &cf,
+                    &cf_src,
+                    Some(span),
+                    format!(
+                        "FROM {image} differs from base = {:?} in recipe.toml",
+                        file.base
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                return Err(FileError::at(&cf, &cf_src, None, "no FROM line"));
+            }
+        }
         Ok(Recipe {
             file,
             dir: dir.to_path_buf(),
         })
     }
+}
+
+/// The image of the first `FROM` instruction and its byte span (`FROM --platform=… IMG AS x`).
+pub fn containerfile_from(src: &str) -> Option<(String, std::ops::Range<usize>)> {
+    let mut off = 0;
+    for line in src.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.len() > 5 && t[..5].eq_ignore_ascii_case("FROM ") {
+            let lead = off + (line.len() - t.len());
+            let mut pos = 5;
+            for word in t[5..].split_whitespace() {
+                let at = t[pos..].find(word).map(|i| pos + i).unwrap_or(pos);
+                pos = at + word.len();
+                if !word.starts_with("--") {
+                    return Some((word.to_string(), lead + at..lead + pos));
+                }
+            }
+        }
+        off += line.len();
+    }
+    None
 }
 
 /// Byte span of the first line that sets `key = …` (top level or in a table).
@@ -280,7 +325,11 @@ mod tests {
         let d = root.join(name);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("recipe.toml"), toml_src).unwrap();
-        std::fs::write(d.join("Containerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(
+            d.join("Containerfile"),
+            "FROM localhost/bootlab/debian-base:bookworm\n",
+        )
+        .unwrap();
         d
     }
 
@@ -328,6 +377,27 @@ build_args = { EXTRA = "tree" }
         let e = Recipe::load(&write_recipe(t.path(), "r1", &src)).unwrap_err();
         assert_eq!(e.line, 4, "{e}");
         assert!(e.message.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn containerfile_from_finds_the_image() {
+        let src = "# c\nARG X=1\nFROM --platform=linux/amd64 quay.io/a/b:1 AS build\nRUN true\n";
+        let (img, span) = containerfile_from(src).unwrap();
+        assert_eq!(img, "quay.io/a/b:1");
+        assert_eq!(&src[span.clone()], "quay.io/a/b:1");
+        assert_eq!(crate::diag::line_col(src, span.start), (3, 29));
+        assert!(containerfile_from("RUN x\n").is_none());
+    }
+
+    #[test]
+    fn from_must_match_base() {
+        let t = tempfile::tempdir().unwrap();
+        let d = write_recipe(t.path(), "r1", GOOD);
+        std::fs::write(d.join("Containerfile"), "# x\nFROM localhost/other:1\n").unwrap();
+        let e = Recipe::load(&d).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 6), "{e}");
+        assert!(e.path.ends_with("Containerfile"), "{e}");
+        assert!(e.message.contains("differs from base"), "{e}");
     }
 
     #[test]
