@@ -132,7 +132,7 @@ fn snapshot_recipes_first_screen() {
 #[test]
 fn snapshot_recipes_with_lab_banner() {
     let a = app_with_labs(vec![sample_lab()]);
-    assert!(screen(&a).contains("start \"First boot\""));
+    assert!(screen(&a).contains("lab \"First boot\""));
     snap!("recipes_banner_names_starter_lab", a);
 }
 
@@ -389,6 +389,27 @@ fn snapshot_labs_list_step_and_presenter() {
     snap!("labs_step", a);
     a.update(Action::TogglePresenter);
     snap!("labs_presenter", a);
+}
+
+/// The app as `bootlab` starts it: shipped recipes and labs, progress from an empty home.
+fn shipped_app() -> App {
+    let home = tempfile::tempdir().unwrap();
+    bootlab::tui::initial_app(&bootlab::paths::Paths::under(home.path()), t0())
+}
+
+#[test]
+fn snapshot_shipped_first_screen_and_labs() {
+    let mut a = shipped_app();
+    assert!(a.labs.load_error.is_none(), "{:?}", a.labs.load_error);
+    assert!(screen(&a).contains("New here?"));
+    snap!("shipped_first_screen", a);
+    a.update(Action::GoTab(Tab::Labs));
+    snap!("shipped_labs_list", a);
+    a.update(Action::Down);
+    a.update(Action::Enter);
+    snap!("shipped_first_boot_step1", a);
+    a.update(Action::TogglePresenter);
+    snap!("shipped_first_boot_step1_presenter", a);
 }
 
 #[test]

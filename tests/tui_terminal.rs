@@ -182,8 +182,19 @@ fn starts_on_recipes_navigates_helps_and_quits_cleanly() {
     s.wait_for("no deployments read yet", T);
     s.send(&["BTab"]);
     s.wait_for("b boot", T);
+    // Labs: the starter lab opens on its first step; z is presenter mode, Esc goes back.
     s.send(&["5"]);
-    s.wait_for("labs", T);
+    s.wait_for("A tour", T);
+    s.send(&["Enter"]);
+    s.wait_for("step 1/", T);
+    s.send(&["z"]);
+    let screen = s.wait_gone("1 Recipes", T);
+    assert!(
+        screen.contains("step 1/"),
+        "presenter shows the step:\n{screen}"
+    );
+    s.send(&["z", "Escape"]);
+    s.wait_for("Enter open lab", T);
     s.send(&["1"]);
     s.wait_for("v version", T);
 

@@ -66,9 +66,6 @@ impl Renderer {
     }
     fn prefix(&self) -> Vec<Span<'static>> {
         let mut p = Vec::new();
-        if self.scale == Scale::Presenter {
-            p.push(Span::raw("  "));
-        }
         for _ in 0..self.quote {
             p.push(Span::styled("▌ ", Style::new().fg(Color::DarkGray)));
         }
@@ -289,9 +286,9 @@ mod tests {
     #[test]
     fn presenter_scale_is_bold_and_spaced() {
         let t = render("one\n\ntwo", Scale::Presenter);
-        assert_eq!(plain(&t), ["  one", "", "", "  two"]);
+        assert_eq!(plain(&t), ["one", "", "", "two"]);
         assert!(
-            t.lines[0].spans[1]
+            t.lines[0].spans[0]
                 .style
                 .add_modifier
                 .contains(Modifier::BOLD)

@@ -48,11 +48,23 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
 /// Load what the first screen needs. Errors become messages in the views, not a crash.
 pub fn initial_app(paths: &Paths, now: SystemTime) -> App {
+    let (labs, errors) = crate::lab::shipped();
+    let models: Vec<views::labs::LabModel> = labs.iter().map(Into::into).collect();
+    let lab_result = if errors.is_empty() || !models.is_empty() {
+        Ok(models)
+    } else {
+        Err(String::new())
+    };
     let mut app = App::new(Init {
         recipes: crate::recipe::shipped().map_err(|e| e.to_string()),
-        labs: Ok(vec![]),
+        labs: lab_result,
         now,
     });
+    app.labs.sources = labs;
+    if !errors.is_empty() {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        app.labs.load_error = Some(lines.join("\n"));
+    }
     let dir = paths.lab_progress();
     let ids: Vec<String> = app.labs.labs.iter().map(|l| l.id.clone()).collect();
     for id in ids {

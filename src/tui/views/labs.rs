@@ -38,6 +38,38 @@ pub struct CheckModel {
     pub description: String,
 }
 
+impl From<&crate::lab::Lab> for LabModel {
+    fn from(l: &crate::lab::Lab) -> LabModel {
+        LabModel {
+            id: l.id.clone(),
+            title: l.title.clone(),
+            summary: format!("{} (~{} min)", l.summary, l.minutes),
+            steps: l
+                .steps
+                .iter()
+                .map(|s| StepModel {
+                    title: s.title.clone(),
+                    text: s.text.clone(),
+                    action: match &s.action {
+                        crate::lab::Action::None => None,
+                        a => Some(a.describe()),
+                    },
+                    checks: s
+                        .checks
+                        .iter()
+                        .map(|c| CheckModel {
+                            description: c.title.clone(),
+                        })
+                        .collect(),
+                    hints: s.hints.clone(),
+                    // "Solve" runs the action and then the solve actions.
+                    has_solution: !s.solve.is_empty() || s.action != crate::lab::Action::None,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckStatus {
     NotRun,
@@ -72,6 +104,9 @@ pub fn save_progress(dir: &Path, lab: &str, p: &LabProgress) -> std::io::Result<
 
 pub struct LabsView {
     pub labs: Vec<LabModel>,
+    /// The engine's labs the models came from (same order), for the runner.
+    pub sources: Vec<crate::lab::Lab>,
+    /// Step files that failed to load (`file:line:col: message`), shown under the list.
     pub load_error: Option<String>,
     pub selected: usize,
     pub open: Option<usize>,
@@ -91,6 +126,7 @@ impl LabsView {
         };
         LabsView {
             labs,
+            sources: vec![],
             load_error,
             selected: 0,
             open: None,
@@ -103,6 +139,12 @@ impl LabsView {
 
     pub fn move_selection(&mut self, d: isize) {
         self.selected = crate::tui::app::step_index(self.selected, d, self.labs.len());
+    }
+
+    /// The engine's lab behind the open one (absent for models made in tests).
+    pub fn source(&self) -> Option<&crate::lab::Lab> {
+        let lab = self.lab()?;
+        self.sources.iter().find(|l| l.id == lab.id)
     }
 
     pub fn lab(&self) -> Option<&LabModel> {
@@ -201,7 +243,20 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
 
 fn draw_list(v: &LabsView, f: &mut Frame, area: Rect) {
     let block = panel("labs", true);
-    if let Some(e) = &v.load_error {
+    let area = match &v.load_error {
+        Some(e) if !v.labs.is_empty() => {
+            let rows = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).split(area);
+            f.render_widget(
+                Paragraph::new(format!("some step files did not load:\n{e}"))
+                    .style(Style::new().fg(Color::LightRed))
+                    .wrap(Wrap { trim: false }),
+                rows[1],
+            );
+            rows[0]
+        }
+        _ => area,
+    };
+    if let Some(e) = v.load_error.as_ref().filter(|_| v.labs.is_empty()) {
         f.render_widget(
             Paragraph::new(format!("cannot load labs:\n{e}"))
                 .style(Style::new().fg(Color::LightRed))
@@ -237,7 +292,8 @@ fn draw_list(v: &LabsView, f: &mut Frame, area: Rect) {
             };
             ListItem::new(vec![
                 Line::from(vec![
-                    Span::styled(format!("{:<40}", l.title), Style::new().bold()),
+                    Span::styled(l.title.clone(), Style::new().bold()),
+                    Span::raw("  "),
                     prog,
                 ]),
                 Line::styled(format!("  {}", l.summary), dim()),
@@ -261,15 +317,20 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
         return;
     };
     let p = v.progress_of(&lab.id);
-    let title = format!(
-        "{} — step {}/{}: {}",
-        lab.title,
-        p.step + 1,
-        lab.steps.len(),
-        step.title
-    );
+    let title = format!("{} — step {}/{}", lab.title, p.step + 1, lab.steps.len());
+    let with_heading = |scale: Scale| {
+        let mut t = Text::from(vec![
+            Line::styled(step.title.clone(), Style::new().fg(Color::Cyan).bold()),
+            Line::raw(""),
+        ]);
+        if scale == Scale::Presenter {
+            t.lines.push(Line::raw(""));
+        }
+        t.lines.extend(markdown::render(&step.text, scale).lines);
+        t
+    };
     if app.presenter {
-        let text = markdown::render(&step.text, Scale::Presenter);
+        let text = with_heading(Scale::Presenter);
         let block = panel(&title, true).padding(ratatui::widgets::Padding::new(3, 3, 1, 1));
         f.render_widget(
             Paragraph::new(text).wrap(Wrap { trim: false }).block(block),
@@ -280,7 +341,7 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
     let cols =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).split(area);
     f.render_widget(
-        Paragraph::new(markdown::render(&step.text, Scale::Normal))
+        Paragraph::new(with_heading(Scale::Normal))
             .wrap(Wrap { trim: false })
             .block(panel(&title, true)),
         cols[0],

@@ -169,7 +169,7 @@ fn draw_banner(app: &App, f: &mut Frame, area: Rect) {
     )];
     match lab {
         Some(t) => spans.push(Span::raw(format!(
-            " Press 5 for Labs and start \"{t}\" — or b builds the selected recipe."
+            " Start with the lab \"{t}\": press 5, then Enter."
         ))),
         None => spans.push(Span::raw(
             " Press b to build the selected recipe, then boot it in the VM view (2).",
