@@ -1,16 +1,35 @@
+//! `bootlab image …` and `bootlab disk …`: thin faces over [`crate::pipeline`].
+
+use crate::events::{CancellationToken, Emitter, timing_table};
+use crate::paths::Paths;
 use std::process::ExitCode;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCmd {
     /// Build (once) or reuse the Debian base image.
     Base {
         #[arg(long)]
         rebuild: bool,
+        /// Show every line the tools print.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Build a recipe version and commit it to bootlab's OSTree repo.
     Build {
         recipe: String,
         #[arg(long)]
         version: Option<String>,
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Build (cache hit when unchanged) and publish a recipe version to the update share that
+    /// guests upgrade from.
+    Publish {
+        recipe: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(short, long)]
+        verbose: bool,
     },
 }
 #[derive(Debug, clap::Subcommand)]
@@ -20,11 +39,141 @@ pub enum DiskCmd {
         recipe: String,
         #[arg(long)]
         version: Option<String>,
+        #[arg(short, long)]
+        verbose: bool,
     },
 }
-pub fn run_image(_c: ImageCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("image: not implemented yet")
+
+/// Run `f` with an emitter printing to stderr and Ctrl-C cancelling the job.
+fn with_job<T>(
+    verbose: bool,
+    f: impl AsyncFnOnce(&Emitter, &CancellationToken) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let (ev, rx) = Emitter::channel();
+        let printer = super::print_events(rx, verbose);
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("bootlab: cancelling…");
+                c2.cancel();
+            }
+        });
+        let r = f(&ev, &cancel).await;
+        drop(ev);
+        let _ = printer.await;
+        r
+    })
 }
-pub fn run_disk(_c: DiskCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("disk: not implemented yet")
+
+pub fn run_image(c: ImageCmd) -> anyhow::Result<ExitCode> {
+    let paths = Paths::from_env();
+    paths.ensure()?;
+    match c {
+        ImageCmd::Base { rebuild, verbose } => {
+            let r = with_job(verbose, async |ev, cancel| {
+                crate::pipeline::ensure_base(&paths, rebuild, ev, cancel).await
+            })?;
+            println!("{} {}", r.tag, r.image_id);
+            print!("{}", timing_table(&r.timings));
+        }
+        ImageCmd::Build {
+            recipe,
+            version,
+            verbose,
+        } => {
+            let recipe = crate::recipe::find(&recipe)?;
+            let version = recipe.resolve_version(version.as_deref())?.clone();
+            let r = with_job(verbose, async |ev, cancel| {
+                crate::pipeline::build_image(&paths, &recipe, &version, ev, cancel).await
+            })?;
+            println!("image   {} ({})", r.image_tag, short(&r.image_id));
+            println!("digest  {}", r.image_digest);
+            println!(
+                "commit  {} on {} in {}",
+                r.commit,
+                r.branch,
+                paths.ostree_repo().display()
+            );
+            println!("kernel  {}", r.kernel);
+            print_table(&r.timings);
+        }
+        ImageCmd::Publish {
+            recipe,
+            version,
+            verbose,
+        } => {
+            let recipe = crate::recipe::find(&recipe)?;
+            let version = recipe.resolve_version(version.as_deref())?.clone();
+            let r = with_job(verbose, async |ev, cancel| {
+                let b = crate::pipeline::build_image(&paths, &recipe, &version, ev, cancel).await?;
+                let p =
+                    crate::pipeline::publish(&paths, recipe.name(), &b.commit, ev, cancel).await?;
+                let mut t = b.timings;
+                t.extend(p.timings.clone());
+                Ok((p, t))
+            })?;
+            println!(
+                "published {} as {} in {}",
+                r.0.commit,
+                r.0.branch,
+                r.0.repo.display()
+            );
+            print_table(&r.1);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_disk(c: DiskCmd) -> anyhow::Result<ExitCode> {
+    let paths = Paths::from_env();
+    paths.ensure()?;
+    match c {
+        DiskCmd::Make {
+            recipe,
+            version,
+            verbose,
+        } => {
+            let recipe = crate::recipe::find(&recipe)?;
+            let version = recipe.resolve_version(version.as_deref())?.clone();
+            let (b, d) = with_job(verbose, async |ev, cancel| {
+                // The build is normally a cache hit here; it gives the commit to deploy.
+                let b = crate::pipeline::build_image(&paths, &recipe, &version, ev, cancel).await?;
+                let d = crate::pipeline::make_disk(
+                    &paths,
+                    recipe.name(),
+                    &version.id,
+                    &b.commit,
+                    ev,
+                    cancel,
+                )
+                .await?;
+                Ok((b, d))
+            })?;
+            println!("disk    {}", d.path.display());
+            println!("commit  {} ({} {})", d.commit, d.recipe, d.version);
+            if recipe.file.guest.known_password.is_some() {
+                println!(
+                    "note    lab image: its console login has a known password (see the recipe)"
+                );
+            }
+            let mut t = b.timings;
+            t.extend(d.timings);
+            print_table(&t);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+/// The timing table, and how many stages were cache hits.
+fn print_table(rows: &[crate::events::StageTiming]) {
+    print!("{}", timing_table(rows));
+    let hits = rows.iter().filter(|r| r.cached).count();
+    println!("cache   {hits}/{} stages were hits", rows.len());
 }

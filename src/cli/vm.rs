@@ -1,12 +1,429 @@
+//! `bootlab vm …`: start, list, drive and stop VMs (each owned by a detached supervisor).
+
+use crate::events::{CancellationToken, Emitter};
+use crate::paths::Paths;
+use crate::vm::{self, UpOptions, VmClient, VmRecord};
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum VmCmd {
+    /// Boot a recipe's golden disk in a new VM (a qcow2 overlay; the golden disk is untouched).
+    Up {
+        /// Recipe name (e.g. debian-minimal).
+        recipe: String,
+        #[arg(long)]
+        version: Option<String>,
+        /// VM name (default: the recipe name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Golden raw disk to boot instead of the recipe's cached one.
+        #[arg(long)]
+        disk: Option<PathBuf>,
+        /// Start from this snapshot (`-loadvm`): of a kept, stopped VM of that name, or `booted`
+        /// for the cached booted image next to the golden disk (made once on first use).
+        #[arg(long)]
+        from_snapshot: Option<String>,
+        /// Seconds to wait for the guest agent (default 240 under TCG, 90 under KVM).
+        #[arg(long)]
+        boot_timeout: Option<u64>,
+        #[arg(long, default_value_t = 2048)]
+        memory: u32,
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// Keep the VM's disk and record after it stops.
+        #[arg(long)]
+        keep: bool,
+        /// Do not share the host update folder into the guest.
+        #[arg(long)]
+        no_share: bool,
+        /// Force TCG (software emulation).
+        #[arg(long)]
+        tcg: bool,
+    },
     /// List VMs.
     Ls {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command in the guest (through the guest agent); exits with the guest's exit code.
+    Exec {
+        name: String,
+        /// Seconds the command may run.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Follow the serial console (Ctrl-C to stop; the VM keeps running). With --interactive,
+    /// what you type goes to the guest's serial port.
+    Console {
+        name: String,
+        /// Print what is there and exit.
+        #[arg(long)]
+        no_follow: bool,
+        #[arg(long, short)]
+        interactive: bool,
+    },
+    /// Power down (ACPI) and remove the VM; --force cuts the power instead.
+    Down {
+        name: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Power cut (QMP quit): the guest gets no clean shutdown. The VM record stays (stopped).
+    Powercut { name: String },
+    /// Reboot the guest from inside and wait until it is ready again.
+    Reboot {
+        name: String,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Save or restore the running guest's full state on its qcow2 disk.
+    Snapshot {
+        name: String,
+        #[arg(value_parser = ["save", "restore"])]
+        action: String,
+        #[arg(default_value = "snap")]
+        tag: String,
+    },
+    /// Mount (or with --off unmount) the host update folder at /run/bootlab/updates.
+    Share {
+        name: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Show one VM's record.
+    Status { name: String },
+    /// Remove a stopped VM.
+    Rm { name: String },
+    /// Run a VM's supervisor (started by `vm up`; not for direct use).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
-pub fn run(_c: VmCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("vm: not implemented yet")
+
+pub fn run(c: VmCmd) -> Result<ExitCode> {
+    if let VmCmd::Supervise { dir } = &c {
+        crate::vm::supervisor::main(dir)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let paths = Paths::from_env();
+    paths.ensure()?;
+    let rt = super::runtime()?;
+    rt.block_on(run_async(c, paths))
+}
+
+async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
+    vm::reap_stale(&paths);
+    match c {
+        VmCmd::Up {
+            recipe,
+            version,
+            name,
+            disk,
+            from_snapshot,
+            boot_timeout,
+            memory,
+            cpus,
+            keep,
+            no_share,
+            tcg,
+        } => {
+            let r = crate::recipe::find(&recipe)?;
+            let v = r.resolve_version(version.as_deref())?.id.clone();
+            let name = name.unwrap_or_else(|| r.name().to_string());
+            let mut o = UpOptions::new(&name).for_recipe(&r, &v);
+            o.memory_mib = memory;
+            o.cpus = cpus;
+            o.keep = keep;
+            o.share = !no_share;
+            o.boot_timeout = boot_timeout.map(Duration::from_secs);
+            o.accel = tcg.then_some(crate::tools::qemu::Accel::Tcg);
+            o.from_snapshot = from_snapshot.clone();
+            let exists = VmRecord::file(&VmRecord::dir(&paths, &name)).exists();
+            if !exists {
+                let golden = match disk {
+                    Some(d) => d,
+                    None => vm::images::golden_for(&paths, r.name(), &v)?,
+                };
+                if from_snapshot.as_deref() == Some(vm::images::BOOTED_TAG) {
+                    let (ev, rx) = Emitter::channel();
+                    let printer = super::print_events(rx, false);
+                    let img = vm::images::booted_image(
+                        &paths,
+                        &golden,
+                        &o,
+                        &ev,
+                        &CancellationToken::new(),
+                    )
+                    .await?;
+                    drop(ev);
+                    let _ = printer.await;
+                    o.image = Some(img);
+                } else if from_snapshot.is_some() {
+                    bail!(
+                        "--from-snapshot {}: a new VM has no snapshots; use `booted` (cached booted image) or start a kept VM by --name",
+                        from_snapshot.unwrap()
+                    );
+                } else {
+                    o.golden = Some(golden);
+                }
+            }
+            let (ev, rx) = Emitter::channel();
+            let printer = super::print_events(rx, false);
+            let cancel = CancellationToken::new();
+            let c2 = cancel.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                c2.cancel();
+            });
+            let res = vm::up(&paths, o, &ev, &cancel).await;
+            drop(ev);
+            let _ = printer.await;
+            let rec = res?;
+            println!(
+                "{} ready in {:.1}s ({}, {}){}{}",
+                rec.name,
+                rec.ready_secs.unwrap_or(0.0),
+                rec.accel.as_str(),
+                rec.accel_reason,
+                rec.ssh_port
+                    .map(|p| format!(", ssh 127.0.0.1:{p}"))
+                    .unwrap_or_default(),
+                rec.known_password
+                    .as_ref()
+                    .map(|k| format!(", LAB VM known password {k}"))
+                    .unwrap_or_default(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Ls { json } => {
+            let vms = vm::list(&paths);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&vms)?);
+            } else if vms.is_empty() {
+                println!("no VMs");
+            } else {
+                println!(
+                    "{:<20} {:<10} {:<5} {:<22} {:<8} NOTE",
+                    "NAME", "STATE", "ACCEL", "RECIPE", "SSH"
+                );
+                for v in vms {
+                    println!(
+                        "{:<20} {:<10} {:<5} {:<22} {:<8} {}",
+                        v.name,
+                        v.state,
+                        v.accel.as_str(),
+                        format!(
+                            "{}:{}",
+                            v.recipe.as_deref().unwrap_or("-"),
+                            v.version.as_deref().unwrap_or("-")
+                        ),
+                        v.ssh_port
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        v.known_password
+                            .map(|k| format!("known password {k}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Exec {
+            name,
+            timeout,
+            argv,
+        } => {
+            let c = VmClient::connect(&paths, &name).await?;
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let out = c
+                .exec_with(&argv, None, Duration::from_secs(timeout))
+                .await?;
+            use std::io::Write;
+            std::io::stdout().write_all(out.stdout.as_bytes())?;
+            std::io::stderr().write_all(out.stderr.as_bytes())?;
+            if out.truncated {
+                eprintln!("bootlab: the guest agent truncated the output");
+            }
+            Ok(ExitCode::from(out.status().clamp(0, 255) as u8))
+        }
+        VmCmd::Console {
+            name,
+            no_follow,
+            interactive,
+        } => console(&paths, &name, no_follow, interactive).await,
+        VmCmd::Down {
+            name,
+            force,
+            timeout,
+        } => {
+            let reason = vm::down(&paths, &name, force, Duration::from_secs(timeout)).await?;
+            println!(
+                "{name} stopped{}",
+                reason
+                    .map(|r| format!(" (SHUTDOWN {r})"))
+                    .unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Powercut { name } => {
+            let reason = vm::lifecycle::stop(&paths, &name, true, Duration::from_secs(10)).await?;
+            println!(
+                "{name}: power cut{}",
+                reason
+                    .map(|r| format!(" (SHUTDOWN {r})"))
+                    .unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Reboot { name, timeout } => {
+            let c = VmClient::connect(&paths, &name).await?;
+            let t = std::time::Instant::now();
+            c.reboot_and_wait(Duration::from_secs(timeout)).await?;
+            println!(
+                "{name} rebooted and ready in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Snapshot { name, action, tag } => {
+            let c = VmClient::connect(&paths, &name).await?;
+            let mut events = c.subscribe().await?;
+            tokio::spawn(async move {
+                while let Some(e) = events.recv().await {
+                    if let vm::VmEvent::Note { text } = e.event {
+                        eprintln!("[{name}] {text}");
+                    }
+                }
+            });
+            let d = if action == "save" {
+                c.snapshot_save(&tag).await?
+            } else {
+                c.snapshot_restore(&tag, Duration::from_secs(120)).await?
+            };
+            match d.ready_secs {
+                Some(r) => println!(
+                    "snapshot {} restored in {:.1}s, guest agent ready after {r:.1}s ({})",
+                    d.tag, d.secs, d.method
+                ),
+                None => println!("snapshot {} saved in {:.1}s ({})", d.tag, d.secs, d.method),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Share { name, off } => {
+            let c = VmClient::connect(&paths, &name).await?;
+            if off {
+                c.unmount_share().await?;
+                println!("{name}: update share unmounted");
+            } else {
+                c.mount_share().await?;
+                println!(
+                    "{name}: update share mounted at {}",
+                    crate::tools::qemu::GUEST_SHARE_DIR
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Status { name } => {
+            let rec = match VmClient::connect(&paths, &name).await {
+                Ok(c) => c.status().await?,
+                Err(_) => VmRecord::load(&paths, &name)?,
+            };
+            println!("{}", serde_json::to_string_pretty(&rec)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Rm { name } => {
+            vm::remove(&paths, &name)?;
+            println!("{name} removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Supervise { .. } => unreachable!(),
+    }
+}
+
+async fn console(
+    paths: &Paths,
+    name: &str,
+    no_follow: bool,
+    interactive: bool,
+) -> Result<ExitCode> {
+    let rec = VmRecord::load(paths, name)?;
+    let mut f = vm::console::Follower::from_start(&rec.console_log);
+    for l in f.poll() {
+        println!("{l}");
+    }
+    if no_follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if interactive {
+        // Raw bytes both ways over the serial socket (QEMU takes one client at a time).
+        let sock = tokio::net::UnixStream::connect(&rec.sockets.serial)
+            .await
+            .with_context(|| format!("connecting to {}", rec.sockets.serial.display()))?;
+        eprintln!("[connected to {name}'s serial console; Ctrl-] to leave]");
+        let (mut r, mut w) = sock.into_split();
+        let out = tokio::spawn(async move {
+            let mut stdout = tokio::io::stdout();
+            let _ = tokio::io::copy(&mut r, &mut stdout).await;
+        });
+        let _raw = RawMode::enable();
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 1024];
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            if n == 0 || buf[..n].contains(&0x1d) {
+                break;
+            }
+            w.write_all(&buf[..n]).await?;
+        }
+        out.abort();
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                for l in f.poll() { println!("{l}"); }
+                if !VmRecord::file(&VmRecord::dir(paths, name)).exists() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    }
+}
+
+/// Terminal raw mode for the interactive console, restored on drop.
+struct RawMode(Option<nix::sys::termios::Termios>);
+impl RawMode {
+    fn enable() -> RawMode {
+        use nix::sys::termios::*;
+        let stdin = std::io::stdin();
+        let Ok(orig) = tcgetattr(&stdin) else {
+            return RawMode(None);
+        };
+        let mut raw = orig.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+        RawMode(Some(orig))
+    }
+}
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
 }

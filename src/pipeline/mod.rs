@@ -1,1 +1,181 @@
-//! (filled in by its issue)
+//! The offline image pipeline: Debian base → recipe build → OSTree commit → bootable disk, and
+//! publishing a commit to the update share the guests pull from.
+//!
+//! The API the CLI, the TUI and the drills use (every call takes an [`Emitter`] for progress and
+//! a [`CancellationToken`]; every stage reports a [`StageTiming`]):
+//!
+//! - [`ensure_base`]`(paths, rebuild, ev, cancel) -> BaseResult` — the Debian base image.
+//! - [`build_image`]`(paths, recipe, version, ev, cancel) -> BuildResult` — podman build, export,
+//!   OSTree layout, commit on branch [`branch`]`(recipe)` in [`Paths::ostree_repo`]. An unchanged
+//!   recipe version is a cache hit (same commit back, nothing rebuilt).
+//! - [`make_disk`]`(paths, recipe, version, commit, ev, cancel) -> DiskResult` — the golden raw
+//!   disk of that commit in [`Paths::disks`], reused while the commit is the same.
+//! - [`publish`]`(paths, recipe, commit, ev, cancel) -> PublishResult` — puts that commit on
+//!   the recipe's branch in the update share's archive repo, where a guest's
+//!   `ostree admin upgrade` (remote [`REMOTE`]) finds it.
+//! - [`disk::overlay`]`(golden, dest, ev, cancel)` — a qcow2 overlay for one VM.
+//!
+//! Nothing half-made is ever registered: builds are tagged and recorded only after the commit
+//! exists, disks are made under a temp name and renamed when complete.
+
+pub mod base;
+pub mod build;
+pub mod disk;
+pub mod layout;
+pub mod publish;
+
+pub use base::{BASE_TAG, BaseResult, ensure_base};
+pub use build::{BuildResult, build_image};
+pub use disk::{DiskResult, make_disk, overlay};
+pub use publish::{PublishResult, publish};
+
+use crate::events::{CancellationToken, Cancelled, Emitter};
+use anyhow::Result;
+use std::path::Path;
+
+pub const GIB: u64 = 1024 * 1024 * 1024;
+
+/// Name of the remote every golden disk's repo has, pointing at the update share in the guest.
+pub const REMOTE: &str = "bootlab";
+/// Where the vm module mounts [`Paths::update_share`] in the guest (read-only 9p).
+pub const GUEST_SHARE_MOUNT: &str = "/run/bootlab/updates";
+/// The stateroot (`ostree admin os-init`) of every offline disk.
+pub const STATEROOT: &str = "debian";
+/// Filesystem labels of the golden disk's partitions (the fstab and `root=` use them).
+pub const BOOT_LABEL: &str = "bootlab-boot";
+pub const ROOT_LABEL: &str = "bootlab-root";
+
+/// The OSTree branch of a recipe, in the host repo, the update share and the guest's remote.
+pub fn branch(recipe: &str) -> String {
+    format!("bootlab/{recipe}")
+}
+
+/// The URL of the update repo as the guest sees it.
+pub fn guest_remote_url() -> String {
+    format!("file://{GUEST_SHARE_MOUNT}/repo")
+}
+
+pub use crate::paths::Paths;
+
+/// Fail early, with a clear message, when `path`'s filesystem has less than `need` bytes free.
+pub fn check_free_space(path: &Path, need: u64, what: &str) -> Result<()> {
+    let probe = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let st = nix::sys::statvfs::statvfs(probe)?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < need {
+        anyhow::bail!(
+            "not enough free disk space for {what}: {} has {:.1} GiB free, {:.1} GiB needed (free some space or point BOOTLAB_HOME elsewhere)",
+            probe.display(),
+            free as f64 / GIB as f64,
+            need as f64 / GIB as f64
+        );
+    }
+    Ok(())
+}
+
+/// A host-wide exclusive lock (flock on a file in the temp dir) for work on shared resources
+/// such as podman's image store. Waiting is cancellable.
+pub struct HostLock(#[allow(dead_code)] std::fs::File);
+
+impl HostLock {
+    pub async fn acquire(name: &str, ev: &Emitter, cancel: &CancellationToken) -> Result<HostLock> {
+        use std::os::fd::AsRawFd;
+        let p = std::env::temp_dir().join(format!("bootlab-{name}.lock"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)?;
+        let mut told = false;
+        loop {
+            // SAFETY: flock on a valid open fd.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(HostLock(f));
+            }
+            if !told {
+                ev.note(
+                    name,
+                    format!("waiting for another bootlab ({})", p.display()),
+                );
+                told = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                _ = cancel.cancelled() => return Err(Cancelled.into()),
+            }
+        }
+    }
+}
+
+/// Hash of every file under `dir` (names, modes, symlink targets, contents), sorted: the part
+/// of a build's cache key that says "the recipe did not change".
+pub fn hash_dir(dir: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let p = e.path();
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(p.clone());
+            }
+            entries.push(p);
+        }
+    }
+    entries.sort();
+    let mut h = Sha256::new();
+    for p in entries {
+        let rel = p.strip_prefix(dir)?;
+        let md = std::fs::symlink_metadata(&p)?;
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update(format!("\0{:o}\0", md.permissions().mode()));
+        if md.file_type().is_symlink() {
+            h.update(std::fs::read_link(&p)?.as_os_str().as_encoded_bytes());
+        } else if md.is_file() {
+            h.update(std::fs::read(&p)?);
+        }
+        h.update("\0");
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_dir_sees_content_and_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), "1").unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        std::fs::write(t.path().join("d/b"), "2").unwrap();
+        let h1 = hash_dir(t.path()).unwrap();
+        assert_eq!(h1, hash_dir(t.path()).unwrap());
+        std::fs::write(t.path().join("d/b"), "3").unwrap();
+        let h2 = hash_dir(t.path()).unwrap();
+        assert_ne!(h1, h2);
+        std::fs::set_permissions(t.path().join("a"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        assert_ne!(h2, hash_dir(t.path()).unwrap());
+    }
+
+    #[test]
+    fn free_space_check_names_what() {
+        let e = check_free_space(Path::new("/"), u64::MAX / 2, "a test disk").unwrap_err();
+        assert!(e.to_string().contains("a test disk"), "{e}");
+        check_free_space(Path::new("/nonexistent/below"), 1, "x").unwrap();
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(branch("debian-minimal"), "bootlab/debian-minimal");
+        assert_eq!(guest_remote_url(), "file:///run/bootlab/updates/repo");
+    }
+}

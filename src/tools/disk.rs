@@ -1,1 +1,311 @@
-//! (filled in by its issue)
+//! Raw disks: partition tables (sfdisk), loop devices with offsets (losetup), filesystems
+//! (mkfs.ext4), mounts, the syslinux MBR and extlinux. Loop devices and mounts are guards: on any
+//! error path, cancel or panic they are unmounted and detached when dropped.
+
+use crate::events::{CancellationToken, Emitter};
+use crate::tools::cmd::HostCmd;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+
+pub const SECTOR: u64 = 512;
+pub const MIB: u64 = 1024 * 1024;
+
+/// One partition of an MBR layout, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A BIOS/MBR layout: p1 `/boot` (bootable) then p2 root filling the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MbrLayout {
+    pub disk_size: u64,
+    pub boot: Part,
+    pub root: Part,
+}
+
+impl MbrLayout {
+    /// 1 MiB aligned: p1 starts at 1 MiB and is `boot_size` long, p2 takes the rest.
+    pub fn new(disk_size: u64, boot_size: u64) -> MbrLayout {
+        let boot = Part {
+            offset: MIB,
+            size: boot_size,
+        };
+        let root_off = boot.offset + boot.size;
+        MbrLayout {
+            disk_size,
+            boot,
+            root: Part {
+                offset: root_off,
+                size: disk_size - root_off,
+            },
+        }
+    }
+    /// The sfdisk script for this layout.
+    pub fn sfdisk_script(&self) -> String {
+        format!(
+            "label: dos\nunit: sectors\n\nstart={}, size={}, type=83, bootable\nstart={}, size={}, type=83\n",
+            self.boot.offset / SECTOR,
+            self.boot.size / SECTOR,
+            self.root.offset / SECTOR,
+            self.root.size / SECTOR
+        )
+    }
+}
+
+/// Create a sparse file of `size` bytes and write the MBR partition table.
+pub async fn create_partitioned(
+    file: &Path,
+    layout: &MbrLayout,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let f = std::fs::File::create(file).with_context(|| format!("create {}", file.display()))?;
+    f.set_len(layout.disk_size)?;
+    drop(f);
+    HostCmd::new("sfdisk")
+        .args(["--no-reread", "--no-tell-kernel", "--wipe=always"])
+        .arg(file)
+        .stdin_bytes(layout.sfdisk_script())
+        .run(stage, ev, cancel)
+        .await?;
+    Ok(())
+}
+
+/// The syslinux MBR boot code shipped by the host.
+pub fn find_mbr_bin() -> Result<PathBuf> {
+    [
+        "/usr/lib/EXTLINUX/mbr.bin",
+        "/usr/lib/syslinux/mbr/mbr.bin",
+        "/usr/share/syslinux/mbr.bin",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .context("no syslinux mbr.bin on this host (install it: `bash .ci/setup`, or `apt-get install extlinux syslinux-common` on Debian/Ubuntu, `dnf install syslinux syslinux-extlinux` on Fedora)")
+}
+
+/// Write the first 440 bytes of `mbr_bin` (boot code, not the partition table) into `disk`.
+pub fn write_mbr(disk: &Path, mbr_bin: &Path) -> Result<()> {
+    use std::io::{Seek, Write};
+    let code = std::fs::read(mbr_bin)?;
+    let n = code.len().min(440);
+    let mut f = std::fs::OpenOptions::new().write(true).open(disk)?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    f.write_all(&code[..n])?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// A loop device over a byte range of a file; detached on [`LoopDevice::detach`] or drop.
+#[derive(Debug)]
+pub struct LoopDevice {
+    pub dev: PathBuf,
+    detached: bool,
+}
+
+impl LoopDevice {
+    /// `losetup --find --show --offset … --sizelimit … FILE` (no partition scanning needed).
+    pub async fn attach(file: &Path, part: Part, stage: &str, ev: &Emitter) -> Result<LoopDevice> {
+        if !Path::new("/dev/loop-control").exists() {
+            bail!(
+                "no loop devices on this host (/dev/loop-control is missing): load the loop module (`modprobe loop`), or in a container pass --device /dev/loop-control and /dev/loopN"
+            );
+        }
+        // Not cancellable on purpose: a cancel between losetup's attach and our reading its
+        // output would leak the device. losetup takes milliseconds.
+        let out = HostCmd::new("losetup")
+            .args(["--find", "--show"])
+            .arg(format!("--offset={}", part.offset))
+            .arg(format!("--sizelimit={}", part.size))
+            .arg(file)
+            .capture()
+            .run(stage, ev, &CancellationToken::new())
+            .await
+            .context("could not attach a loop device (are all loop devices in use? `losetup -a` lists them)")?;
+        let dev = PathBuf::from(out.stdout.trim());
+        if !dev.starts_with("/dev/") {
+            bail!("losetup printed {:?}, not a device", out.stdout.trim());
+        }
+        Ok(LoopDevice {
+            dev,
+            detached: false,
+        })
+    }
+
+    pub async fn detach(mut self, stage: &str, ev: &Emitter) -> Result<()> {
+        self.detached = true;
+        HostCmd::new("losetup")
+            .arg("--detach")
+            .arg(&self.dev)
+            .run(stage, ev, &CancellationToken::new())
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        // LOOP_CLR_FD: when the device is still busy the kernel marks it autoclear instead, so
+        // it goes away as soon as its last user does.
+        const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+        if let Ok(f) = std::fs::File::open(&self.dev) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: ioctl on an open loop device fd with no argument.
+            unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD as _, 0) };
+        }
+    }
+}
+
+/// A mounted filesystem; unmounted on [`Mount::unmount`] or drop.
+#[derive(Debug)]
+pub struct Mount {
+    pub dir: PathBuf,
+    unmounted: bool,
+}
+
+impl Mount {
+    pub async fn mount(
+        dev: &Path,
+        dir: &Path,
+        options: Option<&str>,
+        stage: &str,
+        ev: &Emitter,
+    ) -> Result<Mount> {
+        std::fs::create_dir_all(dir)?;
+        let mut c = HostCmd::new("mount");
+        if let Some(o) = options {
+            c = c.args(["-o", o]);
+        }
+        c.arg(dev)
+            .arg(dir)
+            .run(stage, ev, &CancellationToken::new())
+            .await?;
+        Ok(Mount {
+            dir: dir.to_path_buf(),
+            unmounted: false,
+        })
+    }
+
+    pub async fn unmount(mut self, stage: &str, ev: &Emitter) -> Result<()> {
+        self.unmounted = true;
+        HostCmd::new("umount")
+            .arg(&self.dir)
+            .run(stage, ev, &CancellationToken::new())
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.unmounted {
+            return;
+        }
+        use nix::mount::{MntFlags, umount2};
+        if umount2(&self.dir, MntFlags::empty()).is_err() {
+            // Busy (a process still inside): detach now, the kernel finishes when it can.
+            let _ = umount2(&self.dir, MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// `mkfs.ext4` with a label and extra `-O` features.
+pub async fn mkfs_ext4(
+    dev: &Path,
+    label: &str,
+    features: Option<&str>,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let mut c = HostCmd::new("mkfs.ext4").args(["-q", "-F", "-L", label]);
+    if let Some(f) = features {
+        c = c.args(["-O", f]);
+    }
+    c.arg(dev).run(stage, ev, cancel).await?;
+    Ok(())
+}
+
+/// `extlinux --install DIR`: the boot sector code of the filesystem holding DIR.
+pub async fn extlinux_install(
+    dir: &Path,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    HostCmd::new("extlinux")
+        .arg("--install")
+        .arg(dir)
+        .run(stage, ev, cancel)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_aligned_and_fills_the_disk() {
+        let l = MbrLayout::new(6 * 1024 * MIB, 512 * MIB);
+        assert_eq!(l.boot.offset, MIB);
+        assert_eq!(l.root.offset, 513 * MIB);
+        assert_eq!(l.root.offset + l.root.size, l.disk_size);
+        let s = l.sfdisk_script();
+        assert!(
+            s.contains("start=2048, size=1048576, type=83, bootable"),
+            "{s}"
+        );
+        assert!(s.contains("start=1050624, size=11532288"), "{s}");
+    }
+
+    #[tokio::test]
+    async fn partitions_a_sparse_file() {
+        if std::process::Command::new("sfdisk")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: no sfdisk");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("d.raw");
+        let l = MbrLayout::new(64 * MIB, 16 * MIB);
+        create_partitioned(&f, &l, "t", &Emitter::null(), &CancellationToken::new())
+            .await
+            .unwrap();
+        let out = std::process::Command::new("sfdisk")
+            .arg("--dump")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let dump = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            dump.contains("start=        2048, size=       32768, type=83, bootable"),
+            "{dump}"
+        );
+        // sparse: almost nothing allocated
+        use std::os::unix::fs::MetadataExt;
+        assert!(std::fs::metadata(&f).unwrap().blocks() * 512 < MIB);
+        if let Ok(mbr) = find_mbr_bin() {
+            write_mbr(&f, &mbr).unwrap();
+            let again = std::process::Command::new("sfdisk")
+                .arg("--dump")
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&again.stdout),
+                dump,
+                "MBR code must not touch the table"
+            );
+        }
+    }
+}

@@ -1,1 +1,349 @@
-//! (filled in by its issue)
+//! ostree: repositories (init, commit, pull-local, refs, log) and `ostree admin` on a sysroot.
+//! Every call is an `ostree` command run through [`HostCmd`], so a learner sees each one.
+
+use crate::events::{CancellationToken, Emitter};
+use crate::tools::cmd::HostCmd;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// An OSTree repository on the host.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub path: PathBuf,
+}
+
+/// Repo modes bootlab uses: `bare` for the host repo and disks (root owns the files), `archive`
+/// for the update share (served as plain files to guests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Bare,
+    Archive,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Bare => "bare",
+            Mode::Archive => "archive",
+        }
+    }
+}
+
+/// Metadata and subject of a commit.
+#[derive(Debug, Clone)]
+pub struct CommitSpec<'a> {
+    pub branch: &'a str,
+    pub tree: &'a Path,
+    pub subject: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// One commit of `ostree log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub commit: String,
+    pub version: Option<String>,
+}
+
+impl Repo {
+    pub fn at(path: impl Into<PathBuf>) -> Repo {
+        Repo { path: path.into() }
+    }
+
+    /// `ostree --repo=PATH` + args.
+    pub fn cmd(&self) -> HostCmd {
+        HostCmd::new("ostree").arg(format!("--repo={}", self.path.display()))
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.join("config").is_file() && self.path.join("objects").is_dir()
+    }
+
+    /// Create the repo unless it exists. Made under a temp name and renamed, so a half-made repo
+    /// is never mistaken for one.
+    pub async fn ensure(&self, mode: Mode, ev: &Emitter, cancel: &CancellationToken) -> Result<()> {
+        if self.exists() {
+            return Ok(());
+        }
+        let parent = self.path.parent().context("repo path has no parent")?;
+        std::fs::create_dir_all(parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".repo-")
+            .tempdir_in(parent)?;
+        Repo::at(tmp.path())
+            .cmd()
+            .args(["init", &format!("--mode={}", mode.as_str())])
+            .run("ostree", ev, cancel)
+            .await?;
+        let tmp = tmp.keep();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        if let Err(e) = std::fs::rename(&tmp, &self.path) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !self.exists() {
+                return Err(e).context(format!("create repo {}", self.path.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commit a tree; returns the checksum. The tree is consumed (its files move into the repo
+    /// where possible and are deleted): it is a staging copy, and this halves the disk I/O.
+    pub async fn commit(
+        &self,
+        spec: &CommitSpec<'_>,
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<String> {
+        let mut c = self
+            .cmd()
+            .args(["commit", "--consume"])
+            .arg(format!("--branch={}", spec.branch))
+            .arg(format!("--tree=dir={}", spec.tree.display()))
+            .arg(format!("--subject={}", spec.subject));
+        for (k, v) in &spec.metadata {
+            c = c.arg(format!("--add-metadata-string={k}={v}"));
+        }
+        let out = c.capture().run(stage, ev, cancel).await?;
+        let sum = out.stdout.trim().to_string();
+        anyhow::ensure!(
+            is_checksum(&sum),
+            "ostree commit printed {sum:?}, not a checksum"
+        );
+        Ok(sum)
+    }
+
+    /// The commit a ref (or a checksum) resolves to, `None` when it does not.
+    pub async fn rev_parse(
+        &self,
+        refspec: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let out = self
+            .cmd()
+            .args(["rev-parse", refspec])
+            .capture()
+            .run_unchecked("ostree", &Emitter::null(), cancel)
+            .await?;
+        Ok(out.status.success().then(|| out.stdout.trim().to_string()))
+    }
+
+    /// Whether the commit object (not just a ref) is in the repo.
+    pub async fn has_commit(&self, checksum: &str, cancel: &CancellationToken) -> Result<bool> {
+        if !self.exists() || !is_checksum(checksum) {
+            return Ok(false);
+        }
+        let out = self
+            .cmd()
+            .args(["show", "--print-metadata-key=version", checksum])
+            .run_unchecked("ostree", &Emitter::null(), cancel)
+            .await?;
+        Ok(out.status.success())
+    }
+
+    /// Copy `refs_or_commits` from `src` (a local repo) into this one.
+    pub async fn pull_local(
+        &self,
+        src: &Path,
+        refs_or_commits: &[&str],
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        self.cmd()
+            .arg("pull-local")
+            .arg(src)
+            .args(refs_or_commits)
+            .run(stage, ev, cancel)
+            .await?;
+        Ok(())
+    }
+
+    /// Point `refspec` (`branch` or `remote:branch`) at `checksum`, whatever it pointed at before.
+    pub async fn set_ref(
+        &self,
+        refspec: &str,
+        checksum: &str,
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        if self.rev_parse(refspec, cancel).await?.as_deref() == Some(checksum) {
+            return Ok(());
+        }
+        // ostree 2022.7's `refs --create` refuses an existing ref, and has no --force.
+        let _ = self
+            .cmd()
+            .args(["refs", "--delete", refspec])
+            .run_unchecked(stage, ev, cancel)
+            .await?;
+        self.cmd()
+            .args(["refs", &format!("--create={refspec}"), checksum])
+            .run(stage, ev, cancel)
+            .await?;
+        Ok(())
+    }
+
+    /// `ostree log BRANCH`: newest first.
+    pub async fn log(&self, branch: &str, cancel: &CancellationToken) -> Result<Vec<LogEntry>> {
+        let out = self
+            .cmd()
+            .args(["log", branch])
+            .capture()
+            .run("ostree", &Emitter::null(), cancel)
+            .await?;
+        Ok(parse_log(&out.stdout))
+    }
+
+    /// A metadata string of a commit (`None` when unset).
+    pub async fn metadata(
+        &self,
+        checksum: &str,
+        key: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        let out = self
+            .cmd()
+            .args(["show", &format!("--print-metadata-key={key}"), checksum])
+            .capture()
+            .run_unchecked("ostree", &Emitter::null(), cancel)
+            .await?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        // GVariant text: 'value'
+        Ok(Some(out.stdout.trim().trim_matches('\'').to_string()))
+    }
+
+    /// Update the summary file (pulls of an archive repo resolve refs through it).
+    pub async fn update_summary(
+        &self,
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        self.cmd()
+            .args(["summary", "--update"])
+            .run(stage, ev, cancel)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A 64-hex-digit OSTree checksum.
+pub fn is_checksum(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Parse `ostree log` output: `commit <sum>` lines, each followed by headers incl. `Version:`.
+pub fn parse_log(text: &str) -> Vec<LogEntry> {
+    let mut out: Vec<LogEntry> = Vec::new();
+    for line in text.lines() {
+        if let Some(c) = line.strip_prefix("commit ") {
+            out.push(LogEntry {
+                commit: c.trim().to_string(),
+                version: None,
+            });
+        } else if let Some(v) = line.strip_prefix("Version:")
+            && let Some(last) = out.last_mut()
+        {
+            last.version = Some(v.trim().to_string());
+        }
+    }
+    out
+}
+
+/// `ostree admin …` on a sysroot mounted at `sysroot`.
+pub fn admin(sysroot: &Path) -> HostCmd {
+    HostCmd::new("ostree")
+        .arg("admin")
+        .arg(format!("--sysroot={}", sysroot.display()))
+}
+
+/// `ostree admin` subcommand with `--sysroot` after it (the form ostree 2022.7 accepts for all).
+pub fn admin_sub(sub: &str, sysroot: &Path) -> HostCmd {
+    HostCmd::new("ostree")
+        .args(["admin", sub])
+        .arg(format!("--sysroot={}", sysroot.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_log() {
+        let text = "commit 1111111111111111111111111111111111111111111111111111111111111111\n\
+                    Parent:  2222222222222222222222222222222222222222222222222222222222222222\n\
+                    ContentChecksum:  abc\n\
+                    Date:  2026-11-26 02:00:00 +0000\n\
+                    Version: v2\n\n    debian-minimal v2\n\n\
+                    commit 2222222222222222222222222222222222222222222222222222222222222222\n\
+                    Date:  2026-11-26 01:00:00 +0000\n\
+                    Version: v1\n\n    debian-minimal v1\n\n";
+        let l = parse_log(text);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].version.as_deref(), Some("v2"));
+        assert_eq!(l[1].version.as_deref(), Some("v1"));
+        assert!(is_checksum(&l[1].commit));
+    }
+
+    #[tokio::test]
+    async fn commit_and_log_in_a_temp_repo() {
+        if which("ostree").is_none() {
+            eprintln!("SKIPPED: no ostree");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let repo = Repo::at(t.path().join("repo"));
+        let (ev, c) = (Emitter::null(), CancellationToken::new());
+        repo.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        assert!(repo.exists());
+        let tree = t.path().join("tree");
+        std::fs::create_dir_all(tree.join("usr")).unwrap();
+        std::fs::write(tree.join("usr/f"), "x").unwrap();
+        let sum = repo
+            .commit(
+                &CommitSpec {
+                    branch: "b/x",
+                    tree: &tree,
+                    subject: "s".into(),
+                    metadata: vec![("version".into(), "v9".into())],
+                },
+                "t",
+                &ev,
+                &c,
+            )
+            .await
+            .unwrap();
+        assert!(is_checksum(&sum));
+        assert_eq!(
+            repo.rev_parse("b/x", &c).await.unwrap().as_deref(),
+            Some(sum.as_str())
+        );
+        assert!(repo.has_commit(&sum, &c).await.unwrap());
+        assert_eq!(
+            repo.metadata(&sum, "version", &c).await.unwrap().as_deref(),
+            Some("v9")
+        );
+        let log = repo.log("b/x", &c).await.unwrap();
+        assert_eq!(log[0].version.as_deref(), Some("v9"));
+        repo.set_ref("other", &sum, "t", &ev, &c).await.unwrap();
+        repo.set_ref("other", &sum, "t", &ev, &c).await.unwrap();
+        assert_eq!(
+            repo.rev_parse("other", &c).await.unwrap().as_deref(),
+            Some(sum.as_str())
+        );
+    }
+
+    fn which(p: &str) -> Option<PathBuf> {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|d| Path::new(d).join(p))
+            .find(|p| p.is_file())
+    }
+}

@@ -1,1 +1,189 @@
-//! (filled in by its issue)
+//! Virtual machines: each VM is one QEMU owned by one small supervisor process.
+//!
+//! `vm up` writes a record (`<vms>/<name>/vm.json`), starts a detached supervisor
+//! (`bootlab vm supervise --dir <vm dir>`), and waits until the guest agent answers. The
+//! supervisor spawns QEMU (which dies with it), holds the QMP and guest-agent connections, drains
+//! the console into a log, keeps the record current and answers clients ([`client::VmClient`])
+//! on a unix socket with a small line-delimited JSON protocol ([`proto`]).
+
+pub mod client;
+pub mod console;
+pub mod images;
+pub mod lifecycle;
+pub mod procs;
+pub mod proto;
+pub mod supervisor;
+
+pub use crate::tools::qmp::qga::ExecOutput;
+pub use client::VmClient;
+pub use lifecycle::{UpOptions, down, list, reap_stale, remove, up};
+pub use proto::{VmEvent, VmStamped};
+
+use crate::paths::{Paths, write_atomic};
+use crate::tools::qemu::Accel;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where a VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Record written, supervisor starting QEMU.
+    Starting,
+    /// QEMU runs; waiting for the guest agent.
+    Booting,
+    /// The guest agent answers (synced).
+    Ready,
+    /// The guest reset (RESET event); waiting for the agent again.
+    Rebooting,
+    /// A snapshot is being loaded; the agent is re-synced afterwards.
+    Restoring,
+    /// A snapshot is being saved.
+    Saving,
+    /// vCPUs stopped (pause, or QEMU stopped the guest).
+    Paused,
+    /// Powering down.
+    Stopping,
+    /// QEMU exited.
+    Stopped,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Starting => "starting",
+            VmState::Booting => "booting",
+            VmState::Ready => "ready",
+            VmState::Rebooting => "rebooting",
+            VmState::Restoring => "restoring",
+            VmState::Saving => "saving",
+            VmState::Paused => "paused",
+            VmState::Stopping => "stopping",
+            VmState::Stopped => "stopped",
+        }
+    }
+    pub fn is_running(self) -> bool {
+        !matches!(self, VmState::Stopped)
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The sockets of one VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sockets {
+    /// The supervisor's control socket (bootlab's own protocol).
+    pub control: PathBuf,
+    pub qmp: PathBuf,
+    pub qga: PathBuf,
+    /// The serial console (interactive; every byte is also in the console log).
+    pub serial: PathBuf,
+}
+
+/// `vm.json`: everything known about a VM, kept current by its supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmRecord {
+    pub name: String,
+    pub recipe: Option<String>,
+    pub version: Option<String>,
+    pub state: VmState,
+    /// Why it is in that state (e.g. the SHUTDOWN reason, the boot error).
+    #[serde(default)]
+    pub detail: String,
+    pub supervisor_pid: Option<i32>,
+    pub qemu_pid: Option<i32>,
+    pub accel: Accel,
+    pub accel_reason: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Host port on 127.0.0.1 forwarded to the guest's sshd.
+    pub ssh_port: Option<u16>,
+    pub sockets: Sockets,
+    pub console_log: PathBuf,
+    pub supervisor_log: PathBuf,
+    /// The VM's own qcow2 (overlay on the golden disk, or a copy of a booted snapshot image).
+    pub overlay: PathBuf,
+    /// The golden raw disk the overlay is backed by.
+    pub golden: Option<PathBuf>,
+    /// Host folder shared read-only into the guest (mounted at /run/bootlab/updates when ready).
+    pub share: Option<PathBuf>,
+    #[serde(default)]
+    pub share_mounted: bool,
+    /// Start from this internal snapshot (`-loadvm`).
+    pub loadvm: Option<String>,
+    /// A console login everybody knows ("root/bootlab"): such a VM is for labs only.
+    pub known_password: Option<String>,
+    /// Keep overlay and record after the VM stops (otherwise `down` removes them).
+    #[serde(default)]
+    pub keep: bool,
+    pub boot_timeout_secs: u64,
+    pub created_unix: u64,
+    /// Seconds from QEMU start (or snapshot load) to the guest agent answering.
+    pub ready_secs: Option<f64>,
+}
+
+impl VmRecord {
+    pub fn dir(paths: &Paths, name: &str) -> PathBuf {
+        paths.vms().join(name)
+    }
+    pub fn file(dir: &Path) -> PathBuf {
+        dir.join("vm.json")
+    }
+    pub fn load_dir(dir: &Path) -> Result<VmRecord> {
+        let f = Self::file(dir);
+        let s = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        serde_json::from_str(&s).with_context(|| format!("parsing {}", f.display()))
+    }
+    pub fn load(paths: &Paths, name: &str) -> Result<VmRecord> {
+        let dir = Self::dir(paths, name);
+        if !Self::file(&dir).exists() {
+            anyhow::bail!("no VM named {name:?} (see `bootlab vm ls`)");
+        }
+        Self::load_dir(&dir)
+    }
+    /// Written atomically: a reader never sees half a record.
+    pub fn save_dir(&self, dir: &Path) -> Result<()> {
+        let f = Self::file(dir);
+        write_atomic(&f, serde_json::to_string_pretty(self)?.as_bytes())
+            .with_context(|| format!("writing {}", f.display()))
+    }
+}
+
+/// Valid VM names: short, and safe in paths and QEMU options.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        anyhow::bail!("invalid VM name {name:?}: use up to 40 letters, digits, '-', '_' or '.'")
+    }
+}
+
+/// Socket paths for a VM folder. Unix socket paths are limited to 107 bytes; when the folder is
+/// too deep, the sockets go to a short per-VM folder under /tmp instead.
+pub fn socket_paths(dir: &Path) -> Sockets {
+    let longest = dir.join("serial.sock");
+    let base = if longest.as_os_str().len() < 100 {
+        dir.to_path_buf()
+    } else {
+        use sha2::Digest;
+        let h = hex::encode(&sha2::Sha256::digest(dir.to_string_lossy().as_bytes())[..6]);
+        std::env::temp_dir().join(format!("bootlab-vm-{h}"))
+    };
+    Sockets {
+        control: base.join("ctl.sock"),
+        qmp: base.join("qmp.sock"),
+        qga: base.join("qga.sock"),
+        serial: base.join("serial.sock"),
+    }
+}

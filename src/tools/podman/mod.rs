@@ -2,3 +2,358 @@
 //! workaround (see [`runtime`]) is applied everywhere without touching the user's config.
 
 pub mod runtime;
+
+use crate::events::{CancellationToken, Emitter, Event};
+use crate::tools::cmd::{CmdFailed, HostCmd};
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// podman with the runtime and ulimits the probe chose.
+#[derive(Debug, Clone)]
+pub struct Podman {
+    pub choice: runtime::RuntimeChoice,
+}
+
+/// What a `podman build` needs.
+#[derive(Debug, Clone)]
+pub struct BuildSpec<'a> {
+    pub context_dir: &'a Path,
+    pub containerfile: &'a Path,
+    pub build_args: Vec<(String, String)>,
+    pub target: Option<String>,
+    /// Where podman writes the built image id (`--iidfile`).
+    pub iidfile: &'a Path,
+}
+
+/// A `podman build` that failed: the STEP it was at and the tail of its log.
+#[derive(Debug, thiserror::Error)]
+#[error("podman build failed at {}{}", .step.as_deref().unwrap_or("(before the first STEP)"), tail_text(.tail))]
+pub struct BuildFailed {
+    pub step: Option<String>,
+    pub tail: Vec<String>,
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("\nlast lines of the build log:\n  {}", tail.join("\n  "))
+    }
+}
+
+/// Parse podman's `STEP 3/7: RUN …` progress line into (3, 7, "RUN …").
+pub fn parse_step(line: &str) -> Option<(u64, u64, String)> {
+    let rest = line.strip_prefix("STEP ")?;
+    let (nums, label) = rest.split_once(':').unwrap_or((rest, ""));
+    let (done, total) = nums.trim().split_once('/')?;
+    Some((
+        done.parse().ok()?,
+        total.parse().ok()?,
+        label.trim().to_string(),
+    ))
+}
+
+impl Podman {
+    /// Probe (once per podman version, cached) which runtime works here.
+    pub async fn probe(
+        paths: &crate::paths::Paths,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<Podman> {
+        let choice = runtime::cached(paths, ev, cancel).await?;
+        if !choice.works {
+            anyhow::bail!("{}", choice.summary);
+        }
+        Ok(Podman { choice })
+    }
+
+    /// `podman [--runtime …]`: the start of every podman command.
+    pub fn cmd(&self) -> HostCmd {
+        HostCmd::new("podman").args(self.choice.global_args())
+    }
+
+    /// The image id of `reference`, or `None` when there is no such image.
+    pub async fn image_id(
+        &self,
+        reference: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        let out = self
+            .cmd()
+            .args(["image", "inspect", "--format", "{{.Id}}", reference])
+            .capture()
+            .run_unchecked("podman", &Emitter::null(), cancel)
+            .await?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(out.stdout.trim().to_string()).filter(|s| !s.is_empty()))
+    }
+
+    /// One label of an image (empty when unset), `None` when there is no such image.
+    pub async fn image_label(
+        &self,
+        reference: &str,
+        label: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        let fmt = format!("{{{{index .Labels \"{label}\"}}}}");
+        let out = self
+            .cmd()
+            .args(["image", "inspect", "--format", &fmt, reference])
+            .capture()
+            .run_unchecked("podman", &Emitter::null(), cancel)
+            .await?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let v = out.stdout.trim();
+        Ok(Some(if v == "<no value>" {
+            String::new()
+        } else {
+            v.to_string()
+        }))
+    }
+
+    /// The digest podman records for an image (`sha256:…`).
+    pub async fn image_digest(
+        &self,
+        reference: &str,
+        cancel: &CancellationToken,
+    ) -> Result<String> {
+        let out = self
+            .cmd()
+            .args(["image", "inspect", "--format", "{{.Digest}}", reference])
+            .capture()
+            .run("podman", &Emitter::null(), cancel)
+            .await?;
+        Ok(out.stdout.trim().to_string())
+    }
+
+    /// `podman import` a rootfs tarball as `tag`, with Containerfile-style `changes`.
+    pub async fn import(
+        &self,
+        tar: &Path,
+        tag: &str,
+        changes: &[String],
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let mut c = self.cmd().arg("import");
+        for ch in changes {
+            c = c.args(["--change", ch.as_str()]);
+        }
+        c.arg(tar).arg(tag).run(stage, ev, cancel).await?;
+        Ok(())
+    }
+
+    /// `podman build` without a tag (the caller tags once everything after the build succeeded,
+    /// so a failed or cancelled pipeline never leaves a tag behind). Every log line is a `Log`
+    /// event and every `STEP n/m` a `Progress` event under `stage`. Returns the image id.
+    pub async fn build(
+        &self,
+        spec: &BuildSpec<'_>,
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<String> {
+        let mut c = self
+            .cmd()
+            .args(["build", "--network=host", "--layers"])
+            .args(self.choice.ulimit_args());
+        for (k, v) in &spec.build_args {
+            c = c.args(["--build-arg".to_string(), format!("{k}={v}")]);
+        }
+        if let Some(t) = &spec.target {
+            c = c.args(["--target", t.as_str()]);
+        }
+        c = c
+            .arg("--iidfile")
+            .arg(spec.iidfile)
+            .arg("-f")
+            .arg(spec.containerfile)
+            .arg(spec.context_dir);
+
+        // A relay between the tool and the caller's emitter: turns STEP lines into progress and
+        // remembers the last one for the error message.
+        let (relay, mut rx) = Emitter::channel();
+        let last_step: Arc<Mutex<Option<String>>> = Arc::default();
+        let forward = {
+            let ev = ev.clone();
+            let last_step = last_step.clone();
+            let stage = stage.to_string();
+            tokio::spawn(async move {
+                while let Some(s) = rx.recv().await {
+                    if let Event::Log { line, .. } = &s.event
+                        && let Some((done, total, label)) = parse_step(line)
+                    {
+                        *last_step.lock().unwrap() = Some(line.clone());
+                        ev.emit(Event::Progress {
+                            stage: stage.clone(),
+                            done,
+                            total,
+                            label,
+                        });
+                    }
+                    ev.emit(s.event);
+                }
+            })
+        };
+        let result = c.run(stage, &relay, cancel).await;
+        drop(relay);
+        let _ = forward.await;
+        match result {
+            Ok(_) => {}
+            Err(e) => {
+                return Err(match e.downcast::<CmdFailed>() {
+                    Ok(f) => BuildFailed {
+                        step: last_step.lock().unwrap().clone(),
+                        tail: f.tail,
+                    }
+                    .into(),
+                    Err(e) => e,
+                });
+            }
+        }
+        let id = std::fs::read_to_string(spec.iidfile).with_context(|| {
+            format!(
+                "podman build wrote no image id to {}",
+                spec.iidfile.display()
+            )
+        })?;
+        Ok(id.trim().trim_start_matches("sha256:").to_string())
+    }
+
+    pub async fn tag(
+        &self,
+        image: &str,
+        tag: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        self.cmd()
+            .args(["tag", image, tag])
+            .run("podman", ev, cancel)
+            .await?;
+        Ok(())
+    }
+
+    /// Create a (never started) container from `image` so its rootfs can be exported; the
+    /// returned guard removes it when dropped, whatever happens in between.
+    pub async fn create_temp(
+        &self,
+        image: &str,
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<TempContainer> {
+        let name = format!("bootlab-export-{}", fastrand::u64(..));
+        self.cmd()
+            .args(["create", "--name", &name])
+            .args(self.choice.ulimit_args())
+            .args([image, "/bin/true"])
+            .run(stage, ev, cancel)
+            .await?;
+        Ok(TempContainer {
+            podman: self.clone(),
+            name,
+            removed: false,
+        })
+    }
+
+    /// `podman export` a container's rootfs to a tarball.
+    pub async fn export(
+        &self,
+        container: &str,
+        tar: &Path,
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        self.cmd()
+            .args(["export", "-o"])
+            .arg(tar)
+            .arg(container)
+            .run(stage, ev, cancel)
+            .await?;
+        Ok(())
+    }
+
+    /// Names of all containers podman knows, including buildah's build containers.
+    pub async fn all_container_names(&self, cancel: &CancellationToken) -> Result<Vec<String>> {
+        let out = self
+            .cmd()
+            .args(["ps", "-a", "--external", "--format", "{{.Names}}"])
+            .capture()
+            .run("podman", &Emitter::null(), cancel)
+            .await?;
+        Ok(out
+            .stdout
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+}
+
+/// A temporary container, removed on [`TempContainer::remove`] or, failing that, on drop.
+pub struct TempContainer {
+    podman: Podman,
+    pub name: String,
+    removed: bool,
+}
+
+impl TempContainer {
+    pub async fn remove(mut self, stage: &str, ev: &Emitter) -> Result<()> {
+        self.removed = true;
+        self.podman
+            .cmd()
+            .args(["rm", "-f", &self.name])
+            .run(stage, ev, &CancellationToken::new())
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for TempContainer {
+    fn drop(&mut self) {
+        if !self.removed {
+            // Drop cannot await: a blocking `podman rm` (quick; the container never ran).
+            let _ = std::process::Command::new("podman")
+                .args(self.podman.choice.global_args())
+                .args(["rm", "-f", &self.name])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_step_lines() {
+        assert_eq!(
+            parse_step("STEP 3/7: RUN echo hi"),
+            Some((3, 7, "RUN echo hi".into()))
+        );
+        assert_eq!(parse_step("STEP 1/2: FROM x AS y").unwrap().1, 2);
+        assert_eq!(parse_step("--> abc"), None);
+        assert_eq!(parse_step("STEP x/y: no"), None);
+    }
+
+    #[test]
+    fn build_failure_names_step_and_tail() {
+        let e = BuildFailed {
+            step: Some("STEP 2/3: RUN false".into()),
+            tail: vec!["Error: building at STEP \"RUN false\": exit status 1".into()],
+        };
+        let s = e.to_string();
+        assert!(s.contains("STEP 2/3: RUN false"), "{s}");
+        assert!(s.contains("exit status 1"), "{s}");
+    }
+}

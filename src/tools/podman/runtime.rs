@@ -199,12 +199,12 @@ pub async fn cached(
         podman: String,
         choice: RuntimeChoice,
     }
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        if let Ok(c) = serde_json::from_str::<Cached>(&text) {
-            if c.podman == version && c.choice.works {
-                return Ok(c.choice);
-            }
-        }
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && let Ok(c) = serde_json::from_str::<Cached>(&text)
+        && c.podman == version
+        && c.choice.works
+    {
+        return Ok(c.choice);
     }
     let choice = probe(ev, cancel).await?;
     let c = Cached {

@@ -1,2 +1,203 @@
 //! qemu-system-x86_64: command lines, accelerator choice, the KVM probe.
+//!
+//! Only the command line lives here; the process itself is owned by a VM supervisor
+//! (`vm::supervisor`), which is the one place QEMU is spawned.
+
 pub mod kvm_probe;
+
+use std::path::PathBuf;
+
+pub const QEMU: &str = "qemu-system-x86_64";
+/// 9p mount tag of the host update folder; the guest mounts it at [`GUEST_SHARE_DIR`].
+pub const SHARE_TAG: &str = "bootlab-updates";
+pub const GUEST_SHARE_DIR: &str = "/run/bootlab/updates";
+/// Block node name of the VM's disk (snapshot jobs name it).
+pub const DISK_NODE: &str = "disk0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Everything a VM's QEMU command line is made of.
+#[derive(Debug, Clone)]
+pub struct QemuSpec {
+    pub name: String,
+    pub disk: PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub qmp: PathBuf,
+    pub qga: PathBuf,
+    pub serial: PathBuf,
+    /// Every console byte lands here (the serial socket itself need not be read).
+    pub console_log: PathBuf,
+    /// Host folder shared read-only over virtio-9p.
+    pub share: Option<PathBuf>,
+    /// Host port (127.0.0.1) forwarded to the guest's port 22.
+    pub ssh_port: Option<u16>,
+    /// Start from this internal snapshot of the disk instead of booting.
+    pub loadvm: Option<String>,
+}
+
+impl QemuSpec {
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "-name".into(),
+            format!("bootlab-{},process=bootlab-{}", self.name, self.name),
+            "-machine".into(),
+            "pc".into(),
+        ];
+        match self.accel {
+            Accel::Kvm => a.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]),
+            Accel::Tcg => a.extend([
+                "-accel".into(),
+                "tcg,thread=multi".into(),
+                "-cpu".into(),
+                "max".into(),
+            ]),
+        }
+        a.extend([
+            "-smp".into(),
+            self.cpus.to_string(),
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-display".into(),
+            "none".into(),
+            // Explicit node name: snapshot jobs and -loadvm address the disk by it.
+            "-blockdev".into(),
+            format!(
+                "driver=qcow2,node-name={DISK_NODE},file.driver=file,file.filename={}",
+                qemu_escape(&self.disk.to_string_lossy())
+            ),
+            "-device".into(),
+            format!("virtio-blk-pci,drive={DISK_NODE}"),
+            "-chardev".into(),
+            format!(
+                "socket,id=ser0,path={},server=on,wait=off,logfile={}",
+                qemu_escape(&self.serial.to_string_lossy()),
+                qemu_escape(&self.console_log.to_string_lossy())
+            ),
+            "-serial".into(),
+            "chardev:ser0".into(),
+            "-qmp".into(),
+            format!(
+                "unix:{},server=on,wait=off",
+                qemu_escape(&self.qmp.to_string_lossy())
+            ),
+            "-device".into(),
+            "virtio-serial-pci".into(),
+            "-chardev".into(),
+            format!(
+                "socket,id=qga0,path={},server=on,wait=off",
+                qemu_escape(&self.qga.to_string_lossy())
+            ),
+            "-device".into(),
+            "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0".into(),
+        ]);
+        let mut net = "user,id=net0".to_string();
+        if let Some(p) = self.ssh_port {
+            // 127.0.0.1 only: a lab VM with a known password must not be reachable from outside.
+            net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-:22"));
+        }
+        a.extend([
+            "-netdev".into(),
+            net,
+            "-device".into(),
+            "virtio-net-pci,netdev=net0".into(),
+        ]);
+        if let Some(dir) = &self.share {
+            a.extend([
+                "-virtfs".into(),
+                format!(
+                    "local,path={},mount_tag={SHARE_TAG},security_model=none,readonly=on",
+                    qemu_escape(&dir.to_string_lossy())
+                ),
+            ]);
+        }
+        if let Some(tag) = &self.loadvm {
+            a.extend(["-loadvm".into(), tag.clone()]);
+        }
+        a
+    }
+}
+
+/// QEMU option values use `,` as separator; a literal comma is written `,,`.
+pub fn qemu_escape(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+/// Pick the accelerator: KVM only when the doctor's probe says a guest really runs under it
+/// (on this machine kind /dev/kvm exists but guests never get past early boot). Returns the
+/// choice and the reason, which the VM's event log shows.
+pub fn choose_accel(paths: &crate::paths::Paths) -> (Accel, String) {
+    match std::env::var("BOOTLAB_ACCEL").as_deref() {
+        Ok("tcg") => return (Accel::Tcg, "TCG forced by BOOTLAB_ACCEL=tcg".into()),
+        Ok("kvm") => return (Accel::Kvm, "KVM forced by BOOTLAB_ACCEL=kvm".into()),
+        _ => {}
+    }
+    kvm_choice(paths)
+}
+
+fn kvm_choice(_paths: &crate::paths::Paths) -> (Accel, String) {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        return (Accel::Tcg, "TCG: no /dev/kvm on this host".into());
+    }
+    (
+        Accel::Tcg,
+        "TCG: KVM usability unknown (no KVM probe result yet; `bootlab doctor` probes it)".into(),
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; QEMU binds it a moment later).
+pub fn free_local_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> QemuSpec {
+        QemuSpec {
+            name: "t".into(),
+            disk: "/x/a,b.qcow2".into(),
+            accel: Accel::Tcg,
+            memory_mib: 2048,
+            cpus: 2,
+            qmp: "/s/qmp.sock".into(),
+            qga: "/s/qga.sock".into(),
+            serial: "/s/serial.sock".into(),
+            console_log: "/s/console.log".into(),
+            share: Some("/u".into()),
+            ssh_port: Some(2222),
+            loadvm: None,
+        }
+    }
+
+    #[test]
+    fn tcg_line_has_the_measured_options() {
+        let a = spec().args().join(" ");
+        assert!(
+            a.contains("-accel tcg,thread=multi -cpu max -smp 2 -m 2048"),
+            "{a}"
+        );
+        assert!(a.contains("file.filename=/x/a,,b.qcow2"), "{a}");
+        assert!(a.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{a}");
+        assert!(a.contains("logfile=/s/console.log"), "{a}");
+        assert!(a.contains("mount_tag=bootlab-updates,security_model=none,readonly=on"));
+        assert!(!a.contains("-no-reboot"), "reboots must keep QEMU running");
+    }
+}

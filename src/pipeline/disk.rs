@@ -1,0 +1,403 @@
+//! OSTree commit → golden bootable disk (BIOS, MBR, extlinux), and per-VM qcow2 overlays.
+//!
+//! The golden disk is a 6 GiB sparse raw file: p1 512 MiB `/boot` ext4 (no 64bit/metadata_csum:
+//! extlinux 6.04 cannot read those), bootable; p2 root ext4. On it an OSTree sysroot with the
+//! stateroot [`STATEROOT`], one deployment of the commit (origin `bootlab:bootlab/<recipe>`), the
+//! remote [`REMOTE`] pointing at the update share as the guest sees it, /var seeded from the
+//! image, and extlinux reading the syslinux.cfg ostree writes.
+//!
+//! It is named by recipe, version and commit, made under a temp name and renamed when complete;
+//! its metadata file (`<name>.json`) records the commit, and while the commit is the same the
+//! disk is reused. VMs never write to it: they run on [`overlay`]s.
+
+use super::{
+    BOOT_LABEL, GIB, REMOTE, ROOT_LABEL, STATEROOT, branch, check_free_space, guest_remote_url,
+    layout,
+};
+use crate::events::{CancellationToken, Cancelled, Emitter, StageTimer, StageTiming};
+use crate::paths::Paths;
+use crate::tools::cmd::HostCmd;
+use crate::tools::disk::{self, LoopDevice, MIB, MbrLayout, Mount};
+use crate::tools::ostree::{self, Repo};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const DISK_SIZE: u64 = 6 * GIB;
+pub const BOOT_SIZE: u64 = 512 * MIB;
+/// Kernel arguments of the deployment. `quiet` saves ~9 s of serial output under TCG; systemd
+/// still reports failures and the login prompt appears on ttyS0.
+pub const KARGS: &[&str] = &["rw", "console=ttyS0,115200", "quiet"];
+/// Non-LABEL lines of syslinux.cfg (ostree keeps them across deploys and rewrites the LABELs).
+pub const SYSLINUX_HEAD: &str = "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\n";
+
+/// What [`make_disk`] made or found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskResult {
+    /// The golden raw disk (never boot it directly: make an [`overlay`]).
+    pub path: PathBuf,
+    pub recipe: String,
+    pub version: String,
+    pub commit: String,
+    pub cached: bool,
+    pub timings: Vec<StageTiming>,
+}
+
+/// The metadata file beside a golden disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskMeta {
+    pub recipe: String,
+    pub version: String,
+    pub commit: String,
+    pub stateroot: String,
+    pub root_label: String,
+    pub boot_label: String,
+    pub remote: String,
+    pub remote_url: String,
+    pub branch: String,
+    pub kargs: Vec<String>,
+    pub created: String,
+}
+
+/// File name (without extension) of the golden disk of a commit.
+pub fn golden_name(recipe: &str, version: &str, commit: &str) -> String {
+    format!("{recipe}-{version}-{}", &commit[..commit.len().min(12)])
+}
+
+pub fn golden_path(paths: &Paths, recipe: &str, version: &str, commit: &str) -> PathBuf {
+    paths
+        .disks()
+        .join(format!("{}.raw", golden_name(recipe, version, commit)))
+}
+
+fn meta_path(golden: &Path) -> PathBuf {
+    golden.with_extension("json")
+}
+
+/// The golden disk of `commit`, if one was completed.
+pub fn find_golden(
+    paths: &Paths,
+    recipe: &str,
+    version: &str,
+    commit: &str,
+) -> Option<(PathBuf, DiskMeta)> {
+    let p = golden_path(paths, recipe, version, commit);
+    let meta: DiskMeta =
+        serde_json::from_str(&std::fs::read_to_string(meta_path(&p)).ok()?).ok()?;
+    (p.is_file() && meta.commit == commit).then_some((p, meta))
+}
+
+/// Removes a temp file on drop unless it was kept.
+struct TempFile(Option<PathBuf>);
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Make (or reuse) the golden disk of `commit` (a commit of `recipe`'s branch in the host repo).
+pub async fn make_disk(
+    paths: &Paths,
+    recipe: &str,
+    version: &str,
+    commit: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<DiskResult> {
+    let t = StageTimer::start(ev, "disk");
+    let result = |path: PathBuf, cached: bool, t: StageTimer| DiskResult {
+        path,
+        recipe: recipe.into(),
+        version: version.into(),
+        commit: commit.into(),
+        cached,
+        timings: vec![t.finish(cached)],
+    };
+    if let Some((p, _)) = find_golden(paths, recipe, version, commit) {
+        ev.note(
+            "disk",
+            format!("reusing {} (commit unchanged)", p.display()),
+        );
+        return Ok(result(p, true, t));
+    }
+    let host = Repo::at(paths.ostree_repo());
+    if !host.has_commit(commit, cancel).await? {
+        anyhow::bail!(
+            "commit {commit} is not in bootlab's repo {} (build the recipe first)",
+            host.path.display()
+        );
+    }
+    let dir = paths.disks();
+    std::fs::create_dir_all(&dir)?;
+    // ~1 GB is really written into the sparse 6 GiB file.
+    check_free_space(&dir, 2 * GIB, "a golden disk")?;
+    let dest = golden_path(paths, recipe, version, commit);
+    let tmp_path = dir.join(format!(
+        ".tmp-{}-{}.raw",
+        golden_name(recipe, version, commit),
+        fastrand::u32(..)
+    ));
+    let mut tmp = TempFile(Some(tmp_path.clone()));
+    let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
+
+    let meta = fill_disk(
+        &tmp_path,
+        mnt.path(),
+        &host,
+        recipe,
+        version,
+        commit,
+        ev,
+        cancel,
+    )
+    .await?;
+
+    std::fs::File::open(&tmp_path)?.sync_all()?;
+    std::fs::rename(&tmp_path, &dest).with_context(|| format!("rename to {}", dest.display()))?;
+    tmp.0 = None;
+    crate::paths::write_atomic(
+        &meta_path(&dest),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )?;
+    Ok(result(dest, false, t))
+}
+
+/// Everything between an empty file and a complete disk. Loop devices and mounts are guards:
+/// whatever fails, they are undone in reverse order.
+#[allow(clippy::too_many_arguments)]
+async fn fill_disk(
+    file: &Path,
+    mnt: &Path,
+    host: &Repo,
+    recipe: &str,
+    version: &str,
+    commit: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<DiskMeta> {
+    let s = "disk";
+    let check = || {
+        if cancel.is_cancelled() {
+            Err(anyhow::Error::from(Cancelled))
+        } else {
+            Ok(())
+        }
+    };
+    let layout_ = MbrLayout::new(DISK_SIZE, BOOT_SIZE);
+    disk::create_partitioned(file, &layout_, s, ev, cancel).await?;
+    disk::write_mbr(file, &disk::find_mbr_bin()?)?;
+
+    let boot_loop = LoopDevice::attach(file, layout_.boot, s, ev).await?;
+    let root_loop = LoopDevice::attach(file, layout_.root, s, ev).await?;
+    disk::mkfs_ext4(
+        &boot_loop.dev,
+        BOOT_LABEL,
+        Some("^64bit,^metadata_csum"),
+        s,
+        ev,
+        cancel,
+    )
+    .await?;
+    disk::mkfs_ext4(&root_loop.dev, ROOT_LABEL, None, s, ev, cancel).await?;
+    check()?;
+
+    let root_mnt = Mount::mount(&root_loop.dev, mnt, None, s, ev).await?;
+    HostCmd::new("ostree")
+        .args(["admin", "init-fs"])
+        .arg(mnt)
+        .run(s, ev, cancel)
+        .await?;
+    let boot_dir = mnt.join("boot");
+    let boot_mnt = Mount::mount(&boot_loop.dev, &boot_dir, None, s, ev).await?;
+    ostree::admin_sub("os-init", mnt)
+        .arg(STATEROOT)
+        .run(s, ev, cancel)
+        .await?;
+    let sysrepo = Repo::at(mnt.join("ostree/repo"));
+    sysrepo
+        .cmd()
+        .args(["config", "set", "sysroot.bootloader", "syslinux"])
+        .run(s, ev, cancel)
+        .await?;
+
+    // The syslinux config ostree maintains: boot/loader -> loader.0, syslinux.cfg inside it.
+    std::fs::create_dir_all(boot_dir.join("loader.0"))?;
+    std::os::unix::fs::symlink("loader.0", boot_dir.join("loader"))?;
+    std::fs::write(boot_dir.join("loader.0/syslinux.cfg"), SYSLINUX_HEAD)?;
+    std::fs::create_dir_all(boot_dir.join("syslinux"))?;
+    std::os::unix::fs::symlink(
+        "../loader/syslinux.cfg",
+        boot_dir.join("syslinux/syslinux.cfg"),
+    )?;
+
+    let br = branch(recipe);
+    let url = guest_remote_url();
+    sysrepo
+        .cmd()
+        .args(["remote", "add", "--no-gpg-verify", REMOTE, &url, &br])
+        .run(s, ev, cancel)
+        .await?;
+    sysrepo
+        .pull_local(&host.path, &[commit], s, ev, cancel)
+        .await?;
+    let refspec = format!("{REMOTE}:{br}");
+    sysrepo.set_ref(&refspec, commit, s, ev, cancel).await?;
+    check()?;
+
+    let mut deploy = ostree::admin_sub("deploy", mnt)
+        .arg(format!("--os={STATEROOT}"))
+        .arg(format!("--karg=root=LABEL={ROOT_LABEL}"));
+    for k in KARGS {
+        deploy = deploy.arg(format!("--karg={k}"));
+    }
+    deploy.arg(&refspec).run(s, ev, cancel).await?;
+
+    // /var of the stateroot from the image's seed (ostree 2022.7 leaves it empty).
+    let deployment = mnt.join(format!("ostree/deploy/{STATEROOT}/deploy/{commit}.0"));
+    let seed = layout::var_seed_in(&deployment);
+    let var = mnt.join(format!("ostree/deploy/{STATEROOT}/var"));
+    if seed.is_dir() {
+        HostCmd::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", seed.display()))
+            .arg(&var)
+            .run(s, ev, cancel)
+            .await?;
+    } else {
+        ev.note(
+            s,
+            format!(
+                "{} has no var seed; /var starts empty",
+                deployment.display()
+            ),
+        );
+    }
+    disk::extlinux_install(&boot_dir.join("syslinux"), s, ev, cancel).await?;
+    let cfg = std::fs::read_to_string(boot_dir.join("syslinux/syslinux.cfg"))
+        .context("read syslinux.cfg")?;
+    anyhow::ensure!(
+        cfg.contains("LABEL") && cfg.contains("/ostree/"),
+        "ostree wrote no boot entry into syslinux.cfg:\n{cfg}"
+    );
+
+    HostCmd::new("sync")
+        .arg("-f")
+        .arg(mnt)
+        .run(s, ev, cancel)
+        .await?;
+    boot_mnt.unmount(s, ev).await?;
+    root_mnt.unmount(s, ev).await?;
+    root_loop.detach(s, ev).await?;
+    boot_loop.detach(s, ev).await?;
+
+    let mut kargs = vec![format!("root=LABEL={ROOT_LABEL}")];
+    kargs.extend(KARGS.iter().map(|k| k.to_string()));
+    Ok(DiskMeta {
+        recipe: recipe.into(),
+        version: version.into(),
+        commit: commit.into(),
+        stateroot: STATEROOT.into(),
+        root_label: ROOT_LABEL.into(),
+        boot_label: BOOT_LABEL.into(),
+        remote: REMOTE.into(),
+        remote_url: url,
+        branch: br,
+        kargs,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+/// A qcow2 overlay backed by the (read-only) golden raw disk: each VM starts clean in
+/// milliseconds and never changes the golden. Made under a temp name, renamed when complete.
+pub async fn overlay(
+    golden: &Path,
+    dest: &Path,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<PathBuf> {
+    let golden = std::fs::canonicalize(golden)
+        .with_context(|| format!("golden disk {}", golden.display()))?;
+    let dir = dest.parent().context("overlay path has no folder")?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut guard = TempFile(Some(tmp.clone()));
+    HostCmd::new("qemu-img")
+        .args(["create", "-f", "qcow2", "-b"])
+        .arg(&golden)
+        .args(["-F", "raw"])
+        .arg(&tmp)
+        .run("overlay", ev, cancel)
+        .await?;
+    std::fs::rename(&tmp, dest)?;
+    guard.0 = None;
+    Ok(dest.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_names_carry_recipe_version_commit() {
+        let c = "a".repeat(64);
+        assert_eq!(
+            golden_name("debian-minimal", "v1", &c),
+            "debian-minimal-v1-aaaaaaaaaaaa"
+        );
+        let p = golden_path(&Paths::under(Path::new("/h")), "r", "v2", &c);
+        assert_eq!(p, PathBuf::from("/h/cache/disks/r-v2-aaaaaaaaaaaa.raw"));
+        assert_eq!(
+            meta_path(&p),
+            PathBuf::from("/h/cache/disks/r-v2-aaaaaaaaaaaa.json")
+        );
+    }
+
+    #[test]
+    fn syslinux_head_has_serial_and_no_prompt() {
+        assert!(SYSLINUX_HEAD.starts_with("SERIAL 0 115200"));
+        assert!(SYSLINUX_HEAD.contains("PROMPT 0"));
+    }
+
+    #[tokio::test]
+    async fn overlay_is_backed_by_the_golden() {
+        if std::process::Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: no qemu-img");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let golden = t.path().join("g.raw");
+        std::fs::File::create(&golden)
+            .unwrap()
+            .set_len(64 * MIB)
+            .unwrap();
+        let o = overlay(
+            &golden,
+            &t.path().join("vm/o.qcow2"),
+            &Emitter::null(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let info = std::process::Command::new("qemu-img")
+            .args(["info", "-U"])
+            .arg(&o)
+            .output()
+            .unwrap();
+        let info = String::from_utf8_lossy(&info.stdout);
+        assert!(
+            info.contains("backing file: ") && info.contains("g.raw"),
+            "{info}"
+        );
+        assert!(info.contains("backing file format: raw"), "{info}");
+        assert_eq!(std::fs::read_dir(t.path().join("vm")).unwrap().count(), 1);
+    }
+}

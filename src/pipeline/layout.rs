@@ -1,0 +1,463 @@
+//! Container rootfs → the tree layout OSTree deploys and boots (Debian, ostree 2022.7).
+//!
+//! What changes, and why (each step was needed for a boot in our measurements):
+//! - kernel and initramfs move to `usr/lib/modules/$KVER/{vmlinuz,initramfs.img}` (0644):
+//!   that is where `ostree admin deploy` looks; `/boot` is left empty and the `/vmlinuz*`,
+//!   `/initrd.img*` symlinks go.
+//! - `etc` becomes `usr/etc`: ostree makes each deployment's /etc from it and 3-way merges
+//!   local changes on upgrade. It gets an fstab by label and an empty machine-id (each VM makes
+//!   its own on first boot).
+//! - /var is not part of a deployment (ostree 2022.7 does not populate the stateroot's /var):
+//!   a seed copy is kept at [`VAR_SEED`] (the disk maker copies it into the stateroot), and
+//!   tmpfiles.d lines create the /var directories the symlinks below point to.
+//! - home, root, opt, srv, mnt, usr/local become symlinks into /var (their content moves into
+//!   the seed), media → run/media, ostree → sysroot/ostree, an empty /sysroot.
+//! - dev, proc, sys, run, tmp, var/tmp are left empty; apt lists and caches are dropped.
+
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+/// Where the image's /var is kept inside /usr (relative to the rootfs).
+pub const VAR_SEED: &str = "usr/share/bootlab/var-seed";
+/// The tmpfiles.d file the conversion writes (relative to the rootfs).
+pub const TMPFILES: &str = "usr/lib/tmpfiles.d/bootlab-ostree.conf";
+
+/// Top-level directories that become symlinks into /var: (name, link target, dir under /var).
+const VAR_LINKS: &[(&str, &str, &str)] = &[
+    ("home", "var/home", "home"),
+    ("root", "var/roothome", "roothome"),
+    ("opt", "var/opt", "opt"),
+    ("srv", "var/srv", "srv"),
+    ("mnt", "var/mnt", "mnt"),
+    ("usr/local", "../var/usrlocal", "usrlocal"),
+];
+
+/// What the conversion needs to know about the target disk.
+#[derive(Debug, Clone)]
+pub struct LayoutOptions {
+    pub root_label: String,
+    pub boot_label: String,
+}
+
+impl Default for LayoutOptions {
+    fn default() -> Self {
+        LayoutOptions {
+            root_label: super::ROOT_LABEL.into(),
+            boot_label: super::BOOT_LABEL.into(),
+        }
+    }
+}
+
+/// What the conversion found and did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayoutReport {
+    pub kernel_version: String,
+    /// Paths (relative to the rootfs) that were removed or emptied.
+    pub dropped: Vec<String>,
+}
+
+/// Convert the rootfs at `root` in place. Fails (leaving `root` for the caller to discard) when
+/// the tree cannot boot: no kernel, no initramfs, more than one kernel, an existing usr/etc.
+pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
+    let mut dropped = Vec::new();
+    if !root.join("usr").is_dir() {
+        bail!("{} has no usr/: not a rootfs", root.display());
+    }
+    if root.join("usr/etc").exists() {
+        bail!(
+            "{} already has usr/etc (is it converted already?)",
+            root.display()
+        );
+    }
+
+    // 1. kernel + initramfs
+    let kver = move_kernel(root)?;
+    for name in list_names(root)? {
+        if name.starts_with("vmlinuz") || name.starts_with("initrd.img") {
+            remove_any(&root.join(&name))?;
+            dropped.push(name);
+        }
+    }
+    empty_dir(&root.join("boot"), 0o755)?;
+
+    // 2. API filesystems and scratch space are empty in a commit.
+    for d in ["dev", "proc", "sys", "run", "tmp"] {
+        empty_dir(&root.join(d), if d == "tmp" { 0o1777 } else { 0o755 })?;
+    }
+    for d in [
+        "var/lib/apt/lists",
+        "var/cache/apt",
+        "var/tmp",
+        "var/log/journal",
+    ] {
+        if root.join(d).exists() {
+            empty_dir(&root.join(d), if d == "var/tmp" { 0o1777 } else { 0o755 })?;
+            dropped.push(d.to_string());
+        }
+    }
+    if root.join("var/lib/apt/lists").is_dir() {
+        fs::create_dir_all(root.join("var/lib/apt/lists/partial"))?;
+    }
+
+    // 3. /etc → /usr/etc with an fstab by label and an empty machine-id.
+    let etc = root.join("etc");
+    if !etc.is_dir() {
+        bail!("{} has no etc/", root.display());
+    }
+    // podman export adds empty files it bind-mounts at run time; they are not the image's.
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        let p = etc.join(f);
+        if fs::symlink_metadata(&p)
+            .map(|m| m.is_file() && m.len() == 0)
+            .unwrap_or(false)
+        {
+            fs::remove_file(&p)?;
+            dropped.push(format!("etc/{f}"));
+        }
+    }
+    fs::write(
+        etc.join("fstab"),
+        format!(
+            "# Written by bootlab: the deployment's root is mounted by ostree-prepare-root.\n\
+             LABEL={} / ext4 defaults 1 1\n\
+             LABEL={} /boot ext4 defaults 1 2\n",
+            opts.root_label, opts.boot_label
+        ),
+    )?;
+    fs::write(etc.join("machine-id"), "")?;
+    fs::set_permissions(etc.join("machine-id"), fs::Permissions::from_mode(0o444))?;
+    fs::rename(&etc, root.join("usr/etc")).context("move etc to usr/etc")?;
+
+    // 4. /var: the image's content becomes the seed; dirs the symlinks need come from tmpfiles.
+    let seed = root.join(VAR_SEED);
+    fs::create_dir_all(seed.parent().unwrap())?;
+    let var = root.join("var");
+    if var.is_dir() && !var.is_symlink() {
+        fs::rename(&var, &seed).context("move var to the var seed")?;
+    } else {
+        remove_any(&var)?;
+        fs::create_dir_all(&seed)?;
+    }
+    fs::create_dir(&var)?;
+    fs::set_permissions(&var, fs::Permissions::from_mode(0o755))?;
+
+    // 5. Symlinks into /var; their content joins the seed.
+    for (name, target, under_var) in VAR_LINKS {
+        let p = root.join(name);
+        let dest = seed.join(under_var);
+        if p.is_dir() && !p.is_symlink() {
+            if dest.exists() {
+                remove_any(&dest)?;
+            }
+            fs::rename(&p, &dest).with_context(|| format!("move {name} into the var seed"))?;
+        } else {
+            remove_any(&p)?;
+            if !dest.exists() {
+                fs::create_dir_all(&dest)?;
+                if *under_var == "roothome" {
+                    fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))?;
+                }
+            }
+        }
+        symlink(target, &p)?;
+    }
+    remove_any(&root.join("media"))?;
+    symlink("run/media", root.join("media"))?;
+    remove_any(&root.join("ostree"))?;
+    symlink("sysroot/ostree", root.join("ostree"))?;
+    remove_any(&root.join("sysroot"))?;
+    fs::create_dir(root.join("sysroot"))?;
+
+    let tmpfiles = root.join(TMPFILES);
+    fs::create_dir_all(tmpfiles.parent().unwrap())?;
+    fs::write(
+        &tmpfiles,
+        "# Written by bootlab: the /var directories an OSTree deployment's symlinks point to.\n\
+         d /var/home 0755 root root -\n\
+         d /var/roothome 0700 root root -\n\
+         d /var/opt 0755 root root -\n\
+         d /var/srv 0755 root root -\n\
+         d /var/mnt 0755 root root -\n\
+         d /var/usrlocal 0755 root root -\n\
+         d /var/usrlocal/bin 0755 root root -\n\
+         d /var/tmp 1777 root root -\n\
+         d /run/media 0755 root root -\n",
+    )?;
+
+    Ok(LayoutReport {
+        kernel_version: kver,
+        dropped,
+    })
+}
+
+/// Move `boot/vmlinuz-$KVER` and its initramfs to `usr/lib/modules/$KVER/`. Exactly one kernel.
+fn move_kernel(root: &Path) -> Result<String> {
+    let boot = root.join("boot");
+    let mut kernels: Vec<String> = list_names(&boot)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
+        .collect();
+    // A kernel already in place (a recipe that did the move itself) counts too.
+    let modules = root.join("usr/lib/modules");
+    let in_place: Vec<String> = list_names(&modules)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| modules.join(k).join("vmlinuz").is_file())
+        .collect();
+    kernels.sort();
+    kernels.dedup();
+    match (kernels.as_slice(), in_place.as_slice()) {
+        ([], []) => bail!(
+            "no kernel in the image: expected boot/vmlinuz-<version> (install linux-image-amd64)"
+        ),
+        ([], [k]) => {
+            if !modules.join(k).join("initramfs.img").is_file() {
+                bail!("usr/lib/modules/{k}/vmlinuz has no initramfs.img beside it");
+            }
+            Ok(k.clone())
+        }
+        ([k], _) => {
+            let src_k = boot.join(format!("vmlinuz-{k}"));
+            let initrd = ["initrd.img-", "initramfs-"]
+                .iter()
+                .map(|p| boot.join(format!("{p}{k}")))
+                .chain([boot.join(format!("initramfs-{k}.img"))])
+                .find(|p| p.is_file())
+                .with_context(|| {
+                    format!(
+                        "kernel {k} has no initramfs in boot/ (expected boot/initrd.img-{k}; run dracut)"
+                    )
+                })?;
+            let dest = modules.join(k);
+            fs::create_dir_all(&dest)?;
+            move_file(&src_k, &dest.join("vmlinuz"))?;
+            move_file(&initrd, &dest.join("initramfs.img"))?;
+            for f in ["vmlinuz", "initramfs.img"] {
+                fs::set_permissions(dest.join(f), fs::Permissions::from_mode(0o644))?;
+            }
+            Ok(k.clone())
+        }
+        (many, _) => bail!(
+            "more than one kernel in boot/ ({}): an OSTree deployment boots exactly one",
+            many.join(", ")
+        ),
+    }
+}
+
+fn move_file(src: &Path, dest: &Path) -> Result<()> {
+    if dest.exists() {
+        fs::remove_file(dest)?;
+    }
+    fs::rename(src, dest).with_context(|| format!("move {} to {}", src.display(), dest.display()))
+}
+
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        v.push(e?.file_name().to_string_lossy().into_owned());
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn remove_any(p: &Path) -> Result<()> {
+    match fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => {
+            fs::remove_dir_all(p).with_context(|| format!("remove {}", p.display()))
+        }
+        Ok(_) => fs::remove_file(p).with_context(|| format!("remove {}", p.display())),
+    }
+}
+
+/// Make `p` an empty directory with `mode`.
+fn empty_dir(p: &Path, mode: u32) -> Result<()> {
+    remove_any(p)?;
+    fs::create_dir_all(p)?;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Path of the var seed inside a deployment checkout.
+pub fn var_seed_in(deployment: &Path) -> PathBuf {
+    deployment.join(VAR_SEED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny rootfs shaped like the Debian image's: merged /usr, a kernel in /boot, /var, /root.
+    fn synthetic_rootfs() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for d in [
+            "usr/bin",
+            "usr/lib/modules/6.1.0-99-amd64/kernel",
+            "etc/ssh",
+            "boot",
+            "var/lib/dpkg",
+            "var/lib/apt/lists",
+            "var/cache/apt/archives",
+            "var/log",
+            "var/tmp",
+            "root",
+            "home",
+            "opt",
+            "srv",
+            "mnt",
+            "media",
+            "usr/local/bin",
+            "dev",
+            "proc",
+            "run/lock",
+            "tmp",
+        ] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        fs::write(r.join("usr/bin/sh"), "#!").unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        fs::write(r.join("boot/vmlinuz-6.1.0-99-amd64"), "kernel").unwrap();
+        fs::write(r.join("boot/initrd.img-6.1.0-99-amd64"), "initrd").unwrap();
+        fs::write(r.join("boot/config-6.1.0-99-amd64"), "cfg").unwrap();
+        symlink("boot/vmlinuz-6.1.0-99-amd64", r.join("vmlinuz")).unwrap();
+        symlink("boot/initrd.img-6.1.0-99-amd64", r.join("initrd.img.old")).unwrap();
+        fs::write(r.join("etc/hostname"), "bootlab\n").unwrap();
+        fs::write(r.join("etc/hosts"), "").unwrap();
+        fs::write(r.join("etc/machine-id"), "abc\n").unwrap();
+        fs::write(r.join("etc/ssh/sshd_config"), "x").unwrap();
+        fs::write(r.join("var/lib/dpkg/status"), "Package: x").unwrap();
+        fs::write(r.join("var/lib/apt/lists/deb_Packages"), "big").unwrap();
+        fs::write(r.join("var/cache/apt/archives/x.deb"), "deb").unwrap();
+        fs::write(r.join("var/tmp/junk"), "j").unwrap();
+        fs::write(r.join("root/.bashrc"), "PS1=").unwrap();
+        fs::write(r.join("usr/local/bin/tool"), "t").unwrap();
+        fs::write(r.join("tmp/x"), "x").unwrap();
+        fs::write(r.join("run/lock/x"), "x").unwrap();
+        t
+    }
+
+    fn link(p: &Path) -> String {
+        fs::read_link(p).unwrap().to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn converts_a_debian_shaped_rootfs() {
+        let t = synthetic_rootfs();
+        let r = t.path();
+        let rep = convert(r, &LayoutOptions::default()).unwrap();
+        assert_eq!(rep.kernel_version, "6.1.0-99-amd64");
+
+        // kernel and initramfs where ostree looks, 0644; /boot empty; root symlinks gone
+        let m = r.join("usr/lib/modules/6.1.0-99-amd64");
+        assert_eq!(fs::read_to_string(m.join("vmlinuz")).unwrap(), "kernel");
+        assert_eq!(
+            fs::read_to_string(m.join("initramfs.img")).unwrap(),
+            "initrd"
+        );
+        assert_eq!(
+            fs::metadata(m.join("vmlinuz"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o644
+        );
+        assert!(m.join("kernel").is_dir());
+        assert_eq!(fs::read_dir(r.join("boot")).unwrap().count(), 0);
+        assert!(fs::symlink_metadata(r.join("vmlinuz")).is_err());
+        assert!(fs::symlink_metadata(r.join("initrd.img.old")).is_err());
+
+        // /etc moved, fstab by label, machine-id empty, podman's empty hosts dropped
+        assert!(!r.join("etc").exists());
+        let etc = r.join("usr/etc");
+        assert_eq!(
+            fs::read_to_string(etc.join("hostname")).unwrap(),
+            "bootlab\n"
+        );
+        assert!(etc.join("ssh/sshd_config").is_file());
+        let fstab = fs::read_to_string(etc.join("fstab")).unwrap();
+        assert!(fstab.contains("LABEL=bootlab-root / ext4"), "{fstab}");
+        assert!(fstab.contains("LABEL=bootlab-boot /boot ext4"), "{fstab}");
+        assert_eq!(fs::read(etc.join("machine-id")).unwrap(), b"");
+        assert!(!etc.join("hosts").exists());
+
+        // /var: empty in the tree, its content in the seed, apt caches dropped
+        assert_eq!(fs::read_dir(r.join("var")).unwrap().count(), 0);
+        let seed = r.join(VAR_SEED);
+        assert_eq!(
+            fs::read_to_string(seed.join("lib/dpkg/status")).unwrap(),
+            "Package: x"
+        );
+        assert!(!seed.join("lib/apt/lists/deb_Packages").exists());
+        assert!(!seed.join("cache/apt/archives/x.deb").exists());
+        assert!(!seed.join("tmp/junk").exists());
+        assert_eq!(
+            fs::read_to_string(seed.join("roothome/.bashrc")).unwrap(),
+            "PS1="
+        );
+        assert!(seed.join("usrlocal/bin/tool").is_file());
+
+        // symlinks into /var and the rest
+        assert_eq!(link(&r.join("home")), "var/home");
+        assert_eq!(link(&r.join("root")), "var/roothome");
+        assert_eq!(link(&r.join("opt")), "var/opt");
+        assert_eq!(link(&r.join("srv")), "var/srv");
+        assert_eq!(link(&r.join("mnt")), "var/mnt");
+        assert_eq!(link(&r.join("usr/local")), "../var/usrlocal");
+        assert_eq!(link(&r.join("media")), "run/media");
+        assert_eq!(link(&r.join("ostree")), "sysroot/ostree");
+        assert_eq!(link(&r.join("bin")), "usr/bin");
+        assert!(r.join("sysroot").is_dir());
+
+        // empty API dirs, tmp sticky
+        for d in ["dev", "proc", "sys", "run", "tmp"] {
+            assert_eq!(fs::read_dir(r.join(d)).unwrap().count(), 0, "{d}");
+        }
+        assert_eq!(
+            fs::metadata(r.join("tmp")).unwrap().permissions().mode() & 0o7777,
+            0o1777
+        );
+
+        // tmpfiles lines for every /var dir a symlink points to
+        let tf = fs::read_to_string(r.join(TMPFILES)).unwrap();
+        for d in ["home", "roothome", "opt", "srv", "mnt", "usrlocal", "tmp"] {
+            assert!(tf.contains(&format!("d /var/{d} ")), "{d}: {tf}");
+        }
+    }
+
+    #[test]
+    fn no_kernel_is_a_clear_error() {
+        let t = synthetic_rootfs();
+        fs::remove_file(t.path().join("boot/vmlinuz-6.1.0-99-amd64")).unwrap();
+        let e = convert(t.path(), &LayoutOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("no kernel"), "{e}");
+    }
+
+    #[test]
+    fn missing_initramfs_is_a_clear_error() {
+        let t = synthetic_rootfs();
+        fs::remove_file(t.path().join("boot/initrd.img-6.1.0-99-amd64")).unwrap();
+        let e = convert(t.path(), &LayoutOptions::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("no initramfs"), "{e:#}");
+    }
+
+    #[test]
+    fn two_kernels_are_refused() {
+        let t = synthetic_rootfs();
+        fs::write(t.path().join("boot/vmlinuz-6.1.0-98-amd64"), "k").unwrap();
+        let e = convert(t.path(), &LayoutOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("more than one kernel"), "{e}");
+    }
+
+    #[test]
+    fn converting_twice_is_refused() {
+        let t = synthetic_rootfs();
+        convert(t.path(), &LayoutOptions::default()).unwrap();
+        let e = convert(t.path(), &LayoutOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("usr/etc"), "{e}");
+    }
+}

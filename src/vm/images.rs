@@ -1,0 +1,134 @@
+//! Disks VMs start from: the pipeline's golden raw disks, and cached "booted" images (a qcow2
+//! overlay on a golden disk holding a snapshot of the guest just after it became ready), so tests
+//! and labs start a ready guest in seconds instead of a cold boot.
+
+use super::lifecycle::{UpOptions, up};
+use super::{VmClient, VmRecord};
+use crate::events::{CancellationToken, Emitter};
+use crate::paths::Paths;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The snapshot tag inside a booted image.
+pub const BOOTED_TAG: &str = "booted";
+
+/// The newest golden raw disk the pipeline left for `recipe` at `version`
+/// (`<disks>/<recipe>-<version>-<commit>.raw` with its `.json` beside it).
+pub fn golden_for(paths: &Paths, recipe: &str, version: &str) -> Result<PathBuf> {
+    let prefix = format!("{recipe}-{version}-");
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(paths.disks())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "raw")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+                && p.with_extension("json").exists()
+        })
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, p)) => Ok(p),
+        None => bail!(
+            "no golden disk for {recipe} {version} in {} (build it with `bootlab disk build {recipe} --version {version}`, or pass --disk)",
+            paths.disks().display()
+        ),
+    }
+}
+
+/// Path of the booted image for `golden` with this machine shape. The machine shape is in the
+/// name because a snapshot only loads into the same devices, memory and accelerator.
+pub fn booted_path(golden: &Path, o: &UpOptions, accel: crate::tools::qemu::Accel) -> PathBuf {
+    let stem = golden
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    golden.with_file_name(format!(
+        "{stem}.booted-{}-{}m-{}c{}.qcow2",
+        accel.as_str(),
+        o.memory_mib,
+        o.cpus,
+        if o.share { "" } else { "-noshare" }
+    ))
+}
+
+/// The booted image for `golden`, made on first use: boot a throwaway VM once, save a snapshot
+/// when the agent answers, cut the power and keep its qcow2 next to the golden disk.
+pub async fn booted_image(
+    paths: &Paths,
+    golden: &Path,
+    o: &UpOptions,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<PathBuf> {
+    let golden = std::fs::canonicalize(golden)
+        .with_context(|| format!("golden disk {}", golden.display()))?;
+    let accel = o
+        .accel
+        .unwrap_or_else(|| crate::tools::qemu::choose_accel(paths).0);
+    let dest = booted_path(&golden, o, accel);
+    if dest.exists() {
+        return Ok(dest);
+    }
+    // One maker at a time; the others then find it made.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dest.with_extension("lock"))?;
+    let lock = tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a valid fd we own.
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        lock
+    })
+    .await?;
+    if dest.exists() {
+        return Ok(dest);
+    }
+    let name = format!("booted-{}", fastrand::u32(..));
+    let stage = format!("vm:{name}");
+    ev.note(
+        &stage,
+        format!(
+            "making the booted image {} (one cold boot, then a snapshot)",
+            dest.display()
+        ),
+    );
+    let mut vo = UpOptions::new(&name);
+    vo.golden = Some(golden.clone());
+    vo.memory_mib = o.memory_mib;
+    vo.cpus = o.cpus;
+    vo.share = o.share;
+    vo.accel = Some(accel);
+    vo.boot_timeout = o.boot_timeout;
+    vo.keep = true;
+    let rec = up(paths, vo, ev, cancel).await?;
+    let result = async {
+        let c = VmClient::connect(paths, &name).await?;
+        let d = c.snapshot_save(BOOTED_TAG).await?;
+        ev.note(
+            &stage,
+            format!("snapshot {BOOTED_TAG} saved in {:.1}s", d.secs),
+        );
+        c.powercut().await?;
+        super::lifecycle::stop(paths, &name, true, Duration::from_secs(10)).await?;
+        let tmp = dest.with_extension("tmp");
+        if std::fs::rename(&rec.overlay, &tmp).is_err() {
+            std::fs::copy(&rec.overlay, &tmp)?;
+        }
+        std::fs::rename(&tmp, &dest)?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = super::lifecycle::stop(paths, &name, true, Duration::from_secs(10)).await;
+    let _ = std::fs::remove_dir_all(VmRecord::dir(paths, &name));
+    result?;
+    drop(lock);
+    Ok(dest)
+}

@@ -1,0 +1,915 @@
+//! The per-VM supervisor: `bootlab vm supervise --dir <vm dir>`, started detached by
+//! [`super::up`]. It spawns QEMU (which is killed when the supervisor dies: PR_SET_PDEATHSIG),
+//! drains the console log, holds the QMP and guest-agent connections, keeps `vm.json` current
+//! and answers [`super::client::VmClient`]s on the control socket.
+
+use super::proto::{Reply, Request, SnapshotDone, VmEvent, VmStamped};
+use super::{VmRecord, VmState, console};
+use crate::tools::qemu::{self, DISK_NODE, GUEST_SHARE_DIR, QemuSpec, SHARE_TAG};
+use crate::tools::qmp::qga::Qga;
+use crate::tools::qmp::{Qmp, QmpEvent, describe_event, enum_name, wait_event};
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use qapi::qmp;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+const CONSOLE_RING: usize = 200;
+
+/// Entry point of the hidden `vm supervise` subcommand. Runs until QEMU exits.
+pub fn main(dir: &Path) -> Result<()> {
+    let mut rec = VmRecord::load_dir(dir)?;
+    eprintln!(
+        "supervisor {} for VM {} starting ({} — {})",
+        std::process::id(),
+        rec.name,
+        rec.accel.as_str(),
+        rec.accel_reason
+    );
+    let s = &rec.sockets;
+    for p in [&s.control, &s.qmp, &s.qga, &s.serial] {
+        let _ = std::fs::remove_file(p);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    // A fresh log per run; the follower starts at offset 0.
+    std::fs::write(&rec.console_log, b"")?;
+    let spec = QemuSpec {
+        name: rec.name.clone(),
+        disk: rec.overlay.clone(),
+        accel: rec.accel,
+        memory_mib: rec.memory_mib,
+        cpus: rec.cpus,
+        qmp: s.qmp.clone(),
+        qga: s.qga.clone(),
+        serial: s.serial.clone(),
+        console_log: rec.console_log.clone(),
+        share: rec.share.clone(),
+        ssh_port: rec.ssh_port,
+        loadvm: rec.loadvm.clone(),
+    };
+    let args = spec.args();
+    eprintln!(
+        "$ {} {}",
+        qemu::QEMU,
+        args.iter()
+            .map(|a| crate::tools::cmd::shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    // Spawned from the main thread, which lives exactly as long as the supervisor: the death
+    // signal fires when the spawning *thread* exits, so a pool thread would kill QEMU early.
+    let parent = std::process::id() as i32;
+    let mut cmd = std::process::Command::new(qemu::QEMU);
+    cmd.args(&args).stdin(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The supervisor may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        anyhow!(
+            "cannot run {}: {e}{}",
+            qemu::QEMU,
+            crate::tools::cmd::install_hint(qemu::QEMU)
+        )
+    })?;
+    rec.qemu_pid = Some(child.id() as i32);
+    rec.supervisor_pid = Some(parent);
+    rec.state = VmState::Booting;
+    rec.detail = match &rec.loadvm {
+        Some(t) => format!("QEMU started from snapshot {t}"),
+        None => "QEMU started; waiting for the guest agent".into(),
+    };
+    rec.save_dir(dir)?;
+
+    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = exit_tx.send(child.wait());
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(run(dir.to_path_buf(), rec, exit_rx));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if let Err(e) = &r {
+        eprintln!("supervisor: {e:#}");
+    }
+    r
+}
+
+struct Sup {
+    dir: PathBuf,
+    rec: Mutex<VmRecord>,
+    state_tx: watch::Sender<VmState>,
+    events: broadcast::Sender<VmStamped>,
+    qmp: Qmp,
+    agent: tokio::sync::Mutex<Option<Arc<Qga>>>,
+    /// Set while the guest is known to be going away (reboot asked, snapshot loading): the agent
+    /// loop must not call it ready on a last answer from the old guest.
+    agent_hold: AtomicBool,
+    share_wanted: AtomicBool,
+    console: Mutex<VecDeque<String>>,
+    exited: CancellationToken,
+    /// When the current boot / reboot / restore started (for ready_secs).
+    clock: Mutex<Instant>,
+    last_shutdown: Mutex<Option<String>>,
+    before_pause: Mutex<Option<VmState>>,
+}
+
+async fn run(
+    dir: PathBuf,
+    rec: VmRecord,
+    exit_rx: tokio::sync::oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
+) -> Result<()> {
+    let exited = CancellationToken::new();
+    let exit_status: Arc<Mutex<Option<String>>> = Arc::default();
+    {
+        let exited = exited.clone();
+        let exit_status = exit_status.clone();
+        tokio::spawn(async move {
+            let st = exit_rx.await;
+            *exit_status.lock().unwrap() = Some(match st {
+                Ok(Ok(s)) => s.to_string(),
+                _ => "unknown exit".into(),
+            });
+            exited.cancel();
+        });
+    }
+    let qmp = tokio::select! {
+        q = Qmp::connect(&rec.sockets.qmp, Duration::from_secs(30)) => q,
+        _ = exited.cancelled() => Err(anyhow!("QEMU exited before its monitor answered")),
+    };
+    let qmp = match qmp {
+        Ok(q) => q,
+        Err(e) => {
+            let mut rec = rec;
+            rec.state = VmState::Stopped;
+            rec.detail = format!(
+                "{e:#} (QEMU's own messages are in {})",
+                rec.supervisor_log.display()
+            );
+            rec.qemu_pid = None;
+            rec.supervisor_pid = None;
+            rec.save_dir(&dir)?;
+            return Err(e);
+        }
+    };
+    let qmp_events = qmp.subscribe();
+    let (state_tx, _) = watch::channel(rec.state);
+    let (events, _) = broadcast::channel(1024);
+    let share_wanted = rec.share.is_some();
+    let sup = Arc::new(Sup {
+        dir: dir.clone(),
+        rec: Mutex::new(rec),
+        state_tx,
+        events,
+        qmp,
+        agent: tokio::sync::Mutex::new(None),
+        agent_hold: AtomicBool::new(false),
+        share_wanted: AtomicBool::new(share_wanted),
+        console: Mutex::new(VecDeque::new()),
+        exited: exited.clone(),
+        clock: Mutex::new(Instant::now()),
+        last_shutdown: Mutex::new(None),
+        before_pause: Mutex::new(None),
+    });
+    {
+        let r = sup.rec.lock().unwrap().clone();
+        sup.note(format!(
+            "accelerator {}: {}",
+            r.accel.as_str(),
+            r.accel_reason
+        ));
+        if let Some(k) = &r.known_password {
+            sup.note(format!("lab VM: console login with a known password ({k})"));
+        }
+        sup.emit(VmEvent::State {
+            state: r.state,
+            detail: r.detail.clone(),
+        });
+    }
+
+    let ctl = sup.rec.lock().unwrap().sockets.control.clone();
+    let listener = UnixListener::bind(&ctl).context("binding the control socket")?;
+    tokio::spawn(serve(sup.clone(), listener));
+    tokio::spawn(qmp_loop(sup.clone(), qmp_events));
+    tokio::spawn(console_loop(sup.clone()));
+    tokio::spawn(agent_loop(sup.clone()));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = exited.cancelled() => break,
+            _ = term.recv() => sup.cut("supervisor got SIGTERM").await,
+            _ = int.recv() => sup.cut("supervisor got SIGINT").await,
+            _ = tick.tick() => {
+                // A supervisor whose record was removed has nothing left to serve.
+                if !VmRecord::file(&dir).exists() {
+                    eprintln!("record removed; ending the VM");
+                    sup.cut("VM record removed").await;
+                }
+            }
+        }
+    }
+    // Catch the last console lines.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let status = exit_status.lock().unwrap().clone().unwrap_or_default();
+    let detail = match sup.last_shutdown.lock().unwrap().clone() {
+        Some(r) => format!("QEMU exited ({status}) after SHUTDOWN {r}"),
+        None => format!("QEMU exited ({status})"),
+    };
+    eprintln!("{detail}");
+    {
+        let mut r = sup.rec.lock().unwrap();
+        r.qemu_pid = None;
+        r.supervisor_pid = None;
+        r.share_mounted = false;
+    }
+    sup.set_state(VmState::Stopped, detail);
+    // Let in-flight replies (powerdown, powercut) reach their clients.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = sup.rec.lock().unwrap().sockets.clone();
+    for p in [&s.control, &s.qmp, &s.qga, &s.serial] {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+impl Sup {
+    fn emit(&self, event: VmEvent) {
+        let _ = self.events.send(VmStamped::now(event));
+    }
+    fn note(&self, text: impl Into<String>) {
+        let text = text.into();
+        eprintln!("note: {text}");
+        self.emit(VmEvent::Note { text });
+    }
+    fn state(&self) -> VmState {
+        *self.state_tx.borrow()
+    }
+    fn set_state(&self, state: VmState, detail: impl Into<String>) {
+        let detail = detail.into();
+        eprintln!("state: {state} {detail}");
+        {
+            let mut r = self.rec.lock().unwrap();
+            r.state = state;
+            r.detail = detail.clone();
+            if VmRecord::file(&self.dir).exists()
+                && let Err(e) = r.save_dir(&self.dir)
+            {
+                eprintln!("cannot save record: {e:#}");
+            }
+        }
+        self.state_tx.send_replace(state);
+        self.emit(VmEvent::State { state, detail });
+    }
+    fn save(&self) {
+        let r = self.rec.lock().unwrap();
+        if VmRecord::file(&self.dir).exists() {
+            let _ = r.save_dir(&self.dir);
+        }
+    }
+    fn restart_clock(&self) {
+        *self.clock.lock().unwrap() = Instant::now();
+    }
+    fn console_tail(&self, n: usize) -> String {
+        let c = self.console.lock().unwrap();
+        let skip = c.len().saturating_sub(n);
+        c.iter()
+            .skip(skip)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    }
+    async fn drop_agent(&self) {
+        *self.agent.lock().await = None;
+    }
+
+    /// The synced agent connection, reconnecting (and re-syncing) when the last one broke.
+    async fn agent(&self) -> Result<Arc<Qga>> {
+        let mut a = self.agent.lock().await;
+        if let Some(q) = a.as_ref().filter(|q| !q.is_poisoned()) {
+            return Ok(q.clone());
+        }
+        let st = self.state();
+        if !matches!(st, VmState::Ready | VmState::Saving) {
+            bail!("the guest agent is not ready (VM state: {st})");
+        }
+        let path = self.rec.lock().unwrap().sockets.qga.clone();
+        let q = Arc::new(Qga::connect(&path, Duration::from_secs(15)).await?);
+        *a = Some(q.clone());
+        Ok(q)
+    }
+
+    async fn guest(
+        &self,
+        argv: &[&str],
+        within: Duration,
+    ) -> Result<crate::tools::qmp::qga::ExecOutput> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        let out = self.agent().await?.exec(&argv, None, within).await?;
+        if !out.success() {
+            bail!(
+                "guest command `{}` failed (exit {}): {}",
+                argv.join(" "),
+                out.status(),
+                out.stderr.trim()
+            );
+        }
+        Ok(out)
+    }
+
+    async fn mount_share(&self) -> Result<bool> {
+        if self.rec.lock().unwrap().share.is_none() {
+            bail!("this VM was started without a shared update folder");
+        }
+        let already = self
+            .agent()
+            .await?
+            .exec(
+                &["mountpoint".into(), "-q".into(), GUEST_SHARE_DIR.into()],
+                None,
+                Duration::from_secs(20),
+            )
+            .await?;
+        if !already.success() {
+            self.guest(&["mkdir", "-p", GUEST_SHARE_DIR], Duration::from_secs(20))
+                .await?;
+            self.guest(
+                &[
+                    "mount",
+                    "-t",
+                    "9p",
+                    "-o",
+                    "trans=virtio,version=9p2000.L,ro",
+                    SHARE_TAG,
+                    GUEST_SHARE_DIR,
+                ],
+                Duration::from_secs(30),
+            )
+            .await?;
+        }
+        self.share_wanted.store(true, Ordering::Relaxed);
+        self.rec.lock().unwrap().share_mounted = true;
+        self.save();
+        Ok(!already.success())
+    }
+
+    async fn unmount_share(&self) -> Result<bool> {
+        let mounted = self
+            .agent()
+            .await?
+            .exec(
+                &["mountpoint".into(), "-q".into(), GUEST_SHARE_DIR.into()],
+                None,
+                Duration::from_secs(20),
+            )
+            .await?
+            .success();
+        if mounted {
+            self.guest(&["umount", GUEST_SHARE_DIR], Duration::from_secs(30))
+                .await?;
+        }
+        self.rec.lock().unwrap().share_mounted = false;
+        self.save();
+        Ok(mounted)
+    }
+
+    /// QMP quit and wait for QEMU to go.
+    async fn cut(&self, why: &str) {
+        self.set_state(VmState::Stopping, why.to_string());
+        if let Err(e) = self.qmp.quit().await {
+            eprintln!("quit: {e:#}");
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.exited.cancelled())
+            .await
+            .is_err()
+        {
+            // QEMU ignores its monitor: SIGKILL it (it is our child, the pid is ours).
+            if let Some(pid) = self.rec.lock().unwrap().qemu_pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
+    async fn wait_state(&self, want: VmState, within: Duration) -> Result<()> {
+        let mut rx = self.state_tx.subscribe();
+        let r = tokio::time::timeout(within, async {
+            loop {
+                let s = *rx.borrow_and_update();
+                if s == want {
+                    return Ok(());
+                }
+                if s == VmState::Stopped {
+                    let d = self.rec.lock().unwrap().detail.clone();
+                    bail!("the VM stopped: {d}");
+                }
+                if rx.changed().await.is_err() {
+                    bail!("supervisor shutting down");
+                }
+            }
+        })
+        .await;
+        match r {
+            Ok(r) => r.map_err(|e| anyhow!("{e}; console tail:\n  {}", self.console_tail(25))),
+            Err(_) => bail!(
+                "VM not {want} after {}s (state: {}); console tail:\n  {}",
+                within.as_secs(),
+                self.state(),
+                self.console_tail(25)
+            ),
+        }
+    }
+
+    /// Run a snapshot job (save or load) through QMP and wait for it to conclude.
+    async fn snapshot_job(&self, kind: &str, tag: &str) -> Result<()> {
+        let id = format!("bootlab-{kind}-{}", fastrand::u32(..));
+        let mut rx = self.qmp.subscribe();
+        let devices = vec![DISK_NODE.to_string()];
+        match kind {
+            "save" => {
+                self.qmp
+                    .execute(qmp::snapshot_save {
+                        job_id: id.clone(),
+                        tag: tag.into(),
+                        vmstate: DISK_NODE.into(),
+                        devices,
+                    })
+                    .await?
+            }
+            "load" => {
+                self.qmp
+                    .execute(qmp::snapshot_load {
+                        job_id: id.clone(),
+                        tag: tag.into(),
+                        vmstate: DISK_NODE.into(),
+                        devices,
+                    })
+                    .await?
+            }
+            "delete" => {
+                self.qmp
+                    .execute(qmp::snapshot_delete {
+                        job_id: id.clone(),
+                        tag: tag.into(),
+                        devices,
+                    })
+                    .await?
+            }
+            _ => unreachable!(),
+        };
+        let jid = id.clone();
+        wait_event(&mut rx, Duration::from_secs(900), move |e| match e {
+            QmpEvent::JOB_STATUS_CHANGE { data, .. }
+                if data.id == jid && enum_name(&data.status) == "concluded" =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await?;
+        let jobs = self.qmp.execute(qmp::query_jobs {}).await?;
+        let err = jobs
+            .iter()
+            .find(|j| j.id == id)
+            .and_then(|j| j.error.clone());
+        self.qmp
+            .execute(qmp::job_dismiss { id: id.clone() })
+            .await?;
+        match err {
+            Some(e) => bail!("snapshot-{kind} {tag}: {e}"),
+            None => Ok(()),
+        }
+    }
+
+    async fn snapshot_save(&self, tag: &str) -> Result<SnapshotDone> {
+        let st = self.state();
+        if st != VmState::Ready {
+            bail!("can only save a snapshot of a ready VM (state: {st})");
+        }
+        let was_mounted = self.rec.lock().unwrap().share_mounted;
+        if was_mounted {
+            self.unmount_share().await?;
+            self.note(
+                "unmounted the 9p update share: a mounted VirtFS export blocks saving VM state",
+            );
+        }
+        // The agent's connection is part of nothing saved, but the guest will be frozen for a
+        // moment: drop it so nothing half-answered survives.
+        self.drop_agent().await;
+        self.set_state(VmState::Saving, format!("saving snapshot {tag}"));
+        let t = Instant::now();
+        let mut r = self.snapshot_job("save", tag).await;
+        if let Err(e) = &r
+            && e.to_string().contains("already exists")
+        {
+            {
+                self.note(format!("replacing the existing snapshot {tag}"));
+                r = match self.snapshot_job("delete", tag).await {
+                    Ok(()) => self.snapshot_job("save", tag).await,
+                    Err(e) => Err(e),
+                };
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        // Saving pauses the guest and resumes it; the agent answers at once.
+        self.set_state(
+            VmState::Ready,
+            format!("snapshot {tag} saved in {secs:.1}s"),
+        );
+        if was_mounted {
+            self.mount_share().await?;
+            self.note("mounted the 9p update share again");
+        }
+        r?;
+        Ok(SnapshotDone {
+            tag: tag.into(),
+            secs,
+            ready_secs: None,
+            share_remounted: was_mounted,
+            method: "QMP snapshot-save job".into(),
+        })
+    }
+
+    async fn snapshot_restore(&self, tag: &str, within: Duration) -> Result<SnapshotDone> {
+        let st = self.state();
+        if matches!(
+            st,
+            VmState::Stopping | VmState::Stopped | VmState::Saving | VmState::Restoring
+        ) {
+            bail!("cannot restore a snapshot now (state: {st})");
+        }
+        let was_mounted = self.rec.lock().unwrap().share_mounted;
+        if was_mounted && st == VmState::Ready {
+            if let Err(e) = self.unmount_share().await {
+                self.note(format!(
+                    "could not unmount the 9p share before restoring: {e:#}"
+                ));
+            } else {
+                self.note("unmounted the 9p update share before loading the snapshot");
+            }
+        }
+        self.agent_hold.store(true, Ordering::Relaxed);
+        self.drop_agent().await;
+        self.set_state(VmState::Restoring, format!("loading snapshot {tag}"));
+        let t = Instant::now();
+        let r = self.snapshot_job("load", tag).await;
+        let secs = t.elapsed().as_secs_f64();
+        self.rec.lock().unwrap().share_mounted = false;
+        self.drop_agent().await;
+        *self.clock.lock().unwrap() = t;
+        self.agent_hold.store(false, Ordering::Relaxed);
+        if let Err(e) = r {
+            // The old state may be gone: treat it like a reboot and let the agent loop decide.
+            self.set_state(VmState::Rebooting, format!("snapshot load failed: {e:#}"));
+            return Err(e);
+        }
+        let status = self.qmp.query_status().await?;
+        if !status.running {
+            self.qmp.cont().await?;
+        }
+        self.wait_state(VmState::Ready, within).await?;
+        let ready_secs = t.elapsed().as_secs_f64();
+        Ok(SnapshotDone {
+            tag: tag.into(),
+            secs,
+            ready_secs: Some(ready_secs),
+            share_remounted: self.rec.lock().unwrap().share_mounted,
+            method: "QMP snapshot-load job".into(),
+        })
+    }
+
+    async fn handle(self: &Arc<Self>, req: Request) -> Result<serde_json::Value> {
+        use serde_json::to_value;
+        Ok(match req {
+            Request::Status => to_value(self.rec.lock().unwrap().clone())?,
+            Request::WaitReady { timeout_secs } => {
+                self.wait_state(VmState::Ready, Duration::from_secs(timeout_secs))
+                    .await?;
+                to_value(self.rec.lock().unwrap().clone())?
+            }
+            Request::Exec {
+                argv,
+                timeout_secs,
+                input_b64,
+            } => {
+                let input = match input_b64 {
+                    Some(s) => Some(base64::engine::general_purpose::STANDARD.decode(s)?),
+                    None => None,
+                };
+                to_value(
+                    self.agent()
+                        .await?
+                        .exec(&argv, input, Duration::from_secs(timeout_secs))
+                        .await?,
+                )?
+            }
+            Request::ReadFile { path, max_bytes } => {
+                let bytes = self.agent().await?.read_file(&path, max_bytes).await?;
+                to_value(base64::engine::general_purpose::STANDARD.encode(bytes))?
+            }
+            Request::Reboot => {
+                let agent = self.agent().await?;
+                let mut rx = self.qmp.subscribe();
+                self.agent_hold.store(true, Ordering::Relaxed);
+                self.set_state(
+                    VmState::Rebooting,
+                    "reboot requested (systemctl reboot in the guest)",
+                );
+                let r = agent.spawn(&["systemctl".into(), "reboot".into()]).await;
+                self.drop_agent().await;
+                if let Err(e) = r {
+                    self.agent_hold.store(false, Ordering::Relaxed);
+                    return Err(e);
+                }
+                let r = wait_event(&mut rx, Duration::from_secs(300), |e| {
+                    matches!(e, QmpEvent::RESET { .. }).then_some(())
+                })
+                .await;
+                self.agent_hold.store(false, Ordering::Relaxed);
+                r.map_err(|e| anyhow!("guest did not reset after `systemctl reboot`: {e}"))?;
+                serde_json::Value::Null
+            }
+            Request::Powerdown { timeout_secs } => {
+                let prev = self.state();
+                self.set_state(VmState::Stopping, "ACPI power button (system_powerdown)");
+                self.qmp.system_powerdown().await?;
+                if tokio::time::timeout(Duration::from_secs(timeout_secs), self.exited.cancelled())
+                    .await
+                    .is_err()
+                {
+                    self.set_state(prev, "guest ignored the power button");
+                    bail!(
+                        "the guest did not power off within {timeout_secs}s (use --force for a power cut)"
+                    );
+                }
+                to_value(self.last_shutdown.lock().unwrap().clone())?
+            }
+            Request::Powercut => {
+                self.cut("power cut (QMP quit)").await;
+                to_value(self.last_shutdown.lock().unwrap().clone())?
+            }
+            Request::Reset => {
+                let mut rx = self.qmp.subscribe();
+                self.qmp.system_reset().await?;
+                wait_event(&mut rx, Duration::from_secs(30), |e| {
+                    matches!(e, QmpEvent::RESET { .. }).then_some(())
+                })
+                .await?;
+                serde_json::Value::Null
+            }
+            Request::Pause => {
+                let prev = self.state();
+                self.qmp.stop().await?;
+                if prev != VmState::Paused {
+                    *self.before_pause.lock().unwrap() = Some(prev);
+                }
+                self.set_state(VmState::Paused, "vCPUs stopped");
+                serde_json::Value::Null
+            }
+            Request::Resume => {
+                self.qmp.cont().await?;
+                let prev = self
+                    .before_pause
+                    .lock()
+                    .unwrap()
+                    .take()
+                    .unwrap_or(VmState::Booting);
+                self.set_state(prev, "vCPUs running");
+                serde_json::Value::Null
+            }
+            Request::SnapshotSave { tag } => to_value(self.snapshot_save(&tag).await?)?,
+            Request::SnapshotRestore { tag, timeout_secs } => to_value(
+                self.snapshot_restore(&tag, Duration::from_secs(timeout_secs))
+                    .await?,
+            )?,
+            Request::MountShare => to_value(self.mount_share().await?)?,
+            Request::UnmountShare => {
+                let r = self.unmount_share().await?;
+                self.share_wanted.store(false, Ordering::Relaxed);
+                to_value(r)?
+            }
+            Request::Screendump { path } => {
+                self.qmp.screendump(Path::new(&path)).await?;
+                serde_json::Value::Null
+            }
+            Request::Subscribe => unreachable!("handled by the connection"),
+        })
+    }
+}
+
+async fn serve(sup: Arc<Sup>, listener: UnixListener) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let sup = sup.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(sup, conn).await {
+                eprintln!("client: {e:#}");
+            }
+        });
+    }
+}
+
+async fn connection(sup: Arc<Sup>, conn: UnixStream) -> Result<()> {
+    let (r, mut w) = conn.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Some(line) = lines.next_line().await? {
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Reply::err(format!("bad request: {e}")),
+            Ok(Request::Subscribe) => {
+                // Subscribe before replying so nothing between the two is lost.
+                let mut rx = sup.events.subscribe();
+                let rec = sup.rec.lock().unwrap().clone();
+                send(&mut w, &Reply::ok(rec)).await?;
+                loop {
+                    tokio::select! {
+                        ev = rx.recv() => match ev {
+                            Ok(ev) => send(&mut w, &ev).await?,
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                send(&mut w, &VmStamped::now(VmEvent::Note { text: format!("{n} events dropped (slow reader)") })).await?
+                            }
+                            Err(_) => return Ok(()),
+                        },
+                        // The client hung up.
+                        l = lines.next_line() => if !matches!(l, Ok(Some(_))) { return Ok(()) },
+                    }
+                }
+            }
+            Ok(req) => match sup.handle(req).await {
+                Ok(v) => Reply {
+                    ok: true,
+                    error: None,
+                    data: v,
+                },
+                Err(e) => Reply::err(format!("{e:#}")),
+            },
+        };
+        send(&mut w, &reply).await?;
+    }
+    Ok(())
+}
+
+async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, v: &impl serde::Serialize) -> Result<()> {
+    let mut s = serde_json::to_string(v)?;
+    s.push('\n');
+    w.write_all(s.as_bytes()).await?;
+    Ok(())
+}
+
+async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
+    loop {
+        let ev = match rx.recv().await {
+            Ok(ev) => ev,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        let (name, detail) = describe_event(&ev);
+        eprintln!("qmp: {name} {detail}");
+        sup.emit(VmEvent::Qmp {
+            event: name,
+            detail: detail.clone(),
+        });
+        match ev {
+            QmpEvent::RESET { data, .. } => {
+                sup.drop_agent().await;
+                sup.rec.lock().unwrap().share_mounted = false;
+                let st = sup.state();
+                if matches!(
+                    st,
+                    VmState::Ready | VmState::Booting | VmState::Rebooting | VmState::Paused
+                ) {
+                    sup.restart_clock();
+                    sup.agent_hold.store(false, Ordering::Relaxed);
+                    sup.set_state(
+                        VmState::Rebooting,
+                        format!("guest reset ({})", enum_name(&data.reason)),
+                    );
+                }
+            }
+            QmpEvent::SHUTDOWN { data, .. } => {
+                *sup.last_shutdown.lock().unwrap() = Some(format!(
+                    "guest={} reason={}",
+                    data.guest,
+                    enum_name(&data.reason)
+                ));
+                if sup.state() != VmState::Stopping {
+                    sup.set_state(VmState::Stopping, format!("SHUTDOWN {detail}"));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn console_loop(sup: Arc<Sup>) {
+    let path = sup.rec.lock().unwrap().console_log.clone();
+    let s2 = sup.clone();
+    console::Follower::from_start(&path)
+        .follow(Duration::from_millis(200), move |line| {
+            {
+                let mut c = s2.console.lock().unwrap();
+                if c.len() == CONSOLE_RING {
+                    c.pop_front();
+                }
+                c.push_back(line.clone());
+            }
+            s2.emit(VmEvent::Console { line });
+            true
+        })
+        .await;
+}
+
+/// Waits for the guest agent whenever the guest is (re)booting or restoring; declares the VM ready
+/// once a fresh connection is synced, and mounts the update share again when it was wanted.
+async fn agent_loop(sup: Arc<Sup>) {
+    let qga_path = sup.rec.lock().unwrap().sockets.qga.clone();
+    let mut state_rx = sup.state_tx.subscribe();
+    loop {
+        let st = *state_rx.borrow_and_update();
+        let waiting = matches!(
+            st,
+            VmState::Booting | VmState::Rebooting | VmState::Restoring
+        );
+        if !waiting || sup.agent_hold.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = state_rx.changed() => {},
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {},
+            }
+            continue;
+        }
+        match Qga::connect(&qga_path, Duration::from_secs(3)).await {
+            Ok(q) => {
+                if sup.agent_hold.load(Ordering::Relaxed) || sup.state() != st {
+                    continue; // the guest went away while we synced
+                }
+                *sup.agent.lock().await = Some(Arc::new(q));
+                let secs = sup.clock.lock().unwrap().elapsed().as_secs_f64();
+                sup.rec.lock().unwrap().ready_secs = Some(secs);
+                if sup.share_wanted.load(Ordering::Relaxed) {
+                    // The agent answers before the state says ready, so `guest()` can't be used.
+                    match mount_now(&sup).await {
+                        Ok(()) => {
+                            sup.note(format!("mounted the update share at {GUEST_SHARE_DIR}"))
+                        }
+                        Err(e) => sup.note(format!("could not mount the update share: {e:#}")),
+                    }
+                }
+                sup.set_state(
+                    VmState::Ready,
+                    format!("guest agent answered after {secs:.1}s"),
+                );
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+async fn mount_now(sup: &Sup) -> Result<()> {
+    let agent = sup.agent.lock().await.clone().context("no agent")?;
+    let t = Duration::from_secs(30);
+    let sh = format!(
+        "mountpoint -q {d} || {{ mkdir -p {d} && mount -t 9p -o trans=virtio,version=9p2000.L,ro {SHARE_TAG} {d}; }}",
+        d = GUEST_SHARE_DIR
+    );
+    let out = agent
+        .exec(&["/bin/sh".into(), "-c".into(), sh], None, t)
+        .await?;
+    if !out.success() {
+        bail!(
+            "mount failed (exit {}): {}",
+            out.status(),
+            out.stderr.trim()
+        );
+    }
+    sup.rec.lock().unwrap().share_mounted = true;
+    sup.save();
+    Ok(())
+}
