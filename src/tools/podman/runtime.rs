@@ -106,7 +106,10 @@ async fn ensure_probe_image(ev: &Emitter, cancel: &CancellationToken) -> anyhow:
     Ok(())
 }
 
-async fn try_run(
+/// Run `/bin/busybox true` in the probe image with these settings (`runtime` as `--runtime`,
+/// `ulimits` as `--ulimit`). `Ok(Err(line))` carries podman's error line when the container did
+/// not run; `Err` only when podman itself could not be started.
+pub async fn try_container(
     runtime: Option<&str>,
     ulimits: &[String],
     cancel: &CancellationToken,
@@ -147,7 +150,7 @@ pub async fn probe(ev: &Emitter, cancel: &CancellationToken) -> anyhow::Result<R
         .unwrap_or_default();
     ensure_probe_image(ev, cancel).await?;
     let ulimits = pinned_ulimits();
-    let default = try_run(None, &ulimits, cancel).await?;
+    let default = try_container(None, &ulimits, cancel).await?;
     let mut choice = RuntimeChoice {
         default_runtime: default_runtime.clone(),
         default_works: default.is_ok(),
@@ -164,7 +167,7 @@ pub async fn probe(ev: &Emitter, cancel: &CancellationToken) -> anyhow::Result<R
         return Ok(choice);
     }
     if default_runtime != "runc"
-        && try_run(Some("runc"), &choice.ulimits, cancel)
+        && try_container(Some("runc"), &choice.ulimits, cancel)
             .await?
             .is_ok()
     {
@@ -183,36 +186,61 @@ pub async fn probe(ev: &Emitter, cancel: &CancellationToken) -> anyhow::Result<R
     Ok(choice)
 }
 
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    podman: String,
+    choice: RuntimeChoice,
+}
+
+fn cache_file(paths: &crate::paths::Paths) -> std::path::PathBuf {
+    paths.probes().join("podman-runtime.json")
+}
+
+/// `podman --version`, the cache key.
+pub async fn podman_version() -> anyhow::Result<String> {
+    HostCmd::new("podman")
+        .arg("--version")
+        .output("podman-probe", &Emitter::null())
+        .await
+}
+
+/// The cached choice for this podman version, if a working one was stored. Never probes.
+pub fn load(paths: &crate::paths::Paths, podman_version: &str) -> Option<RuntimeChoice> {
+    let text = std::fs::read_to_string(cache_file(paths)).ok()?;
+    let c = serde_json::from_str::<Cached>(&text).ok()?;
+    (c.podman == podman_version && c.choice.works).then_some(c.choice)
+}
+
+/// Store a choice for this podman version (atomically).
+pub fn store(
+    paths: &crate::paths::Paths,
+    podman_version: &str,
+    choice: &RuntimeChoice,
+) -> anyhow::Result<()> {
+    let c = Cached {
+        podman: podman_version.to_string(),
+        choice: choice.clone(),
+    };
+    crate::paths::write_atomic(
+        &cache_file(paths),
+        serde_json::to_string_pretty(&c)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
 /// The probe's result, cached in the state dir per podman version so it runs once.
 pub async fn cached(
     paths: &crate::paths::Paths,
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> anyhow::Result<RuntimeChoice> {
-    let version = HostCmd::new("podman")
-        .arg("--version")
-        .output("podman-probe", &Emitter::null())
-        .await?;
-    let file = paths.probes().join("podman-runtime.json");
-    #[derive(Serialize, Deserialize)]
-    struct Cached {
-        podman: String,
-        choice: RuntimeChoice,
-    }
-    if let Ok(text) = std::fs::read_to_string(&file)
-        && let Ok(c) = serde_json::from_str::<Cached>(&text)
-        && c.podman == version
-        && c.choice.works
-    {
-        return Ok(c.choice);
+    let version = podman_version().await?;
+    if let Some(choice) = load(paths, &version) {
+        return Ok(choice);
     }
     let choice = probe(ev, cancel).await?;
-    let c = Cached {
-        podman: version,
-        choice,
-    };
-    crate::paths::write_atomic(&file, serde_json::to_string_pretty(&c)?.as_bytes())?;
-    Ok(c.choice)
+    store(paths, &version, &choice)?;
+    Ok(choice)
 }
 
 #[cfg(test)]
