@@ -157,5 +157,7 @@ pub enum Action {
     PrevStep,
     // Confirmation popups.
     Confirm,
+    /// The second choice of a confirmation (quit but keep the VMs running).
+    ConfirmAlt,
     Dismiss,
 }

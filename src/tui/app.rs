@@ -38,6 +38,13 @@ impl Modal {
             Modal::ConfirmSolve { .. } => "show and run the solution",
         }
     }
+    /// A second way to say yes, when there is one.
+    pub fn alt_label(&self) -> Option<&'static str> {
+        match self {
+            Modal::ConfirmQuit { vms, .. } if !vms.is_empty() => Some("quit, keep VMs running"),
+            _ => None,
+        }
+    }
 }
 
 /// The kinds of background work; one runs at a time (2 cores, one VM at a time).
@@ -390,6 +397,13 @@ impl App {
                 }
                 _ => {}
             },
+            Action::ConfirmAlt => {
+                if let Some(Modal::ConfirmQuit { .. }) = self.modal.take() {
+                    // VMs belong to their own supervisors: they keep running without us.
+                    self.quit = true;
+                    return vec![Effect::CancelJob, Effect::Quit];
+                }
+            }
             Action::Dismiss => self.modal = None,
         }
         vec![]
@@ -506,7 +520,8 @@ impl App {
                 line,
             } => {
                 let err = stream == Stream::Stderr && looks_like_error(&line);
-                self.log_for(kind.as_ref()).push(&stage, &line, err);
+                self.pane_for(&stage, kind.as_ref())
+                    .push(&stage, &line, err);
             }
             Event::Command { stage, argv } => {
                 let cmd: Vec<String> = argv
@@ -517,7 +532,8 @@ impl App {
                 if let Some(JobKind::Drill(_)) = kind {
                     self.drills.timeline(s.at, &text);
                 }
-                self.log_for(kind.as_ref()).push(&stage, &text, false);
+                self.pane_for(&stage, kind.as_ref())
+                    .push(&stage, &text, false);
             }
             Event::Progress {
                 stage,
@@ -571,9 +587,19 @@ impl App {
                 if let Some(JobKind::Drill(_)) = kind {
                     self.drills.timeline(s.at, &text);
                 }
-                self.log_for(kind.as_ref()).push(&stage, &text, false);
+                self.pane_for(&stage, kind.as_ref())
+                    .push(&stage, &text, false);
             }
         }
+    }
+
+    /// The pane a line belongs in: a VM's own lines go to its console pane, the rest to the pane
+    /// of the job that produced them.
+    fn pane_for(&mut self, stage: &str, kind: Option<&JobKind>) -> &mut LogPane {
+        if stage.starts_with("vm:") {
+            return &mut self.vm.console;
+        }
+        self.log_for(kind)
     }
 
     /// The pane a job's output belongs in.

@@ -145,7 +145,10 @@ fn draw_confirm(app: &App, m: &Modal, f: &mut Frame, area: Rect) {
             if !vms.is_empty() {
                 l.push(Line::raw(format!("Running VMs: {}", vms.join(", "))));
                 l.push(Line::raw(
-                    "They belong to this bootlab and stop when it quits.",
+                    "Each runs under its own bootlab supervisor: quitting",
+                ));
+                l.push(Line::raw(
+                    "the TUI leaves them running unless you stop them.",
                 ));
             }
             if let Some(j) = job {

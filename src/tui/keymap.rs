@@ -280,6 +280,9 @@ fn bindings_in(app: &App, ctx: Context) -> Vec<Binding> {
         Context::Confirm => {
             let yes = app.modal.as_ref().map(|m| m.yes_label()).unwrap_or("yes");
             let mut v = vec![b(Key::ch('y'), Action::Confirm, yes)];
+            if let Some(alt) = app.modal.as_ref().and_then(|m| m.alt_label()) {
+                v.push(b(Key::ch('k'), Action::ConfirmAlt, alt));
+            }
             v.push(b(Key::ch('n'), Action::Dismiss, "cancel"));
             v.push(extra(Key::code(KeyCode::Esc), Action::Dismiss, "cancel"));
             v

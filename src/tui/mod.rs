@@ -157,8 +157,56 @@ impl Runner {
     }
 }
 
+/// Follows the running VM's events (console, state) while there is one.
+struct Watcher {
+    tx: mpsc::UnboundedSender<Msg>,
+    paths: Paths,
+    vm: Option<String>,
+    cancel: CancellationToken,
+}
+
+impl Watcher {
+    /// Follow `vm` (or nothing); restarts only when the VM changes.
+    fn follow(&mut self, vm: Option<String>) {
+        if vm == self.vm {
+            return;
+        }
+        self.cancel.cancel();
+        self.cancel = CancellationToken::new();
+        self.vm = vm.clone();
+        let Some(name) = vm else { return };
+        let (emitter, mut rx) = Emitter::channel();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(s) = rx.recv().await {
+                if tx.send(Msg::Engine(s)).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(engine::watch_vm(
+            self.paths.clone(),
+            name,
+            emitter,
+            self.cancel.clone(),
+        ));
+    }
+}
+
+/// What the engine already knows when the TUI starts: a VM left running, the KVM verdict.
+async fn attach_engine_state(app: &mut App, paths: &Paths) {
+    app.vm.host_accel = engine::host_accel(paths).await;
+    if let Some(rec) = engine::running_vm(paths) {
+        for l in crate::vm::console::tail(&rec.console_log, 300) {
+            app.vm.console.push(&format!("vm:{}", rec.name), &l, false);
+        }
+        app.vm.vm = Some(engine::vm_info(&rec));
+    }
+}
+
 async fn run_app(paths: Paths) -> anyhow::Result<()> {
     let mut app = initial_app(&paths, SystemTime::now());
+    attach_engine_state(&mut app, &paths).await;
     install_panic_hook();
     let mut term = setup_terminal()?;
     let _guard = TerminalGuard;
@@ -168,6 +216,12 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
         paths: paths.clone(),
         cancel: None,
     };
+    let mut watcher = Watcher {
+        tx: tx.clone(),
+        paths: paths.clone(),
+        vm: None,
+        cancel: CancellationToken::new(),
+    };
     let mut keys = EventStream::new();
     // Ticks only matter while a job runs (elapsed time); idle, nothing redraws.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -176,6 +230,7 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
 
+    watcher.follow(app.vm.vm.as_ref().map(|v| v.name.clone()));
     term.draw(|f| draw::draw(&app, f))?;
     loop {
         let mut effects = vec![];
@@ -209,6 +264,9 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
                 Effect::CancelJob => runner.cancel(),
                 Effect::StopVmsThenQuit => {
                     let vms = app.running_vms();
+                    // Draw once more so the wait (an ACPI power down) is explained.
+                    app.status = Some(format!("stopping {}…", vms.join(", ")));
+                    term.draw(|f| draw::draw(&app, f))?;
                     if let Err(e) = engine::stop_vms(&paths, &vms).await {
                         eprintln!("bootlab: stopping VMs: {e}");
                     }
@@ -241,9 +299,17 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
         if app.quit {
             break;
         }
+        watcher.follow(
+            app.vm
+                .vm
+                .as_ref()
+                .filter(|v| v.is_running())
+                .map(|v| v.name.clone()),
+        );
         app.now = SystemTime::now();
         term.draw(|f| draw::draw(&app, f))?;
     }
     runner.cancel();
+    watcher.follow(None);
     Ok(())
 }

@@ -311,6 +311,11 @@ fn draw_build(v: &RecipesView, f: &mut Frame, area: Rect) {
     f.render_widget(Line::raw(target.clone()), rows[0]);
     let (ratio, label) = match (&b.gauge, &b.outcome) {
         (_, Some(Ok(_))) => (1.0, "done".to_string()),
+        (Some((d, t, _)), Some(Err(e))) if *t > 0 => (
+            (*d as f64 / *t as f64).clamp(0.0, 1.0),
+            format!("stopped: {e}"),
+        ),
+        (_, Some(Err(e))) => (0.0, format!("stopped: {e}")),
         (gauge, _) => match gauge {
             Some((d, t, l)) if *t > 0 => (
                 (*d as f64 / *t as f64).clamp(0.0, 1.0),

@@ -44,12 +44,15 @@ impl VmInfo {
 #[derive(Debug, Clone, Default)]
 pub struct VmView {
     pub vm: Option<VmInfo>,
+    /// The host's accelerator verdict from the last KVM probe: (KVM or TCG, why).
+    pub host_accel: Option<(String, String)>,
     pub console: LogPane,
 }
 
 impl VmView {
     /// A `State` event from the engine about `object` (a VM name).
     pub fn on_state(&mut self, object: &str, state: &str, detail: &str) {
+        let object = object.strip_prefix("vm:").unwrap_or(object);
         if let Some(v) = &mut self.vm
             && v.name == object
         {
@@ -80,22 +83,30 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                 .selected()
                 .map(|r| r.name().to_string())
                 .unwrap_or_default();
+            let accel = match &v.host_accel {
+                Some((a, why)) => Line::from(vec![
+                    Span::styled(format!("{:<12}", "accelerator"), dim()),
+                    Span::styled(a.clone(), Style::new().bold()),
+                    Span::raw(format!("  {why}")),
+                ]),
+                None => Line::styled(
+                    "accelerator: not probed yet (the first boot probes KVM; so does `bootlab doctor`)",
+                    dim(),
+                ),
+            };
             vec![
                 Line::styled("no VM running", Style::new().bold()),
                 Line::raw(""),
                 key_hint(
                     "b",
-                    &format!(" boots {recipe} (the recipe selected in Recipes)"),
+                    &format!(" boots {recipe} (the recipe and version selected in Recipes)"),
                 ),
-                Line::styled(
-                    "the accelerator (KVM or TCG, and why) shows here once a VM boots",
-                    dim(),
-                ),
+                accel,
             ]
         }
         Some(vm) => {
             let state_style = match vm.state.as_str() {
-                "running" => Style::new().fg(Color::LightGreen).bold(),
+                "running" | "ready" => Style::new().fg(Color::LightGreen).bold(),
                 "paused" => Style::new().fg(Color::Yellow).bold(),
                 _ => Style::new().fg(Color::LightRed).bold(),
             };
