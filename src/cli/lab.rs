@@ -128,7 +128,7 @@ fn render(l: &Lab) -> String {
     for (i, s) in l.steps.iter().enumerate() {
         o.push_str(&format!("\n{}. {} — {}\n", i + 1, s.id, s.title));
         o.push_str(&indent(&s.text, "   │ "));
-        o.push_str(&format!("   action: {}\n", s.action.describe()));
+        o.push_str(&format!("   action: {}\n", l.action_of(s).describe()));
         if s.spans_reboot() {
             o.push_str("   (the guest reboots during this step; checks wait for it)\n");
         }

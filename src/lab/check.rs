@@ -14,7 +14,10 @@ pub struct Captured {
 }
 
 /// The deployments a runner read from the guest: the version of each slot, `None` when the slot
-/// is empty.
+/// is empty. `staged` is the deployment waiting to become the default at the next boot: ostree's
+/// `(staged)` or `(pending)` one, bootc's `staged` (labs do not care which mechanism queued it).
+/// A deployment without a version fills its slot with its short checksum, so "none" never
+/// passes for a slot that holds something.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct DeploymentsSeen {
     pub booted: Option<String>,

@@ -19,3 +19,53 @@ pub use model::{
     Action, Check, DeploymentsExpect, Expect, Lab, Probe, Requires, RetryPolicy, SCHEMA, Slot, Step,
 };
 pub use parse::{find, load_file, load_paths, parse_lab, shipped};
+
+/// The environment a runner gives `host` commands of a lab (documented in `labs/README.md`):
+/// bootlab's folders and the host OSTree repository, so checks need no hard-coded paths.
+pub fn host_env(paths: &crate::paths::Paths) -> Vec<(&'static str, std::path::PathBuf)> {
+    vec![
+        ("BOOTLAB_CACHE", paths.cache.clone()),
+        ("BOOTLAB_STATE", paths.state.clone()),
+        ("BOOTLAB_OSTREE_REPO", paths.ostree_repo()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_env_names_what_the_readme_promises() {
+        let p = crate::paths::Paths::under(std::path::Path::new("/h"));
+        let env = host_env(&p);
+        let readme = include_str!("../../labs/README.md");
+        for (k, _) in &env {
+            assert!(
+                readme.contains(k),
+                "{k} is not documented in labs/README.md"
+            );
+        }
+        assert!(env.contains(&("BOOTLAB_OSTREE_REPO", "/h/cache/ostree/repo".into())));
+    }
+
+    #[test]
+    fn solve_plan_runs_the_action_then_the_solve_with_recipes_filled_in() {
+        let (labs, errors) = shipped();
+        assert!(errors.is_empty(), "{errors:?}");
+        let first = labs.iter().find(|l| l.id == "first-boot").unwrap();
+        assert_eq!(
+            first.solve_plan(first.step("build").unwrap()),
+            [Action::Build {
+                recipe: Some("debian-minimal".into()),
+                version: Some("v1".into())
+            }]
+        );
+        assert_eq!(
+            first.solve_plan(first.step("etc").unwrap()),
+            [Action::Guest {
+                run: "echo 'written at first boot' > /etc/bootlab-first-boot".into()
+            }]
+        );
+        assert!(first.solve_plan(first.step("var").unwrap()).is_empty());
+    }
+}

@@ -36,6 +36,20 @@ impl Lab {
     pub fn default_recipe(&self) -> Option<&str> {
         self.requires.recipe.as_deref()
     }
+    /// What `selftest` (or a learner's "skip") runs for a step, in order: the step's action
+    /// (unless `none`), then its solve, every recipe filled in.
+    pub fn solve_plan(&self, step: &Step) -> Vec<Action> {
+        std::iter::once(&step.action)
+            .chain(step.solve.iter())
+            .filter(|a| **a != Action::None)
+            .map(|a| a.with_default_recipe(self.default_recipe()))
+            .collect()
+    }
+
+    /// A step's action with the lab's recipe filled in where the step names none.
+    pub fn action_of(&self, step: &Step) -> Action {
+        step.action.with_default_recipe(self.default_recipe())
+    }
 }
 
 /// What a lab needs before it can start.
@@ -178,6 +192,32 @@ impl Action {
         }
     }
 
+    /// The same action with an unset recipe filled in (the lab's `requires.recipe`): what a
+    /// runner executes and what a list shows.
+    pub fn with_default_recipe(&self, default: Option<&str>) -> Action {
+        let fill = |r: &Option<String>| r.clone().or_else(|| default.map(String::from));
+        match self {
+            Action::Build { recipe, version } => Action::Build {
+                recipe: fill(recipe),
+                version: version.clone(),
+            },
+            Action::Disk { recipe, version } => Action::Disk {
+                recipe: fill(recipe),
+                version: version.clone(),
+            },
+            Action::Boot {
+                recipe,
+                version,
+                fresh,
+            } => Action::Boot {
+                recipe: fill(recipe),
+                version: version.clone(),
+                fresh: *fresh,
+            },
+            other => other.clone(),
+        }
+    }
+
     /// One line for lists and logs: `build debian-minimal v2`, `guest: touch /usr/x`.
     pub fn describe(&self) -> String {
         let rv = |r: &Option<String>, v: &Option<String>| {
@@ -268,12 +308,21 @@ impl Expect {
     }
 }
 
-/// A deployment slot as a check names it: a version id, or `Absent` ("none" in the file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// A deployment slot as a check names it: a version id, or `Absent` ("none" in the file, and
+/// in JSON output).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
     Version(String),
     Absent,
+}
+
+impl Serialize for Slot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Slot::Version(v) => s.serialize_str(v),
+            Slot::Absent => s.serialize_str("none"),
+        }
+    }
 }
 
 /// Expectations on deployments; unset slots are not checked.
@@ -289,11 +338,11 @@ pub struct DeploymentsExpect {
 /// Waiting for a reboot is a window, never a sleep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RetryPolicy {
-    #[serde(with = "secs")]
+    #[serde(with = "secs", rename = "timeout_secs")]
     pub timeout: Duration,
-    #[serde(with = "secs")]
+    #[serde(with = "secs", rename = "window_secs")]
     pub window: Duration,
-    #[serde(with = "secs")]
+    #[serde(with = "secs", rename = "interval_secs")]
     pub interval: Duration,
 }
 

@@ -180,16 +180,87 @@ fn string_items(t: &DeTable, key: &str) -> Vec<(String, Span)> {
     }
 }
 
-fn deserialize<'de, T: Deserialize<'de>>(cx: &mut Ctx, v: Spanned<DeValue<'de>>) -> Option<T> {
+/// Deserialize one table or value of the tree; `what` names it in "missing field" errors
+/// ("missing field `fail` in this check").
+///
+/// serde stops at the first error. To report every wrong key of a table, the entry an error
+/// points at is reported, taken out, and the rest deserialized again, until it succeeds or an
+/// error cannot be pinned on one entry.
+fn deserialize<'de, T: Deserialize<'de>>(
+    cx: &mut Ctx,
+    what: &str,
+    v: Spanned<DeValue<'de>>,
+) -> Option<T> {
     let span = v.span();
-    match T::deserialize(ValueDeserializer::from(v)) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            // Errors raised inside serde's buffered enums carry no span: use the value's.
-            cx.err(e.span().or(Some(span)), e.message().trim());
-            None
+    let mut value = v.into_inner();
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let e = match T::deserialize(ValueDeserializer::from(Spanned::new(
+            span.clone(),
+            value.clone(),
+        ))) {
+            Ok(t) if removed.is_empty() => return Some(t),
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        let mut msg = plain_types(e.message().trim());
+        if let Some(field) = msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            if removed.iter().any(|r| r == field) {
+                // Caused by an entry already reported and taken out.
+                return None;
+            }
+            if !what.is_empty() {
+                msg.push_str(&format!(" in this {what}"));
+            }
+        }
+        // Errors raised inside serde's buffered enums carry no span: use the value's.
+        let at = e.span().unwrap_or(span.clone());
+        cx.err(Some(at.clone()), msg);
+        let DeValue::Table(t) = &mut value else {
+            return None;
+        };
+        // The entry the error is in: the last one that starts at or before it (a `[table]`
+        // entry's own span covers only its header, not the keys below it).
+        if at == span {
+            return None;
+        }
+        let culprit = t
+            .iter()
+            .filter(|(k, _)| k.span().start <= at.start)
+            .max_by_key(|(k, _)| k.span().start)
+            .map(|(k, _)| k.get_ref().to_string());
+        match culprit {
+            Some(k) => {
+                t.remove(k.as_str());
+                removed.push(k);
+            }
+            None => return None,
         }
     }
+}
+
+/// serde names Rust types ("expected u32"); learners read TOML.
+fn plain_types(msg: &str) -> String {
+    let mut m = msg.to_string();
+    for (rust, toml) in [
+        ("expected u32", "expected a whole number like 10"),
+        ("expected u64", "expected a whole number like 10"),
+        ("expected i64", "expected an integer like 1"),
+        ("expected i32", "expected an integer like 0"),
+        ("expected a boolean", "expected true or false"),
+        (
+            "expected a sequence",
+            "expected an array like [\"a\", \"b\"]",
+        ),
+    ] {
+        if let Some(rest) = m.strip_suffix(rust) {
+            m = format!("{rest}{toml}");
+        }
+    }
+    m
 }
 
 fn is_id(s: &str) -> bool {
@@ -240,7 +311,7 @@ fn parse_into(cx: &mut Ctx) -> Option<Lab> {
         ),
         Some(v) => {
             let span = v.span();
-            match deserialize::<i64>(cx, v) {
+            match deserialize::<i64>(cx, "", v) {
                 Some(n) if n == SCHEMA as i64 => {}
                 Some(n) => {
                     cx.err(
@@ -258,8 +329,11 @@ fn parse_into(cx: &mut Ctx) -> Option<Lab> {
 
     let steps_val = table.remove("steps");
     let header_table = table.clone();
-    let header: Option<RawHeader> =
-        deserialize(cx, Spanned::new(root_span.clone(), DeValue::Table(table)));
+    let header: Option<RawHeader> = deserialize(
+        cx,
+        "lab",
+        Spanned::new(root_span.clone(), DeValue::Table(table)),
+    );
 
     let requires_t = header_table
         .get("requires")
@@ -329,10 +403,10 @@ fn parse_into(cx: &mut Ctx) -> Option<Lab> {
                                 if let Some(id) = id
                                     && !seen.insert(id.to_string())
                                 {
-                                    cx.err(
-                                            value_span(t, "id"),
-                                            format!("duplicate step id {id:?}: step ids must be unique in a lab"),
-                                        );
+                                    let msg = format!(
+                                        "duplicate step id {id:?}: step ids must be unique in a lab"
+                                    );
+                                    cx.err(value_span(t, "id"), msg);
                                 }
                                 match parse_step(cx, &lab_recipe, ispan, t.clone()) {
                                     Some(s) => steps.push(s),
@@ -384,7 +458,8 @@ fn parse_step(cx: &mut Ctx, lr: &LabRecipe, span: Span, mut t: DeTable) -> Optio
     let checks_v = t.remove("checks");
     let solve_v = t.remove("solve");
     let id_span = value_span(&t, "id");
-    let raw: Option<RawStep> = deserialize(cx, Spanned::new(span.clone(), DeValue::Table(t)));
+    let raw: Option<RawStep> =
+        deserialize(cx, "step", Spanned::new(span.clone(), DeValue::Table(t)));
     if let Some(r) = &raw
         && !is_id(&r.id)
     {
@@ -456,8 +531,10 @@ fn parse_step(cx: &mut Ctx, lr: &LabRecipe, span: Span, mut t: DeTable) -> Optio
         );
         ok = false;
     }
+    // A deployments check may name versions of any recipe this step switches to.
+    let moves: Vec<Action> = action.iter().chain(solve.iter()).cloned().collect();
     for item in check_items {
-        match parse_check(cx, lr, &solve, spans_reboot, item) {
+        match parse_check(cx, lr, &moves, spans_reboot, item) {
             Some(c) => checks.push(c),
             None => ok = false,
         }
@@ -530,7 +607,7 @@ fn parse_action(cx: &mut Ctx, lr: &LabRecipe, v: Spanned<DeValue>) -> Option<Act
             return None;
         }
     }
-    let action: Action = deserialize(cx, v)?;
+    let action: Action = deserialize(cx, "action", v)?;
     let before = cx.errors.len();
     match &action {
         Action::Build { recipe, version }
@@ -627,9 +704,9 @@ fn check_recipe_version(
 
 /// Version ids a deployments check may name: those of the lab's recipe and of recipes the step
 /// switches to.
-fn known_versions(cx: &Ctx, lr: &LabRecipe, solve: &[Action]) -> Option<BTreeSet<String>> {
+fn known_versions(cx: &Ctx, lr: &LabRecipe, moves: &[Action]) -> Option<BTreeSet<String>> {
     let mut names: Vec<&str> = lr.name.iter().map(String::as_str).collect();
-    for a in solve {
+    for a in moves {
         if let Action::Switch { recipe, .. } = a {
             names.push(recipe);
         }
@@ -644,7 +721,7 @@ fn known_versions(cx: &Ctx, lr: &LabRecipe, solve: &[Action]) -> Option<BTreeSet
 fn parse_check(
     cx: &mut Ctx,
     lr: &LabRecipe,
-    solve: &[Action],
+    moves: &[Action],
     spans_reboot: bool,
     v: Spanned<DeValue>,
 ) -> Option<Check> {
@@ -662,13 +739,15 @@ fn parse_check(
             return None;
         }
     };
-    let raw: RawCheck = deserialize(cx, v)?;
+    let raw: RawCheck = deserialize(cx, "check", v)?;
     let before = cx.errors.len();
 
-    let given: Vec<&str> = ["guest", "host", "deployments"]
+    // In file order, so a clash is reported at the second one written.
+    let mut given: Vec<&str> = ["guest", "host", "deployments"]
         .into_iter()
         .filter(|k| t.contains_key(*k))
         .collect();
+    given.sort_by_key(|k| key_span(&t, k).map(|s| s.start));
     if given.is_empty() {
         cx.err(
             Some(span.clone()),
@@ -749,7 +828,7 @@ fn parse_check(
 
     let probe = if let Some(d) = raw.deployments {
         let dt = t.get("deployments").and_then(|d| d.get_ref().as_table());
-        let known = known_versions(cx, lr, solve);
+        let known = known_versions(cx, lr, moves);
         let mut slot = |key: &str, v: Option<String>| -> Option<Slot> {
             let v = v?;
             if v == "none" {
@@ -933,6 +1012,7 @@ pub fn find(key: &str) -> anyhow::Result<Lab> {
         return load_file(as_path, &recipes).map_err(errors_to_anyhow);
     }
     let (labs, errors) = shipped();
+    let ids: Vec<String> = labs.iter().map(|l| l.id.clone()).collect();
     if let Some(l) = labs
         .into_iter()
         .find(|l| l.id == key || l.path.file_stem().is_some_and(|s| s == key))
@@ -942,8 +1022,6 @@ pub fn find(key: &str) -> anyhow::Result<Lab> {
     if !errors.is_empty() {
         return Err(errors_to_anyhow(errors));
     }
-    let (labs, _) = shipped();
-    let ids: Vec<String> = labs.into_iter().map(|l| l.id).collect();
     anyhow::bail!("no lab {key:?} (known: {})", ids.join(", "))
 }
 
@@ -955,6 +1033,170 @@ fn errors_to_anyhow(errs: Vec<FileError>) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recipes() -> Vec<Recipe> {
+        crate::recipe::shipped().unwrap()
+    }
+
+    const HEAD: &str = "schema = 1\nid = \"t\"\ntitle = \"T\"\nminutes = 5\nsummary = \"s\"\n\
+                        [requires]\nrecipe = \"debian-minimal\"\n";
+
+    fn parse(steps: &str) -> Result<Lab, Vec<FileError>> {
+        parse_lab(Path::new("t.toml"), &format!("{HEAD}{steps}"), &recipes())
+    }
+
+    #[test]
+    fn a_step_with_reboot_gets_a_retry_window_and_lists_accept_one_or_many() {
+        let lab = parse(
+            r#"
+[[steps]]
+id = "up"
+title = "Up"
+text = "x"
+action = { kind = "upgrade", apply = true }
+[[steps.checks]]
+title = "c"
+guest = "cat /etc/a /etc/b"
+stdout_contains = ["a", "b"]
+stdout_matches = 'a\s+b'
+fail = "look"
+[[steps.checks]]
+title = "d"
+host = "true"
+wait = "10s"
+fail = "look"
+
+[[steps]]
+id = "look"
+title = "Look"
+text = "x"
+solve = { kind = "guest", run = "touch /var/x" }
+[[steps.checks]]
+title = "e"
+guest = "bootc status --format=json"
+json = { "status.booted.image.version" = "v2", "items[0].n" = 3 }
+fail = "look"
+"#,
+        )
+        .unwrap();
+        let up = &lab.steps[0];
+        assert!(up.spans_reboot());
+        assert_eq!(up.checks[0].retry.window, RetryPolicy::REBOOT_WINDOW);
+        assert_eq!(up.checks[0].expect.stdout_contains, ["a", "b"]);
+        assert_eq!(up.checks[0].expect.stdout_matches, [r"a\s+b"]);
+        assert_eq!(up.checks[1].retry.window, Duration::from_secs(10));
+        assert_eq!(up.checks[1].probe, Probe::Host { run: "true".into() });
+        let look = &lab.steps[1];
+        assert_eq!(look.action, Action::None);
+        assert!(!look.spans_reboot());
+        assert_eq!(look.checks[0].retry.window, Duration::ZERO);
+        assert_eq!(
+            look.solve,
+            [Action::Guest {
+                run: "touch /var/x".into()
+            }]
+        );
+        assert_eq!(
+            look.checks[0].expect.json,
+            [
+                ("items[0].n".to_string(), serde_json::json!(3)),
+                (
+                    "status.booted.image.version".to_string(),
+                    serde_json::json!("v2")
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn switch_names_its_recipe_and_versions_of_it_are_known() {
+        let lab = parse(
+            r#"
+[[steps]]
+id = "sw"
+title = "Switch"
+text = "x"
+action = { kind = "switch", recipe = "debian-web", version = "v2", apply = true }
+[[steps.checks]]
+title = "c"
+deployments = { booted = "v2", rollback = "v1" }
+fail = "look"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            lab.action_of(&lab.steps[0]),
+            Action::Switch {
+                recipe: "debian-web".into(),
+                version: Some("v2".into()),
+                apply: true
+            }
+        );
+        let e = parse(
+            r#"
+[[steps]]
+id = "sw"
+title = "Switch"
+text = "x"
+action = { kind = "switch", recipe = "debian-web", version = "v3" }
+[[steps.checks]]
+title = "c"
+guest = "true"
+fail = "look"
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].line, e[0].column), (13, 62), "{}", e[0]);
+        assert_eq!(
+            e[0].message,
+            "recipe debian-web has no version \"v3\" (it has: v1, v2)"
+        );
+    }
+
+    #[test]
+    fn an_action_needs_a_recipe_when_the_lab_names_none() {
+        let src = "schema = 1\nid = \"t\"\ntitle = \"T\"\nminutes = 5\nsummary = \"s\"\n\
+                   [[steps]]\nid = \"b\"\ntitle = \"B\"\ntext = \"x\"\n\
+                   action = { kind = \"build\" }\n\
+                   [[steps.checks]]\ntitle = \"c\"\nhost = \"true\"\nfail = \"look\"\n";
+        let e = parse_lab(Path::new("t.toml"), src, &recipes()).unwrap_err();
+        assert_eq!((e[0].line, e[0].column), (10, 10), "{}", e[0]);
+        assert!(
+            e[0].message.starts_with("this action needs a recipe"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn action_fields_match_the_action_enum() {
+        // `action_fields` gives precise "unknown field" errors; it must accept exactly what
+        // serde accepts, for every kind.
+        for kind in Action::KINDS {
+            let fields: Vec<String> = action_fields(kind)
+                .iter()
+                .map(|f| match *f {
+                    "recipe" => "recipe = \"debian-minimal\"".to_string(),
+                    "version" => "version = \"v1\"".to_string(),
+                    "to" => "to = \"v2\"".to_string(),
+                    "run" => "run = \"true\"".to_string(),
+                    other => format!("{other} = true"),
+                })
+                .collect();
+            let mut inline = format!("kind = \"{kind}\"");
+            for f in &fields {
+                inline.push_str(", ");
+                inline.push_str(f);
+            }
+            let steps = format!(
+                "[[steps]]\nid = \"s\"\ntitle = \"S\"\ntext = \"x\"\naction = {{ {inline} }}\n\
+                 [[steps.checks]]\ntitle = \"c\"\nhost = \"true\"\nfail = \"look\"\n"
+            );
+            let lab = parse(&steps).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+            assert_eq!(lab.steps[0].action.kind(), *kind);
+        }
+    }
 
     #[test]
     fn durations() {

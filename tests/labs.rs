@@ -1,0 +1,456 @@
+//! Lab step files: every shipped lab validates, every kind of mistake is reported at the exact
+//! `file:line:col`, and the `bootlab lab` commands work on the real binary.
+
+mod common;
+
+use bootlab::lab::{self, Action, Probe, Slot};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn broken(name: &str) -> PathBuf {
+    root().join("tests/fixtures/labs/broken").join(name)
+}
+
+/// The errors of one broken fixture as `name:line:col: message` lines.
+fn errors_of(name: &str) -> Vec<String> {
+    let recipes = bootlab::recipe::shipped().unwrap();
+    let path = broken(name);
+    let errs = lab::load_file(&path, &recipes).expect_err("the fixture must not validate");
+    errs.iter()
+        .map(|e| {
+            assert_eq!(e.path, path, "errors name the file they are about");
+            format!("{name}:{}:{}: {}", e.line, e.column, e.message)
+        })
+        .collect()
+}
+
+#[test]
+fn shipped_labs_validate() {
+    let (labs, errors) = lab::shipped();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let ids: Vec<&str> = labs.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(ids, ["tour", "first-boot", "upgrade", "rollback"]);
+    for l in &labs {
+        assert_eq!(
+            l.requires.recipe.as_deref(),
+            Some("debian-minimal"),
+            "{}",
+            l.id
+        );
+        for s in &l.steps {
+            assert!(!s.checks.is_empty(), "{}/{}", l.id, s.id);
+            for c in &s.checks {
+                assert!(
+                    c.fail.len() > 20,
+                    "{}/{}: fail message too thin",
+                    l.id,
+                    s.id
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn starter_labs_drive_the_drills_they_teach() {
+    let (labs, _) = lab::shipped();
+    let upgrade = labs.iter().find(|l| l.id == "upgrade").unwrap();
+    let up = upgrade.step("upgrade").unwrap();
+    assert_eq!(
+        up.action,
+        Action::Upgrade {
+            to: Some("v2".into()),
+            apply: false
+        }
+    );
+    let reboot = upgrade.step("reboot").unwrap();
+    assert!(reboot.spans_reboot());
+    // Checks after a reboot wait for the guest by retrying, with no sleep in the file.
+    assert!(reboot.checks.iter().all(|c| !c.retry.window.is_zero()));
+    match &reboot.checks[0].probe {
+        Probe::Deployments(d) => {
+            assert_eq!(d.booted, Some(Slot::Version("v2".into())));
+            assert_eq!(d.rollback, Some(Slot::Version("v1".into())));
+            assert_eq!(d.staged, Some(Slot::Absent));
+        }
+        p => panic!("{p:?}"),
+    }
+    let first = labs.iter().find(|l| l.id == "first-boot").unwrap();
+    let ro = first.step("read-only-usr").unwrap();
+    assert_eq!(ro.action, Action::None);
+    assert_eq!(ro.checks[0].expect.exit, Some(1));
+    // A look-around step answers at once: no retry window.
+    assert!(ro.checks[0].retry.window.is_zero());
+}
+
+#[test]
+fn readme_example_is_a_valid_lab() {
+    let readme = std::fs::read_to_string(root().join("labs/README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("a toml example") + "```toml\n".len();
+    let len = readme[start..].find("```").unwrap();
+    let src = &readme[start..start + len];
+    let recipes = bootlab::recipe::shipped().unwrap();
+    let l = lab::parse_lab(Path::new("labs/README.md"), src, &recipes).unwrap_or_else(|e| {
+        panic!(
+            "{}",
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert_eq!(l.id, "hello-upgrade");
+    assert_eq!(l.steps.len(), 3);
+    let c = &l.steps[1].checks[1];
+    assert_eq!(c.retry.timeout.as_secs(), 20);
+    assert_eq!(c.retry.window.as_secs(), 300);
+    assert_eq!(c.retry.interval.as_secs(), 5);
+    assert_eq!(l.steps[2].solve.len(), 1);
+}
+
+macro_rules! broken_case {
+    ($test:ident, $file:literal, [$($line:literal),+ $(,)?]) => {
+        #[test]
+        fn $test() {
+            assert_eq!(errors_of($file), vec![$($line.to_string()),+]);
+        }
+    };
+}
+
+broken_case!(
+    syntax_error,
+    "syntax.toml",
+    ["syntax.toml:13:17: invalid basic string, expected `\"`"]
+);
+broken_case!(
+    wrong_type,
+    "wrong-type.toml",
+    ["wrong-type.toml:4:11: invalid type: string \"ten\", expected a whole number like 10"]
+);
+broken_case!(
+    unknown_field,
+    "unknown-field.toml",
+    [
+        "unknown-field.toml:10:1: missing field `title` in this step",
+        "unknown-field.toml:12:1: unknown field `titel`, expected one of `id`, `title`, `text`, `hints`, `reboot`, `action`, `checks`, `solve`"
+    ]
+);
+broken_case!(
+    unknown_action_kind,
+    "unknown-action.toml",
+    [
+        "unknown-action.toml:14:19: unknown action kind \"reboooot\": expected one of none, build, disk, boot, reboot, power-cut, guest, host, upgrade, switch, rollback"
+    ]
+);
+broken_case!(
+    unknown_action_field,
+    "unknown-action-field.toml",
+    [
+        "unknown-action-field.toml:14:43: unknown field `memory` for a boot action: expected recipe, version, fresh"
+    ]
+);
+broken_case!(
+    unknown_recipe,
+    "unknown-recipe.toml",
+    [
+        "unknown-recipe.toml:14:36: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-minimal, debian-web, fedora-bootc-core)"
+    ]
+);
+broken_case!(
+    unknown_lab_recipe,
+    "unknown-lab-recipe.toml",
+    [
+        "unknown-lab-recipe.toml:8:10: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-minimal, debian-web, fedora-bootc-core)"
+    ]
+);
+broken_case!(
+    unknown_version,
+    "unknown-version.toml",
+    [
+        "unknown-version.toml:14:37: recipe debian-minimal has no version \"v9\" (it has: v1, v2, v3)"
+    ]
+);
+broken_case!(
+    unknown_deployment_version,
+    "unknown-deployment-version.toml",
+    [
+        "unknown-deployment-version.toml:18:26: unknown version \"v7\" for booted (known: v1, v2, v3, or \"none\")"
+    ]
+);
+broken_case!(
+    duplicate_step_id,
+    "duplicate-step.toml",
+    ["duplicate-step.toml:22:6: duplicate step id \"boot\": step ids must be unique in a lab"]
+);
+broken_case!(
+    step_without_checks,
+    "no-checks.toml",
+    [
+        "no-checks.toml:22:6: step \"look\" has no checks: add at least one [[steps.checks]] so the learner knows it worked"
+    ]
+);
+broken_case!(
+    bad_regex,
+    "bad-regex.toml",
+    ["bad-regex.toml:19:18: bad regex \"v(1\": unclosed group"]
+);
+broken_case!(
+    wrong_schema,
+    "wrong-schema.toml",
+    ["wrong-schema.toml:1:10: unsupported schema 2: this bootlab reads schema 1 step files"]
+);
+broken_case!(
+    missing_schema,
+    "missing-schema.toml",
+    ["missing-schema.toml:1:1: missing `schema = 1` (the step-file format version) at the top"]
+);
+broken_case!(
+    missing_fail,
+    "missing-fail.toml",
+    ["missing-fail.toml:16:1: missing field `fail` in this check"]
+);
+broken_case!(
+    two_probes,
+    "two-probes.toml",
+    [
+        "two-probes.toml:19:1: a check looks at one thing: `deployments` and `guest` cannot both be set"
+    ]
+);
+broken_case!(
+    no_probe,
+    "no-probe.toml",
+    [
+        "no-probe.toml:16:1: a check needs something to look at: guest = \"cmd\", host = \"cmd\" or deployments = { booted = \"v2\" }"
+    ]
+);
+broken_case!(
+    bad_duration,
+    "bad-duration.toml",
+    [
+        "bad-duration.toml:20:8: `wait` = \"5 minutes\" is not a duration: write e.g. \"30s\", \"2m\" or \"1m30s\""
+    ]
+);
+broken_case!(
+    bad_json_path,
+    "bad-json-path.toml",
+    ["bad-json-path.toml:19:10: bad JSON path \"status..booted\": empty key at character 8"]
+);
+broken_case!(
+    misspelled_steps,
+    "no-steps.toml",
+    [
+        "no-steps.toml:10:3: unknown field `stepz`, expected one of `schema`, `id`, `title`, `minutes`, `summary`, `requires`, `steps`",
+        "no-steps.toml:16:3: `steps` must be an array of tables ([[steps]]), not a table",
+    ]
+);
+// Every mistake of a file is reported, not just the first.
+broken_case!(
+    all_errors_of_a_file,
+    "many-errors.toml",
+    [
+        "many-errors.toml:4:11: invalid type: string \"one\", expected a whole number like 10",
+        "many-errors.toml:14:37: recipe debian-minimal has no version \"v9\" (it has: v1, v2, v3)",
+        "many-errors.toml:19:18: bad regex \"((\": unclosed group",
+        "many-errors.toml:23:6: duplicate step id \"boot\": step ids must be unique in a lab",
+        "many-errors.toml:23:6: step \"boot\" has no checks: add at least one [[steps.checks]] so the learner knows it worked",
+    ]
+);
+
+// Every wrong key of every table, not only the first serde meets.
+broken_case!(
+    every_wrong_key_of_a_table,
+    "every-wrong-key.toml",
+    [
+        "every-wrong-key.toml:4:11: invalid type: string \"ten\", expected a whole number like 10",
+        "every-wrong-key.toml:5:11: invalid type: integer `5`, expected a string",
+        "every-wrong-key.toml:6:1: unknown field `colour`, expected one of `schema`, `id`, `title`, `minutes`, `summary`, `requires`, `steps`",
+        "every-wrong-key.toml:10:1: unknown field `hosttools`, expected one of `recipe`, `family`, `host_tools`",
+        "every-wrong-key.toml:14:9: invalid type: integer `3`, expected a string",
+        "every-wrong-key.toml:16:1: unknown field `hint`, expected one of `id`, `title`, `text`, `hints`, `reboot`, `action`, `checks`, `solve`",
+        "every-wrong-key.toml:18:1: missing field `fail` in this check",
+        "every-wrong-key.toml:21:8: invalid type: string \"zero\", expected an integer like 0",
+        "every-wrong-key.toml:22:19: invalid type: integer `4`, expected a string or an array of strings",
+        "every-wrong-key.toml:23:1: unknown field `fial`, expected one of `title`, `guest`, `host`, `deployments`, `exit`, `stdout_contains`, `stdout_lacks`, `stdout_matches`, `stderr_contains`, `json`, `timeout`, `wait`, `every`, `fail`",
+    ]
+);
+
+#[test]
+fn every_broken_fixture_has_a_test() {
+    let tested = include_str!("labs.rs");
+    for f in std::fs::read_dir(root().join("tests/fixtures/labs/broken")).unwrap() {
+        let name = f.unwrap().file_name().into_string().unwrap();
+        assert!(
+            tested.contains(&format!("\"{name}\",")),
+            "{name} has no test"
+        );
+    }
+}
+
+#[test]
+fn a_mistake_on_line_n_is_reported_at_line_n() {
+    // Take a real lab, break one line in a copy, and check the CLI names that line.
+    let src = std::fs::read_to_string(root().join("labs/02-upgrade.toml")).unwrap();
+    let (n, line) = src
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.starts_with("action = { kind = \"upgrade\""))
+        .unwrap();
+    let (n, col) = (n + 1, line.find("\"v2\"").unwrap() + 1);
+    let broken = src.replacen(
+        "action = { kind = \"upgrade\", to = \"v2\" }",
+        "action = { kind = \"upgrade\", to = \"v5\" }",
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("02-upgrade.toml");
+    std::fs::write(&path, broken).unwrap();
+    let out = common::bootlab()
+        .args(["lab", "validate"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let want = format!(
+        "{}:{n}:{col}: recipe debian-minimal has no version \"v5\" (it has: v1, v2, v3)",
+        path.display()
+    );
+    assert!(
+        stderr.lines().any(|l| l == want),
+        "want {want}\ngot {stderr}"
+    );
+}
+
+#[test]
+fn cli_validate_shipped_labs() {
+    for args in [vec!["lab", "validate"], vec!["lab", "validate", "labs/"]] {
+        let out = common::bootlab().args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "4 labs ok\n");
+    }
+}
+
+#[test]
+fn cli_validate_broken_files_exits_1_with_positions() {
+    let out = common::bootlab()
+        .args(["lab", "validate"])
+        .arg(broken("bad-regex.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:19:18: bad regex",
+            broken("bad-regex.toml").display()
+        )),
+        "{stderr}"
+    );
+
+    // A folder: every file is reported, each with its own positions.
+    let out = common::bootlab()
+        .args(["lab", "validate"])
+        .arg(root().join("tests/fixtures/labs/broken"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for f in std::fs::read_dir(root().join("tests/fixtures/labs/broken")).unwrap() {
+        let p = f.unwrap().path();
+        assert!(
+            stderr.contains(&format!("{}:", p.display())),
+            "{} not reported:\n{stderr}",
+            p.display()
+        );
+    }
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn cli_list_text_and_json() {
+    let out = common::bootlab().args(["lab", "list"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{text}");
+    assert!(lines[2].starts_with("first-boot"), "{text}");
+    assert!(lines[2].contains(" 7 "), "first-boot has 7 steps: {text}");
+
+    let out = common::bootlab()
+        .args(["lab", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[1]["id"], "first-boot");
+    assert_eq!(rows[1]["steps"], 7);
+    assert_eq!(rows[1]["minutes"], 25);
+    assert_eq!(rows[1]["recipe"], "debian-minimal");
+}
+
+#[test]
+fn cli_show_by_id_stem_and_path() {
+    for key in ["upgrade", "02-upgrade", "labs/02-upgrade.toml"] {
+        let out = common::bootlab()
+            .args(["lab", "show", key])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.starts_with("upgrade — Upgrade:"), "{text}");
+        assert!(
+            text.contains("3. upgrade — Upgrade to v2 (staged, not yet booted)"),
+            "{text}"
+        );
+        assert!(text.contains("action: upgrade v2\n"), "{text}");
+        assert!(text.contains("action: boot debian-minimal v1\n"), "{text}");
+        assert!(text.contains("     [ ] v2 is booted and v1 is the rollback\n         deployments: booted v2, no staged, rollback v1"), "{text}");
+        assert!(text.contains("action: rollback (and reboot)"), "{text}");
+    }
+    let out = common::bootlab()
+        .args(["lab", "show", "first-boot", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["steps"][0]["action"]["kind"], "build");
+    assert_eq!(v["steps"][0]["action"]["version"], "v1");
+    assert_eq!(v["steps"][3]["checks"][0]["expect"]["exit"], 1);
+    let booted = &v["steps"][2]["checks"][0];
+    assert_eq!(booted["probe"]["kind"], "deployments");
+    assert_eq!(booted["probe"]["booted"], "v1");
+    assert_eq!(booted["probe"]["staged"], "none");
+    assert_eq!(booted["retry"]["window_secs"], 240);
+
+    let out = common::bootlab()
+        .args(["lab", "show", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no lab \"nope\" (known: tour, first-boot, upgrade, rollback)"),
+        "{stderr}"
+    );
+
+    // A broken file by path: its errors, with positions.
+    let out = common::bootlab()
+        .args(["lab", "show"])
+        .arg(broken("wrong-type.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong-type.toml:4:11: invalid type"));
+}
