@@ -98,7 +98,7 @@ pub fn run_image(c: ImageCmd) -> anyhow::Result<ExitCode> {
                 paths.ostree_repo().display()
             );
             println!("kernel  {}", r.kernel);
-            print_table(&r.timings);
+            print_table(&r.timings, r.cold_secs);
         }
         ImageCmd::Publish {
             recipe,
@@ -121,7 +121,7 @@ pub fn run_image(c: ImageCmd) -> anyhow::Result<ExitCode> {
                 r.0.branch,
                 r.0.repo.display()
             );
-            print_table(&r.1);
+            print_table(&r.1, 0.0);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -161,7 +161,7 @@ pub fn run_disk(c: DiskCmd) -> anyhow::Result<ExitCode> {
             }
             let mut t = b.timings;
             t.extend(d.timings);
-            print_table(&t);
+            print_table(&t, b.cold_secs + d.cold_secs);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -171,9 +171,18 @@ fn short(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
 
-/// The timing table, and how many stages were cache hits.
-fn print_table(rows: &[crate::events::StageTiming]) {
+/// The timing table, how many stages were cache hits and, when some were, what the cold run of
+/// the same artifacts took (`cold_secs`, 0 when unknown).
+fn print_table(rows: &[crate::events::StageTiming], cold_secs: f64) {
     print!("{}", timing_table(rows));
     let hits = rows.iter().filter(|r| r.cached).count();
-    println!("cache   {hits}/{} stages were hits", rows.len());
+    let total: f64 = rows.iter().map(|r| r.secs).sum();
+    let mut line = format!("cache   {hits}/{} stages were hits", rows.len());
+    if hits > 0 && cold_secs > total && total > 0.0 {
+        line.push_str(&format!(
+            "; {total:.2} s now vs {cold_secs:.1} s cold ({:.0}x faster)",
+            cold_secs / total
+        ));
+    }
+    println!("{line}");
 }

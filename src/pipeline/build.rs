@@ -46,6 +46,9 @@ pub struct BuildResult {
     /// The whole build was a cache hit.
     pub cached: bool,
     pub timings: Vec<StageTiming>,
+    /// Seconds the cold build of this image took (build, export, convert+commit), to show what
+    /// a cache hit saved.
+    pub cold_secs: f64,
 }
 
 /// The record a build leaves for the next one.
@@ -57,6 +60,8 @@ pub struct BuildRecord {
     pub commit: String,
     pub kernel: String,
     pub built_at: String,
+    #[serde(default)]
+    pub cold_secs: f64,
 }
 
 pub fn record_path(paths: &Paths, recipe: &str, version: &str) -> PathBuf {
@@ -149,6 +154,7 @@ pub async fn build_image(
         kernel: rec.kernel.clone(),
         cached,
         timings,
+        cold_secs: rec.cold_secs,
     };
 
     let previous = last_build(paths, recipe.name(), &version.id);
@@ -173,6 +179,16 @@ pub async fn build_image(
 
     let work_root = paths.cache.join("builds");
     std::fs::create_dir_all(&work_root)?;
+    // One build at a time on this host (2 cores; podman's store is shared); under the lock, a
+    // staging folder left by a killed build is ours to remove.
+    let _lock = super::HostLock::acquire("build", ev, cancel).await?;
+    for e in std::fs::read_dir(&work_root)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".work-") {
+            ev.note("build", format!("removing leftover {}", e.path().display()));
+            let p = e.path();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(p)).await;
+        }
+    }
     // The exported tar and its unpacked tree (~800 MB each, briefly both).
     check_free_space(&work_root, 2 * GIB, "exporting and committing an image")?;
     let work = tempfile::Builder::new()
@@ -281,6 +297,11 @@ pub async fn build_image(
         commit,
         kernel: report.kernel_version,
         built_at,
+        cold_secs: timings
+            .iter()
+            .filter(|t| t.stage != "base")
+            .map(|t| t.secs)
+            .sum(),
     };
     crate::paths::write_atomic(
         &record_path(paths, recipe.name(), &version.id),

@@ -41,6 +41,8 @@ pub struct DiskResult {
     pub commit: String,
     pub cached: bool,
     pub timings: Vec<StageTiming>,
+    /// Seconds making this disk took when it was made.
+    pub cold_secs: f64,
 }
 
 /// The metadata file beside a golden disk.
@@ -57,6 +59,8 @@ pub struct DiskMeta {
     pub branch: String,
     pub kargs: Vec<String>,
     pub created: String,
+    #[serde(default)]
+    pub make_secs: f64,
 }
 
 /// File name (without extension) of the golden disk of a commit.
@@ -107,20 +111,25 @@ pub async fn make_disk(
     cancel: &CancellationToken,
 ) -> Result<DiskResult> {
     let t = StageTimer::start(ev, "disk");
-    let result = |path: PathBuf, cached: bool, t: StageTimer| DiskResult {
-        path,
-        recipe: recipe.into(),
-        version: version.into(),
-        commit: commit.into(),
-        cached,
-        timings: vec![t.finish(cached)],
+    let started = std::time::Instant::now();
+    let result = |path: PathBuf, cached: bool, t: StageTimer, cold: Option<f64>| {
+        let timing = t.finish(cached);
+        DiskResult {
+            path,
+            recipe: recipe.into(),
+            version: version.into(),
+            commit: commit.into(),
+            cached,
+            cold_secs: cold.unwrap_or(timing.secs),
+            timings: vec![timing],
+        }
     };
-    if let Some((p, _)) = find_golden(paths, recipe, version, commit) {
+    if let Some((p, meta)) = find_golden(paths, recipe, version, commit) {
         ev.note(
             "disk",
             format!("reusing {} (commit unchanged)", p.display()),
         );
-        return Ok(result(p, true, t));
+        return Ok(result(p, true, t, Some(meta.make_secs)));
     }
     let host = Repo::at(paths.ostree_repo());
     if !host.has_commit(commit, cancel).await? {
@@ -131,6 +140,10 @@ pub async fn make_disk(
     }
     let dir = paths.disks();
     std::fs::create_dir_all(&dir)?;
+    // One disk maker at a time; under the lock, temp files and mounts left by a killed one are
+    // ours to reap.
+    let _lock = super::HostLock::acquire("disk", ev, cancel).await?;
+    reap_leftovers(&dir, ev).await;
     // ~1 GB is really written into the sparse 6 GiB file.
     check_free_space(&dir, 2 * GIB, "a golden disk")?;
     let dest = golden_path(paths, recipe, version, commit);
@@ -142,7 +155,7 @@ pub async fn make_disk(
     let mut tmp = TempFile(Some(tmp_path.clone()));
     let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
 
-    let meta = fill_disk(
+    let mut meta = fill_disk(
         &tmp_path,
         mnt.path(),
         &host,
@@ -153,6 +166,7 @@ pub async fn make_disk(
         cancel,
     )
     .await?;
+    meta.make_secs = started.elapsed().as_secs_f64();
 
     std::fs::File::open(&tmp_path)?.sync_all()?;
     std::fs::rename(&tmp_path, &dest).with_context(|| format!("rename to {}", dest.display()))?;
@@ -161,7 +175,54 @@ pub async fn make_disk(
         &meta_path(&dest),
         serde_json::to_string_pretty(&meta)?.as_bytes(),
     )?;
-    Ok(result(dest, false, t))
+    Ok(result(dest, false, t, None))
+}
+
+/// Undo what a killed disk maker left in `dir`: mounts under `.mnt-*`, loop devices over
+/// `.tmp-*.raw`, and the files themselves.
+pub async fn reap_leftovers(dir: &Path, ev: &Emitter) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // Mount dirs first (they hold the loop devices busy).
+    names.sort_by_key(|p| {
+        !p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .starts_with(".mnt-")
+    });
+    for p in names {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with(".mnt-") {
+            use nix::mount::{MntFlags, umount2};
+            let _ = umount2(&p.join("boot"), MntFlags::MNT_DETACH);
+            let _ = umount2(&p, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir_all(&p);
+            ev.note("disk", format!("reaped {}", p.display()));
+        } else if name.starts_with(".tmp-") {
+            if let Ok(out) = HostCmd::new("losetup")
+                .arg("-j")
+                .arg(&p)
+                .capture()
+                .run("disk", &Emitter::null(), &CancellationToken::new())
+                .await
+            {
+                for dev in out.stdout.lines().filter_map(|l| l.split(':').next()) {
+                    let _ = HostCmd::new("losetup")
+                        .args(["--detach", dev])
+                        .run_unchecked("disk", ev, &CancellationToken::new())
+                        .await;
+                }
+            }
+            let _ = std::fs::remove_file(&p);
+            ev.note("disk", format!("reaped {}", p.display()));
+        }
+    }
 }
 
 /// Everything between an empty file and a complete disk. Loop devices and mounts are guards:
@@ -306,6 +367,7 @@ async fn fill_disk(
         branch: br,
         kargs,
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        make_secs: 0.0,
     })
 }
 

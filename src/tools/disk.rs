@@ -109,6 +109,26 @@ pub struct LoopDevice {
 impl LoopDevice {
     /// `losetup --find --show --offset … --sizelimit … FILE` (no partition scanning needed).
     pub async fn attach(file: &Path, part: Part, stage: &str, ev: &Emitter) -> Result<LoopDevice> {
+        Self::attach_with(file, part, false, stage, ev).await
+    }
+
+    /// A read-only loop device (for inspecting a golden disk without changing it).
+    pub async fn attach_read_only(
+        file: &Path,
+        part: Part,
+        stage: &str,
+        ev: &Emitter,
+    ) -> Result<LoopDevice> {
+        Self::attach_with(file, part, true, stage, ev).await
+    }
+
+    async fn attach_with(
+        file: &Path,
+        part: Part,
+        read_only: bool,
+        stage: &str,
+        ev: &Emitter,
+    ) -> Result<LoopDevice> {
         if !Path::new("/dev/loop-control").exists() {
             bail!(
                 "no loop devices on this host (/dev/loop-control is missing): load the loop module (`modprobe loop`), or in a container pass --device /dev/loop-control and /dev/loopN"
@@ -118,6 +138,7 @@ impl LoopDevice {
         // output would leak the device. losetup takes milliseconds.
         let out = HostCmd::new("losetup")
             .args(["--find", "--show"])
+            .args(read_only.then_some("--read-only"))
             .arg(format!("--offset={}", part.offset))
             .arg(format!("--sizelimit={}", part.size))
             .arg(file)

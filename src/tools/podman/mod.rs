@@ -161,7 +161,7 @@ impl Podman {
     ) -> Result<String> {
         let mut c = self
             .cmd()
-            .args(["build", "--network=host", "--layers"])
+            .args(["build", "--network=host", "--layers", "--force-rm"])
             .args(self.choice.ulimit_args());
         for (k, v) in &spec.build_args {
             c = c.args(["--build-arg".to_string(), format!("{k}={v}")]);
@@ -201,12 +201,25 @@ impl Podman {
                 }
             })
         };
+        // A killed `podman build` leaves its buildah working container behind; builds are
+        // serialized host-wide so the ones that appear meanwhile are ours to remove.
+        let _lock = crate::pipeline::HostLock::acquire("podman-build", ev, cancel).await?;
+        let before = self.builder_containers().await.unwrap_or_default();
         let result = c.run(stage, &relay, cancel).await;
         drop(relay);
         let _ = forward.await;
         match result {
             Ok(_) => {}
             Err(e) => {
+                if let Ok(now) = self.builder_containers().await {
+                    for id in now.iter().filter(|id| !before.contains(*id)) {
+                        let _ = self
+                            .cmd()
+                            .args(["rm", "-f", id.as_str()])
+                            .run_unchecked(stage, ev, &CancellationToken::new())
+                            .await;
+                    }
+                }
                 return Err(match e.downcast::<CmdFailed>() {
                     Ok(f) => BuildFailed {
                         step: last_step.lock().unwrap().clone(),
@@ -279,6 +292,23 @@ impl Podman {
             .run(stage, ev, cancel)
             .await?;
         Ok(())
+    }
+
+    /// Ids of buildah's working containers (podman lists them as external, command `buildah`).
+    pub async fn builder_containers(&self) -> Result<Vec<String>> {
+        let out = self
+            .cmd()
+            .args(["ps", "-a", "--external", "--format", "{{.ID}} {{.Command}}"])
+            .capture()
+            .run("podman", &Emitter::null(), &CancellationToken::new())
+            .await?;
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, cmd)| cmd.trim() == "buildah")
+            .map(|(id, _)| id.to_string())
+            .collect())
     }
 
     /// Names of all containers podman knows, including buildah's build containers.
