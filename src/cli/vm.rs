@@ -121,7 +121,9 @@ pub fn run(c: VmCmd) -> Result<ExitCode> {
 }
 
 async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
-    vm::reap_stale(&paths);
+    for line in vm::reap_stale(&paths) {
+        eprintln!("bootlab: {line}");
+    }
     match c {
         VmCmd::Up {
             recipe,

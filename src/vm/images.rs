@@ -66,12 +66,16 @@ pub async fn booted_image(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<PathBuf> {
+    // The image lives beside the golden disk as named (a symlinked golden keeps its images in
+    // the linking folder); the overlay is backed by the real file.
+    let named = golden.to_path_buf();
     let golden = std::fs::canonicalize(golden)
         .with_context(|| format!("golden disk {}", golden.display()))?;
-    let accel = o
-        .accel
-        .unwrap_or_else(|| crate::tools::qemu::choose_accel(paths).0);
-    let dest = booted_path(&golden, o, accel);
+    let accel = match o.accel {
+        Some(a) => a,
+        None => crate::tools::qemu::choose_accel(paths, ev, cancel).await.0,
+    };
+    let dest = booted_path(&named, o, accel);
     if dest.exists() {
         return Ok(dest);
     }

@@ -159,7 +159,7 @@ pub async fn up(
     }
     let (accel, reason) = match opts.accel {
         Some(a) => (a, format!("{} asked for", a.as_str())),
-        None => qemu::choose_accel(paths),
+        None => qemu::choose_accel(paths, ev, cancel).await,
     };
     ev.note(&stage, format!("accelerator {}: {reason}", accel.as_str()));
     let boot_timeout = opts.boot_timeout.unwrap_or(match accel {
@@ -237,9 +237,30 @@ pub async fn up(
                 let log = crate::vm::console::tail(&rec.supervisor_log, 15).join("\n  ");
                 anyhow!("{e:#}; supervisor log:\n  {log}")
             })?;
-        let fwd = client.forward(ev.clone(), CancellationToken::new()).await?;
+        // Forward the boot's events until the VM is ready (or stopped), then stop forwarding.
+        let mut sub = client.subscribe().await?;
+        let (fev, vm_name) = (ev.clone(), opts.name.clone());
+        let mut fwd = tokio::spawn(async move {
+            while let Some(e) = sub.recv().await {
+                fev.emit(e.to_engine(&vm_name).event);
+                if matches!(
+                    e.event,
+                    super::VmEvent::State {
+                        state: VmState::Ready | VmState::Stopped,
+                        ..
+                    }
+                ) {
+                    break;
+                }
+            }
+        });
         let r = client.wait_ready(boot_timeout).await;
-        fwd.abort();
+        if tokio::time::timeout(Duration::from_secs(2), &mut fwd)
+            .await
+            .is_err()
+        {
+            fwd.abort();
+        }
         r
     };
     let r = tokio::select! {
@@ -247,17 +268,7 @@ pub async fn up(
         _ = cancel.cancelled() => Err(Cancelled.into()),
     };
     match r {
-        Ok(rec) => {
-            ev.emit(Event::State {
-                object: stage,
-                state: "ready".into(),
-                detail: format!(
-                    "guest agent answered after {:.1}s",
-                    rec.ready_secs.unwrap_or(0.0)
-                ),
-            });
-            Ok(rec)
-        }
+        Ok(rec) => Ok(rec),
         Err(e) => {
             // Nothing lingers after a failed or cancelled start.
             let _ = stop(paths, &opts.name, true, Duration::from_secs(5)).await;
@@ -498,9 +509,6 @@ pub fn reap_stale(paths: &Paths) -> Vec<String> {
                 vm_dir.display()
             ));
         }
-    }
-    for d in &done {
-        eprintln!("bootlab: {d}");
     }
     done
 }

@@ -140,24 +140,27 @@ pub fn qemu_escape(s: &str) -> String {
 
 /// Pick the accelerator: KVM only when the doctor's probe says a guest really runs under it
 /// (on this machine kind /dev/kvm exists but guests never get past early boot). Returns the
-/// choice and the reason, which the VM's event log shows.
-pub fn choose_accel(paths: &crate::paths::Paths) -> (Accel, String) {
+/// choice and the reason, which the VM's event log shows. The probe's verdict is cached per QEMU
+/// version and kernel; an unknown verdict is probed now (a few seconds), and a probe that fails
+/// counts as "KVM unusable".
+pub async fn choose_accel(
+    paths: &crate::paths::Paths,
+    ev: &crate::events::Emitter,
+    cancel: &crate::events::CancellationToken,
+) -> (Accel, String) {
     match std::env::var("BOOTLAB_ACCEL").as_deref() {
         Ok("tcg") => return (Accel::Tcg, "TCG forced by BOOTLAB_ACCEL=tcg".into()),
         Ok("kvm") => return (Accel::Kvm, "KVM forced by BOOTLAB_ACCEL=kvm".into()),
         _ => {}
     }
-    kvm_choice(paths)
-}
-
-fn kvm_choice(_paths: &crate::paths::Paths) -> (Accel, String) {
     if !std::path::Path::new("/dev/kvm").exists() {
         return (Accel::Tcg, "TCG: no /dev/kvm on this host".into());
     }
-    (
-        Accel::Tcg,
-        "TCG: KVM usability unknown (no KVM probe result yet; `bootlab doctor` probes it)".into(),
-    )
+    match kvm_probe::cached(paths, ev, cancel).await {
+        Ok(p) if p.usable => (Accel::Kvm, format!("KVM: {}", p.reason)),
+        Ok(p) => (Accel::Tcg, format!("TCG: {}", p.reason)),
+        Err(e) => (Accel::Tcg, format!("TCG: the KVM probe failed ({e:#})")),
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released; QEMU binds it a moment later).

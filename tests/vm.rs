@@ -1,0 +1,511 @@
+//! VMs end to end, with real QEMU and the `debian-minimal` golden disk (built through the
+//! pipeline in the tests' shared home, once; `BOOTLAB_TEST_GOLDEN=<raw disk>` reuses one instead).
+//! One VM at a time (heavy_lock), and no QEMU may outlive a test.
+
+mod common;
+
+use bootlab::events::{CancellationToken, Emitter, Event};
+use bootlab::paths::Paths;
+use bootlab::vm::{self, UpOptions, VmClient, VmEvent, VmRecord, VmState, images, procs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Asserts on drop that no process (QEMU or supervisor) names this VM's folder any more; kills
+/// leftovers first so a failing test does not leak a VM into the next one.
+struct NoLeftovers(PathBuf);
+
+impl NoLeftovers {
+    fn new(paths: &Paths, name: &str) -> NoLeftovers {
+        NoLeftovers(VmRecord::dir(paths, name))
+    }
+}
+
+impl Drop for NoLeftovers {
+    fn drop(&mut self) {
+        let needle = self.0.to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut left = procs::mentioning(&needle);
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            left = procs::mentioning(&needle);
+        }
+        for p in &left {
+            procs::kill_verified(*p, &needle);
+        }
+        if !std::thread::panicking() {
+            assert!(
+                left.is_empty(),
+                "processes left behind for {needle}: {left:?}"
+            );
+        }
+        assert!(procs::qemus_under(&self.0).is_empty());
+    }
+}
+
+fn paths() -> Paths {
+    Paths::under(&common::shared_home())
+}
+
+/// The debian-minimal v1 golden disk in the shared home.
+async fn golden(paths: &Paths) -> PathBuf {
+    if let Some(g) = std::env::var_os("BOOTLAB_TEST_GOLDEN").filter(|v| !v.is_empty()) {
+        // Linked into the shared home so cached booted images land there, not beside the source.
+        let link = paths.disks().join("test-golden-debian-minimal-v1.raw");
+        std::fs::create_dir_all(paths.disks()).unwrap();
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&g, &link).unwrap();
+        return link;
+    }
+    let r = bootlab::recipe::find("debian-minimal").unwrap();
+    let v = r.resolve_version(Some("v1")).unwrap().clone();
+    let (ev, rx) = Emitter::channel();
+    let printer = print(rx);
+    let cancel = CancellationToken::new();
+    let b = bootlab::pipeline::build::build_image(paths, &r, &v, &ev, &cancel)
+        .await
+        .expect("build debian-minimal v1");
+    let d = bootlab::pipeline::disk::make_disk(paths, r.name(), &v.id, &b.commit, &ev, &cancel)
+        .await
+        .expect("golden disk of debian-minimal v1");
+    drop(ev);
+    printer.await.unwrap();
+    d.path
+}
+
+fn print(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<bootlab::events::Stamped>,
+) -> tokio::task::JoinHandle<Vec<Event>> {
+    tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(s) = rx.recv().await {
+            match &s.event {
+                Event::Log { .. } => {}
+                e => eprintln!("{e:?}"),
+            }
+            all.push(s.event);
+        }
+        all
+    })
+}
+
+fn options(name: &str) -> UpOptions {
+    let r = bootlab::recipe::find("debian-minimal").unwrap();
+    let mut o = UpOptions::new(name).for_recipe(&r, "v1");
+    o.boot_timeout = Some(Duration::from_secs(400)); // a loaded CI machine; 240 s is the default
+    o
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boot_exec_snapshot_restore_powerdown() {
+    if !common::require_root() {
+        return;
+    }
+    let _lock = common::heavy_lock();
+    let paths = paths();
+    let golden = golden(&paths).await;
+    let name = format!("e2e-{}", std::process::id());
+    let _guard = NoLeftovers::new(&paths, &name);
+    let mut o = options(&name);
+    o.golden = Some(golden);
+
+    let (ev, rx) = Emitter::channel();
+    let events = print(rx);
+    let t = Instant::now();
+    let rec = vm::up(&paths, o, &ev, &CancellationToken::new())
+        .await
+        .expect("boots");
+    let boot = t.elapsed().as_secs_f64();
+    assert_eq!(rec.state, VmState::Ready);
+    assert!(rec.accel_reason.contains("TCG") || rec.accel_reason.contains("KVM"));
+    drop(ev);
+    let seen = events.await.unwrap();
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Log { line, .. } if !line.is_empty())),
+        "console lines arrive as events while booting"
+    );
+
+    let c = VmClient::connect(&paths, &name).await.unwrap();
+    let st = c.exec(&["ostree", "admin", "status"]).await.unwrap();
+    println!("ostree admin status:\n{}", st.stdout);
+    assert!(st.success(), "{st:?}");
+    assert!(st.stdout.contains("* debian "), "{}", st.stdout);
+    assert!(st.stdout.contains("Version: v1"), "{}", st.stdout);
+    let osr = c.exec(&["cat", "/etc/os-release"]).await.unwrap();
+    assert!(osr.stdout.contains("Debian GNU/Linux 12"), "{}", osr.stdout);
+
+    // Exit code and both streams come back as the guest produced them.
+    let f = c.sh("echo out; echo err >&2; exit 3").await.unwrap();
+    assert_eq!(
+        (f.code, f.stdout.as_str(), f.stderr.as_str()),
+        (Some(3), "out\n", "err\n")
+    );
+    let cli = common::bootlab()
+        .args([
+            "vm",
+            "exec",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "echo from-cli; exit 5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        cli.status.code(),
+        Some(5),
+        "bootlab exits with the guest's code"
+    );
+    assert_eq!(String::from_utf8_lossy(&cli.stdout), "from-cli\n");
+    let ls = common::bootlab()
+        .args(["vm", "ls", "--json"])
+        .output()
+        .unwrap();
+    let listed: Vec<VmRecord> = serde_json::from_slice(&ls.stdout).unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.name == name && r.state == VmState::Ready)
+    );
+    let hostname = c.read_file("/etc/os-release").await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&hostname), osr.stdout);
+
+    // The update share is mounted once ready.
+    let fs = c
+        .exec(&["findmnt", "-n", "-o", "FSTYPE", "/run/bootlab/updates"])
+        .await
+        .unwrap();
+    assert_eq!(fs.stdout.trim(), "9p");
+
+    // Snapshot: save, change the guest, restore: the change is gone, the agent answers.
+    let saved = c.snapshot_save("e2e").await.expect("snapshot save");
+    assert!(
+        saved.share_remounted,
+        "the 9p share was unmounted for savevm and mounted again"
+    );
+    assert!(
+        c.sh("touch /var/tmp/after-snapshot")
+            .await
+            .unwrap()
+            .success()
+    );
+    let t = Instant::now();
+    let restored = c
+        .snapshot_restore("e2e", Duration::from_secs(120))
+        .await
+        .expect("restore");
+    let restore = t.elapsed().as_secs_f64();
+    let gone = c.sh("test -e /var/tmp/after-snapshot").await.unwrap();
+    assert_eq!(gone.code, Some(1), "restore rewound the guest");
+    let fs = c
+        .exec(&["findmnt", "-n", "-o", "FSTYPE", "/run/bootlab/updates"])
+        .await
+        .unwrap();
+    assert_eq!(fs.stdout.trim(), "9p", "share mounted again after restore");
+
+    println!("\n{:<34} {:>8}", "", "seconds");
+    println!(
+        "{:<34} {:>8.1}",
+        format!("cold boot to ready ({})", rec.accel.as_str()),
+        boot
+    );
+    println!(
+        "{:<34} {:>8.1}",
+        "  (QEMU start to agent answering)",
+        rec.ready_secs.unwrap()
+    );
+    println!("{:<34} {:>8.1}", "snapshot save", saved.secs);
+    println!("{:<34} {:>8.1}", "snapshot restore to ready", restore);
+    println!(
+        "{:<34} {:>8.1}",
+        "  (of which the snapshot-load job)", restored.secs
+    );
+    println!("{:<34} {:>8.1}x\n", "restore is faster by", boot / restore);
+    assert!(
+        restore * 10.0 <= boot,
+        "restore {restore:.1}s is not 10x faster than boot {boot:.1}s"
+    );
+
+    // Clean power-down: SHUTDOWN from the guest.
+    let mut sub = c.subscribe().await.unwrap();
+    let reason = c
+        .powerdown(Duration::from_secs(180))
+        .await
+        .expect("powers down");
+    assert!(
+        reason.as_deref().unwrap_or("").contains("guest-shutdown"),
+        "{reason:?}"
+    );
+    let mut saw_shutdown = false;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+        if matches!(&e.event, VmEvent::Qmp { event, .. } if event == "SHUTDOWN") {
+            saw_shutdown = true;
+        }
+    }
+    assert!(saw_shutdown, "SHUTDOWN event delivered to subscribers");
+    assert_eq!(
+        VmRecord::load(&paths, &name).unwrap().state,
+        VmState::Stopped
+    );
+    vm::down(&paths, &name, false, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(!VmRecord::dir(&paths, &name).exists());
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spawn_up(golden: &Path, name: &str) -> std::process::Child {
+    common::bootlab()
+        .args(["vm", "up", "debian-minimal", "--name", name, "--disk"])
+        .arg(golden)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn booting(paths: &Paths, name: &str) -> Option<VmRecord> {
+    VmRecord::load(paths, name)
+        .ok()
+        .filter(|r| r.state == VmState::Booting && r.qemu_pid.is_some())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_supervisor_takes_qemu_along_and_is_reaped() {
+    if !common::require_root() {
+        return;
+    }
+    let _lock = common::heavy_lock();
+    let paths = paths();
+    let golden = golden(&paths).await;
+
+    // 1. SIGKILL the supervisor (and the `vm up` that waited for it) mid-boot.
+    let name = format!("kill-{}", std::process::id());
+    let guard = NoLeftovers::new(&paths, &name);
+    let mut up = spawn_up(&golden, &name);
+    wait_for("booting", Duration::from_secs(60), || {
+        booting(&paths, &name).is_some()
+    });
+    let rec = booting(&paths, &name).unwrap();
+    let (sup, qemu) = (rec.supervisor_pid.unwrap(), rec.qemu_pid.unwrap());
+    let qmp = rec.sockets.qmp.to_string_lossy().into_owned();
+    assert!(procs::alive_with(qemu, &qmp));
+    let _ = up.kill();
+    let _ = up.wait();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for(
+        "QEMU to die with its supervisor",
+        Duration::from_secs(10),
+        || !procs::alive_with(qemu, &qmp),
+    );
+    // The record is stale until the next start clears it.
+    assert_eq!(
+        VmRecord::load(&paths, &name).unwrap().state,
+        VmState::Booting
+    );
+    let reaped = vm::reap_stale(&paths);
+    assert!(reaped.iter().any(|l| l.contains(&name)), "{reaped:?}");
+    assert!(
+        !VmRecord::dir(&paths, &name).exists(),
+        "stale record cleared"
+    );
+    drop(guard);
+
+    // 2. A supervisor whose record disappears ends its VM by itself.
+    let name = format!("norec-{}", std::process::id());
+    let guard = NoLeftovers::new(&paths, &name);
+    let mut up = spawn_up(&golden, &name);
+    wait_for("booting", Duration::from_secs(60), || {
+        booting(&paths, &name).is_some()
+    });
+    let rec = booting(&paths, &name).unwrap();
+    let _ = up.kill();
+    let _ = up.wait();
+    std::fs::remove_file(VmRecord::file(&VmRecord::dir(&paths, &name))).unwrap();
+    let dir = VmRecord::dir(&paths, &name).to_string_lossy().into_owned();
+    wait_for(
+        "the supervisor to end its VM",
+        Duration::from_secs(20),
+        || {
+            !procs::alive_with(rec.supervisor_pid.unwrap(), &dir)
+                && !procs::alive_with(rec.qemu_pid.unwrap(), &dir)
+        },
+    );
+    vm::reap_stale(&paths);
+    let _ = std::fs::remove_dir_all(VmRecord::dir(&paths, &name));
+    drop(guard);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_from_booted_image_then_reboot() {
+    if !common::require_root() {
+        return;
+    }
+    let _lock = common::heavy_lock();
+    let paths = paths();
+    let golden = golden(&paths).await;
+    let name = format!("booted-{}", std::process::id());
+    let _guard = NoLeftovers::new(&paths, &name);
+    let mut o = options(&name);
+    let (ev, rx) = Emitter::channel();
+    let printer = print(rx);
+    let cancel = CancellationToken::new();
+    let img = images::booted_image(&paths, &golden, &o, &ev, &cancel)
+        .await
+        .expect("booted image");
+    o.image = Some(img);
+    o.from_snapshot = Some(images::BOOTED_TAG.into());
+    let t = Instant::now();
+    let rec = vm::up(&paths, o, &ev, &cancel)
+        .await
+        .expect("starts from the booted snapshot");
+    let start = t.elapsed().as_secs_f64();
+    drop(ev);
+    printer.await.unwrap();
+    println!(
+        "start from booted image (-loadvm) to ready: {start:.1}s (agent after {:.1}s)",
+        rec.ready_secs.unwrap()
+    );
+    assert!(start < 60.0, "a snapshot start took {start:.1}s");
+
+    let c = VmClient::connect(&paths, &name).await.unwrap();
+    assert!(c.exec(&["true"]).await.unwrap().success());
+    let fs = c
+        .exec(&["findmnt", "-n", "-o", "FSTYPE", "/run/bootlab/updates"])
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.stdout.trim(),
+        "9p",
+        "share mounted after a snapshot start"
+    );
+    let boot_id = c
+        .exec(&["cat", "/proc/sys/kernel/random/boot_id"])
+        .await
+        .unwrap()
+        .stdout;
+
+    // A guest reboot: the same QEMU keeps running; RESET, rebooting, then ready again.
+    let mut sub = c.subscribe().await.unwrap();
+    let qemu = rec.qemu_pid.unwrap();
+    let t = Instant::now();
+    c.reboot().await.expect("reboot");
+    let after = c
+        .wait_ready(Duration::from_secs(400))
+        .await
+        .expect("ready after reboot");
+    println!("reboot to ready: {:.1}s", t.elapsed().as_secs_f64());
+    assert_eq!(after.qemu_pid, Some(qemu), "same QEMU after a guest reboot");
+    let new_id = c
+        .exec(&["cat", "/proc/sys/kernel/random/boot_id"])
+        .await
+        .unwrap()
+        .stdout;
+    assert_ne!(boot_id, new_id, "the guest really rebooted");
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), sub.recv()).await {
+        seen.push(e.event);
+    }
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, VmEvent::Qmp { event, .. } if event == "RESET"))
+    );
+    let states: Vec<VmState> = seen
+        .iter()
+        .filter_map(|e| match e {
+            VmEvent::State { state, .. } => Some(*state),
+            _ => None,
+        })
+        .collect();
+    let r = states
+        .iter()
+        .position(|s| *s == VmState::Rebooting)
+        .expect("rebooting state");
+    assert!(states[r..].contains(&VmState::Ready), "{states:?}");
+    let fs = c
+        .exec(&["findmnt", "-n", "-o", "FSTYPE", "/run/bootlab/updates"])
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.stdout.trim(),
+        "9p",
+        "share mounted again after the reboot"
+    );
+
+    // Power cut: no clean shutdown, QEMU reports a host quit.
+    let reason = c.powercut().await.unwrap();
+    assert!(
+        reason.as_deref().unwrap_or("").contains("host-qmp-quit"),
+        "{reason:?}"
+    );
+    vm::down(&paths, &name, true, Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boot_timeout_and_cancel_leave_nothing_behind() {
+    if !common::require_root() {
+        return;
+    }
+    let _lock = common::heavy_lock();
+    let paths = paths();
+    let golden = golden(&paths).await;
+
+    // A guest that is not ready in time: a clear error with the console tail, nothing left.
+    let name = format!("slow-{}", std::process::id());
+    let guard = NoLeftovers::new(&paths, &name);
+    let mut o = options(&name);
+    o.golden = Some(golden.clone());
+    o.boot_timeout = Some(Duration::from_secs(12));
+    let t = Instant::now();
+    let err = vm::up(&paths, o, &Emitter::null(), &CancellationToken::new())
+        .await
+        .expect_err("12 s is too short for a TCG boot");
+    let msg = format!("{err:#}");
+    println!("{msg}");
+    assert!(t.elapsed() < Duration::from_secs(60));
+    assert!(
+        msg.contains("did not become ready") && msg.contains("console tail"),
+        "{msg}"
+    );
+    assert!(!VmRecord::dir(&paths, &name).exists());
+    drop(guard);
+
+    // Cancelled while booting: the caller gets `Cancelled` at once, the VM is gone.
+    let name = format!("cancel-{}", std::process::id());
+    let guard = NoLeftovers::new(&paths, &name);
+    let mut o = options(&name);
+    o.golden = Some(golden);
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let p2 = paths.clone();
+    let n2 = name.clone();
+    tokio::spawn(async move {
+        while booting(&p2, &n2).is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c2.cancel();
+    });
+    let err = vm::up(&paths, o, &Emitter::null(), &cancel)
+        .await
+        .expect_err("cancelled");
+    assert!(
+        err.root_cause().is::<bootlab::events::Cancelled>(),
+        "{err:#}"
+    );
+    assert!(!VmRecord::dir(&paths, &name).exists());
+    drop(guard);
+}
