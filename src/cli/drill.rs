@@ -1,22 +1,151 @@
+//! `bootlab status VM` and `bootlab drill upgrade|rollback|switch|powercut VM`.
+
+use crate::drill::vm_ops::{PipelineHost, VmGuest};
+use crate::drill::{CutPoint, DrillKind, DrillSpec, Report, Verdict};
+use crate::events::{CancellationToken, Emitter};
+use crate::paths::Paths;
 use std::process::ExitCode;
+
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
+    /// The running VM.
     pub vm: String,
+    /// Print the deployments as JSON.
     #[arg(long)]
     pub json: bool,
 }
+
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// The running VM.
+    pub vm: String,
+    /// Print the report as JSON (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Show every line the guest and the host tools print while the drill runs.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum DrillCmd {
-    /// Upgrade to the next version and verify.
-    Upgrade {
-        vm: String,
+    /// Build and publish the next version, upgrade the guest, reboot, verify.
+    Upgrade(Common),
+    /// Make the rollback deployment the default, reboot, verify.
+    Rollback(Common),
+    /// Switch the guest to another recipe's image, reboot, verify.
+    Switch {
+        #[command(flatten)]
+        common: Common,
+        /// The recipe to switch to.
         #[arg(long)]
-        json: bool,
+        to: String,
+    },
+    /// Start an upgrade, cut the power during it, boot again, verify a complete deployment boots.
+    Powercut {
+        #[command(flatten)]
+        common: Common,
+        /// When to cut: SECONDS after the upgrade starts, `etc-merge`, `finished` or `random`.
+        #[arg(long, default_value = "random")]
+        at: CutPoint,
     },
 }
-pub fn run_status(_a: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("status: not implemented yet")
+
+pub fn run_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let paths = Paths::from_env();
+        let (mut guest, recipe) = VmGuest::connect(&paths, &a.vm, &Emitter::null()).await?;
+        let family = recipe
+            .as_ref()
+            .map(|r| r.file.family)
+            .unwrap_or(crate::recipe::Family::DebianOstree);
+        let live = crate::deploy::live::read(&mut guest, family).await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&live)?);
+        } else {
+            println!(
+                "VM {} ({})",
+                a.vm,
+                recipe
+                    .as_ref()
+                    .map(|r| r.name().to_string())
+                    .unwrap_or_else(|| "unknown recipe".into())
+            );
+            if let Some(b) = &live.bootc {
+                println!("\nbootc status --format=json:\n{}", b.table());
+            }
+            if let Some(o) = &live.ostree {
+                println!("\nostree admin status:\n{}", o.table());
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
-pub fn run(_c: DrillCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("drill: not implemented yet")
+
+pub fn run(c: DrillCmd) -> anyhow::Result<ExitCode> {
+    let (common, kind) = match c {
+        DrillCmd::Upgrade(c) => (c, None),
+        DrillCmd::Rollback(c) => (c, Some(DrillKind::Rollback)),
+        DrillCmd::Switch { common, to } => {
+            let r = crate::recipe::find(&to)?;
+            (common, Some(DrillKind::Switch { to: Box::new(r) }))
+        }
+        DrillCmd::Powercut { common, at } => (common, Some(DrillKind::Powercut { at })),
+    };
+    let kind = kind.unwrap_or(DrillKind::Upgrade);
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let paths = Paths::from_env();
+        let (ev, rx) = Emitter::channel();
+        let printer = super::print_events(rx, common.verbose);
+        let cancel = CancellationToken::new();
+        {
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    c.cancel();
+                }
+            });
+        }
+        let (mut guest, recipe) = VmGuest::connect(&paths, &common.vm, &ev).await?;
+        let recipe = recipe.ok_or_else(|| {
+            anyhow::anyhow!(
+                "VM {} records no recipe: drills need to know what to build next",
+                common.vm
+            )
+        })?;
+        let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
+        let spec = DrillSpec::new(kind, &common.vm, recipe);
+        let report = crate::drill::run_drill(&spec, &mut guest, &mut host, &ev, &cancel).await;
+        drop(ev);
+        drop(guest);
+        drop(host);
+        let _ = printer.await;
+        let saved = save(&paths, &report);
+        if common.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.render());
+            if let Ok(p) = &saved {
+                println!("report saved: {}", p.display());
+            }
+        }
+        Ok(match report.verdict {
+            Verdict::Pass => ExitCode::SUCCESS,
+            Verdict::Fail => ExitCode::from(1),
+            Verdict::Error => ExitCode::from(2),
+        })
+    })
+}
+
+/// Keep every report under the data folder: `reports/<vm>-<drill>-<time>.json`.
+fn save(paths: &Paths, r: &Report) -> anyhow::Result<std::path::PathBuf> {
+    let stamp = r.started_at.replace(':', "");
+    let p = paths
+        .data
+        .join("reports")
+        .join(format!("{}-{}-{stamp}.json", r.vm, r.drill));
+    crate::paths::write_atomic(&p, serde_json::to_string_pretty(r)?.as_bytes())?;
+    Ok(p)
 }

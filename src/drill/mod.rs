@@ -15,6 +15,7 @@ pub mod ops;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod vm_ops;
 
 use crate::deploy::{Deployment, HostStatus};
 use crate::events::{CancellationToken, Emitter};

@@ -1,0 +1,147 @@
+//! The real [`GuestOps`] and [`HostOps`]: a bootlab VM driven through its supervisor (guest agent,
+//! QMP), and the offline pipeline (build, commit, publish to the update share).
+
+use super::ops::{ExecOutput, GuestOps, HostOps, Published, UPDATES_MOUNT};
+use crate::events::{CancellationToken, Emitter};
+use crate::paths::Paths;
+use crate::recipe::{Family, Recipe};
+use crate::vm::client::VmClient;
+use anyhow::{Context, Result, bail};
+use std::time::Duration;
+
+/// How long a guest may take to answer again after a reboot or a power-on (TCG boots take
+/// ~45–60 s here; a first boot after a power cut may also replay the journal).
+pub const READY_WITHIN: Duration = Duration::from_secs(420);
+
+/// A running VM as a drill's guest.
+pub struct VmGuest {
+    paths: Paths,
+    name: String,
+    client: VmClient,
+    ev: Emitter,
+}
+
+impl VmGuest {
+    /// Connect to a running VM; also returns the recipe it was made from, when recorded.
+    pub async fn connect(
+        paths: &Paths,
+        name: &str,
+        ev: &Emitter,
+    ) -> Result<(VmGuest, Option<Recipe>)> {
+        let client = VmClient::connect(paths, name).await?;
+        let rec = client.status().await?;
+        let recipe = match &rec.recipe {
+            Some(r) => Some(
+                crate::recipe::find(r)
+                    .with_context(|| format!("VM {name} was made from recipe {r}"))?,
+            ),
+            None => None,
+        };
+        Ok((
+            VmGuest {
+                paths: paths.clone(),
+                name: name.to_string(),
+                client,
+                ev: ev.clone(),
+            },
+            recipe,
+        ))
+    }
+
+    pub fn client(&self) -> &VmClient {
+        &self.client
+    }
+}
+
+impl GuestOps for VmGuest {
+    async fn exec(&mut self, argv: &[String]) -> Result<ExecOutput> {
+        let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let o = self.client.exec(&a).await?;
+        Ok(ExecOutput {
+            exit: o.status(),
+            stdout: o.stdout,
+            stderr: o.stderr,
+        })
+    }
+
+    async fn reboot(&mut self) -> Result<()> {
+        self.client.reboot_and_wait(READY_WITHIN).await?;
+        Ok(())
+    }
+
+    async fn powercut(&mut self) -> Result<()> {
+        // A VM started without `keep` is removed when it stops: nothing would boot again.
+        if !self.client.status().await?.keep {
+            bail!(
+                "VM {} was started without keep: a power cut would remove it (start it with `bootlab vm up --keep`)",
+                self.name
+            );
+        }
+        self.client.powercut().await?;
+        Ok(())
+    }
+
+    async fn power_on(&mut self) -> Result<()> {
+        // The VM's record and disk outlive the cut; starting it again boots that same disk.
+        let opts = crate::vm::lifecycle::UpOptions::new(self.name.clone());
+        crate::vm::lifecycle::up(&self.paths, opts, &self.ev, &CancellationToken::new()).await?;
+        self.client = VmClient::connect(&self.paths, &self.name).await?;
+        Ok(())
+    }
+
+    async fn mount_updates(&mut self) -> Result<String> {
+        let newly = self.client.mount_share().await?;
+        Ok(if newly {
+            format!("mounted the update share at {UPDATES_MOUNT} (9p, read-only)")
+        } else {
+            format!("update share already mounted at {UPDATES_MOUNT}")
+        })
+    }
+}
+
+/// The offline pipeline as a drill's host.
+pub struct PipelineHost {
+    paths: Paths,
+    ev: Emitter,
+    cancel: CancellationToken,
+}
+
+impl PipelineHost {
+    pub fn new(paths: Paths, ev: Emitter, cancel: CancellationToken) -> PipelineHost {
+        PipelineHost { paths, ev, cancel }
+    }
+}
+
+impl HostOps for PipelineHost {
+    async fn publish(&mut self, recipe: &str, version: &str) -> Result<Published> {
+        let r = crate::recipe::find(recipe)?;
+        if r.file.family != Family::DebianOstree {
+            bail!(
+                "recipe {recipe} is of the bootc family: publishing it needs a registry or the guest's containers-storage, which this host does not offer"
+            );
+        }
+        let v = r.resolve_version(Some(version))?;
+        let b = crate::pipeline::build_image(&self.paths, &r, v, &self.ev, &self.cancel).await?;
+        let p = crate::pipeline::publish(&self.paths, recipe, &b.commit, &self.ev, &self.cancel)
+            .await?;
+        let summary = format!(
+            "{recipe} {version}: {} commit {} on {}; published (branch was {})",
+            if b.cached { "cached" } else { "built" },
+            &b.commit[..12.min(b.commit.len())],
+            p.branch,
+            p.previous
+                .as_deref()
+                .map(|c| &c[..12.min(c.len())])
+                .unwrap_or("new"),
+        );
+        Ok(Published {
+            recipe: recipe.to_string(),
+            version: version.to_string(),
+            branch: p.branch,
+            commit: Some(p.commit),
+            image: None,
+            digest: None,
+            summary,
+        })
+    }
+}
