@@ -86,6 +86,8 @@ pub struct Report {
     pub podman: Option<PodmanReport>,
     /// The accelerator VMs will use: "kvm" or "tcg".
     pub accel: String,
+    /// The guest-kernel cross-check, when asked for (`--kernel`).
+    pub kernel: Option<KernelReport>,
     /// No required check failed.
     pub ok: bool,
     /// Wall-clock seconds the checks took.
@@ -107,7 +109,22 @@ impl Report {
 pub struct Options {
     /// Probe KVM again even when a cached verdict is valid.
     pub refresh: bool,
+    /// Also boot this guest kernel under KVM and TCG (cross-checks the payload probe; slow when
+    /// KVM stalls, so only on request).
+    pub kernel: Option<PathBuf>,
 }
+
+/// A guest kernel booted under both accelerators (`doctor --kernel`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelReport {
+    pub kvm: Option<kvm_probe::KernelRun>,
+    pub tcg: kvm_probe::KernelRun,
+}
+
+/// How long a guest kernel may take to print "Linux version" under KVM before we call it stuck.
+pub const KERNEL_KVM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The same under TCG (~13 s measured here, SeaBIOS included).
+pub const KERNEL_TCG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// Package names for a tool: (Debian/Ubuntu, Fedora).
 fn packages(tool: &str) -> (&'static str, &'static str) {
@@ -490,6 +507,82 @@ async fn kvm_check(
     (c, Some(p))
 }
 
+/// Boot a real guest kernel under KVM (when /dev/kvm exists) and TCG, concurrently.
+async fn kernel_check(
+    kernel: &Path,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> (Check, Option<KernelReport>) {
+    let name = "kvm (guest kernel)";
+    let kvm = async {
+        if Path::new("/dev/kvm").exists() {
+            Some(
+                kvm_probe::run_kernel(
+                    kernel,
+                    kvm_probe::Accel::Kvm,
+                    KERNEL_KVM_TIMEOUT,
+                    ev,
+                    cancel,
+                )
+                .await,
+            )
+        } else {
+            None
+        }
+    };
+    let tcg = kvm_probe::run_kernel(
+        kernel,
+        kvm_probe::Accel::Tcg,
+        KERNEL_TCG_TIMEOUT,
+        ev,
+        cancel,
+    );
+    let (kvm, tcg) = tokio::join!(kvm, tcg);
+    let tcg = match tcg {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                check(
+                    name,
+                    Status::Warn,
+                    format!("could not boot {}: {e:#}", kernel.display()),
+                    false,
+                ),
+                None,
+            );
+        }
+    };
+    let kvm = kvm.and_then(|r| r.ok());
+    let describe = |r: &kvm_probe::KernelRun| {
+        if r.passed {
+            format!("{}: \"Linux version\" after {:.1} s", r.accel, r.secs)
+        } else {
+            format!(
+                "{}: no \"Linux version\" within {:.0} s, last line {:?}{}",
+                r.accel,
+                r.secs,
+                r.last_line,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )
+        }
+    };
+    let mut parts = vec![format!("{}", kernel.display())];
+    parts.extend(kvm.iter().map(describe));
+    parts.push(describe(&tcg));
+    let status = if kvm.as_ref().is_some_and(|k| k.passed) {
+        Status::Ok
+    } else {
+        Status::Warn
+    };
+    (
+        check(name, status, parts.join("; "), false),
+        Some(KernelReport { kvm, tcg }),
+    )
+}
+
 /// Detaches a loop device when dropped, so a failing check never leaks one.
 struct LoopGuard(Option<String>);
 
@@ -650,7 +743,13 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Report {
     let start = Instant::now();
-    let (podman, kvm, qemu, qemu_img, ostree, mmdebstrap, extlinux, sfdisk, mkfs, loops) = tokio::join!(
+    let kernel = async {
+        match &opts.kernel {
+            Some(k) => Some(kernel_check(k, ev, cancel).await),
+            None => None,
+        }
+    };
+    let (podman, kvm, qemu, qemu_img, ostree, mmdebstrap, extlinux, sfdisk, mkfs, loops, kernel) = tokio::join!(
         podman_check(paths, ev, cancel),
         kvm_check(paths, opts, ev, cancel),
         tool_check("qemu-system-x86_64", &["--version"], true, cancel),
@@ -661,10 +760,15 @@ pub async fn run(
         tool_check("sfdisk", &["--version"], true, cancel),
         tool_check("mkfs.ext4", &["-V"], true, cancel),
         loop_check(paths, cancel),
+        kernel,
     );
     let (podman_check, podman) = podman;
     let (kvm_check, kvm) = kvm;
-    let checks = vec![
+    let (kernel_check, kernel) = match kernel {
+        Some((c, k)) => (Some(c), k),
+        None => (None, None),
+    };
+    let mut checks = vec![
         podman_check,
         qemu,
         qemu_img,
@@ -677,6 +781,9 @@ pub async fn run(
         sfdisk,
         mkfs,
     ];
+    if let Some(c) = kernel_check {
+        checks.insert(4, c);
+    }
     let ok = !checks
         .iter()
         .any(|c| c.required && c.status == Status::Fail);
@@ -686,6 +793,7 @@ pub async fn run(
             .map_or_else(|| "tcg".to_string(), |k| k.accel.clone()),
         kvm,
         podman,
+        kernel,
         ok,
         secs: start.elapsed().as_secs_f64(),
         checks,

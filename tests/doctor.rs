@@ -263,3 +263,54 @@ fn doctor_without_ostree_fails_with_fixes() {
         assert_eq!(check(&r, name)["status"], "ok", "{:#}", check(&r, name));
     }
 }
+
+/// A Debian kernel to cross-check with: `BOOTLAB_TEST_KERNEL`, else one in the shared cache
+/// (the base rootfs keeps it under boot/ or usr/lib/modules/), else the host's /boot.
+fn find_kernel() -> Option<std::path::PathBuf> {
+    if let Some(k) = std::env::var_os("BOOTLAB_TEST_KERNEL") {
+        return Some(k.into());
+    }
+    fn walk(dir: &std::path::Path, depth: u32) -> Option<std::path::PathBuf> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in &entries {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ft = e.file_type().ok()?;
+            if ft.is_file() && (name.starts_with("vmlinuz-") || name == "vmlinuz") {
+                return Some(p);
+            }
+            if ft.is_dir()
+                && depth > 0
+                && name != "objects"
+                && name != "proc"
+                && let Some(k) = walk(&p, depth - 1)
+            {
+                return Some(k);
+            }
+        }
+        None
+    }
+    walk(&common::shared_home().join("cache"), 6).or_else(|| walk(std::path::Path::new("/boot"), 0))
+}
+
+/// The kernel cross-check boots a real kernel past its decompressor under TCG.
+#[tokio::test]
+async fn guest_kernel_reaches_linux_version_under_tcg() {
+    let Some(kernel) = find_kernel() else {
+        eprintln!("SKIPPED: no guest kernel (set BOOTLAB_TEST_KERNEL or build the base image)");
+        return;
+    };
+    let _heavy = common::heavy_lock();
+    let run = kvm_probe::run_kernel(
+        &kernel,
+        Accel::Tcg,
+        Duration::from_secs(120),
+        &Emitter::null(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(run.passed, "{run:#?}");
+    assert!(!run.timed_out);
+}

@@ -13,6 +13,9 @@ pub struct DoctorArgs {
     /// Probe KVM again even when a cached verdict for this QEMU and kernel exists.
     #[arg(long)]
     pub refresh: bool,
+    /// Also boot this guest kernel (a vmlinuz) under KVM and TCG, to cross-check the KVM probe.
+    #[arg(long, value_name = "VMLINUZ")]
+    pub kernel: Option<std::path::PathBuf>,
     /// Show every host command doctor runs.
     #[arg(long, short)]
     pub verbose: bool,
@@ -37,7 +40,10 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<ExitCode> {
                 c2.cancel();
             }
         });
-        let opts = Options { refresh: a.refresh };
+        let opts = Options {
+            refresh: a.refresh,
+            kernel: a.kernel.clone(),
+        };
         let report = crate::doctor::run(&paths, &opts, &ev, &cancel).await;
         drop(ev);
         if let Some(p) = printer {

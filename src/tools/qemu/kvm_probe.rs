@@ -412,6 +412,114 @@ pub async fn run_payload(
     })
 }
 
+/// A real guest kernel booted as far as its first message (the cross-check for the payload).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelRun {
+    pub kernel: std::path::PathBuf,
+    /// "kvm" or "tcg".
+    pub accel: String,
+    /// The kernel got past its real-mode setup and decompressor: it printed "Linux version".
+    pub passed: bool,
+    /// Seconds until "Linux version" appeared, or until QEMU was given up on.
+    pub secs: f64,
+    pub timed_out: bool,
+    /// The last line the kernel printed (e.g. "Probing EDD (edd=off to disable)... ok").
+    pub last_line: String,
+    /// QEMU's complaint, if any.
+    pub error: Option<String>,
+}
+
+/// Boot `kernel` (no initrd, no disk) under `accel` until it prints "Linux version" (then QEMU is
+/// killed: that is all we wanted to know) or `timeout` passes. Measured here: a Debian 6.1 kernel
+/// prints it after ~13 s under TCG (SeaBIOS included), and under the nested PVM "KVM" stops
+/// after "Probing EDD" for good.
+pub async fn run_kernel(
+    kernel: &Path,
+    accel: Accel,
+    timeout: Duration,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<KernelRun> {
+    let dir = tempfile::Builder::new()
+        .prefix("bootlab-kernel-probe")
+        .tempdir()?;
+    let serial = dir.path().join("serial.txt");
+    let pidfile = dir.path().join("qemu.pid");
+    let cpu = match accel {
+        Accel::Kvm => None,
+        Accel::Tcg => Some("max"),
+    };
+    let mut cmd =
+        HostCmd::new(QEMU).args(["-nodefaults", "-machine", "pc", "-accel", accel.name()]);
+    if let Some(cpu) = cpu {
+        cmd = cmd.args(["-cpu", cpu]);
+    }
+    cmd = cmd
+        .args(["-m", "512", "-display", "none", "-no-reboot", "-kernel"])
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 earlyprintk=serial panic=-1"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-pidfile")
+        .arg(&pidfile);
+    let (tap, mut rx) = Emitter::channel();
+    let mut stderr = Vec::new();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut killed = false;
+    let mut seen: Option<Duration> = None;
+    let mut timed_out = false;
+    let result = {
+        let run = cmd.run_unchecked(STAGE, &tap, cancel);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                r = &mut run => break r,
+                Some(s) = rx.recv() => {
+                    if let Event::Log { stream: Stream::Stderr, line, .. } = &s.event
+                        && stderr.len() < 50
+                    {
+                        stderr.push(line.trim().to_string());
+                    }
+                    ev.emit(s.event);
+                }
+                _ = tick.tick(), if !killed => {
+                    let text = std::fs::read(&serial).unwrap_or_default();
+                    if seen.is_none() && String::from_utf8_lossy(&text).contains("Linux version") {
+                        seen = Some(start.elapsed());
+                        killed = kill_qemu(&pidfile);
+                    } else if start.elapsed() >= timeout {
+                        timed_out = true;
+                        killed = kill_qemu(&pidfile);
+                    }
+                }
+            }
+        }
+    };
+    let elapsed = start.elapsed();
+    drop(tap);
+    result?;
+    let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    let passed = seen.is_some() || text.contains("Linux version");
+    Ok(KernelRun {
+        kernel: kernel.to_path_buf(),
+        accel: accel.name().into(),
+        passed,
+        secs: seen.unwrap_or(elapsed).as_secs_f64(),
+        timed_out: timed_out && !passed,
+        last_line: text
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or_default()
+            .to_string(),
+        error: stderr.into_iter().find(|l| {
+            !l.is_empty() && !l.contains("warning:") && !l.contains("terminating on signal")
+        }),
+    })
+}
+
 /// Why a failed KVM run failed, in words.
 fn kvm_failure(run: &PayloadRun) -> String {
     let (reached, next) = progress(&run.serial);
@@ -503,6 +611,14 @@ pub async fn probe(ev: &Emitter, cancel: &CancellationToken) -> Result<KvmProbe>
                             run.secs
                         )),
                     };
+                    if model.is_none()
+                        && let Ok(r) = &mut verdict
+                    {
+                        r.push_str(&format!(
+                            " with QEMU's default CPU model ({})",
+                            kvm_failure(&kvm_runs[0])
+                        ));
+                    }
                     break;
                 }
                 // Only when QEMU could not even start the guest with -cpu host is another CPU
@@ -517,8 +633,8 @@ pub async fn probe(ev: &Emitter, cancel: &CancellationToken) -> Result<KvmProbe>
             if kvm_runs.len() == 2 && !kvm_runs[1].passed && kvm_runs[0].serial.is_empty() {
                 verdict = Err(format!(
                     "{}; {}",
-                    kvm_failure(&kvm_runs[1]),
-                    kvm_failure(&kvm_runs[0])
+                    kvm_failure(&kvm_runs[0]),
+                    kvm_failure(&kvm_runs[1])
                 ));
             }
         }
