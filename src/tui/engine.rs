@@ -3,13 +3,21 @@
 //! reimplements engine work; where an engine API is not in this build yet, the job fails with
 //! a message that says so (no fake data).
 
+use super::action::DrillKind;
 use super::app::{App, JobKind, JobOutput};
+use super::views::deployments::{DeploymentRow, DiffView};
+use super::views::drills::Verdict;
 use super::views::vm::VmInfo;
+use crate::drill::GuestOps;
+use crate::drill::vm_ops::{PipelineHost, VmGuest};
+use crate::events::Event;
 use crate::events::{CancellationToken, Emitter};
 use crate::paths::Paths;
+use crate::recipe::Family;
 use crate::recipe::Recipe;
 use crate::tui::action::VmControl;
 use crate::vm::{VmClient, VmRecord, VmState};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What a job needs from the app, copied when it starts (jobs never borrow the app).
@@ -19,9 +27,11 @@ pub struct JobInput {
     pub recipe: Option<Recipe>,
     /// The version selected in Recipes (what Boot boots).
     pub version: Option<String>,
-    /// Deployment ids (checksums or digests) for a diff: (marked, selected).
+    /// OSTree commits to diff: (marked, selected).
     pub diff: Option<(String, String)>,
     pub vm: Option<String>,
+    /// For a switch drill: the recipe selected in Recipes.
+    pub switch_to: Option<Recipe>,
 }
 
 impl JobInput {
@@ -41,8 +51,9 @@ impl JobInput {
             diff: app
                 .deploy
                 .diff_pair()
-                .map(|(a, b)| (a.id.clone(), b.id.clone())),
+                .map(|(a, b)| (a.checksum.clone(), b.checksum.clone())),
             vm: app.vm.vm.as_ref().map(|v| v.name.clone()),
+            switch_to: app.recipes.selected().cloned(),
             kind,
         }
     }
@@ -59,8 +70,9 @@ pub async fn run(
         JobKind::Build { version, .. } => build(&paths, &input, version, &emitter, &cancel).await,
         JobKind::Boot { .. } => boot(&paths, &input, &emitter, &cancel).await,
         JobKind::VmControl(c) => control(&paths, &input, *c).await,
-        JobKind::Refresh | JobKind::Diff => Err(not_yet("reading deployments from a live guest")),
-        JobKind::Drill(_) => Err(not_yet("drills on a live VM")),
+        JobKind::Refresh => refresh(&paths, &input, &emitter).await,
+        JobKind::Diff => diff(&paths, &input, &emitter).await,
+        JobKind::Drill(k) => drill(&paths, &input, *k, &emitter, &cancel).await,
         JobKind::LabAction { .. } | JobKind::LabChecks { .. } | JobKind::LabSolve { .. } => {
             Err(not_yet("the lab runner"))
         }
@@ -134,6 +146,8 @@ async fn boot(
     })?;
     let mut opts = crate::vm::UpOptions::new(&name).for_recipe(recipe, &version);
     opts.golden = Some(golden);
+    // Kept after it stops, so a power-cut drill can boot the same disk again.
+    opts.keep = true;
     let rec = crate::vm::up(paths, opts, ev, cancel).await?;
     Ok(JobOutput::Vm(Some(vm_info(&rec))))
 }
@@ -158,6 +172,217 @@ async fn control(paths: &Paths, input: &JobInput, c: VmControl) -> anyhow::Resul
     Ok(JobOutput::Vm(
         VmRecord::load(paths, name).ok().map(|r| vm_info(&r)),
     ))
+}
+
+fn vm_of(input: &JobInput) -> anyhow::Result<&str> {
+    input
+        .vm
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("no VM running — boot one in the VM view (2, then b)"))
+}
+
+/// Read the live deployments of the running guest (`ostree admin status`, `bootc status`).
+async fn refresh(paths: &Paths, input: &JobInput, ev: &Emitter) -> anyhow::Result<JobOutput> {
+    let name = vm_of(input)?;
+    let (mut guest, recipe) = VmGuest::connect(paths, name, ev).await?;
+    let family = recipe
+        .as_ref()
+        .map(|r| r.file.family)
+        .unwrap_or(Family::DebianOstree);
+    let live = crate::deploy::live::read(&mut guest, family).await?;
+    let status = live
+        .best()
+        .ok_or_else(|| anyhow::anyhow!("the guest reported no deployments"))?;
+    Ok(JobOutput::Deployments(
+        status.deployments.iter().map(deployment_row).collect(),
+    ))
+}
+
+/// The Deployments view's model of an engine deployment.
+pub fn deployment_row(d: &crate::deploy::Deployment) -> DeploymentRow {
+    DeploymentRow {
+        booted: d.booted,
+        staged: d.staged,
+        pending: d.pending,
+        rollback: d.rollback,
+        pinned: d.pinned,
+        version: d.version.clone().unwrap_or_else(|| "-".into()),
+        id: d.digest.clone().unwrap_or_else(|| d.checksum.clone()),
+        checksum: d.checksum.clone(),
+        origin: d
+            .image
+            .as_ref()
+            .map(|i| i.to_string())
+            .or_else(|| d.origin_refspec.clone())
+            .unwrap_or_default(),
+    }
+}
+
+async fn guest_run(
+    guest: &mut VmGuest,
+    ev: &Emitter,
+    argv: Vec<String>,
+) -> anyhow::Result<crate::drill::ExecOutput> {
+    ev.emit(Event::Command {
+        stage: "diff".into(),
+        argv: argv.clone(),
+    });
+    guest.exec(&argv).await
+}
+
+/// Files (`ostree diff A B`) and packages (the dpkg database each commit ships, or
+/// `rpm-ostree db diff` on the bootc family) between two deployments, asked of the guest.
+async fn diff(paths: &Paths, input: &JobInput, ev: &Emitter) -> anyhow::Result<JobOutput> {
+    let name = vm_of(input)?;
+    let (a, b) = input
+        .diff
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("mark one deployment (Space), select another"))?;
+    let (mut guest, recipe) = VmGuest::connect(paths, name, ev).await?;
+    let sv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let files = guest_run(&mut guest, ev, sv(&["ostree", "diff", &a, &b])).await?;
+    if !files.success() {
+        anyhow::bail!(
+            "`ostree diff` failed (exit {}): {}",
+            files.exit,
+            files.stderr.trim()
+        );
+    }
+    let packages = match recipe.map(|r| r.file.family) {
+        Some(Family::Bootc) => {
+            let o = guest_run(&mut guest, ev, sv(&["rpm-ostree", "db", "diff", &a, &b])).await?;
+            if o.success() {
+                o.stdout.lines().map(str::to_string).collect()
+            } else {
+                vec![format!("(rpm-ostree db diff failed: {})", o.stderr.trim())]
+            }
+        }
+        _ => {
+            let mut dbs = vec![];
+            for c in [&a, &b] {
+                let o = guest_run(&mut guest, ev, sv(&["ostree", "cat", c, DPKG_STATUS])).await?;
+                dbs.push(o.success().then_some(o.stdout));
+            }
+            match (&dbs[0], &dbs[1]) {
+                (Some(x), Some(y)) => package_diff(&dpkg_packages(x), &dpkg_packages(y)),
+                _ => vec![format!("(no {DPKG_STATUS} in one of the commits)")],
+            }
+        }
+    };
+    Ok(JobOutput::Diff(DiffView {
+        a,
+        b,
+        files: files
+            .stdout
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .collect(),
+        packages,
+    }))
+}
+
+/// Where the offline pipeline keeps the image's dpkg database inside each commit (the /var seed).
+pub const DPKG_STATUS: &str = "/usr/share/bootlab/var-seed/lib/dpkg/status";
+
+/// `package → version` from a dpkg status file.
+pub fn dpkg_packages(status: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for para in status.split("\n\n") {
+        let field = |k: &str| {
+            para.lines()
+                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+        };
+        if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
+            let installed = field("Status:").is_none_or(|s| s.ends_with("installed"));
+            if installed {
+                out.insert(p, v);
+            }
+        }
+    }
+    out
+}
+
+/// `+ new 1.0`, `- gone 2.0`, `~ changed 1.0 → 1.1`.
+pub fn package_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = vec![];
+    for (p, v) in b {
+        match a.get(p) {
+            None => out.push(format!("+ {p} {v}")),
+            Some(old) if old != v => out.push(format!("~ {p} {old} → {v}")),
+            _ => {}
+        }
+    }
+    for (p, v) in a {
+        if !b.contains_key(p) {
+            out.push(format!("- {p} {v}"));
+        }
+    }
+    out
+}
+
+/// Run a drill on the running VM with the engine's drill runner; its report is the verdict.
+async fn drill(
+    paths: &Paths,
+    input: &JobInput,
+    kind: DrillKind,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JobOutput> {
+    let name = vm_of(input)?;
+    let (mut guest, recipe) = VmGuest::connect(paths, name, ev).await?;
+    let recipe = recipe.ok_or_else(|| {
+        anyhow::anyhow!("VM {name} records no recipe: a drill needs to know what to build next")
+    })?;
+    let kind = match kind {
+        DrillKind::Upgrade => crate::drill::DrillKind::Upgrade,
+        DrillKind::Rollback => crate::drill::DrillKind::Rollback,
+        DrillKind::PowerCut => crate::drill::DrillKind::Powercut {
+            at: crate::drill::CutPoint::Random,
+        },
+        DrillKind::Switch => {
+            let to = input
+                .switch_to
+                .clone()
+                .filter(|r| r.name() != recipe.name())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "select the recipe to switch to in the Recipes view (1) — another one than {}",
+                        recipe.name()
+                    )
+                })?;
+            crate::drill::DrillKind::Switch { to: Box::new(to) }
+        }
+    };
+    let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
+    let spec = crate::drill::DrillSpec::new(kind, name, recipe);
+    let report = crate::drill::run_drill(&spec, &mut guest, &mut host, ev, cancel).await;
+    Ok(JobOutput::Verdict(verdict_of(&report)))
+}
+
+/// The Drills view's verdict from an engine report: the reason, the facts, every check.
+pub fn verdict_of(r: &crate::drill::Report) -> Verdict {
+    let mut evidence: Vec<String> = r.facts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    for s in &r.steps {
+        for c in &s.checks {
+            evidence.push(format!(
+                "{} {}: expected {}, got {}",
+                if c.ok { "✔" } else { "✘" },
+                c.name,
+                c.expected,
+                c.actual
+            ));
+        }
+    }
+    Verdict {
+        passed: r.verdict == crate::drill::Verdict::Pass,
+        summary: format!(
+            "{} — {} ({:.0} s)",
+            r.verdict.as_str(),
+            r.reason,
+            r.total_secs
+        ),
+        evidence,
+    }
 }
 
 /// The VM view's model of a VM record.

@@ -28,6 +28,8 @@ pub struct LogPane {
     filter: Option<String>,
     /// The filter being typed after `/`, not applied yet.
     typing: Option<String>,
+    /// Show each line's stage as a prefix (a build's stages); a console has one source.
+    show_stage: bool,
     /// Rows of the view, remembered from the last draw: PgUp/PgDn move by it, and scrolling
     /// stops when the oldest line reaches the top.
     viewport: std::cell::Cell<usize>,
@@ -49,14 +51,22 @@ impl LogPane {
             filter: None,
             typing: None,
             viewport: std::cell::Cell::new(10),
+            show_stage: true,
+        }
+    }
+
+    /// A pane for one source (a serial console): no stage column.
+    pub fn console(capacity: usize) -> LogPane {
+        LogPane {
+            show_stage: false,
+            ..LogPane::with_capacity(capacity)
         }
     }
 
     pub fn push(&mut self, stage: &str, text: &str, error: bool) {
         let line = LogLine {
             stage: stage.to_string(),
-            // Tabs and carriage returns (podman progress) would break the layout.
-            text: text.replace('\t', "    ").replace('\r', ""),
+            text: sanitize(text),
             error,
         };
         let visible = self.matches(&line);
@@ -234,7 +244,7 @@ impl LogPane {
         } else {
             self.window(height)
                 .into_iter()
-                .map(|l| render_line(l, self.filter.as_deref()))
+                .map(|l| render_line(l, self.filter.as_deref(), self.show_stage))
                 .collect()
         };
         if self.filter.is_some() && !self.lines.is_empty() && self.visible().is_empty() {
@@ -253,21 +263,67 @@ impl LogPane {
     }
 }
 
+/// What a terminal cell can show: escape sequences (colours, cursor moves, bracketed paste from a
+/// guest's console) and control characters would be interpreted by the real terminal and wreck
+/// the screen, so they go; tabs become spaces.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters, then one final byte in @..~
+                Some('[') => {
+                    for n in chars.by_ref() {
+                        if ('@'..='~').contains(&n) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ESC \
+                Some(']') => {
+                    while let Some(n) = chars.next() {
+                        if n == '\x07' {
+                            break;
+                        }
+                        if n == '\x1b' {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                // Two-character sequences (ESC c, ESC =, charset selection ESC ( B).
+                Some('(' | ')') => {
+                    chars.next();
+                }
+                _ => {}
+            },
+            '\t' => out.push_str("    "),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn contains_ci(hay: &str, needle: &str) -> bool {
     hay.to_lowercase().contains(&needle.to_lowercase())
 }
 
 /// One line with its stage prefix and filter matches highlighted.
-fn render_line<'a>(l: &'a LogLine, filter: Option<&str>) -> Line<'a> {
+fn render_line<'a>(l: &'a LogLine, filter: Option<&str>, show_stage: bool) -> Line<'a> {
     let base = if l.error {
         Style::new().fg(Color::LightRed)
     } else {
         Style::new()
     };
-    let mut spans = vec![Span::styled(
-        format!("{:>8} │ ", truncate(&l.stage, 8)),
-        Style::new().fg(Color::DarkGray),
-    )];
+    let mut spans = vec![];
+    if show_stage {
+        spans.push(Span::styled(
+            format!("{:>8} │ ", truncate(&l.stage, 8)),
+            Style::new().fg(Color::DarkGray),
+        ));
+    }
     spans.extend(highlight(&l.text, filter, base));
     Line::from(spans)
 }
@@ -438,6 +494,17 @@ mod tests {
         p.backspace();
         p.apply_filter();
         assert_eq!(p.filter(), None);
+    }
+
+    #[test]
+    fn escape_sequences_and_control_characters_never_reach_the_terminal() {
+        assert_eq!(
+            sanitize("\x1b[0;32m  OK  \x1b[0m Started"),
+            "  OK   Started"
+        );
+        assert_eq!(sanitize("\x1b[?2004hroot@bootlab:~# "), "root@bootlab:~# ");
+        assert_eq!(sanitize("\x1b]0;title\x07a\tb\r"), "a    b");
+        assert_eq!(sanitize("\x1b(Bplain\x08"), "plain");
     }
 
     #[test]

@@ -163,12 +163,15 @@ struct Watcher {
     paths: Paths,
     vm: Option<String>,
     cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Watcher {
     /// Follow `vm` (or nothing); restarts only when the VM changes.
     fn follow(&mut self, vm: Option<String>) {
-        if vm == self.vm {
+        // A VM that stopped and came back (a power-cut drill) needs a new subscription.
+        let alive = self.task.as_ref().is_some_and(|t| !t.is_finished());
+        if vm == self.vm && (alive || vm.is_none()) {
             return;
         }
         self.cancel.cancel();
@@ -184,12 +187,12 @@ impl Watcher {
                 }
             }
         });
-        tokio::spawn(engine::watch_vm(
+        self.task = Some(tokio::spawn(engine::watch_vm(
             self.paths.clone(),
             name,
             emitter,
             self.cancel.clone(),
-        ));
+        )));
     }
 }
 
@@ -221,6 +224,7 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
         paths: paths.clone(),
         vm: None,
         cancel: CancellationToken::new(),
+        task: None,
     };
     let mut keys = EventStream::new();
     // Ticks only matter while a job runs (elapsed time); idle, nothing redraws.

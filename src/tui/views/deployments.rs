@@ -11,11 +11,15 @@ use std::time::SystemTime;
 pub struct DeploymentRow {
     pub booted: bool,
     pub staged: bool,
+    /// ostree's "pending": the next boot, already finalized (not staged).
+    pub pending: bool,
     pub rollback: bool,
     pub pinned: bool,
     pub version: String,
-    /// OSTree checksum (offline family) or image digest (bootc).
+    /// What identifies the content: image digest (bootc) or OSTree checksum.
     pub id: String,
+    /// The OSTree commit (what `ostree diff` compares).
+    pub checksum: String,
     /// What it was deployed from (`ostree ref` or image reference).
     pub origin: String,
 }
@@ -26,6 +30,8 @@ impl DeploymentRow {
             "booted"
         } else if self.staged {
             "staged"
+        } else if self.pending {
+            "pending"
         } else if self.rollback {
             "rollback"
         } else {
@@ -120,7 +126,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
         .map(|(i, d)| {
             let role_style = match d.role() {
                 "booted" => Style::new().fg(Color::LightGreen).bold(),
-                "staged" => Style::new().fg(Color::Yellow).bold(),
+                "staged" | "pending" => Style::new().fg(Color::Yellow).bold(),
                 "rollback" => Style::new().fg(Color::LightBlue),
                 _ => Style::new(),
             };

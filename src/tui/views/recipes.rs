@@ -340,13 +340,13 @@ fn draw_build(v: &RecipesView, f: &mut Frame, area: Rect) {
                 None => "…".into(),
             };
             let c = if s.cached { " cached" } else { "" };
-            Line::raw(format!("{:<10}{:>8}{c}", s.stage, t))
+            Line::raw(format!("{:<14}{:>7}{c}", s.stage, t))
         })
         .collect();
     let total: f64 = b.stages.iter().filter_map(|s| s.secs).sum();
     if !b.stages.is_empty() {
         lines.push(Line::styled(
-            format!("{:<10}{:>8}", "total", fmt_secs(total)),
+            format!("{:<14}{:>7}", "total", fmt_secs(total)),
             Style::new().bold(),
         ));
     }

@@ -41,12 +41,22 @@ impl VmInfo {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct VmView {
     pub vm: Option<VmInfo>,
     /// The host's accelerator verdict from the last KVM probe: (KVM or TCG, why).
     pub host_accel: Option<(String, String)>,
     pub console: LogPane,
+}
+
+impl Default for VmView {
+    fn default() -> Self {
+        VmView {
+            vm: None,
+            host_accel: None,
+            console: LogPane::console(5000),
+        }
+    }
 }
 
 impl VmView {
@@ -94,15 +104,31 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                     dim(),
                 ),
             };
-            vec![
-                Line::styled("no VM running", Style::new().bold()),
-                Line::raw(""),
-                key_hint(
-                    "b",
-                    &format!(" boots {recipe} (the recipe and version selected in Recipes)"),
-                ),
-                accel,
-            ]
+            let booting = match app.job.as_ref().map(|j| &j.kind) {
+                Some(crate::tui::app::JobKind::Boot { recipe }) => Some(recipe.clone()),
+                _ => None,
+            };
+            if let Some(r) = booting {
+                vec![
+                    Line::styled(
+                        format!("booting {r}…"),
+                        Style::new().bold().fg(Color::Yellow),
+                    ),
+                    Line::raw(""),
+                    Line::raw("the console below shows the boot; Ctrl-C cancels it"),
+                    accel,
+                ]
+            } else {
+                vec![
+                    Line::styled("no VM running", Style::new().bold()),
+                    Line::raw(""),
+                    key_hint(
+                        "b",
+                        &format!(" boots {recipe} (the recipe and version selected in Recipes)"),
+                    ),
+                    accel,
+                ]
+            }
         }
         Some(vm) => {
             let state_style = match vm.state.as_str() {
