@@ -477,7 +477,10 @@ impl App {
                     _ => String::new(),
                 }));
             }
-            (JobKind::Boot { .. } | JobKind::VmControl(_), Ok(JobOutput::Vm(v))) => {
+            (
+                JobKind::Boot { .. } | JobKind::VmControl(_) | JobKind::LabAction { .. },
+                Ok(JobOutput::Vm(v)),
+            ) => {
                 self.vm.vm = v;
             }
             (JobKind::Refresh, Ok(JobOutput::Deployments(d))) => {

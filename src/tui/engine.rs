@@ -32,6 +32,8 @@ pub struct JobInput {
     pub vm: Option<String>,
     /// For a switch drill: the recipe selected in Recipes.
     pub switch_to: Option<Recipe>,
+    /// The open lab step (for lab jobs) and the lab's default recipe.
+    pub lab_step: Option<(crate::lab::Step, Option<String>)>,
 }
 
 impl JobInput {
@@ -54,6 +56,10 @@ impl JobInput {
                 .map(|(a, b)| (a.checksum.clone(), b.checksum.clone())),
             vm: app.vm.vm.as_ref().map(|v| v.name.clone()),
             switch_to: app.recipes.selected().cloned(),
+            lab_step: app.labs.source().and_then(|l| {
+                let (_, i) = app.labs.current()?;
+                Some((l.steps.get(i)?.clone(), l.requires.recipe.clone()))
+            }),
             kind,
         }
     }
@@ -73,8 +79,9 @@ pub async fn run(
         JobKind::Refresh => refresh(&paths, &input, &emitter).await,
         JobKind::Diff => diff(&paths, &input, &emitter).await,
         JobKind::Drill(k) => drill(&paths, &input, *k, &emitter, &cancel).await,
-        JobKind::LabAction { .. } | JobKind::LabChecks { .. } | JobKind::LabSolve { .. } => {
-            Err(not_yet("the lab runner"))
+        JobKind::LabAction { .. } => lab_action(&paths, &input, &emitter, &cancel).await,
+        JobKind::LabChecks { .. } | JobKind::LabSolve { .. } => {
+            Err(not_yet("the lab runner (checks and solutions)"))
         }
     };
     r.map_err(|e| format!("{e:#}"))
@@ -82,6 +89,63 @@ pub async fn run(
 
 fn not_yet(what: &str) -> anyhow::Error {
     anyhow::anyhow!("{what} is not wired into this build of the TUI yet")
+}
+
+/// A step's action, where it is one of the engine's jobs (build, disk, boot). The rest (guest and
+/// host commands, upgrades…) belong to the lab runner.
+async fn lab_action(
+    paths: &Paths,
+    input: &JobInput,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JobOutput> {
+    use crate::lab::Action as A;
+    let (step, default_recipe) = input
+        .lab_step
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no lab step is open"))?;
+    let pick = |r: &Option<String>| -> anyhow::Result<Recipe> {
+        let name = r
+            .clone()
+            .or(default_recipe.clone())
+            .ok_or_else(|| anyhow::anyhow!("the step names no recipe and the lab has none"))?;
+        crate::recipe::find(&name)
+    };
+    ev.note("lab", format!("action: {}", step.action.describe()));
+    match &step.action {
+        A::None => Ok(JobOutput::Done("nothing to run".into())),
+        A::Build { recipe, version } | A::Disk { recipe, version } => {
+            let r = pick(recipe)?;
+            let v = r.resolve_version(version.as_deref())?.id.clone();
+            let inp = JobInput {
+                recipe: Some(r),
+                ..input.clone()
+            };
+            build(paths, &inp, &v, ev, cancel).await
+        }
+        A::Boot {
+            recipe, version, ..
+        } => {
+            if let Some(vm) = running_vm(paths) {
+                anyhow::bail!(
+                    "VM {} is running: power it down in the VM view (2, then o) before a fresh boot",
+                    vm.name
+                );
+            }
+            let r = pick(recipe)?;
+            let v = r.resolve_version(version.as_deref())?.id.clone();
+            let inp = JobInput {
+                recipe: Some(r),
+                version: Some(v),
+                ..input.clone()
+            };
+            boot(paths, &inp, ev, cancel).await
+        }
+        other => Err(not_yet(&format!(
+            "the lab runner (action `{}`)",
+            other.kind()
+        ))),
+    }
 }
 
 fn recipe_of(input: &JobInput) -> anyhow::Result<&Recipe> {
@@ -375,12 +439,11 @@ pub fn verdict_of(r: &crate::drill::Report) -> Verdict {
     }
     Verdict {
         passed: r.verdict == crate::drill::Verdict::Pass,
-        summary: format!(
-            "{} — {} ({:.0} s)",
-            r.verdict.as_str(),
-            r.reason,
-            r.total_secs
-        ),
+        // The view prints PASS/FAIL from `passed`; an ERROR verdict says so in the summary.
+        summary: match r.verdict {
+            crate::drill::Verdict::Error => format!("(error) {} ({:.0} s)", r.reason, r.total_secs),
+            _ => format!("{} ({:.0} s)", r.reason, r.total_secs),
+        },
         evidence,
     }
 }
@@ -460,4 +523,33 @@ pub fn shell_command(vm: &str) -> std::process::Command {
     let mut c = std::process::Command::new(exe);
     c.args(["vm", "console", vm, "--interactive"]);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Package: a\nStatus: install ok installed\nVersion: 1.0\n\nPackage: b\nStatus: install ok installed\nVersion: 2.0\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 9\n";
+
+    #[test]
+    fn dpkg_status_lists_installed_packages() {
+        let p = dpkg_packages(STATUS);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p["a"], "1.0");
+        assert!(!p.contains_key("gone"));
+    }
+
+    #[test]
+    fn package_diff_names_added_removed_and_changed() {
+        let a = dpkg_packages(STATUS);
+        let mut b = a.clone();
+        b.remove("a");
+        b.insert("b".into(), "2.1".into());
+        b.insert("c".into(), "0.1".into());
+        assert_eq!(
+            package_diff(&a, &b),
+            ["~ b 2.0 → 2.1", "+ c 0.1", "- a 1.0"]
+        );
+        assert!(package_diff(&a, &a).is_empty());
+    }
 }

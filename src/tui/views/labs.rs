@@ -352,7 +352,7 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
         Some(a) => {
             lines.push(Line::styled("action (Enter runs it)", dim()));
             lines.push(Line::styled(
-                format!("$ {a}"),
+                format!("▶ {a}"),
                 Style::new().fg(Color::LightGreen),
             ));
         }
