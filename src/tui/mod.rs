@@ -76,13 +76,19 @@ pub fn initial_app(paths: &Paths, now: SystemTime) -> App {
 }
 
 fn setup_terminal() -> anyhow::Result<Term> {
+    enter_tui_mode()?;
+    Ok(Terminal::new(CrosstermBackend::new(std::io::stdout()))?)
+}
+
+/// Raw mode and the alternate screen (also after a suspend: the `Terminal` is kept, because
+/// making a new one asks the terminal for the cursor position).
+fn enter_tui_mode() -> anyhow::Result<()> {
     terminal::enable_raw_mode()?;
-    let mut out = std::io::stdout();
-    if let Err(e) = execute!(out, terminal::EnterAlternateScreen) {
+    if let Err(e) = execute!(std::io::stdout(), terminal::EnterAlternateScreen) {
         restore_terminal();
         return Err(e.into());
     }
-    Ok(Terminal::new(CrosstermBackend::new(out))?)
+    Ok(())
 }
 
 /// Give the terminal back as we found it. Safe to call twice.
@@ -283,8 +289,11 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
                     let mut cmd = engine::shell_command(&vm);
                     println!("bootlab: handing the terminal to: {cmd:?} (exit it to come back)");
                     let status = tokio::task::spawn_blocking(move || cmd.status()).await?;
-                    term = setup_terminal()?;
-                    term.clear()?;
+                    enter_tui_mode()?;
+                    // A full repaint. `Terminal::clear` would ask the terminal for the cursor
+                    // position, which times out right after a hand-over; resize clears without.
+                    let size = term.size()?;
+                    term.resize(ratatui::layout::Rect::new(0, 0, size.width, size.height))?;
                     keys = EventStream::new();
                     app.on_msg(Msg::Status(match status {
                         Ok(s) if s.success() => "back from the guest shell".into(),
