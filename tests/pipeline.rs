@@ -476,3 +476,62 @@ async fn leftovers_of_a_killed_disk_maker_are_reaped() {
         "{still}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_disk_leaves_no_disk_mount_or_loop_device() {
+    if !common::require_root() {
+        return;
+    }
+    let _l = common::heavy_lock();
+    let (shared, c) = (paths(), CancellationToken::new());
+    let r = minimal();
+    let b1 = pipeline::build_image(&shared, &r, r.version("v1").unwrap(), &Emitter::null(), &c)
+        .await
+        .unwrap();
+    // A home of its own (so no golden disk exists yet), holding the commit.
+    let t = tempfile::tempdir().unwrap();
+    let p = Paths::under(t.path());
+    let own = Repo::at(p.ostree_repo());
+    own.ensure(bootlab::tools::ostree::Mode::Bare, &Emitter::null(), &c)
+        .await
+        .unwrap();
+    own.pull_local(
+        &shared.ostree_repo(),
+        &[&b1.commit],
+        "t",
+        &Emitter::null(),
+        &c,
+    )
+    .await
+    .unwrap();
+
+    let (ev, mut rx) = Emitter::channel();
+    let cancel = CancellationToken::new();
+    let job = {
+        let (p, commit, cancel) = (p.clone(), b1.commit.clone(), cancel.clone());
+        tokio::spawn(async move {
+            pipeline::make_disk(&p, "debian-minimal", "v1", &commit, &ev, &cancel).await
+        })
+    };
+    // Cancel while both filesystems are mounted and ostree is deploying.
+    while let Some(s) = rx.recv().await {
+        if let Event::Command { argv, .. } = &s.event
+            && argv.iter().any(|a| a == "deploy")
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    cancel.cancel();
+    let e = job.await.unwrap().unwrap_err();
+    assert!(e.is::<Cancelled>(), "{e:#}");
+
+    let left: Vec<String> = std::fs::read_dir(p.disks())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(left.is_empty(), "left in the disks folder: {left:?}");
+    let disks = p.disks().display().to_string();
+    assert!(!sh("cat /proc/mounts").contains(&disks), "a mount is left");
+    assert!(!sh("losetup -a").contains(&disks), "a loop device is left");
+}

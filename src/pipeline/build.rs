@@ -157,31 +157,37 @@ pub async fn build_image(
         cold_secs: rec.cold_secs,
     };
 
-    let previous = last_build(paths, recipe.name(), &version.id);
-    if let Some(rec) = &previous
-        && rec.key == key
-        && podman.image_id(&tag, cancel).await?.as_deref() == Some(rec.image_id.as_str())
-        && repo.has_commit(&rec.commit, cancel).await?
-    {
-        ev.note(
-            "build",
-            format!(
-                "{tag} unchanged: reusing image {} and commit {}",
-                short(&rec.image_id),
-                short(&rec.commit)
-            ),
-        );
-        for s in ["build", "export", "convert+commit"] {
-            timings.push(StageTimer::start(ev, s).finish(true));
-        }
-        return Ok(result(rec, true, timings));
-    }
-
     let work_root = paths.cache.join("builds");
     std::fs::create_dir_all(&work_root)?;
-    // One build at a time on this host (2 cores; podman's store is shared); under the lock, a
-    // staging folder left by a killed build is ours to remove.
-    let _lock = super::HostLock::acquire("build", ev, cancel).await?;
+    // One build at a time on this host (2 cores; podman's store is shared). A hit needs no lock;
+    // after waiting for it, check again: another bootlab may just have built this very version.
+    let mut lock = None;
+    let previous = loop {
+        let previous = last_build(paths, recipe.name(), &version.id);
+        if let Some(rec) = &previous
+            && rec.key == key
+            && podman.image_id(&tag, cancel).await?.as_deref() == Some(rec.image_id.as_str())
+            && repo.has_commit(&rec.commit, cancel).await?
+        {
+            ev.note(
+                "build",
+                format!(
+                    "{tag} unchanged: reusing image {} and commit {}",
+                    short(&rec.image_id),
+                    short(&rec.commit)
+                ),
+            );
+            for s in ["build", "export", "convert+commit"] {
+                timings.push(StageTimer::start(ev, s).finish(true));
+            }
+            return Ok(result(rec, true, timings));
+        }
+        if lock.is_some() {
+            break previous;
+        }
+        lock = Some(super::HostLock::acquire("build", ev, cancel).await?);
+    };
+    // Under the lock, a staging folder left by a killed build is ours to remove.
     for e in std::fs::read_dir(&work_root)?.flatten() {
         if e.file_name().to_string_lossy().starts_with(".work-") {
             ev.note("build", format!("removing leftover {}", e.path().display()));
