@@ -186,22 +186,22 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
                 let _ = tokio::signal::ctrl_c().await;
                 c2.cancel();
             });
+            let t = std::time::Instant::now();
             let res = vm::up(&paths, o, &ev, &cancel).await;
             drop(ev);
             let _ = printer.await;
             let rec = res?;
             println!(
-                "{} ready in {:.1}s ({}, {}){}{}",
+                "{} ready in {:.1}s ({}){}{}",
                 rec.name,
-                rec.ready_secs.unwrap_or(0.0),
+                t.elapsed().as_secs_f64(),
                 rec.accel.as_str(),
-                rec.accel_reason,
                 rec.ssh_port
                     .map(|p| format!(", ssh 127.0.0.1:{p}"))
                     .unwrap_or_default(),
                 rec.known_password
                     .as_ref()
-                    .map(|k| format!(", LAB VM known password {k}"))
+                    .map(|k| format!(", LAB VM: known password {k}"))
                     .unwrap_or_default(),
             );
             Ok(ExitCode::SUCCESS)

@@ -76,7 +76,13 @@ pub async fn booted_image(
         None => crate::tools::qemu::choose_accel(paths, ev, cancel).await.0,
     };
     let dest = booted_path(&named, o, accel);
-    if dest.exists() {
+    // A saved VM state only loads into the QEMU that saved it: the image records its QEMU.
+    let stamp = dest.with_extension("qemu");
+    let qemu = crate::tools::qemu::kvm_probe::qemu_version().await?;
+    let fresh = |dest: &Path| {
+        dest.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == qemu)
+    };
+    if fresh(&dest) {
         return Ok(dest);
     }
     // One maker at a time; the others then find it made.
@@ -92,9 +98,10 @@ pub async fn booted_image(
         lock
     })
     .await?;
-    if dest.exists() {
+    if fresh(&dest) {
         return Ok(dest);
     }
+    let _ = std::fs::remove_file(&dest);
     let name = format!("booted-{}", fastrand::u32(..));
     let stage = format!("vm:{name}");
     ev.note(
@@ -126,6 +133,7 @@ pub async fn booted_image(
         if std::fs::rename(&rec.overlay, &tmp).is_err() {
             std::fs::copy(&rec.overlay, &tmp)?;
         }
+        std::fs::write(&stamp, &qemu)?;
         std::fs::rename(&tmp, &dest)?;
         Ok::<_, anyhow::Error>(())
     }

@@ -123,7 +123,9 @@ struct Sup {
     rec: Mutex<VmRecord>,
     state_tx: watch::Sender<VmState>,
     events: broadcast::Sender<VmStamped>,
-    qmp: Qmp,
+    /// Replaced when the monitor connection breaks while QEMU still runs.
+    qmp: Mutex<Qmp>,
+    qmp_path: PathBuf,
     agent: tokio::sync::Mutex<Option<Arc<Qga>>>,
     /// Set while the guest is known to be going away (reboot asked, snapshot loading): the agent
     /// loop must not call it ready on a last answer from the old guest.
@@ -176,6 +178,7 @@ async fn run(
         }
     };
     let qmp_events = qmp.subscribe();
+    let qmp_path = sup_qmp_path(&rec);
     let (state_tx, _) = watch::channel(rec.state);
     let (events, _) = broadcast::channel(1024);
     let share_wanted = rec.share.is_some();
@@ -184,7 +187,8 @@ async fn run(
         rec: Mutex::new(rec),
         state_tx,
         events,
-        qmp,
+        qmp: Mutex::new(qmp),
+        qmp_path: qmp_path.clone(),
         agent: tokio::sync::Mutex::new(None),
         agent_hold: AtomicBool::new(false),
         share_wanted: AtomicBool::new(share_wanted),
@@ -258,7 +262,14 @@ async fn run(
     Ok(())
 }
 
+fn sup_qmp_path(rec: &VmRecord) -> PathBuf {
+    rec.sockets.qmp.clone()
+}
+
 impl Sup {
+    fn qmp(&self) -> Qmp {
+        self.qmp.lock().unwrap().clone()
+    }
     fn emit(&self, event: VmEvent) {
         let _ = self.events.send(VmStamped::now(event));
     }
@@ -297,12 +308,17 @@ impl Sup {
     }
     fn console_tail(&self, n: usize) -> String {
         let c = self.console.lock().unwrap();
-        let skip = c.len().saturating_sub(n);
-        c.iter()
-            .skip(skip)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n  ")
+        let lines: Vec<&str> = c
+            .iter()
+            .map(|l| l.as_str())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(n)..];
+        if tail.is_empty() {
+            "(nothing on the console yet)".into()
+        } else {
+            tail.join("\n  ")
+        }
     }
     async fn drop_agent(&self) {
         *self.agent.lock().await = None;
@@ -401,7 +417,7 @@ impl Sup {
     /// QMP quit and wait for QEMU to go.
     async fn cut(&self, why: &str) {
         self.set_state(VmState::Stopping, why.to_string());
-        if let Err(e) = self.qmp.quit().await {
+        if let Err(e) = self.qmp().quit().await {
             eprintln!("quit: {e:#}");
         }
         if tokio::time::timeout(Duration::from_secs(10), self.exited.cancelled())
@@ -450,11 +466,11 @@ impl Sup {
     /// Run a snapshot job (save or load) through QMP and wait for it to conclude.
     async fn snapshot_job(&self, kind: &str, tag: &str) -> Result<()> {
         let id = format!("bootlab-{kind}-{}", fastrand::u32(..));
-        let mut rx = self.qmp.subscribe();
+        let mut rx = self.qmp().subscribe();
         let devices = vec![DISK_NODE.to_string()];
         match kind {
             "save" => {
-                self.qmp
+                self.qmp()
                     .execute(qmp::snapshot_save {
                         job_id: id.clone(),
                         tag: tag.into(),
@@ -464,7 +480,7 @@ impl Sup {
                     .await?
             }
             "load" => {
-                self.qmp
+                self.qmp()
                     .execute(qmp::snapshot_load {
                         job_id: id.clone(),
                         tag: tag.into(),
@@ -474,7 +490,7 @@ impl Sup {
                     .await?
             }
             "delete" => {
-                self.qmp
+                self.qmp()
                     .execute(qmp::snapshot_delete {
                         job_id: id.clone(),
                         tag: tag.into(),
@@ -494,12 +510,12 @@ impl Sup {
             _ => None,
         })
         .await?;
-        let jobs = self.qmp.execute(qmp::query_jobs {}).await?;
+        let jobs = self.qmp().execute(qmp::query_jobs {}).await?;
         let err = jobs
             .iter()
             .find(|j| j.id == id)
             .and_then(|j| j.error.clone());
-        self.qmp
+        self.qmp()
             .execute(qmp::job_dismiss { id: id.clone() })
             .await?;
         match err {
@@ -590,9 +606,9 @@ impl Sup {
             self.set_state(VmState::Rebooting, format!("snapshot load failed: {e:#}"));
             return Err(e);
         }
-        let status = self.qmp.query_status().await?;
+        let status = self.qmp().query_status().await?;
         if !status.running {
-            self.qmp.cont().await?;
+            self.qmp().cont().await?;
         }
         self.wait_state(VmState::Ready, within).await?;
         let ready_secs = t.elapsed().as_secs_f64();
@@ -636,7 +652,7 @@ impl Sup {
             }
             Request::Reboot => {
                 let agent = self.agent().await?;
-                let mut rx = self.qmp.subscribe();
+                let mut rx = self.qmp().subscribe();
                 self.agent_hold.store(true, Ordering::Relaxed);
                 self.set_state(
                     VmState::Rebooting,
@@ -659,7 +675,7 @@ impl Sup {
             Request::Powerdown { timeout_secs } => {
                 let prev = self.state();
                 self.set_state(VmState::Stopping, "ACPI power button (system_powerdown)");
-                self.qmp.system_powerdown().await?;
+                self.qmp().system_powerdown().await?;
                 if tokio::time::timeout(Duration::from_secs(timeout_secs), self.exited.cancelled())
                     .await
                     .is_err()
@@ -676,8 +692,8 @@ impl Sup {
                 to_value(self.last_shutdown.lock().unwrap().clone())?
             }
             Request::Reset => {
-                let mut rx = self.qmp.subscribe();
-                self.qmp.system_reset().await?;
+                let mut rx = self.qmp().subscribe();
+                self.qmp().system_reset().await?;
                 wait_event(&mut rx, Duration::from_secs(30), |e| {
                     matches!(e, QmpEvent::RESET { .. }).then_some(())
                 })
@@ -686,7 +702,7 @@ impl Sup {
             }
             Request::Pause => {
                 let prev = self.state();
-                self.qmp.stop().await?;
+                self.qmp().stop().await?;
                 if prev != VmState::Paused {
                     *self.before_pause.lock().unwrap() = Some(prev);
                 }
@@ -694,7 +710,7 @@ impl Sup {
                 serde_json::Value::Null
             }
             Request::Resume => {
-                self.qmp.cont().await?;
+                self.qmp().cont().await?;
                 let prev = self
                     .before_pause
                     .lock()
@@ -716,7 +732,7 @@ impl Sup {
                 to_value(r)?
             }
             Request::Screendump { path } => {
-                self.qmp.screendump(Path::new(&path)).await?;
+                self.qmp().screendump(Path::new(&path)).await?;
                 serde_json::Value::Null
             }
             Request::Subscribe => unreachable!("handled by the connection"),
@@ -789,7 +805,28 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
         let ev = match rx.recv().await {
             Ok(ev) => ev,
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
+            Err(_) => {
+                // The monitor connection ended. When QEMU still runs (a message the schema could
+                // not parse ends qapi's stream), connect again so events keep flowing.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if sup.exited.is_cancelled() {
+                    return;
+                }
+                match Qmp::connect(&sup.qmp_path, Duration::from_secs(10)).await {
+                    Ok(q) => {
+                        rx = q.subscribe();
+                        *sup.qmp.lock().unwrap() = q;
+                        sup.note("QMP connection lost and re-established");
+                        continue;
+                    }
+                    Err(e) => {
+                        if !sup.exited.is_cancelled() {
+                            sup.note(format!("QMP connection lost: {e:#}"));
+                        }
+                        return;
+                    }
+                }
+            }
         };
         let (name, detail) = describe_event(&ev);
         eprintln!("qmp: {name} {detail}");
