@@ -540,6 +540,70 @@ fn ostree_captured_from_our_guest() {
     eprintln!("{n} captured documents parsed");
 }
 
+#[test]
+fn ostree_captured_drill_sequence() {
+    // Captured from our debian-minimal guest (ostree 2022.7) during the e2e drills:
+    // v1 booted → v2 pending → v2 booted → v1 redeployed (.1, bare-checksum origin) → v1 booted
+    // → power cut during the next upgrade: v1 still booted, origin set back to the branch.
+    const V1: &str = "d6e119edc96bf05853a5af6c5d00c208deb133b1b3aa2e2a5fda577eb89b4ec2";
+    const V2: &str = "9caf86eecb50191804c269c93f30dacdfbe24dd897e267b91a94cde76165b8ea";
+    let roles = |rel: &str| -> Vec<(String, &'static str, Option<String>, Option<String>)> {
+        ostree_text(rel)
+            .deployments
+            .iter()
+            .map(|d| {
+                (
+                    d.id(),
+                    d.role(),
+                    d.version.clone(),
+                    d.origin_refspec.clone(),
+                )
+            })
+            .collect()
+    };
+    let o = || Some(ORIGIN.to_string());
+    let v = |s: &str| Some(s.to_string());
+    assert_eq!(
+        roles("captured-before-upgrade.txt"),
+        vec![(format!("{V1}.0"), "booted", v("v1"), o())]
+    );
+    assert_eq!(
+        roles("captured-upgrade-pending.txt"),
+        vec![
+            (format!("{V2}.0"), "pending", v("v2"), o()),
+            (format!("{V1}.0"), "booted", v("v1"), o())
+        ]
+    );
+    assert_eq!(
+        roles("captured-after-upgrade-reboot.txt"),
+        vec![
+            (format!("{V2}.0"), "booted", v("v2"), o()),
+            (format!("{V1}.0"), "rollback", v("v1"), o())
+        ]
+    );
+    assert_eq!(
+        roles("captured-rollback-pending.txt"),
+        vec![
+            (format!("{V1}.1"), "pending", v("v1"), v(V1)),
+            (format!("{V2}.0"), "booted", v("v2"), o())
+        ]
+    );
+    assert_eq!(
+        roles("captured-after-rollback-reboot.txt"),
+        vec![
+            (format!("{V1}.1"), "booted", v("v1"), v(V1)),
+            (format!("{V2}.0"), "rollback", v("v2"), o())
+        ]
+    );
+    assert_eq!(
+        roles("captured-after-powercut.txt"),
+        vec![
+            (format!("{V1}.1"), "booted", v("v1"), o()),
+            (format!("{V2}.0"), "rollback", v("v2"), o())
+        ]
+    );
+}
+
 // ---- rpm-ostree ----
 
 #[test]

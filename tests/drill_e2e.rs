@@ -170,6 +170,9 @@ async fn upgrade_rollback_powercut_on_one_guest() {
         // Every real capture parses.
         bootlab::deploy::ostree::parse_text(&o.stdout).unwrap();
     }
+    // The guest and the host hold emitter clones: the printer ends once all are gone.
+    drop(guest);
+    drop(host);
     drop(ev);
     let _ = printer.await;
     eprintln!(

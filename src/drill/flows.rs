@@ -985,3 +985,50 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
         "power cut {cut_secs:.1} s into the upgrade ({phase}); booted the {which} deployment ({want})"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_match_by_word() {
+        assert!(version_matches("v2", "v2"));
+        assert!(version_matches("debian-minimal v2", "v2"));
+        assert!(!version_matches("v21", "v2"));
+        assert!(!version_matches("", "v2"));
+    }
+
+    #[test]
+    fn ostree_version_gate() {
+        let old = "libostree:\n Version: '2022.7'\n Git: 2022.7\n Features:\n  - libcurl\n";
+        let new = "libostree:\n Version: '2024.5'\n";
+        assert!(!ostree_at_least(old, 2023, 6));
+        assert!(ostree_at_least(new, 2023, 6));
+        assert!(!ostree_at_least("garbage", 2023, 6));
+    }
+
+    #[test]
+    fn phases_from_the_log() {
+        assert_eq!(phase_of("", None), "pulling / checking out");
+        assert_eq!(
+            phase_of(
+                "Copying /etc changes: 1 modified, 0 removed, 2 added\n",
+                None
+            ),
+            "writing the new deployment (/etc merge seen)"
+        );
+        assert_eq!(phase_of("x", Some(0)), "finished");
+    }
+
+    #[test]
+    fn bootc_targets() {
+        assert_eq!(
+            bootc_target("oci:/var/mnt/x"),
+            ("oci".to_string(), "/var/mnt/x".to_string())
+        );
+        assert_eq!(
+            bootc_target("quay.io/a/b:1"),
+            ("registry".to_string(), "quay.io/a/b:1".to_string())
+        );
+    }
+}

@@ -82,6 +82,26 @@ impl GuestOps for VmGuest {
     }
 
     async fn power_on(&mut self) -> Result<()> {
+        // The supervisor records the stop a moment after QEMU is gone; starting before that is
+        // refused ("already runs").
+        let (paths, name) = (self.paths.clone(), self.name.clone());
+        let stopped =
+            crate::events::retry_until(Duration::from_secs(60), Duration::from_millis(250), || {
+                let (paths, name) = (paths.clone(), name.clone());
+                async move {
+                    crate::vm::VmRecord::load(&paths, &name)
+                        .ok()
+                        .filter(|r| r.state == crate::vm::VmState::Stopped)
+                        .map(|_| ())
+                }
+            })
+            .await;
+        if stopped.is_none() {
+            bail!(
+                "VM {} was not recorded stopped within 60 s of the power cut",
+                self.name
+            );
+        }
         // The VM's record and disk outlive the cut; starting it again boots that same disk.
         let opts = crate::vm::lifecycle::UpOptions::new(self.name.clone());
         crate::vm::lifecycle::up(&self.paths, opts, &self.ev, &CancellationToken::new()).await?;
