@@ -1,0 +1,733 @@
+//! The TUI's state and its updates. `App::update` turns an [`Action`] into state changes plus
+//! [`Effect`]s (work for the runtime: start a job, hand over the terminal, quit); `App::on_msg`
+//! folds in what background jobs report. Drawing (`draw`) only reads this.
+
+use super::action::{Action, DrillKind, Tab, VmControl};
+use super::logpane::LogPane;
+use super::views::deployments::{DeployView, DeploymentRow, DiffView};
+use super::views::drills::{DrillRun, DrillsView, Verdict};
+use super::views::labs::{CheckStatus, LabModel, LabsView};
+use super::views::recipes::RecipesView;
+use super::views::vm::{VmInfo, VmView};
+use crate::events::{Event, Stamped, Stream};
+use crate::recipe::Recipe;
+use std::time::SystemTime;
+
+/// Popups that take the keyboard until closed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Modal {
+    Help,
+    /// Quitting while VMs run or a job works: say what will stop.
+    ConfirmQuit {
+        vms: Vec<String>,
+        job: Option<String>,
+    },
+    /// Revealing a step's solution (and running it) is a decision, not a slip of a key.
+    ConfirmSolve {
+        lab: String,
+        step: usize,
+    },
+}
+
+impl Modal {
+    pub fn yes_label(&self) -> &'static str {
+        match self {
+            Modal::Help => "close",
+            Modal::ConfirmQuit { vms, .. } if !vms.is_empty() => "stop VMs and quit",
+            Modal::ConfirmQuit { .. } => "quit",
+            Modal::ConfirmSolve { .. } => "show and run the solution",
+        }
+    }
+    /// A second way to say yes, when there is one.
+    pub fn alt_label(&self) -> Option<&'static str> {
+        match self {
+            Modal::ConfirmQuit { vms, .. } if !vms.is_empty() => Some("quit, keep VMs running"),
+            _ => None,
+        }
+    }
+}
+
+/// The kinds of background work; one runs at a time (2 cores, one VM at a time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    Build { recipe: String, version: String },
+    Boot { recipe: String },
+    VmControl(VmControl),
+    Refresh,
+    Diff,
+    Drill(DrillKind),
+    LabAction { lab: String, step: usize },
+    LabChecks { lab: String, step: usize },
+    LabSolve { lab: String, step: usize },
+}
+
+impl JobKind {
+    pub fn label(&self) -> String {
+        match self {
+            JobKind::Build { recipe, version } => format!("building {recipe}:{version}"),
+            JobKind::Boot { recipe } => format!("booting {recipe}"),
+            JobKind::VmControl(c) => format!("VM {}", c.verb()),
+            JobKind::Refresh => "reading deployments".into(),
+            JobKind::Diff => "diffing deployments".into(),
+            JobKind::Drill(k) => format!("{} drill", k.name()),
+            JobKind::LabAction { .. } => "running the step's action".into(),
+            JobKind::LabChecks { .. } => "checking".into(),
+            JobKind::LabSolve { .. } => "running the solution".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobInfo {
+    pub kind: JobKind,
+    pub started: SystemTime,
+}
+
+/// Work the runtime does for the app. Each is a request; results come back as [`Msg`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Quit,
+    StopVmsThenQuit,
+    CancelJob,
+    Start(JobKind),
+    /// Suspend the TUI and give the terminal to a shell in this VM.
+    Shell {
+        vm: String,
+    },
+    SaveLabProgress {
+        lab: String,
+    },
+}
+
+/// What finished jobs hand back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutput {
+    /// Nothing beyond the events already shown; the string is a one-line summary.
+    Done(String),
+    Vm(Option<VmInfo>),
+    Deployments(Vec<DeploymentRow>),
+    Diff(DiffView),
+    Verdict(Verdict),
+    Checks(Vec<CheckStatus>),
+}
+
+/// Messages from the runtime and from background jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    Engine(Stamped),
+    JobDone {
+        kind: JobKind,
+        result: Result<JobOutput, String>,
+    },
+    /// The job was cancelled (Ctrl-C) and has stopped.
+    JobCancelled {
+        kind: JobKind,
+    },
+    /// A one-line note for the status bar (e.g. "the pipeline is not in this build").
+    Status(String),
+    /// The clock moved (only sent while a job runs, to update elapsed times).
+    Tick(SystemTime),
+}
+
+/// Everything the app shows.
+pub struct App {
+    pub tab: Tab,
+    pub modal: Option<Modal>,
+    pub presenter: bool,
+    pub status: Option<String>,
+    pub job: Option<JobInfo>,
+    pub now: SystemTime,
+    pub quit: bool,
+    pub recipes: RecipesView,
+    pub vm: VmView,
+    pub deploy: DeployView,
+    pub drills: DrillsView,
+    pub labs: LabsView,
+}
+
+/// What the app starts from: loaded recipes and labs (or the errors loading them gave).
+pub struct Init {
+    pub recipes: Result<Vec<Recipe>, String>,
+    pub labs: Result<Vec<LabModel>, String>,
+    pub now: SystemTime,
+}
+
+impl App {
+    pub fn new(init: Init) -> App {
+        App {
+            tab: Tab::Recipes,
+            modal: None,
+            presenter: false,
+            status: None,
+            job: None,
+            now: init.now,
+            quit: false,
+            recipes: RecipesView::new(init.recipes),
+            vm: VmView::default(),
+            deploy: DeployView::default(),
+            drills: DrillsView::default(),
+            labs: LabsView::new(init.labs),
+        }
+    }
+
+    /// The log pane the keyboard scrolls in the current view, if it has one.
+    pub fn focused_log(&self) -> Option<&LogPane> {
+        match self.tab {
+            Tab::Recipes => Some(&self.recipes.log),
+            Tab::Vm => Some(&self.vm.console),
+            _ => None,
+        }
+    }
+    fn focused_log_mut(&mut self) -> Option<&mut LogPane> {
+        match self.tab {
+            Tab::Recipes => Some(&mut self.recipes.log),
+            Tab::Vm => Some(&mut self.vm.console),
+            _ => None,
+        }
+    }
+
+    pub fn running_vms(&self) -> Vec<String> {
+        self.vm
+            .vm
+            .iter()
+            .filter(|v| v.is_running())
+            .map(|v| v.name.clone())
+            .collect()
+    }
+
+    fn start(&mut self, kind: JobKind) -> Vec<Effect> {
+        if let Some(j) = &self.job {
+            self.status = Some(format!(
+                "busy: {} — wait for it or press Ctrl-C to cancel it",
+                j.kind.label()
+            ));
+            return vec![];
+        }
+        self.job = Some(JobInfo {
+            kind: kind.clone(),
+            started: self.now,
+        });
+        self.status = Some(format!("{}…", kind.label()));
+        vec![Effect::Start(kind)]
+    }
+
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::Quit => {
+                let vms = self.running_vms();
+                let job = self.job.as_ref().map(|j| j.kind.label());
+                if vms.is_empty() && job.is_none() {
+                    self.quit = true;
+                    return vec![Effect::Quit];
+                }
+                self.modal = Some(Modal::ConfirmQuit { vms, job });
+            }
+            Action::CancelJob => match &self.job {
+                Some(j) => {
+                    self.status = Some(format!("cancelling {}…", j.kind.label()));
+                    return vec![Effect::CancelJob];
+                }
+                None => self.status = Some("no job is running (q quits)".into()),
+            },
+            Action::NextTab => self.tab = self.tab.next(),
+            Action::PrevTab => self.tab = self.tab.prev(),
+            Action::GoTab(t) => self.tab = t,
+            Action::ToggleHelp => {
+                self.modal = match self.modal {
+                    Some(Modal::Help) => None,
+                    _ => Some(Modal::Help),
+                }
+            }
+            Action::TogglePresenter => self.presenter = !self.presenter,
+            Action::Back => {
+                if self.modal.is_some() {
+                    self.modal = None;
+                } else if self.tab == Tab::Labs && self.labs.open.is_some() {
+                    self.labs.close();
+                } else if self.presenter {
+                    self.presenter = false;
+                }
+            }
+            Action::Up => self.move_selection(-1),
+            Action::Down => self.move_selection(1),
+            Action::LogPageUp => {
+                if let Some(l) = self.focused_log_mut() {
+                    l.page_up()
+                }
+            }
+            Action::LogPageDown => {
+                if let Some(l) = self.focused_log_mut() {
+                    l.page_down()
+                }
+            }
+            Action::LogTop => {
+                if let Some(l) = self.focused_log_mut() {
+                    l.top()
+                }
+            }
+            Action::LogFollow => {
+                if let Some(l) = self.focused_log_mut() {
+                    l.follow()
+                }
+            }
+            Action::FilterStart => {
+                if let Some(l) = self.focused_log_mut() {
+                    l.start_filter()
+                }
+            }
+            Action::FilterChar(c) => {
+                if let Some(l) = self.focused_log_mut() {
+                    l.type_char(c)
+                }
+            }
+            Action::FilterBackspace => {
+                if let Some(l) = self.focused_log_mut() {
+                    l.backspace()
+                }
+            }
+            Action::FilterApply => {
+                if let Some(l) = self.focused_log_mut() {
+                    l.apply_filter()
+                }
+            }
+            Action::FilterClear => {
+                if let Some(l) = self.focused_log_mut() {
+                    l.clear_filter()
+                }
+            }
+            Action::NextVersion => self.recipes.next_version(),
+            Action::Build => match self.recipes.selected_target() {
+                Some((recipe, version)) => {
+                    let kind = JobKind::Build { recipe, version };
+                    if self.job.is_none() {
+                        self.recipes.begin_build(&kind.label());
+                    }
+                    return self.start(kind);
+                }
+                None => self.status = Some("no recipe to build (see assets/recipes)".into()),
+            },
+            Action::Boot => match self.recipes.selected_target() {
+                Some((recipe, _)) => {
+                    if self.job.is_none() {
+                        self.vm.console.clear();
+                    }
+                    return self.start(JobKind::Boot { recipe });
+                }
+                None => self.status = Some("no recipe to boot (see assets/recipes)".into()),
+            },
+            Action::Vm(c) => {
+                if self.vm.vm.is_none() {
+                    self.status = Some("no VM running — press b to boot one".into());
+                } else {
+                    return self.start(JobKind::VmControl(c));
+                }
+            }
+            Action::Shell => match &self.vm.vm {
+                Some(v) if v.is_running() => return vec![Effect::Shell { vm: v.name.clone() }],
+                _ => self.status = Some("no VM running — press b to boot one".into()),
+            },
+            Action::Refresh => return self.start(JobKind::Refresh),
+            Action::MarkForDiff => self.deploy.toggle_mark(),
+            Action::Diff => match self.deploy.diff_pair() {
+                Some(_) => return self.start(JobKind::Diff),
+                None => {
+                    self.status =
+                        Some("mark one deployment with Space, select another, press d".into())
+                }
+            },
+            Action::StartDrill => {
+                let kind = DrillKind::ALL[self.drills.selected];
+                if self.vm.vm.is_none() {
+                    self.status = Some(
+                        "a drill needs a running VM — boot one in the VM view (2), press b".into(),
+                    );
+                } else {
+                    if self.job.is_none() {
+                        self.drills.running = Some(DrillRun::new(kind));
+                    }
+                    return self.start(JobKind::Drill(kind));
+                }
+            }
+            Action::Enter => {
+                if self.tab == Tab::Labs {
+                    return self.lab_enter();
+                }
+            }
+            Action::RunChecks => {
+                if let Some((lab, step)) = self.labs.current() {
+                    self.labs.set_checks_running();
+                    return self.start(JobKind::LabChecks { lab, step });
+                }
+            }
+            Action::Hint => {
+                if let Some(lab) = self.labs.reveal_hint() {
+                    return vec![Effect::SaveLabProgress { lab }];
+                }
+            }
+            Action::Solve => {
+                if let Some((lab, step)) = self.labs.current() {
+                    if self.labs.step().is_some_and(|s| s.has_solution) {
+                        self.modal = Some(Modal::ConfirmSolve { lab, step });
+                    } else {
+                        self.status = Some("this step has no solution to show".into());
+                    }
+                }
+            }
+            Action::NextStep => {
+                if let Some(lab) = self.labs.go_step(1) {
+                    return vec![Effect::SaveLabProgress { lab }];
+                }
+            }
+            Action::PrevStep => {
+                if let Some(lab) = self.labs.go_step(-1) {
+                    return vec![Effect::SaveLabProgress { lab }];
+                }
+            }
+            Action::Confirm => match self.modal.take() {
+                Some(Modal::ConfirmQuit { vms, .. }) => {
+                    self.quit = true;
+                    if vms.is_empty() {
+                        return vec![Effect::CancelJob, Effect::Quit];
+                    }
+                    return vec![Effect::CancelJob, Effect::StopVmsThenQuit];
+                }
+                Some(Modal::ConfirmSolve { lab, step }) => {
+                    self.labs.solution_shown = true;
+                    return self.start(JobKind::LabSolve { lab, step });
+                }
+                _ => {}
+            },
+            Action::ConfirmAlt => {
+                if let Some(Modal::ConfirmQuit { .. }) = self.modal.take() {
+                    // VMs belong to their own supervisors: they keep running without us.
+                    self.quit = true;
+                    return vec![Effect::CancelJob, Effect::Quit];
+                }
+            }
+            Action::Dismiss => self.modal = None,
+        }
+        vec![]
+    }
+
+    fn move_selection(&mut self, d: isize) {
+        match self.tab {
+            Tab::Recipes => self.recipes.move_selection(d),
+            Tab::Deployments => self.deploy.move_selection(d),
+            Tab::Drills => {
+                self.drills.selected = step_index(self.drills.selected, d, DrillKind::ALL.len());
+            }
+            Tab::Labs if self.labs.open.is_none() => self.labs.move_selection(d),
+            _ => {}
+        }
+    }
+
+    fn lab_enter(&mut self) -> Vec<Effect> {
+        if self.labs.open.is_none() {
+            if self.labs.labs.is_empty() {
+                self.status = Some("no labs found (they live in labs/)".into());
+                return vec![];
+            }
+            self.labs.open_selected();
+            return vec![];
+        }
+        match self.labs.current() {
+            Some((lab, step)) if self.labs.step().is_some_and(|s| s.action.is_some()) => {
+                self.start(JobKind::LabAction { lab, step })
+            }
+            Some(_) => {
+                self.status = Some("this step has no action: do it yourself, then press c".into());
+                vec![]
+            }
+            None => vec![],
+        }
+    }
+
+    pub fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Engine(s) => self.on_event(s),
+            Msg::Tick(t) => self.now = t,
+            Msg::Status(s) => self.status = Some(s),
+            Msg::JobCancelled { kind } => {
+                self.job = None;
+                self.status = Some(format!("cancelled: {}", kind.label()));
+                if let JobKind::Build { .. } = kind {
+                    self.recipes.build.outcome = Some(Err("cancelled".into()));
+                }
+                if let JobKind::LabChecks { .. } = kind {
+                    self.labs.reset_running_checks();
+                }
+            }
+            Msg::JobDone { kind, result } => {
+                self.job = None;
+                self.job_done(kind, result);
+            }
+        }
+    }
+
+    fn job_done(&mut self, kind: JobKind, result: Result<JobOutput, String>) {
+        let label = kind.label();
+        match &result {
+            Ok(_) => self.status = Some(format!("done: {label}")),
+            Err(e) => self.status = Some(format!("failed: {label}: {e}")),
+        }
+        match (kind, result) {
+            (JobKind::Build { .. }, r) => {
+                self.recipes.build.outcome = Some(r.map(|o| match o {
+                    JobOutput::Done(s) => s,
+                    _ => String::new(),
+                }));
+            }
+            (
+                JobKind::Boot { .. } | JobKind::VmControl(_) | JobKind::LabAction { .. },
+                Ok(JobOutput::Vm(v)),
+            ) => {
+                self.vm.vm = v;
+            }
+            (JobKind::Refresh, Ok(JobOutput::Deployments(d))) => {
+                self.deploy.set(d, self.now);
+            }
+            (JobKind::Diff, Ok(JobOutput::Diff(d))) => self.deploy.diff = Some(d),
+            (JobKind::Drill(_), Ok(JobOutput::Verdict(v))) => {
+                if let Some(r) = &mut self.drills.running {
+                    r.verdict = Some(v);
+                }
+            }
+            (JobKind::Drill(_), Err(e)) => {
+                if let Some(r) = &mut self.drills.running {
+                    r.verdict = Some(Verdict {
+                        passed: false,
+                        summary: format!("the drill could not finish: {e}"),
+                        evidence: vec![],
+                    });
+                }
+            }
+            (JobKind::LabChecks { .. }, Ok(JobOutput::Checks(c))) => {
+                self.labs.set_checks(c);
+            }
+            (JobKind::LabChecks { .. }, Err(_)) => self.labs.reset_running_checks(),
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, s: Stamped) {
+        let kind = self.job.as_ref().map(|j| j.kind.clone());
+        match s.event {
+            Event::Log {
+                stage,
+                stream: Stream::Console,
+                line,
+            } => self.vm.console.push(&stage, &line, false),
+            Event::Log {
+                stage,
+                stream,
+                line,
+            } => {
+                let err = stream == Stream::Stderr && looks_like_error(&line);
+                self.pane_for(&stage, kind.as_ref())
+                    .push(&stage, &line, err);
+            }
+            Event::Command { stage, argv } => {
+                let cmd: Vec<String> = argv
+                    .iter()
+                    .map(|a| crate::tools::cmd::shell_quote(a))
+                    .collect();
+                let text = format!("$ {}", cmd.join(" "));
+                if let Some(JobKind::Drill(_)) = kind {
+                    self.drills.timeline(s.at, &text);
+                }
+                self.pane_for(&stage, kind.as_ref())
+                    .push(&stage, &text, false);
+            }
+            Event::Progress {
+                stage,
+                done,
+                total,
+                label,
+            } => {
+                if let Some(JobKind::Build { .. }) = kind {
+                    self.recipes.build.gauge = Some((done, total, label));
+                } else {
+                    self.log_for(kind.as_ref()).push(
+                        &stage,
+                        &format!("{done}/{total} {label}"),
+                        false,
+                    );
+                }
+            }
+            Event::StageStarted { stage } => {
+                if let Some(JobKind::Build { .. }) = kind {
+                    self.recipes.build.stage_started(&stage);
+                }
+                if let Some(JobKind::Drill(_)) = kind {
+                    self.drills.timeline(s.at, &format!("{stage} started"));
+                }
+            }
+            Event::StageFinished {
+                stage,
+                secs,
+                cached,
+            } => {
+                if let Some(JobKind::Build { .. }) = kind {
+                    self.recipes.build.stage_finished(&stage, secs, cached);
+                }
+                if let Some(JobKind::Drill(_)) = kind {
+                    self.drills
+                        .timeline(s.at, &format!("{stage} finished in {secs:.1}s"));
+                }
+            }
+            Event::State {
+                object,
+                state,
+                detail,
+            } => {
+                self.vm.on_state(&object, &state, &detail);
+                if let Some(JobKind::Drill(_)) = kind {
+                    self.drills
+                        .timeline(s.at, &format!("{object}: {state} {detail}"));
+                }
+            }
+            Event::Note { stage, text } => {
+                if let Some(JobKind::Drill(_)) = kind {
+                    self.drills.timeline(s.at, &text);
+                }
+                self.pane_for(&stage, kind.as_ref())
+                    .push(&stage, &text, false);
+            }
+        }
+    }
+
+    /// The pane a line belongs in: a VM's own lines go to its console pane, the rest to the pane
+    /// of the job that produced them.
+    fn pane_for(&mut self, stage: &str, kind: Option<&JobKind>) -> &mut LogPane {
+        if stage.starts_with("vm:") {
+            return &mut self.vm.console;
+        }
+        self.log_for(kind)
+    }
+
+    /// The pane a job's output belongs in.
+    fn log_for(&mut self, kind: Option<&JobKind>) -> &mut LogPane {
+        match kind {
+            Some(JobKind::Boot { .. } | JobKind::VmControl(_)) => &mut self.vm.console,
+            Some(
+                JobKind::LabAction { .. } | JobKind::LabChecks { .. } | JobKind::LabSolve { .. },
+            ) => &mut self.labs.log,
+            Some(JobKind::Drill(_)) => &mut self.drills.log,
+            _ => &mut self.recipes.log,
+        }
+    }
+}
+
+pub(crate) fn step_index(i: usize, d: isize, len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    (i as isize + d).clamp(0, len as isize - 1) as usize
+}
+
+fn looks_like_error(line: &str) -> bool {
+    let l = line.to_ascii_lowercase();
+    l.contains("error") || l.contains("fatal") || l.starts_with("e:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::views::recipes::StageRow;
+
+    pub(crate) fn app() -> App {
+        App::new(Init {
+            recipes: crate::recipe::shipped().map_err(|e| e.to_string()),
+            labs: Ok(vec![]),
+            now: SystemTime::UNIX_EPOCH,
+        })
+    }
+
+    #[test]
+    fn starts_on_recipes_with_the_default_recipe_selected() {
+        let a = app();
+        assert_eq!(a.tab, Tab::Recipes);
+        assert_eq!(
+            a.recipes.selected().map(|r| r.name()),
+            Some(crate::recipe::DEFAULT_RECIPE)
+        );
+    }
+
+    #[test]
+    fn quit_without_vms_or_jobs_quits_at_once() {
+        let mut a = app();
+        assert_eq!(a.update(Action::Quit), vec![Effect::Quit]);
+        assert!(a.quit);
+    }
+
+    #[test]
+    fn quit_with_a_running_vm_asks_and_offers_to_stop_it() {
+        let mut a = app();
+        a.vm.vm = Some(VmInfo::running_for_test("lab1"));
+        assert!(a.update(Action::Quit).is_empty());
+        assert!(matches!(a.modal, Some(Modal::ConfirmQuit { ref vms, .. }) if vms == &["lab1"]));
+        assert!(!a.quit);
+        a.update(Action::Dismiss);
+        assert!(a.modal.is_none() && !a.quit);
+        a.update(Action::Quit);
+        let eff = a.update(Action::Confirm);
+        assert!(eff.contains(&Effect::StopVmsThenQuit), "{eff:?}");
+    }
+
+    #[test]
+    fn one_job_at_a_time_and_ctrl_c_cancels_it() {
+        let mut a = app();
+        let eff = a.update(Action::Build);
+        assert!(
+            matches!(&eff[..], [Effect::Start(JobKind::Build { recipe, version })] if recipe == "debian-minimal" && version == "v1")
+        );
+        assert!(a.update(Action::Build).is_empty());
+        assert!(a.status.as_deref().unwrap().starts_with("busy"));
+        assert_eq!(a.update(Action::CancelJob), vec![Effect::CancelJob]);
+        a.on_msg(Msg::JobCancelled {
+            kind: a.job.clone().unwrap().kind,
+        });
+        assert!(a.job.is_none());
+    }
+
+    #[test]
+    fn build_events_feed_gauge_timings_and_log() {
+        let mut a = app();
+        a.update(Action::Build);
+        let ev = |e| {
+            Msg::Engine(Stamped {
+                at: SystemTime::UNIX_EPOCH,
+                event: e,
+            })
+        };
+        a.on_msg(ev(Event::StageStarted {
+            stage: "build".into(),
+        }));
+        a.on_msg(ev(Event::Progress {
+            stage: "build".into(),
+            done: 2,
+            total: 5,
+            label: "RUN apt-get".into(),
+        }));
+        a.on_msg(ev(Event::Log {
+            stage: "build".into(),
+            stream: Stream::Stdout,
+            line: "STEP 2/5: RUN apt-get".into(),
+        }));
+        a.on_msg(ev(Event::StageFinished {
+            stage: "build".into(),
+            secs: 3.0,
+            cached: false,
+        }));
+        assert_eq!(a.recipes.build.gauge, Some((2, 5, "RUN apt-get".into())));
+        assert_eq!(
+            a.recipes.build.stages,
+            vec![StageRow {
+                stage: "build".into(),
+                secs: Some(3.0),
+                cached: false
+            }]
+        );
+        assert_eq!(a.recipes.log.len(), 1);
+    }
+}

@@ -1,0 +1,555 @@
+//! The one place the TUI calls the engine: each [`JobKind`] becomes an engine call that reports
+//! events through an [`Emitter`] and stops when its token is cancelled. The TUI never
+//! reimplements engine work; where an engine API is not in this build yet, the job fails with
+//! a message that says so (no fake data).
+
+use super::action::DrillKind;
+use super::app::{App, JobKind, JobOutput};
+use super::views::deployments::{DeploymentRow, DiffView};
+use super::views::drills::Verdict;
+use super::views::vm::VmInfo;
+use crate::drill::GuestOps;
+use crate::drill::vm_ops::{PipelineHost, VmGuest};
+use crate::events::Event;
+use crate::events::{CancellationToken, Emitter};
+use crate::paths::Paths;
+use crate::recipe::Family;
+use crate::recipe::Recipe;
+use crate::tui::action::VmControl;
+use crate::vm::{VmClient, VmRecord, VmState};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What a job needs from the app, copied when it starts (jobs never borrow the app).
+#[derive(Debug, Clone)]
+pub struct JobInput {
+    pub kind: JobKind,
+    pub recipe: Option<Recipe>,
+    /// The version selected in Recipes (what Boot boots).
+    pub version: Option<String>,
+    /// OSTree commits to diff: (marked, selected).
+    pub diff: Option<(String, String)>,
+    pub vm: Option<String>,
+    /// For a switch drill: the recipe selected in Recipes.
+    pub switch_to: Option<Recipe>,
+    /// The open lab step (for lab jobs) and the lab's default recipe.
+    pub lab_step: Option<(crate::lab::Step, Option<String>)>,
+}
+
+impl JobInput {
+    pub fn from_app(app: &App, kind: JobKind) -> JobInput {
+        let recipe = match &kind {
+            JobKind::Build { recipe, .. } | JobKind::Boot { recipe } => app
+                .recipes
+                .recipes
+                .iter()
+                .find(|r| r.name() == recipe)
+                .cloned(),
+            _ => app.recipes.selected().cloned(),
+        };
+        JobInput {
+            recipe,
+            version: app.recipes.selected_target().map(|(_, v)| v),
+            diff: app
+                .deploy
+                .diff_pair()
+                .map(|(a, b)| (a.checksum.clone(), b.checksum.clone())),
+            vm: app.vm.vm.as_ref().map(|v| v.name.clone()),
+            switch_to: app.recipes.selected().cloned(),
+            lab_step: app.labs.source().and_then(|l| {
+                let (_, i) = app.labs.current()?;
+                Some((l.steps.get(i)?.clone(), l.requires.recipe.clone()))
+            }),
+            kind,
+        }
+    }
+}
+
+/// Run one job to its end. Errors are learner-facing sentences.
+pub async fn run(
+    input: JobInput,
+    emitter: Emitter,
+    cancel: CancellationToken,
+    paths: Paths,
+) -> Result<JobOutput, String> {
+    let r = match &input.kind {
+        JobKind::Build { version, .. } => build(&paths, &input, version, &emitter, &cancel).await,
+        JobKind::Boot { .. } => boot(&paths, &input, &emitter, &cancel).await,
+        JobKind::VmControl(c) => control(&paths, &input, *c).await,
+        JobKind::Refresh => refresh(&paths, &input, &emitter).await,
+        JobKind::Diff => diff(&paths, &input, &emitter).await,
+        JobKind::Drill(k) => drill(&paths, &input, *k, &emitter, &cancel).await,
+        JobKind::LabAction { .. } => lab_action(&paths, &input, &emitter, &cancel).await,
+        JobKind::LabChecks { .. } | JobKind::LabSolve { .. } => {
+            Err(not_yet("the lab runner (checks and solutions)"))
+        }
+    };
+    r.map_err(|e| format!("{e:#}"))
+}
+
+fn not_yet(what: &str) -> anyhow::Error {
+    anyhow::anyhow!("{what} is not wired into this build of the TUI yet")
+}
+
+/// A step's action, where it is one of the engine's jobs (build, disk, boot). The rest (guest and
+/// host commands, upgrades…) belong to the lab runner.
+async fn lab_action(
+    paths: &Paths,
+    input: &JobInput,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JobOutput> {
+    use crate::lab::Action as A;
+    let (step, default_recipe) = input
+        .lab_step
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no lab step is open"))?;
+    let pick = |r: &Option<String>| -> anyhow::Result<Recipe> {
+        let name = r
+            .clone()
+            .or(default_recipe.clone())
+            .ok_or_else(|| anyhow::anyhow!("the step names no recipe and the lab has none"))?;
+        crate::recipe::find(&name)
+    };
+    ev.note("lab", format!("action: {}", step.action.describe()));
+    match &step.action {
+        A::None => Ok(JobOutput::Done("nothing to run".into())),
+        A::Build { recipe, version } | A::Disk { recipe, version } => {
+            let r = pick(recipe)?;
+            let v = r.resolve_version(version.as_deref())?.id.clone();
+            let inp = JobInput {
+                recipe: Some(r),
+                ..input.clone()
+            };
+            build(paths, &inp, &v, ev, cancel).await
+        }
+        A::Boot {
+            recipe, version, ..
+        } => {
+            if let Some(vm) = running_vm(paths) {
+                anyhow::bail!(
+                    "VM {} is running: power it down in the VM view (2, then o) before a fresh boot",
+                    vm.name
+                );
+            }
+            let r = pick(recipe)?;
+            let v = r.resolve_version(version.as_deref())?.id.clone();
+            let inp = JobInput {
+                recipe: Some(r),
+                version: Some(v),
+                ..input.clone()
+            };
+            boot(paths, &inp, ev, cancel).await
+        }
+        other => Err(not_yet(&format!(
+            "the lab runner (action `{}`)",
+            other.kind()
+        ))),
+    }
+}
+
+fn recipe_of(input: &JobInput) -> anyhow::Result<&Recipe> {
+    input
+        .recipe
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no recipe selected"))
+}
+
+/// Build the image, commit it, and make its golden disk: after this, Boot can boot it.
+async fn build(
+    paths: &Paths,
+    input: &JobInput,
+    version: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JobOutput> {
+    let recipe = recipe_of(input)?;
+    let version = recipe.resolve_version(Some(version))?.clone();
+    let b = crate::pipeline::build_image(paths, recipe, &version, ev, cancel).await?;
+    let d = crate::pipeline::make_disk(paths, recipe.name(), &version.id, &b.commit, ev, cancel)
+        .await?;
+    Ok(JobOutput::Done(format!(
+        "{} · commit {} · disk {}",
+        b.image_tag,
+        &b.commit[..b.commit.len().min(12)],
+        d.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    )))
+}
+
+/// The name the TUI gives a recipe's VM (one VM at a time, so the recipe's name will do).
+pub fn vm_name(recipe: &str) -> String {
+    recipe.to_string()
+}
+
+async fn boot(
+    paths: &Paths,
+    input: &JobInput,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JobOutput> {
+    let recipe = recipe_of(input)?;
+    let version = input
+        .version
+        .clone()
+        .unwrap_or_else(|| recipe.default_version().id.clone());
+    let name = vm_name(recipe.name());
+    // A VM of that name that stopped earlier (power-cut, crash) is cleared first.
+    if let Ok(old) = VmRecord::load(paths, &name)
+        && old.state == VmState::Stopped
+    {
+        crate::vm::remove(paths, &name)?;
+    }
+    let golden = crate::vm::images::golden_for(paths, recipe.name(), &version).map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\n(press b in the Recipes view to build {} {version})",
+            recipe.name()
+        )
+    })?;
+    let mut opts = crate::vm::UpOptions::new(&name).for_recipe(recipe, &version);
+    opts.golden = Some(golden);
+    // Kept after it stops, so a power-cut drill can boot the same disk again.
+    opts.keep = true;
+    let rec = crate::vm::up(paths, opts, ev, cancel).await?;
+    Ok(JobOutput::Vm(Some(vm_info(&rec))))
+}
+
+async fn control(paths: &Paths, input: &JobInput, c: VmControl) -> anyhow::Result<JobOutput> {
+    let name = input
+        .vm
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("no VM running"))?;
+    let client = VmClient::connect(paths, name).await?;
+    match c {
+        VmControl::Pause => client.pause().await?,
+        VmControl::Resume => client.resume().await?,
+        VmControl::Reset => client.reset().await?,
+        VmControl::PowerDown => {
+            client.powerdown(Duration::from_secs(120)).await?;
+        }
+        VmControl::PowerCut => {
+            client.powercut().await?;
+        }
+    }
+    Ok(JobOutput::Vm(
+        VmRecord::load(paths, name).ok().map(|r| vm_info(&r)),
+    ))
+}
+
+fn vm_of(input: &JobInput) -> anyhow::Result<&str> {
+    input
+        .vm
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("no VM running — boot one in the VM view (2, then b)"))
+}
+
+/// Read the live deployments of the running guest (`ostree admin status`, `bootc status`).
+async fn refresh(paths: &Paths, input: &JobInput, ev: &Emitter) -> anyhow::Result<JobOutput> {
+    let name = vm_of(input)?;
+    let (mut guest, recipe) = VmGuest::connect(paths, name, ev).await?;
+    let family = recipe
+        .as_ref()
+        .map(|r| r.file.family)
+        .unwrap_or(Family::DebianOstree);
+    let live = crate::deploy::live::read(&mut guest, family).await?;
+    let status = live
+        .best()
+        .ok_or_else(|| anyhow::anyhow!("the guest reported no deployments"))?;
+    Ok(JobOutput::Deployments(
+        status.deployments.iter().map(deployment_row).collect(),
+    ))
+}
+
+/// The Deployments view's model of an engine deployment.
+pub fn deployment_row(d: &crate::deploy::Deployment) -> DeploymentRow {
+    DeploymentRow {
+        booted: d.booted,
+        staged: d.staged,
+        pending: d.pending,
+        rollback: d.rollback,
+        pinned: d.pinned,
+        version: d.version.clone().unwrap_or_else(|| "-".into()),
+        id: d.digest.clone().unwrap_or_else(|| d.checksum.clone()),
+        checksum: d.checksum.clone(),
+        origin: d
+            .image
+            .as_ref()
+            .map(|i| i.to_string())
+            .or_else(|| d.origin_refspec.clone())
+            .unwrap_or_default(),
+    }
+}
+
+async fn guest_run(
+    guest: &mut VmGuest,
+    ev: &Emitter,
+    argv: Vec<String>,
+) -> anyhow::Result<crate::drill::ExecOutput> {
+    ev.emit(Event::Command {
+        stage: "diff".into(),
+        argv: argv.clone(),
+    });
+    guest.exec(&argv).await
+}
+
+/// Files (`ostree diff A B`) and packages (the dpkg database each commit ships, or
+/// `rpm-ostree db diff` on the bootc family) between two deployments, asked of the guest.
+async fn diff(paths: &Paths, input: &JobInput, ev: &Emitter) -> anyhow::Result<JobOutput> {
+    let name = vm_of(input)?;
+    let (a, b) = input
+        .diff
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("mark one deployment (Space), select another"))?;
+    let (mut guest, recipe) = VmGuest::connect(paths, name, ev).await?;
+    let sv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let files = guest_run(&mut guest, ev, sv(&["ostree", "diff", &a, &b])).await?;
+    if !files.success() {
+        anyhow::bail!(
+            "`ostree diff` failed (exit {}): {}",
+            files.exit,
+            files.stderr.trim()
+        );
+    }
+    let packages = match recipe.map(|r| r.file.family) {
+        Some(Family::Bootc) => {
+            let o = guest_run(&mut guest, ev, sv(&["rpm-ostree", "db", "diff", &a, &b])).await?;
+            if o.success() {
+                o.stdout.lines().map(str::to_string).collect()
+            } else {
+                vec![format!("(rpm-ostree db diff failed: {})", o.stderr.trim())]
+            }
+        }
+        _ => {
+            let mut dbs = vec![];
+            for c in [&a, &b] {
+                let o = guest_run(&mut guest, ev, sv(&["ostree", "cat", c, DPKG_STATUS])).await?;
+                dbs.push(o.success().then_some(o.stdout));
+            }
+            match (&dbs[0], &dbs[1]) {
+                (Some(x), Some(y)) => package_diff(&dpkg_packages(x), &dpkg_packages(y)),
+                _ => vec![format!("(no {DPKG_STATUS} in one of the commits)")],
+            }
+        }
+    };
+    Ok(JobOutput::Diff(DiffView {
+        a,
+        b,
+        files: files
+            .stdout
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .collect(),
+        packages,
+    }))
+}
+
+/// Where the offline pipeline keeps the image's dpkg database inside each commit (the /var seed).
+pub const DPKG_STATUS: &str = "/usr/share/bootlab/var-seed/lib/dpkg/status";
+
+/// `package → version` from a dpkg status file.
+pub fn dpkg_packages(status: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for para in status.split("\n\n") {
+        let field = |k: &str| {
+            para.lines()
+                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+        };
+        if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
+            let installed = field("Status:").is_none_or(|s| s.ends_with("installed"));
+            if installed {
+                out.insert(p, v);
+            }
+        }
+    }
+    out
+}
+
+/// `+ new 1.0`, `- gone 2.0`, `~ changed 1.0 → 1.1`.
+pub fn package_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = vec![];
+    for (p, v) in b {
+        match a.get(p) {
+            None => out.push(format!("+ {p} {v}")),
+            Some(old) if old != v => out.push(format!("~ {p} {old} → {v}")),
+            _ => {}
+        }
+    }
+    for (p, v) in a {
+        if !b.contains_key(p) {
+            out.push(format!("- {p} {v}"));
+        }
+    }
+    out
+}
+
+/// Run a drill on the running VM with the engine's drill runner; its report is the verdict.
+async fn drill(
+    paths: &Paths,
+    input: &JobInput,
+    kind: DrillKind,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JobOutput> {
+    let name = vm_of(input)?;
+    let (mut guest, recipe) = VmGuest::connect(paths, name, ev).await?;
+    let recipe = recipe.ok_or_else(|| {
+        anyhow::anyhow!("VM {name} records no recipe: a drill needs to know what to build next")
+    })?;
+    let kind = match kind {
+        DrillKind::Upgrade => crate::drill::DrillKind::Upgrade,
+        DrillKind::Rollback => crate::drill::DrillKind::Rollback,
+        DrillKind::PowerCut => crate::drill::DrillKind::Powercut {
+            at: crate::drill::CutPoint::Random,
+        },
+        DrillKind::Switch => {
+            let to = input
+                .switch_to
+                .clone()
+                .filter(|r| r.name() != recipe.name())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "select the recipe to switch to in the Recipes view (1) — another one than {}",
+                        recipe.name()
+                    )
+                })?;
+            crate::drill::DrillKind::Switch { to: Box::new(to) }
+        }
+    };
+    let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
+    let spec = crate::drill::DrillSpec::new(kind, name, recipe);
+    let report = crate::drill::run_drill(&spec, &mut guest, &mut host, ev, cancel).await;
+    Ok(JobOutput::Verdict(verdict_of(&report)))
+}
+
+/// The Drills view's verdict from an engine report: the reason, the facts, every check.
+pub fn verdict_of(r: &crate::drill::Report) -> Verdict {
+    let mut evidence: Vec<String> = r.facts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    for s in &r.steps {
+        for c in &s.checks {
+            evidence.push(format!(
+                "{} {}: expected {}, got {}",
+                if c.ok { "✔" } else { "✘" },
+                c.name,
+                c.expected,
+                c.actual
+            ));
+        }
+    }
+    Verdict {
+        passed: r.verdict == crate::drill::Verdict::Pass,
+        // The view prints PASS/FAIL from `passed`; an ERROR verdict says so in the summary.
+        summary: match r.verdict {
+            crate::drill::Verdict::Error => format!("(error) {} ({:.0} s)", r.reason, r.total_secs),
+            _ => format!("{} ({:.0} s)", r.reason, r.total_secs),
+        },
+        evidence,
+    }
+}
+
+/// The VM view's model of a VM record.
+pub fn vm_info(r: &VmRecord) -> VmInfo {
+    let mut access = vec![format!(
+        "s hands this terminal to `bootlab vm console {} --interactive` (Ctrl-] comes back)",
+        r.name
+    )];
+    if let Some(p) = r.ssh_port {
+        access.push(format!(
+            "ssh -p {p} root@127.0.0.1 (forwarded on 127.0.0.1 only)"
+        ));
+    }
+    VmInfo {
+        name: r.name.clone(),
+        recipe: match (&r.recipe, &r.version) {
+            (Some(r), Some(v)) => format!("{r} {v}"),
+            (Some(r), None) => r.clone(),
+            _ => "no recipe".into(),
+        },
+        state: r.state.as_str().to_string(),
+        accel: r.accel.as_str().to_uppercase(),
+        accel_reason: r.accel_reason.clone(),
+        known_password: r.known_password.clone(),
+        access,
+    }
+}
+
+/// The running VM bootlab already has (started earlier, by this TUI or the CLI), if any.
+pub fn running_vm(paths: &Paths) -> Option<VmRecord> {
+    crate::vm::list(paths)
+        .into_iter()
+        .find(|r| r.state.is_running())
+}
+
+/// The accelerator verdict of the last KVM probe, if one is cached: (accelerator, why).
+pub async fn host_accel(paths: &Paths) -> Option<(String, String)> {
+    let p = crate::tools::qemu::kvm_probe::load(paths).await?;
+    Some((p.accel.to_uppercase(), p.reason))
+}
+
+/// Follow a VM's events (state, console, QMP) into `ev` until it stops or `cancel`.
+pub async fn watch_vm(paths: Paths, name: String, ev: Emitter, cancel: CancellationToken) {
+    let Ok(client) = VmClient::connect(&paths, &name).await else {
+        return;
+    };
+    if let Ok(h) = client.forward(ev, cancel).await {
+        let _ = h.await;
+    }
+}
+
+/// Stop every VM this bootlab runs (quit after "stop VMs and quit"): ACPI power down, then a
+/// power cut if the guest does not go within the time.
+pub async fn stop_vms(paths: &Paths, names: &[String]) -> Result<(), String> {
+    let mut errs = vec![];
+    for n in names {
+        if crate::vm::down(paths, n, false, Duration::from_secs(60))
+            .await
+            .is_err()
+            && let Err(e) = crate::vm::down(paths, n, true, Duration::from_secs(10)).await
+        {
+            errs.push(format!("{n}: {e:#}"));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.join("; "))
+    }
+}
+
+/// The command that gives a shell in `vm` (run with the TUI suspended).
+pub fn shell_command(vm: &str) -> std::process::Command {
+    let exe = crate::vm::lifecycle::bootlab_exe().unwrap_or_else(|_| "bootlab".into());
+    let mut c = std::process::Command::new(exe);
+    c.args(["vm", "console", vm, "--interactive"]);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Package: a\nStatus: install ok installed\nVersion: 1.0\n\nPackage: b\nStatus: install ok installed\nVersion: 2.0\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 9\n";
+
+    #[test]
+    fn dpkg_status_lists_installed_packages() {
+        let p = dpkg_packages(STATUS);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p["a"], "1.0");
+        assert!(!p.contains_key("gone"));
+    }
+
+    #[test]
+    fn package_diff_names_added_removed_and_changed() {
+        let a = dpkg_packages(STATUS);
+        let mut b = a.clone();
+        b.remove("a");
+        b.insert("b".into(), "2.1".into());
+        b.insert("c".into(), "0.1".into());
+        assert_eq!(
+            package_diff(&a, &b),
+            ["~ b 2.0 → 2.1", "+ c 0.1", "- a 1.0"]
+        );
+        assert!(package_diff(&a, &a).is_empty());
+    }
+}
