@@ -34,7 +34,10 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
         unsafe { std::alloc::System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        LIVE.fetch_add(
+            new as isize - l.size() as isize,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         unsafe { std::alloc::System.realloc(p, l, new) }
     }
 }
@@ -56,11 +59,17 @@ struct Row {
 
 fn main() {
     // `cargo bench` passes --bench; a filter argument is not supported: it is one run.
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let paths = Paths::from_env();
     paths.ensure().unwrap();
     let rows = rt.block_on(run(&paths));
-    println!("\n{:<28} {:>22} {:>22} {:>9}  goal", "", "slow path", "fast path", "ratio");
+    println!(
+        "\n{:<28} {:>22} {:>22} {:>9}  goal",
+        "", "slow path", "fast path", "ratio"
+    );
     let mut missed = 0;
     for r in &rows {
         let ratio = r.slow.1 / r.fast.1.max(1e-9);
@@ -92,33 +101,63 @@ async fn run(paths: &Paths) -> Vec<Row> {
     let dir = tmp.path().join("bench-minimal");
     copy_dir(&bootlab::paths::recipes_dir().join("debian-minimal"), &dir);
     let toml = std::fs::read_to_string(dir.join("recipe.toml")).unwrap();
-    std::fs::write(dir.join("recipe.toml"), toml.replace("name = \"debian-minimal\"", "name = \"bench-minimal\"")).unwrap();
+    std::fs::write(
+        dir.join("recipe.toml"),
+        toml.replace("name = \"debian-minimal\"", "name = \"bench-minimal\""),
+    )
+    .unwrap();
     let nonce = format!("bench run {}\n", chrono::Utc::now().to_rfc3339());
     std::fs::write(dir.join("motd"), nonce).unwrap();
     let recipe = Recipe::load(&dir).expect("bench recipe");
     let v = recipe.resolve_version(Some("v1")).unwrap().clone();
     let t = Instant::now();
-    let cold = bootlab::pipeline::build_image(paths, &recipe, &v, &ev, &cancel).await.expect("build after edit");
+    let cold = bootlab::pipeline::build_image(paths, &recipe, &v, &ev, &cancel)
+        .await
+        .expect("build after edit");
     let cold_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let hit = bootlab::pipeline::build_image(paths, &recipe, &v, &ev, &cancel).await.expect("build unchanged");
+    let hit = bootlab::pipeline::build_image(paths, &recipe, &v, &ev, &cancel)
+        .await
+        .expect("build unchanged");
     let hit_s = t.elapsed().as_secs_f64();
-    assert_eq!(cold.commit, hit.commit, "an unchanged build gives the same commit");
-    rows.push(Row { what: "image build", slow: ("after edit", cold_s), fast: ("unchanged", hit_s), unit: "s", goal: Some(10.0) });
+    assert_eq!(
+        cold.commit, hit.commit,
+        "an unchanged build gives the same commit"
+    );
+    rows.push(Row {
+        what: "image build",
+        slow: ("after edit", cold_s),
+        fast: ("unchanged", hit_s),
+        unit: "s",
+        goal: Some(10.0),
+    });
 
     let t = Instant::now();
-    let d = bootlab::pipeline::make_disk(paths, recipe.name(), &v.id, &cold.commit, &ev, &cancel).await.expect("disk");
+    let d = bootlab::pipeline::make_disk(paths, recipe.name(), &v.id, &cold.commit, &ev, &cancel)
+        .await
+        .expect("disk");
     let disk_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let d2 = bootlab::pipeline::make_disk(paths, recipe.name(), &v.id, &cold.commit, &ev, &cancel).await.expect("disk again");
+    let d2 = bootlab::pipeline::make_disk(paths, recipe.name(), &v.id, &cold.commit, &ev, &cancel)
+        .await
+        .expect("disk again");
     let disk_hit_s = t.elapsed().as_secs_f64();
     assert_eq!(d.path, d2.path);
-    rows.push(Row { what: "golden disk", slow: ("new commit", disk_s), fast: ("same commit", disk_hit_s), unit: "s", goal: Some(10.0) });
+    rows.push(Row {
+        what: "golden disk",
+        slow: ("new commit", disk_s),
+        fast: ("same commit", disk_hit_s),
+        unit: "s",
+        goal: Some(10.0),
+    });
     // The bench's disk and its booted image are not worth keeping.
     let bench_disks: Vec<_> = std::fs::read_dir(paths.disks())
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("bench-minimal-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("bench-minimal-"))
+        })
         .collect();
 
     // 3: cold boot vs snapshot start, on the same golden disk.
@@ -126,34 +165,57 @@ async fn run(paths: &Paths) -> Vec<Row> {
     o.golden = Some(d.path.clone());
     o.boot_timeout = Some(Duration::from_secs(400));
     let t = Instant::now();
-    vm::up(paths, o.clone(), &ev, &cancel).await.expect("cold boot");
+    vm::up(paths, o.clone(), &ev, &cancel)
+        .await
+        .expect("cold boot");
     let boot_s = t.elapsed().as_secs_f64();
-    vm::down(paths, &o.name, true, Duration::from_secs(30)).await.unwrap();
+    vm::down(paths, &o.name, true, Duration::from_secs(30))
+        .await
+        .unwrap();
 
-    let booted = images::booted_image(paths, &d.path, &o, &ev, &cancel).await.expect("booted image");
+    let booted = images::booted_image(paths, &d.path, &o, &ev, &cancel)
+        .await
+        .expect("booted image");
     let mut s = UpOptions::new(format!("bench-restore-{}", std::process::id()));
     s.image = Some(booted);
     s.from_snapshot = Some(images::BOOTED_TAG.into());
     s.accel = o.accel;
     let t = Instant::now();
-    vm::up(paths, s.clone(), &ev, &cancel).await.expect("start from snapshot");
+    vm::up(paths, s.clone(), &ev, &cancel)
+        .await
+        .expect("start from snapshot");
     let c = VmClient::connect(paths, &s.name).await.unwrap();
-    assert!(c.exec(&["true"]).await.unwrap().success(), "guest answers after restore");
+    assert!(
+        c.exec(&["true"]).await.unwrap().success(),
+        "guest answers after restore"
+    );
     let restore_s = t.elapsed().as_secs_f64();
-    vm::down(paths, &s.name, true, Duration::from_secs(30)).await.unwrap();
-    rows.push(Row { what: "guest ready", slow: ("cold boot", boot_s), fast: ("from snapshot", restore_s), unit: "s", goal: Some(10.0) });
+    vm::down(paths, &s.name, true, Duration::from_secs(30))
+        .await
+        .unwrap();
+    rows.push(Row {
+        what: "guest ready",
+        slow: ("cold boot", boot_s),
+        fast: ("from snapshot", restore_s),
+        unit: "s",
+        goal: Some(10.0),
+    });
     for p in bench_disks {
         let _ = std::fs::remove_file(&p);
     }
     for e in std::fs::read_dir(paths.disks()).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("bench-minimal-") {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("bench-minimal-")
+        {
             let _ = std::fs::remove_file(e.path());
         }
     }
 
     // 4: memory of a long build log: the TUI's bounded pane vs keeping every line.
     // Live heap bytes are counted by this binary's allocator, not estimated.
-    let line = |i: usize| format!("STEP {i}: RUN something that prints a fairly ordinary build log line");
+    let line =
+        |i: usize| format!("STEP {i}: RUN something that prints a fairly ordinary build log line");
     let before = live_bytes();
     let mut every: Vec<(String, String)> = Vec::new();
     for i in 0..200_000 {

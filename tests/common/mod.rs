@@ -36,7 +36,12 @@ pub struct HeavyLock(std::fs::File);
 pub fn heavy_lock() -> HeavyLock {
     use std::os::fd::AsRawFd;
     let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bootlab-heavy.lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(p).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p)
+        .unwrap();
     // SAFETY: flock on a valid fd; released when the file is closed.
     let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
     assert_eq!(r, 0, "flock");
