@@ -501,10 +501,12 @@ impl App {
                     });
                 }
             }
-            (JobKind::LabChecks { .. }, Ok(JobOutput::Checks(c))) => {
+            (JobKind::LabChecks { .. } | JobKind::LabSolve { .. }, Ok(JobOutput::Checks(c))) => {
                 self.labs.set_checks(c);
             }
-            (JobKind::LabChecks { .. }, Err(_)) => self.labs.reset_running_checks(),
+            (JobKind::LabChecks { .. } | JobKind::LabSolve { .. }, Err(_)) => {
+                self.labs.reset_running_checks()
+            }
             _ => {}
         }
     }

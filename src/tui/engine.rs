@@ -34,6 +34,8 @@ pub struct JobInput {
     pub switch_to: Option<Recipe>,
     /// The open lab step (for lab jobs) and the lab's default recipe.
     pub lab_step: Option<(crate::lab::Step, Option<String>)>,
+    /// The open lab itself: the lab runner works on it.
+    pub lab: Option<crate::lab::Lab>,
 }
 
 impl JobInput {
@@ -60,6 +62,7 @@ impl JobInput {
                 let (_, i) = app.labs.current()?;
                 Some((l.steps.get(i)?.clone(), l.requires.recipe.clone()))
             }),
+            lab: app.labs.source().cloned(),
             kind,
         }
     }
@@ -80,15 +83,71 @@ pub async fn run(
         JobKind::Diff => diff(&paths, &input, &emitter).await,
         JobKind::Drill(k) => drill(&paths, &input, *k, &emitter, &cancel).await,
         JobKind::LabAction { .. } => lab_action(&paths, &input, &emitter, &cancel).await,
-        JobKind::LabChecks { .. } | JobKind::LabSolve { .. } => {
-            Err(not_yet("the lab runner (checks and solutions)"))
-        }
+        JobKind::LabChecks { .. } => lab_checks(&paths, &input, false, &emitter, &cancel).await,
+        JobKind::LabSolve { .. } => lab_checks(&paths, &input, true, &emitter, &cancel).await,
     };
     r.map_err(|e| format!("{e:#}"))
 }
 
-fn not_yet(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("{what} is not wired into this build of the TUI yet")
+/// The engine's lab runner for the open lab, driving the VM the TUI shows (the one running, or
+/// the one the TUI would boot for the lab's recipe).
+fn lab_runner(
+    paths: &Paths,
+    input: &JobInput,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<crate::lab::runner::LabRunner> {
+    let lab = input
+        .lab
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no lab is open"))?;
+    let vm = input
+        .vm
+        .clone()
+        .or_else(|| lab.requires.recipe.as_deref().map(vm_name));
+    Ok(crate::lab::runner::LabRunner::new(
+        lab,
+        vm,
+        paths.clone(),
+        ev.clone(),
+        cancel.clone(),
+    ))
+}
+
+/// Run the open step's checks (after its solution, with `solve`) through the lab runner, each
+/// with its retry policy; the checklist shows the learner-facing message of each failure.
+async fn lab_checks(
+    paths: &Paths,
+    input: &JobInput,
+    solve: bool,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JobOutput> {
+    use super::views::labs::CheckStatus;
+    let (step, _) = input
+        .lab_step
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no lab step is open"))?;
+    let mut runner = lab_runner(paths, input, ev, cancel)?;
+    if solve {
+        for a in runner.lab.solve_plan(&step) {
+            ev.note("lab", format!("solution: {}", a.describe()));
+            runner.run_action(&a, "lab").await?;
+        }
+    }
+    let mut out = Vec::new();
+    for c in &step.checks {
+        let r = crate::lab::runner::run_check(c, &mut runner, cancel, |n, why| {
+            ev.note("lab", format!("{}: attempt {n}: {why}", c.title))
+        })
+        .await;
+        out.push(if r.passed {
+            CheckStatus::Passed
+        } else {
+            CheckStatus::Failed(r.message.unwrap_or_default())
+        });
+    }
+    Ok(JobOutput::Checks(out))
 }
 
 /// A step's action, where it is one of the engine's jobs (build, disk, boot). The rest (guest and
@@ -141,10 +200,14 @@ async fn lab_action(
             };
             boot(paths, &inp, ev, cancel).await
         }
-        other => Err(not_yet(&format!(
-            "the lab runner (action `{}`)",
-            other.kind()
-        ))),
+        // Guest and host commands, reboots, power cuts, upgrades, switches and rollbacks: the
+        // lab runner does them exactly as `bootlab lab run` does.
+        _ => {
+            let mut runner = lab_runner(paths, input, ev, cancel)?;
+            let action = runner.lab.action_of(&step);
+            runner.run_action(&action, "lab").await?;
+            Ok(JobOutput::Done(action.describe()))
+        }
     }
 }
 
