@@ -6,6 +6,9 @@
 //! - [`parse`]: TOML → [`Lab`], every mistake of a file as `file:line:col: message`.
 //! - [`check`]: pure evaluation of a check against what a runner captured.
 //! - [`jsonpath`]: the small `a.b[0].c` paths checks use on JSON output.
+//! - [`runner`]: runs a step's action (host, pipeline, the lab's VM) and its checks, retried by
+//!   their policy, reporting events; [`progress`]: where a learner is, saved per lab;
+//!   [`report`]: `selftest` of a whole lab and its JUnit/JSON reports.
 //!
 //! The format is documented for authors in `labs/README.md`.
 
