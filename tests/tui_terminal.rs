@@ -20,7 +20,11 @@ impl TuiSession {
     /// Start `bootlab` (no arguments) in a 120x40 pane. When it exits, the pane's shell prints
     /// its exit code and the terminal modes, so tests can check how it left the terminal.
     fn start() -> TuiSession {
-        let home = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// The same, with `BOOTLAB_HOME` at `home` (the end-to-end test shares the test cache).
+    fn start_in(home: tempfile::TempDir) -> TuiSession {
         let socket = format!("bootlab-test-{}-{}", std::process::id(), fastrand::u32(..));
         let exe = env!("CARGO_BIN_EXE_bootlab");
         let script = format!(
@@ -220,5 +224,80 @@ fn sigterm_restores_the_terminal() {
     let pid = s.bootlab_pid();
     // SAFETY: kill on a pid we just read as our own child's child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    s.check_restored();
+}
+
+/// The whole path a member takes, through the real binary in a real terminal: pick the default
+/// recipe, build it (image, OSTree commit, disk), boot it, read its deployments, quit stopping
+/// the VM. The build shares the test cache (a cache hit when other tests built it first); the
+/// boot is a real cold boot under TCG here.
+#[test]
+fn pick_build_boot_deployments_visible() {
+    if !common::require_root() {
+        return;
+    }
+    let _lock = common::heavy_lock();
+    // A private home whose cache is the shared test cache (built artifacts reused), with state
+    // of its own (this test's VM is the only one it sees).
+    let home = tempfile::tempdir().unwrap();
+    let shared_cache = common::shared_home().join("cache");
+    std::fs::create_dir_all(&shared_cache).unwrap();
+    std::os::unix::fs::symlink(
+        common::shared_home().join("cache"),
+        home.path().join("cache"),
+    )
+    .unwrap();
+    let s = TuiSession::start_in(home);
+    s.wait_for("▶ debian-minimal", T);
+
+    // Build: image, commit and golden disk of v1.
+    s.send(&["b"]);
+    s.wait_for(
+        "done: building debian-minimal:v1",
+        Duration::from_secs(1200),
+    );
+
+    // Boot it in the VM view; `b` boots the recipe selected in Recipes.
+    s.send(&["2"]);
+    s.wait_for("no VM running", T);
+    s.send(&["b"]);
+    let screen = s.wait_for("done: booting debian-minimal", Duration::from_secs(600));
+    assert!(
+        screen.contains("TCG") || screen.contains("KVM"),
+        "accelerator shown:\n{screen}"
+    );
+
+    // Deployments: read from the live guest through its agent.
+    s.send(&["3"]);
+    s.send(&["r"]);
+    let screen = s.wait_for("done: reading deployments", Duration::from_secs(120));
+    let booted = screen
+        .lines()
+        .find(|l| l.contains("booted"))
+        .unwrap_or_else(|| panic!("no booted deployment row:\n{screen}"));
+    assert!(booted.contains("v1"), "booted v1:\n{screen}");
+    assert!(
+        booted.contains("bootlab:bootlab/debian-minimal"),
+        "origin (remote:branch) shown:\n{screen}"
+    );
+
+    // Quit: bootlab asks, `y` stops the VM; nothing is left running.
+    s.send(&["q"]);
+    s.wait_for("y stop VMs and quit", T);
+    s.send(&["y"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        // The pane's shell names the home too; VMs and supervisors live under state/vms.
+        let left =
+            bootlab::vm::procs::mentioning(&s.home().join("state/vms").display().to_string());
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes left after quit: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     s.check_restored();
 }
