@@ -430,7 +430,7 @@ async fn current_version<G: GuestOps, H: HostOps>(
 }
 
 /// Is `ostree --version` at least `y.m`? (`set-default` arrived in 2023.6.)
-fn ostree_at_least(version_out: &str, y: u32, m: u32) -> bool {
+pub(crate) fn ostree_at_least(version_out: &str, y: u32, m: u32) -> bool {
     version_out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Version:"))

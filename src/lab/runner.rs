@@ -16,6 +16,7 @@ use super::check::{Captured, DeploymentsSeen, Observation, Verdict, evaluate_che
 use super::model::{Action, Check, Lab, Probe, RetryPolicy, Step};
 use crate::deploy::{Deployment, HostStatus};
 use crate::drill::ops::{GuestOps, HostOps, REMOTE, UPDATES_MOUNT};
+use crate::drill::ostree_at_least;
 use crate::drill::vm_ops::{PipelineHost, VmGuest};
 use crate::events::{CancellationToken, Emitter, Event, Stream};
 use crate::paths::Paths;
@@ -727,22 +728,6 @@ impl Prober for LabRunner {
             Observation::Unavailable(format!("{e:#}"))
         })
     }
-}
-
-/// Is `ostree --version` at least `y.m`? (`set-default` arrived in 2023.6.)
-fn ostree_at_least(version_out: &str, y: u32, m: u32) -> bool {
-    version_out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Version:"))
-        .map(|v| v.trim().trim_matches('\'').to_string())
-        .and_then(|v| {
-            let mut it = v.split('.');
-            Some((
-                it.next()?.parse::<u32>().ok()?,
-                it.next()?.parse::<u32>().ok()?,
-            ))
-        })
-        .is_some_and(|(a, b)| (a, b) >= (y, m))
 }
 
 #[cfg(test)]
