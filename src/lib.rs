@@ -1,19 +1,13 @@
-//! bootlab: the engine of a terminal workbench for bootable-container operating systems.
+//! bootlab: a terminal workbench for bootable-container operating systems.
 //!
-//! The engine (everything here but `tui` and `cli`) knows nothing of terminals: long work runs as
-//! tokio tasks that report [`events::Event`]s over channels and stop when their
-//! [`events::Job`] is cancelled. The TUI (`tui`) and the CLI (`cli`) are thin faces over it.
+//! The engine lives in its own crate, `bootlab-engine` (folder `engine/`), which has no terminal
+//! UI in its dependencies, so the compiler keeps the boundary. This crate holds the two faces over
+//! it: the TUI (`tui`) and the CLI (`cli`). The engine's modules are re-exported here so faces,
+//! tests and the benchmark name them as `bootlab::vm`, `bootlab::drill`, ….
+
+pub use bootlab_engine::{
+    deploy, diag, doctor, drill, events, lab, paths, pipeline, recipe, tools, vm,
+};
 
 pub mod cli;
-pub mod deploy;
-pub mod diag;
-pub mod doctor;
-pub mod drill;
-pub mod events;
-pub mod lab;
-pub mod paths;
-pub mod pipeline;
-pub mod recipe;
-pub mod tools;
 pub mod tui;
-pub mod vm;

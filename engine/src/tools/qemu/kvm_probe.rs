@@ -747,7 +747,7 @@ mod tests {
             ("kvm-probe-reset.asm", &RESET_STUB[..]),
         ] {
             let asm = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("assets/probes")
+                .join("../assets/probes")
                 .join(file);
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join("p.bin");

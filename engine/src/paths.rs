@@ -88,7 +88,7 @@ pub fn assets_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("BOOTLAB_ASSETS").filter(|v| !v.is_empty()) {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+    source_root().join("assets")
 }
 
 pub fn recipes_dir() -> PathBuf {
@@ -99,7 +99,13 @@ pub fn labs_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("BOOTLAB_LABS").filter(|v| !v.is_empty()) {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("labs")
+    source_root().join("labs")
+}
+
+/// The repository this engine was built from (the engine crate lives in its `engine/` folder).
+fn source_root() -> PathBuf {
+    let engine = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    engine.parent().map(PathBuf::from).unwrap_or(engine)
 }
 
 /// Write `bytes` to `dest` atomically: a temp file beside it, fsync, rename. A crash never leaves

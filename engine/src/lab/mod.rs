@@ -46,7 +46,7 @@ mod tests {
     fn host_env_names_what_the_readme_promises() {
         let p = crate::paths::Paths::under(std::path::Path::new("/h"));
         let env = host_env(&p);
-        let readme = include_str!("../../labs/README.md");
+        let readme = include_str!("../../../labs/README.md");
         for (k, _) in &env {
             assert!(
                 readme.contains(k),
