@@ -454,3 +454,131 @@ fn cli_show_by_id_stem_and_path() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong-type.toml:4:11: invalid type"));
 }
+
+/// A lab of host steps only (no VM): step `three` passes once `$BOOTLAB_STATE/gate` exists.
+const ROUND_TRIP_LAB: &str = r#"schema = 1
+id = "round-trip"
+title = "Round trip"
+minutes = 1
+summary = "Host steps only."
+
+[[steps]]
+id = "one"
+title = "One"
+text = "First."
+action = { kind = "host", run = "echo one >> \"$BOOTLAB_STATE/ran\"" }
+
+[[steps.checks]]
+title = "one ran"
+host = "grep -q one \"$BOOTLAB_STATE/ran\""
+fail = "Step one did not run."
+
+[[steps]]
+id = "two"
+title = "Two"
+text = "Second."
+action = { kind = "host", run = "echo two >> \"$BOOTLAB_STATE/ran\"" }
+
+[[steps.checks]]
+title = "two ran"
+host = "grep -q two \"$BOOTLAB_STATE/ran\""
+fail = "Step two did not run."
+
+[[steps]]
+id = "three"
+title = "Three"
+text = "Third."
+hints = ["Make the gate: touch $BOOTLAB_STATE/gate", "Really."]
+
+[[steps.checks]]
+title = "the gate is there"
+host = "test -e \"$BOOTLAB_STATE/gate\""
+fail = "No gate yet."
+"#;
+
+/// Progress written by the TUI resumes in `bootlab lab run`, and the other way round; the
+/// previous release's TUI file (positions) resumes too.
+#[test]
+fn lab_progress_round_trips_between_the_tui_and_lab_run() {
+    use bootlab::tui::action::{Action as Key, Tab};
+    use bootlab::tui::app::{App, Init};
+    use bootlab::tui::views::labs::{CheckStatus, LabModel, load_progress};
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    let file = d.path().join("round-trip.toml");
+    std::fs::write(&file, ROUND_TRIP_LAB).unwrap();
+    let recipes = bootlab::recipe::shipped().unwrap();
+    let l = lab::load_file(&file, &recipes).unwrap();
+    let paths = bootlab::paths::Paths::under(&home);
+    paths.ensure().unwrap();
+    let state = paths.state.clone();
+    let tui = |progress: Option<bootlab::lab::Progress>| {
+        let mut a = App::new(Init {
+            recipes: Ok(recipes.clone()),
+            labs: Ok(vec![LabModel::from(&l)]),
+            now: std::time::SystemTime::UNIX_EPOCH,
+        });
+        if let Some(p) = progress {
+            a.labs.progress.insert(l.id.clone(), p);
+        }
+        a.update(Key::GoTab(Tab::Labs));
+        a.update(Key::Enter);
+        a
+    };
+    let run = |extra: &[&str]| {
+        let mut args = vec!["lab", "run", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = common::bootlab_in(&home, &args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        (o.status.success(), out)
+    };
+
+    // The TUI: step one's checks pass, `n` moves to step two; the loop saves.
+    let mut a = tui(None);
+    a.labs.set_checks(vec![CheckStatus::Passed]);
+    a.update(Key::NextStep);
+    a.labs.save(&paths, &l.id).unwrap();
+
+    // `lab run` resumes at step two: step one's action does not run again; three fails.
+    let (ok, out) = run(&["--hints"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("resuming at step 2 (two)"), "{out}");
+    let ran = std::fs::read_to_string(state.join("ran")).unwrap();
+    assert_eq!(ran, "two\n", "{out}");
+    assert!(out.contains("✗ the gate is there"), "{out}");
+    assert!(out.contains("hint 1: Make the gate"), "{out}");
+    assert!(
+        out.contains("`bootlab lab run round-trip` resumes there"),
+        "{out}"
+    );
+
+    // The TUI opens the lab where `lab run` stopped, with the hint it revealed.
+    let p = load_progress(&paths, &LabModel::from(&l)).unwrap().unwrap();
+    let b = tui(Some(p));
+    assert_eq!(b.labs.current(), Some(("round-trip".into(), 2)));
+    let at = b.labs.progress_of("round-trip");
+    assert_eq!(at.hints, 1);
+    assert_eq!(at.done, [0, 1].into());
+
+    // Fixed: `lab run` resumes at three and completes; nothing before it runs again.
+    std::fs::write(state.join("gate"), "").unwrap();
+    let (ok, out) = run(&[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("resuming at step 3 (three)"), "{out}");
+    assert_eq!(std::fs::read_to_string(state.join("ran")).unwrap(), "two\n");
+    assert!(out.contains("lab round-trip complete"), "{out}");
+
+    // The previous release's TUI file: on step two (index 1) after passing step one.
+    std::fs::write(
+        bootlab::lab::Progress::file(&paths, "round-trip"),
+        r#"{ "step": 1, "done": [0], "hints": 0 }"#,
+    )
+    .unwrap();
+    let (ok, out) = run(&[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("resuming at step 2 (two)"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("ran")).unwrap(),
+        "two\ntwo\n"
+    );
+}
