@@ -582,3 +582,72 @@ fn lab_progress_round_trips_between_the_tui_and_lab_run() {
         "two\ntwo\n"
     );
 }
+
+/// A lab step's build, disk and boot mean the same through the TUI path (the job the TUI starts)
+/// and the `lab run` path: same recipe and version (so the same image and disk), same VM name,
+/// same way of booting.
+#[test]
+fn a_lab_step_means_the_same_in_the_tui_and_lab_run() {
+    use bootlab::lab::runner::LabRunner;
+    use bootlab::tui::action::{Action as Key, Tab};
+    use bootlab::tui::app::{App, Init, JobKind};
+    use bootlab::tui::engine::{JobInput, lab_runner};
+    use bootlab::tui::views::labs::LabModel;
+    let l = lab::find("first-boot").unwrap();
+    let paths = bootlab::paths::Paths::under(tempfile::tempdir().unwrap().path());
+    let (ev, cancel) = (
+        bootlab::events::Emitter::null(),
+        bootlab::events::CancellationToken::new(),
+    );
+    let mut app = App::new(Init {
+        recipes: bootlab::recipe::shipped().map_err(|e| e.to_string()),
+        labs: Ok(vec![LabModel::from(&l)]),
+        now: std::time::SystemTime::UNIX_EPOCH,
+    });
+    app.labs.sources = vec![l.clone()];
+    app.update(Key::GoTab(Tab::Labs));
+    app.update(Key::Enter);
+    let cli = LabRunner::new(l.clone(), None, paths.clone(), ev.clone(), cancel.clone());
+    let mut seen = 0;
+    for (i, step) in l.steps.iter().enumerate() {
+        let input = JobInput::from_app(
+            &app,
+            JobKind::LabAction {
+                lab: l.id.clone(),
+                step: i,
+            },
+        );
+        let tui = lab_runner(&paths, &input, &ev, &cancel).unwrap();
+        assert_eq!(tui.vm, cli.vm, "step {}", step.id);
+        assert_eq!(tui.vm, "lab-first-boot");
+        assert_eq!(tui.lab.action_of(step), cli.lab.action_of(step));
+        match cli.lab.action_of(step) {
+            Action::Build { recipe, version } | Action::Disk { recipe, version } => {
+                let (a, b) = (
+                    tui.target_of(&recipe, &version).unwrap(),
+                    cli.target_of(&recipe, &version).unwrap(),
+                );
+                assert_eq!(a, b);
+                assert_eq!(a.name(), "debian-minimal");
+                seen += 1;
+            }
+            Action::Boot {
+                recipe,
+                version,
+                fresh,
+            } => {
+                let plan = |r: &LabRunner| {
+                    let p = r.boot_plan(r.target_of(&recipe, &version).unwrap(), fresh);
+                    let name = p.name().to_string();
+                    (p.target, name, p.start, p.existing, p.up.keep)
+                };
+                assert_eq!(plan(&tui), plan(&cli));
+                assert_eq!(plan(&cli).1, "lab-first-boot");
+                seen += 1;
+            }
+            _ => {}
+        }
+        app.update(Key::NextStep);
+    }
+    assert_eq!(seen, 3, "first-boot builds, makes a disk and boots");
+}
