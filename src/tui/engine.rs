@@ -535,9 +535,7 @@ pub async fn stop_vms(paths: &Paths, names: &[String]) -> Result<(), String> {
 /// The command that gives a shell in `vm` (run with the TUI suspended).
 pub fn shell_command(vm: &str) -> std::process::Command {
     let exe = crate::vm::lifecycle::bootlab_exe().unwrap_or_else(|_| "bootlab".into());
-    let mut c = std::process::Command::new(exe);
-    c.args(["vm", "console", vm, "--interactive"]);
-    c
+    crate::tools::cmd::foreground(exe, &["vm", "console", vm, "--interactive"])
 }
 
 #[cfg(test)]
