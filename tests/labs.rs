@@ -454,3 +454,200 @@ fn cli_show_by_id_stem_and_path() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong-type.toml:4:11: invalid type"));
 }
+
+/// A lab of host steps only (no VM): step `three` passes once `$BOOTLAB_STATE/gate` exists.
+const ROUND_TRIP_LAB: &str = r#"schema = 1
+id = "round-trip"
+title = "Round trip"
+minutes = 1
+summary = "Host steps only."
+
+[[steps]]
+id = "one"
+title = "One"
+text = "First."
+action = { kind = "host", run = "echo one >> \"$BOOTLAB_STATE/ran\"" }
+
+[[steps.checks]]
+title = "one ran"
+host = "grep -q one \"$BOOTLAB_STATE/ran\""
+fail = "Step one did not run."
+
+[[steps]]
+id = "two"
+title = "Two"
+text = "Second."
+action = { kind = "host", run = "echo two >> \"$BOOTLAB_STATE/ran\"" }
+
+[[steps.checks]]
+title = "two ran"
+host = "grep -q two \"$BOOTLAB_STATE/ran\""
+fail = "Step two did not run."
+
+[[steps]]
+id = "three"
+title = "Three"
+text = "Third."
+hints = ["Make the gate: touch $BOOTLAB_STATE/gate", "Really."]
+
+[[steps.checks]]
+title = "the gate is there"
+host = "test -e \"$BOOTLAB_STATE/gate\""
+fail = "No gate yet."
+"#;
+
+/// Progress written by the TUI resumes in `bootlab lab run`, and the other way round; the
+/// previous release's TUI file (positions) resumes too.
+#[test]
+fn lab_progress_round_trips_between_the_tui_and_lab_run() {
+    use bootlab::tui::action::{Action as Key, Tab};
+    use bootlab::tui::app::{App, Init};
+    use bootlab::tui::views::labs::{CheckStatus, LabModel, load_progress};
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    let file = d.path().join("round-trip.toml");
+    std::fs::write(&file, ROUND_TRIP_LAB).unwrap();
+    let recipes = bootlab::recipe::shipped().unwrap();
+    let l = lab::load_file(&file, &recipes).unwrap();
+    let paths = bootlab::paths::Paths::under(&home);
+    paths.ensure().unwrap();
+    let state = paths.state.clone();
+    let tui = |progress: Option<bootlab::lab::Progress>| {
+        let mut a = App::new(Init {
+            recipes: Ok(recipes.clone()),
+            labs: Ok(vec![LabModel::from(&l)]),
+            now: std::time::SystemTime::UNIX_EPOCH,
+        });
+        if let Some(p) = progress {
+            a.labs.progress.insert(l.id.clone(), p);
+        }
+        a.update(Key::GoTab(Tab::Labs));
+        a.update(Key::Enter);
+        a
+    };
+    let run = |extra: &[&str]| {
+        let mut args = vec!["lab", "run", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = common::bootlab_in(&home, &args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        (o.status.success(), out)
+    };
+
+    // The TUI: step one's checks pass, `n` moves to step two; the loop saves.
+    let mut a = tui(None);
+    a.labs.set_checks(vec![CheckStatus::Passed]);
+    a.update(Key::NextStep);
+    a.labs.save(&paths, &l.id).unwrap();
+
+    // `lab run` resumes at step two: step one's action does not run again; three fails.
+    let (ok, out) = run(&["--hints"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("resuming at step 2 (two)"), "{out}");
+    let ran = std::fs::read_to_string(state.join("ran")).unwrap();
+    assert_eq!(ran, "two\n", "{out}");
+    assert!(out.contains("✗ the gate is there"), "{out}");
+    assert!(out.contains("hint 1: Make the gate"), "{out}");
+    assert!(
+        out.contains("`bootlab lab run round-trip` resumes there"),
+        "{out}"
+    );
+
+    // The TUI opens the lab where `lab run` stopped, with the hint it revealed.
+    let p = load_progress(&paths, &LabModel::from(&l)).unwrap().unwrap();
+    let b = tui(Some(p));
+    assert_eq!(b.labs.current(), Some(("round-trip".into(), 2)));
+    let at = b.labs.progress_of("round-trip");
+    assert_eq!(at.hints, 1);
+    assert_eq!(at.done, [0, 1].into());
+
+    // Fixed: `lab run` resumes at three and completes; nothing before it runs again.
+    std::fs::write(state.join("gate"), "").unwrap();
+    let (ok, out) = run(&[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("resuming at step 3 (three)"), "{out}");
+    assert_eq!(std::fs::read_to_string(state.join("ran")).unwrap(), "two\n");
+    assert!(out.contains("lab round-trip complete"), "{out}");
+
+    // The previous release's TUI file: on step two (index 1) after passing step one.
+    std::fs::write(
+        bootlab::lab::Progress::file(&paths, "round-trip"),
+        r#"{ "step": 1, "done": [0], "hints": 0 }"#,
+    )
+    .unwrap();
+    let (ok, out) = run(&[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("resuming at step 2 (two)"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("ran")).unwrap(),
+        "two\ntwo\n"
+    );
+}
+
+/// A lab step's build, disk and boot mean the same through the TUI path (the job the TUI starts)
+/// and the `lab run` path: same recipe and version (so the same image and disk), same VM name,
+/// same way of booting.
+#[test]
+fn a_lab_step_means_the_same_in_the_tui_and_lab_run() {
+    use bootlab::lab::runner::LabRunner;
+    use bootlab::tui::action::{Action as Key, Tab};
+    use bootlab::tui::app::{App, Init, JobKind};
+    use bootlab::tui::engine::{JobInput, lab_runner};
+    use bootlab::tui::views::labs::LabModel;
+    let l = lab::find("first-boot").unwrap();
+    let paths = bootlab::paths::Paths::under(tempfile::tempdir().unwrap().path());
+    let (ev, cancel) = (
+        bootlab::events::Emitter::null(),
+        bootlab::events::CancellationToken::new(),
+    );
+    let mut app = App::new(Init {
+        recipes: bootlab::recipe::shipped().map_err(|e| e.to_string()),
+        labs: Ok(vec![LabModel::from(&l)]),
+        now: std::time::SystemTime::UNIX_EPOCH,
+    });
+    app.labs.sources = vec![l.clone()];
+    app.update(Key::GoTab(Tab::Labs));
+    app.update(Key::Enter);
+    let cli = LabRunner::new(l.clone(), None, paths.clone(), ev.clone(), cancel.clone());
+    let mut seen = 0;
+    for (i, step) in l.steps.iter().enumerate() {
+        let input = JobInput::from_app(
+            &app,
+            JobKind::LabAction {
+                lab: l.id.clone(),
+                step: i,
+            },
+        );
+        let tui = lab_runner(&paths, &input, &ev, &cancel).unwrap();
+        assert_eq!(tui.vm, cli.vm, "step {}", step.id);
+        assert_eq!(tui.vm, "lab-first-boot");
+        assert_eq!(tui.lab.action_of(step), cli.lab.action_of(step));
+        match cli.lab.action_of(step) {
+            Action::Build { recipe, version } | Action::Disk { recipe, version } => {
+                let (a, b) = (
+                    tui.target_of(&recipe, &version).unwrap(),
+                    cli.target_of(&recipe, &version).unwrap(),
+                );
+                assert_eq!(a, b);
+                assert_eq!(a.name(), "debian-minimal");
+                seen += 1;
+            }
+            Action::Boot {
+                recipe,
+                version,
+                fresh,
+            } => {
+                let plan = |r: &LabRunner| {
+                    let p = r.boot_plan(r.target_of(&recipe, &version).unwrap(), fresh);
+                    let name = p.name().to_string();
+                    (p.target, name, p.start, p.existing, p.up.keep)
+                };
+                assert_eq!(plan(&tui), plan(&cli));
+                assert_eq!(plan(&cli).1, "lab-first-boot");
+                seen += 1;
+            }
+            _ => {}
+        }
+        app.update(Key::NextStep);
+    }
+    assert_eq!(seen, 3, "first-boot builds, makes a disk and boots");
+}

@@ -93,6 +93,7 @@ fn sample_lab() -> LabModel {
         summary: "Build, boot and look at your first deployment".into(),
         steps: vec![
             StepModel {
+                id: "boot".into(),
                 title: "Boot the image".into(),
                 text: "# Boot it\n\nBoot **debian-minimal** and log in.\n\n```sh\nostree admin status\n```\n\n- one deployment\n- marked `*`\n".into(),
                 action: Some("bootlab vm boot debian-minimal".into()),
@@ -104,6 +105,7 @@ fn sample_lab() -> LabModel {
                 has_solution: true,
             },
             StepModel {
+                id: "upgrade".into(),
                 title: "Upgrade".into(),
                 text: "Stage **v2**.".into(),
                 action: None,
@@ -610,10 +612,12 @@ fn lab_progress_survives_a_restart() {
     a.update(Action::GoTab(Tab::Labs));
     a.update(Action::Enter);
     a.update(Action::NextStep);
-    let p = a.labs.progress_of("first-boot");
-    bootlab::tui::views::labs::save_progress(d.path(), "first-boot", &p).unwrap();
-    let back = bootlab::tui::views::labs::load_progress(d.path(), "first-boot").unwrap();
-    assert_eq!(back.step, 1);
+    let paths = bootlab::paths::Paths::under(d.path());
+    a.labs.saved("first-boot").save(&paths).unwrap();
+    let back = bootlab::tui::views::labs::load_progress(&paths, &sample_lab())
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.position(&sample_lab().step_ids()), 1);
     let mut b = app_with_labs(vec![sample_lab()]);
     b.labs.progress.insert("first-boot".into(), back);
     b.update(Action::GoTab(Tab::Labs));

@@ -589,9 +589,7 @@ struct LoopGuard(Option<String>);
 impl Drop for LoopGuard {
     fn drop(&mut self) {
         if let Some(dev) = self.0.take() {
-            let _ = std::process::Command::new("losetup")
-                .args(["-d", &dev])
-                .status();
+            crate::tools::disk::detach_now(std::path::Path::new(&dev));
         }
     }
 }

@@ -15,3 +15,4 @@ pub mod pipeline;
 pub mod recipe;
 pub mod tools;
 pub mod vm;
+pub mod workflow;

@@ -136,22 +136,13 @@ pub fn run_disk(c: DiskCmd) -> anyhow::Result<ExitCode> {
             version,
             verbose,
         } => {
-            let recipe = crate::recipe::find(&recipe)?;
-            let version = recipe.resolve_version(version.as_deref())?.clone();
-            let (b, d) = with_job(verbose, async |ev, cancel| {
-                // The build is normally a cache hit here; it gives the commit to deploy.
-                let b = crate::pipeline::build_image(&paths, &recipe, &version, ev, cancel).await?;
-                let d = crate::pipeline::make_disk(
-                    &paths,
-                    recipe.name(),
-                    &version.id,
-                    &b.commit,
-                    ev,
-                    cancel,
-                )
-                .await?;
-                Ok((b, d))
-            })?;
+            let t = crate::workflow::Target::find(&recipe, version.as_deref())?;
+            let recipe = &t.recipe;
+            // The build is normally a cache hit here; it gives the commit to deploy.
+            let crate::workflow::Disk { image: b, disk: d } =
+                with_job(verbose, async |ev, cancel| {
+                    crate::workflow::ensure_disk(&paths, &t, ev, cancel).await
+                })?;
             println!("disk    {}", d.path.display());
             println!("commit  {} ({} {})", d.commit, d.recipe, d.version);
             if recipe.file.guest.known_password.is_some() {

@@ -31,9 +31,14 @@ pub enum LabCmd {
         /// The VM to use (default `lab-<lab id>`).
         #[arg(long)]
         vm: Option<String>,
-        /// Start at this step (the earlier ones are assumed done).
+        /// Start at this step (the earlier ones are assumed done). Without it the lab resumes
+        /// where it stopped, in this command or in the TUI (the progress file is shared).
         #[arg(long)]
         from: Option<String>,
+        /// Print the hints already revealed at each step, and reveal (and print) the next one
+        /// when a step fails; the TUI shows the same hints as revealed.
+        #[arg(long)]
+        hints: bool,
         /// Show tools' output lines and each failed check attempt.
         #[arg(short, long)]
         verbose: bool,
@@ -63,8 +68,9 @@ pub fn run(c: LabCmd) -> anyhow::Result<ExitCode> {
             solve,
             vm,
             from,
+            hints,
             verbose,
-        } => run_lab(&lab, solve, vm, from, verbose),
+        } => run_lab(&lab, solve, vm, from, hints, verbose),
         LabCmd::Selftest {
             labs,
             junit,
@@ -337,18 +343,39 @@ fn run_lab(
     solve: bool,
     vm: Option<String>,
     from: Option<String>,
+    hints: bool,
     verbose: bool,
 ) -> anyhow::Result<ExitCode> {
     let l = lab::find(key)?;
-    let start = match &from {
-        Some(f) => l.steps.iter().position(|s| &s.id == f).ok_or_else(|| {
-            let ids: Vec<&str> = l.steps.iter().map(|s| s.id.as_str()).collect();
-            anyhow::anyhow!("lab {} has no step {f:?} (steps: {})", l.id, ids.join(", "))
-        })?,
-        None => 0,
-    };
     let paths = crate::paths::Paths::from_env();
     paths.ensure()?;
+    let ids = l.step_ids();
+    let mut progress = Progress::load(&paths, &l.id, &ids)?;
+    let start = match &from {
+        Some(f) => l.steps.iter().position(|s| &s.id == f).ok_or_else(|| {
+            anyhow::anyhow!("lab {} has no step {f:?} (steps: {})", l.id, ids.join(", "))
+        })?,
+        None if progress.is_complete(&ids) => {
+            println!(
+                "every step of {} passed before: running it again from the start",
+                l.id
+            );
+            0
+        }
+        None => {
+            let i = progress.position(&ids);
+            if i > 0 {
+                println!(
+                    "resuming at step {} ({}) where the lab stopped; --from picks another",
+                    i + 1,
+                    ids[i]
+                );
+            }
+            i
+        }
+    };
+    // The VM the lab ran in before (in this command or the TUI), unless told otherwise.
+    let vm = vm.or_else(|| progress.vm.clone());
     let rt = super::runtime()?;
     let ok = rt.block_on(async {
         let (ev, rx) = Emitter::channel();
@@ -357,17 +384,31 @@ fn run_lab(
         let mut runner = lab::LabRunner::new(l.clone(), vm, paths.clone(), ev.clone(), cancel);
         println!("{} — {}", l.id, l.title);
         println!("VM {} (a lab VM: root's console password is known)", runner.vm);
-        let mut progress = Progress::load(&paths, &l.id)?;
         progress.vm = Some(runner.vm.clone());
         let mut ok = true;
         for (i, step) in l.steps.iter().enumerate().skip(start) {
             progress.start_step(&step.id);
             progress.save(&paths)?;
+            if hints {
+                // Printed through the event printer so they follow the step's header.
+                for (n, h) in step.hints.iter().take(progress.hints_shown(&step.id)).enumerate() {
+                    ev.note(&format!("lab:{}/{}", l.id, step.id), format!("hint {}: {h}", n + 1));
+                }
+            }
             let o = runner.run_step(step, solve).await;
             if o.passed {
                 progress.mark_passed(&step.id, l.steps.get(i + 1).map(|s| s.id.as_str()));
                 progress.save(&paths)?;
             } else {
+                let shown = progress.hints_shown(&step.id);
+                if hints && shown < step.hints.len() {
+                    let n = progress.reveal_hint(&step.id, step.hints.len());
+                    ev.note(
+                        &format!("lab:{}/{}", l.id, step.id),
+                        format!("hint {n}: {}", step.hints[n - 1]),
+                    );
+                    progress.save(&paths)?;
+                }
                 ok = false;
                 break;
             }
@@ -379,10 +420,10 @@ fn run_lab(
             println!("\nlab {} complete", l.id);
         } else {
             println!(
-                "\nstopped at step {}: fix what the failed check says, then `bootlab lab run {} --from {}`",
+                "\nstopped at step {}: fix what the failed check says, then `bootlab lab run {}` resumes there{}",
                 progress.current.as_deref().unwrap_or("?"),
                 l.id,
-                progress.current.as_deref().unwrap_or("?")
+                if hints { "" } else { " (--hints shows a hint)" }
             );
         }
         anyhow::Ok(ok)

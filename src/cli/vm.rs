@@ -2,7 +2,8 @@
 
 use crate::events::{CancellationToken, Emitter};
 use crate::paths::Paths;
-use crate::vm::{self, UpOptions, VmClient, VmRecord};
+use crate::vm::{self, VmClient, VmRecord};
+use crate::workflow::{self, BootPlan, Start, Target, VmFor};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use std::time::Duration;
 #[derive(Debug, clap::Subcommand)]
 pub enum VmCmd {
     /// Boot a recipe's golden disk in a new VM (a qcow2 overlay; the golden disk is untouched).
+    /// What is missing is made first: the image built, the disk made (progress shown).
     Up {
         /// Recipe name (e.g. debian-minimal).
         recipe: String,
@@ -19,7 +21,7 @@ pub enum VmCmd {
         /// VM name (default: the recipe name).
         #[arg(long)]
         name: Option<String>,
-        /// Golden raw disk to boot instead of the recipe's cached one.
+        /// Golden raw disk to boot instead of the recipe's (made when missing).
         #[arg(long)]
         disk: Option<PathBuf>,
         /// Start from this snapshot (`-loadvm`): of a kept, stopped VM of that name, or `booted`
@@ -138,45 +140,27 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
             no_share,
             tcg,
         } => {
-            let r = crate::recipe::find(&recipe)?;
-            let v = r.resolve_version(version.as_deref())?.id.clone();
-            let name = name.unwrap_or_else(|| r.name().to_string());
-            let mut o = UpOptions::new(&name).for_recipe(&r, &v);
+            let t = Target::find(&recipe, version.as_deref())?;
+            let name = name.unwrap_or_else(|| workflow::vm_name(VmFor::Recipe(t.name())));
+            let mut plan = BootPlan::new(t, &name);
+            let o = &mut plan.up;
             o.memory_mib = memory;
             o.cpus = cpus;
             o.keep = keep;
             o.share = !no_share;
             o.boot_timeout = boot_timeout.map(Duration::from_secs);
             o.accel = tcg.then_some(crate::tools::qemu::Accel::Tcg);
-            o.from_snapshot = from_snapshot.clone();
+            plan.disk = disk;
+            // A kept VM of that name starts again (from `--from-snapshot TAG` if given); a new
+            // one gets the recipe's disk, built and made first when missing.
             let exists = VmRecord::file(&VmRecord::dir(&paths, &name)).exists();
-            if !exists {
-                let golden = match disk {
-                    Some(d) => d,
-                    None => vm::images::golden_for(&paths, r.name(), &v)?,
-                };
-                if from_snapshot.as_deref() == Some(vm::images::BOOTED_TAG) {
-                    let (ev, rx) = Emitter::channel();
-                    let printer = super::print_events(rx, false);
-                    let img = vm::images::booted_image(
-                        &paths,
-                        &golden,
-                        &o,
-                        &ev,
-                        &CancellationToken::new(),
-                    )
-                    .await?;
-                    drop(ev);
-                    let _ = printer.await;
-                    o.image = Some(img);
-                } else if from_snapshot.is_some() {
-                    bail!(
-                        "--from-snapshot {}: a new VM has no snapshots; use `booted` (cached booted image) or start a kept VM by --name",
-                        from_snapshot.unwrap()
-                    );
-                } else {
-                    o.golden = Some(golden);
-                }
+            match from_snapshot.as_deref() {
+                Some(tag) if exists => plan.up.from_snapshot = Some(tag.to_string()),
+                Some(vm::images::BOOTED_TAG) => plan.start = Start::Booted,
+                Some(tag) => bail!(
+                    "--from-snapshot {tag}: a new VM has no snapshots; use `booted` (cached booted image) or start a kept VM by --name"
+                ),
+                None => {}
             }
             let (ev, rx) = Emitter::channel();
             let printer = super::print_events(rx, false);
@@ -187,7 +171,12 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
                 c2.cancel();
             });
             let t = std::time::Instant::now();
-            let res = vm::up(&paths, o, &ev, &cancel).await;
+            let res = if exists {
+                // Restarting a kept VM of that name.
+                vm::up(&paths, plan.up, &ev, &cancel).await
+            } else {
+                workflow::boot(&paths, plan, &ev, &cancel).await
+            };
             drop(ev);
             let _ = printer.await;
             let rec = res?;

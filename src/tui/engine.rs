@@ -16,7 +16,8 @@ use crate::paths::Paths;
 use crate::recipe::Family;
 use crate::recipe::Recipe;
 use crate::tui::action::VmControl;
-use crate::vm::{VmClient, VmRecord, VmState};
+use crate::vm::{VmClient, VmRecord};
+use crate::workflow::{self, BootPlan, Target};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct JobInput {
     pub lab_step: Option<(crate::lab::Step, Option<String>)>,
     /// The open lab itself: the lab runner works on it.
     pub lab: Option<crate::lab::Lab>,
+    /// The VM the open lab ran in before (its saved progress), in this TUI or `bootlab lab run`.
+    pub lab_vm: Option<String>,
 }
 
 impl JobInput {
@@ -63,6 +66,11 @@ impl JobInput {
                 Some((l.steps.get(i)?.clone(), l.requires.recipe.clone()))
             }),
             lab: app.labs.source().cloned(),
+            lab_vm: app
+                .labs
+                .lab()
+                .and_then(|l| app.labs.progress.get(&l.id))
+                .and_then(|p| p.vm.clone()),
             kind,
         }
     }
@@ -89,9 +97,9 @@ pub async fn run(
     r.map_err(|e| format!("{e:#}"))
 }
 
-/// The engine's lab runner for the open lab, driving the VM the TUI shows (the one running, or
-/// the one the TUI would boot for the lab's recipe).
-fn lab_runner(
+/// The engine's lab runner for the open lab, on the lab's VM: the one its progress names, else
+/// the one naming rule's (`lab-<id>`), exactly as `bootlab lab run` picks it.
+pub fn lab_runner(
     paths: &Paths,
     input: &JobInput,
     ev: &Emitter,
@@ -101,13 +109,9 @@ fn lab_runner(
         .lab
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no lab is open"))?;
-    let vm = input
-        .vm
-        .clone()
-        .or_else(|| lab.requires.recipe.as_deref().map(vm_name));
     Ok(crate::lab::runner::LabRunner::new(
         lab,
-        vm,
+        input.lab_vm.clone(),
         paths.clone(),
         ev.clone(),
         cancel.clone(),
@@ -150,65 +154,31 @@ async fn lab_checks(
     Ok(JobOutput::Checks(out))
 }
 
-/// A step's action, where it is one of the engine's jobs (build, disk, boot). The rest (guest and
-/// host commands, upgrades…) belong to the lab runner.
+/// A step's action, run by the lab runner exactly as `bootlab lab run` runs it (same image,
+/// disk and VM). A boot hands the VM to the VM view.
 async fn lab_action(
     paths: &Paths,
     input: &JobInput,
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> anyhow::Result<JobOutput> {
-    use crate::lab::Action as A;
-    let (step, default_recipe) = input
+    let (step, _) = input
         .lab_step
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no lab step is open"))?;
-    let pick = |r: &Option<String>| -> anyhow::Result<Recipe> {
-        let name = r
-            .clone()
-            .or(default_recipe.clone())
-            .ok_or_else(|| anyhow::anyhow!("the step names no recipe and the lab has none"))?;
-        crate::recipe::find(&name)
-    };
-    ev.note("lab", format!("action: {}", step.action.describe()));
-    match &step.action {
-        A::None => Ok(JobOutput::Done("nothing to run".into())),
-        A::Build { recipe, version } | A::Disk { recipe, version } => {
-            let r = pick(recipe)?;
-            let v = r.resolve_version(version.as_deref())?.id.clone();
-            let inp = JobInput {
-                recipe: Some(r),
-                ..input.clone()
-            };
-            build(paths, &inp, &v, ev, cancel).await
-        }
-        A::Boot {
-            recipe, version, ..
-        } => {
-            if let Some(vm) = running_vm(paths) {
-                anyhow::bail!(
-                    "VM {} is running: power it down in the VM view (2, then o) before a fresh boot",
-                    vm.name
-                );
-            }
-            let r = pick(recipe)?;
-            let v = r.resolve_version(version.as_deref())?.id.clone();
-            let inp = JobInput {
-                recipe: Some(r),
-                version: Some(v),
-                ..input.clone()
-            };
-            boot(paths, &inp, ev, cancel).await
-        }
-        // Guest and host commands, reboots, power cuts, upgrades, switches and rollbacks: the
-        // lab runner does them exactly as `bootlab lab run` does.
-        _ => {
-            let mut runner = lab_runner(paths, input, ev, cancel)?;
-            let action = runner.lab.action_of(&step);
-            runner.run_action(&action, "lab").await?;
-            Ok(JobOutput::Done(action.describe()))
-        }
+    let mut runner = lab_runner(paths, input, ev, cancel)?;
+    let action = runner.lab.action_of(&step);
+    ev.note("lab", format!("action: {}", action.describe()));
+    if action == crate::lab::Action::None {
+        return Ok(JobOutput::Done("nothing to run".into()));
     }
+    runner.run_action(&action, "lab").await?;
+    if let crate::lab::Action::Boot { .. } = action {
+        return Ok(JobOutput::Vm(
+            VmRecord::load(paths, &runner.vm).ok().map(|r| vm_info(&r)),
+        ));
+    }
+    Ok(JobOutput::Done(action.describe()))
 }
 
 fn recipe_of(input: &JobInput) -> anyhow::Result<&Recipe> {
@@ -226,15 +196,12 @@ async fn build(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> anyhow::Result<JobOutput> {
-    let recipe = recipe_of(input)?;
-    let version = recipe.resolve_version(Some(version))?.clone();
-    let b = crate::pipeline::build_image(paths, recipe, &version, ev, cancel).await?;
-    let d = crate::pipeline::make_disk(paths, recipe.name(), &version.id, &b.commit, ev, cancel)
-        .await?;
+    let t = Target::new(recipe_of(input)?, Some(version))?;
+    let d = workflow::ensure_disk(paths, &t, ev, cancel).await?.disk;
     Ok(JobOutput::Done(format!(
         "{} · commit {} · disk {}",
-        b.image_tag,
-        &b.commit[..b.commit.len().min(12)],
+        t.recipe.image_tag(&t.version.id),
+        &d.commit[..d.commit.len().min(12)],
         d.path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -242,11 +209,14 @@ async fn build(
     )))
 }
 
-/// The name the TUI gives a recipe's VM (one VM at a time, so the recipe's name will do).
+/// The name the TUI gives a recipe's VM (the engine's one naming rule).
 pub fn vm_name(recipe: &str) -> String {
-    recipe.to_string()
+    workflow::vm_name(workflow::VmFor::Recipe(recipe))
 }
 
+/// Boot the selected recipe version: its disk is built when missing (the build shows in the
+/// log, as `b` shows it), then a cold boot, kept after it stops so a power-cut drill can boot
+/// the same disk again.
 async fn boot(
     paths: &Paths,
     input: &JobInput,
@@ -254,28 +224,10 @@ async fn boot(
     cancel: &CancellationToken,
 ) -> anyhow::Result<JobOutput> {
     let recipe = recipe_of(input)?;
-    let version = input
-        .version
-        .clone()
-        .unwrap_or_else(|| recipe.default_version().id.clone());
-    let name = vm_name(recipe.name());
-    // A VM of that name that stopped earlier (power-cut, crash) is cleared first.
-    if let Ok(old) = VmRecord::load(paths, &name)
-        && old.state == VmState::Stopped
-    {
-        crate::vm::remove(paths, &name)?;
-    }
-    let golden = crate::vm::images::golden_for(paths, recipe.name(), &version).map_err(|e| {
-        anyhow::anyhow!(
-            "{e:#}\n(press b in the Recipes view to build {} {version})",
-            recipe.name()
-        )
-    })?;
-    let mut opts = crate::vm::UpOptions::new(&name).for_recipe(recipe, &version);
-    opts.golden = Some(golden);
-    // Kept after it stops, so a power-cut drill can boot the same disk again.
-    opts.keep = true;
-    let rec = crate::vm::up(paths, opts, ev, cancel).await?;
+    let t = Target::new(recipe, input.version.as_deref())?;
+    let mut plan = BootPlan::new(t, vm_name(recipe.name()));
+    plan.up.keep = true;
+    let rec = workflow::boot(paths, plan, ev, cancel).await?;
     Ok(JobOutput::Vm(Some(vm_info(&rec))))
 }
 
@@ -583,9 +535,7 @@ pub async fn stop_vms(paths: &Paths, names: &[String]) -> Result<(), String> {
 /// The command that gives a shell in `vm` (run with the TUI suspended).
 pub fn shell_command(vm: &str) -> std::process::Command {
     let exe = crate::vm::lifecycle::bootlab_exe().unwrap_or_else(|_| "bootlab".into());
-    let mut c = std::process::Command::new(exe);
-    c.args(["vm", "console", vm, "--interactive"]);
-    c
+    crate::tools::cmd::foreground(exe, &["vm", "console", vm, "--interactive"])
 }
 
 #[cfg(test)]

@@ -65,12 +65,21 @@ pub fn initial_app(paths: &Paths, now: SystemTime) -> App {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         app.labs.load_error = Some(lines.join("\n"));
     }
-    let dir = paths.lab_progress();
-    let ids: Vec<String> = app.labs.labs.iter().map(|l| l.id.clone()).collect();
-    for id in ids {
-        if let Some(p) = views::labs::load_progress(&dir, &id) {
-            app.labs.progress.insert(id, p);
+    let mut unreadable = vec![];
+    for l in app.labs.labs.clone() {
+        match views::labs::load_progress(paths, &l) {
+            Ok(Some(p)) => {
+                app.labs.progress.insert(l.id.clone(), p);
+            }
+            Ok(None) => {}
+            Err(e) => unreadable.push(format!("{e:#}")),
         }
+    }
+    if !unreadable.is_empty() {
+        app.status = Some(format!(
+            "lab progress not loaded (starting those labs afresh): {}",
+            unreadable.join("; ")
+        ));
     }
     app
 }
@@ -262,6 +271,9 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
                 while let Ok(m) = rx.try_recv() {
                     app.on_msg(m);
                 }
+                if let Some(lab) = app.labs.unsaved.take() {
+                    effects.push(Effect::SaveLabProgress { lab });
+                }
             }
             _ = tick.tick(), if app.job.is_some() => app.on_msg(Msg::Tick(SystemTime::now())),
             _ = sigint.recv() => effects = app.update(action::Action::CancelJob),
@@ -302,8 +314,7 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
                     }));
                 }
                 Effect::SaveLabProgress { lab } => {
-                    let p = app.labs.progress_of(&lab);
-                    if let Err(e) = views::labs::save_progress(&paths.lab_progress(), &lab, &p) {
+                    if let Err(e) = app.labs.save(&paths, &lab) {
                         app.on_msg(Msg::Status(format!("failed: saving lab progress: {e}")));
                     }
                 }

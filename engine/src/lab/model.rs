@@ -32,6 +32,10 @@ impl Lab {
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
     }
+    /// The steps' ids in order (what progress files name steps by).
+    pub fn step_ids(&self) -> Vec<String> {
+        self.steps.iter().map(|s| s.id.clone()).collect()
+    }
     /// The recipe a step's action works on when it names none.
     pub fn default_recipe(&self) -> Option<&str> {
         self.requires.recipe.as_deref()

@@ -22,8 +22,9 @@ use crate::events::{CancellationToken, Emitter, Event, Stream};
 use crate::paths::Paths;
 use crate::recipe::{Family, Recipe};
 use crate::tools::cmd::HostCmd;
-use crate::vm::lifecycle::{self, UpOptions};
+use crate::vm::lifecycle;
 use crate::vm::{VmRecord, VmState};
+use crate::workflow::{self, BootPlan, Existing, Start, Target};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -136,9 +137,9 @@ pub struct LabRunner {
     guest: Option<VmGuest>,
 }
 
-/// The VM name a lab uses unless told otherwise.
+/// The VM name a lab uses unless told otherwise (the one naming rule, whichever face runs it).
 pub fn default_vm(lab: &Lab) -> String {
-    format!("lab-{}", lab.id)
+    crate::workflow::vm_name(crate::workflow::VmFor::Lab(&lab.id))
 }
 
 /// `sh -c RUN` as an argv.
@@ -266,6 +267,26 @@ impl LabRunner {
         crate::recipe::find(name)
     }
 
+    /// The recipe and version a build, disk or boot action works on, resolved once.
+    pub fn target_of(&self, recipe: &Option<String>, version: &Option<String>) -> Result<Target> {
+        Target::new(&self.recipe_named(recipe)?, version.as_deref())
+    }
+
+    /// What a boot action boots: the lab's VM (kept, so a power cut can start the same disk
+    /// again; `stop_vm` removes it), from the cached booted snapshot of the target's disk, which
+    /// is the guest a cold boot gives, in seconds instead of a minute.
+    pub fn boot_plan(&self, target: Target, fresh: bool) -> BootPlan {
+        let mut plan = BootPlan::new(target, self.vm.clone());
+        plan.up.keep = true;
+        plan.start = Start::Booted;
+        plan.existing = if fresh {
+            Existing::Replace
+        } else {
+            Existing::Reuse
+        };
+        plan
+    }
+
     /// The recipe the lab's VM was made from (else the lab's).
     fn vm_recipe(&self) -> Result<Recipe> {
         match VmRecord::load(&self.paths, &self.vm)
@@ -351,24 +372,26 @@ impl LabRunner {
         match a {
             Action::None => Ok(()),
             Action::Build { recipe, version } => {
-                let r = self.recipe_named(recipe)?;
-                let v = r.resolve_version(version.as_deref())?.clone();
-                crate::pipeline::build_image(&self.paths, &r, &v, &self.ev, &self.cancel).await?;
-                Ok(())
+                let t = self.target_of(recipe, version)?;
+                workflow::ensure_image(&self.paths, &t, &self.ev, &self.cancel)
+                    .await
+                    .map(drop)
             }
             Action::Disk { recipe, version } => {
-                let r = self.recipe_named(recipe)?;
-                let v = r.resolve_version(version.as_deref())?.clone();
-                self.disk(&r, &v.id).await.map(drop)
+                let t = self.target_of(recipe, version)?;
+                workflow::ensure_disk(&self.paths, &t, &self.ev, &self.cancel)
+                    .await
+                    .map(drop)
             }
             Action::Boot {
                 recipe,
                 version,
                 fresh,
             } => {
-                let r = self.recipe_named(recipe)?;
-                let v = r.resolve_version(version.as_deref())?.id.clone();
-                self.boot(&r, &v, *fresh).await
+                let plan = self.boot_plan(self.target_of(recipe, version)?, *fresh);
+                self.guest = None;
+                workflow::boot(&self.paths, plan, &self.ev, &self.cancel).await?;
+                self.guest().await.map(drop)
             }
             Action::Reboot => {
                 self.ev.note(stage, "rebooting the guest (clean reboot)");
@@ -404,20 +427,6 @@ impl LabRunner {
         c
     }
 
-    async fn disk(&self, r: &Recipe, version: &str) -> Result<crate::pipeline::DiskResult> {
-        let v = r.resolve_version(Some(version))?.clone();
-        let b = crate::pipeline::build_image(&self.paths, r, &v, &self.ev, &self.cancel).await?;
-        crate::pipeline::make_disk(
-            &self.paths,
-            r.name(),
-            &v.id,
-            &b.commit,
-            &self.ev,
-            &self.cancel,
-        )
-        .await
-    }
-
     /// Stop and remove the lab's VM if there is one (nothing left running).
     pub async fn stop_vm(&mut self) -> Result<()> {
         self.guest = None;
@@ -428,47 +437,6 @@ impl LabRunner {
             lifecycle::stop(&self.paths, &self.vm, true, Duration::from_secs(20)).await?;
         }
         lifecycle::remove(&self.paths, &self.vm)
-    }
-
-    async fn boot(&mut self, r: &Recipe, version: &str, fresh: bool) -> Result<()> {
-        if !fresh && let Ok(rec) = VmRecord::load(&self.paths, &self.vm) {
-            if rec.state == VmState::Stopped {
-                let opts = UpOptions::new(self.vm.clone());
-                lifecycle::up(&self.paths, opts, &self.ev, &self.cancel).await?;
-            }
-            self.guest = None;
-            self.guest().await?;
-            return Ok(());
-        }
-        self.stop_vm().await?;
-        let d = self.disk(r, version).await?;
-        let mut opts = UpOptions::new(self.vm.clone()).for_recipe(r, version);
-        // Kept: a power cut must be able to start the same disk again; `stop_vm` removes it.
-        opts.keep = true;
-        // A fresh VM from the cached booted snapshot of this very disk is the guest a cold boot
-        // gives, in seconds instead of a minute.
-        match crate::vm::images::booted_image(&self.paths, &d.path, &opts, &self.ev, &self.cancel)
-            .await
-        {
-            Ok(img) => {
-                opts.image = Some(img);
-                opts.from_snapshot = Some(crate::vm::images::BOOTED_TAG.to_string());
-            }
-            Err(e) => {
-                if self.cancel.is_cancelled() {
-                    return Err(e);
-                }
-                self.ev.note(
-                    &format!("vm:{}", self.vm),
-                    format!("no booted snapshot ({e:#}); cold boot"),
-                );
-                opts.golden = Some(d.path.clone());
-            }
-        }
-        lifecycle::up(&self.paths, opts, &self.ev, &self.cancel).await?;
-        self.guest = None;
-        self.guest().await?;
-        Ok(())
     }
 
     fn offline_only(&self, what: &str) -> Result<Recipe> {

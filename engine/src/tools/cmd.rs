@@ -379,6 +379,14 @@ pub fn install_hint(program: &str) -> String {
     )
 }
 
+/// A command that takes over the terminal while it runs (a face suspends its own screen first):
+/// neither captured nor streamed, so it is built here and run by the caller.
+pub fn foreground(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.args(args);
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,14 +172,19 @@ impl Drop for LoopDevice {
         if self.detached {
             return;
         }
-        // LOOP_CLR_FD: when the device is still busy the kernel marks it autoclear instead, so
-        // it goes away as soon as its last user does.
-        const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-        if let Ok(f) = std::fs::File::open(&self.dev) {
-            use std::os::fd::AsRawFd;
-            // SAFETY: ioctl on an open loop device fd with no argument.
-            unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD as _, 0) };
-        }
+        detach_now(&self.dev);
+    }
+}
+
+/// Detach loop device `dev` at once, without spawning anything (for drop guards). LOOP_CLR_FD:
+/// when the device is still busy the kernel marks it autoclear instead, so it goes away as soon
+/// as its last user does.
+pub fn detach_now(dev: &Path) {
+    const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+    if let Ok(f) = std::fs::File::open(dev) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: ioctl on an open loop device fd with no argument.
+        unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD as _, 0) };
     }
 }
 

@@ -8,4 +8,3 @@ pub mod ostree;
 pub mod podman;
 pub mod qemu;
 pub mod qmp;
-pub mod ssh;

@@ -6,40 +6,12 @@ use super::lifecycle::{UpOptions, up};
 use super::{VmClient, VmRecord};
 use crate::events::{CancellationToken, Emitter};
 use crate::paths::Paths;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The snapshot tag inside a booted image.
 pub const BOOTED_TAG: &str = "booted";
-
-/// The newest golden raw disk the pipeline left for `recipe` at `version`
-/// (`<disks>/<recipe>-<version>-<commit>.raw` with its `.json` beside it).
-pub fn golden_for(paths: &Paths, recipe: &str, version: &str) -> Result<PathBuf> {
-    let prefix = format!("{recipe}-{version}-");
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(paths.disks())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "raw")
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix))
-                && p.with_extension("json").exists()
-        })
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .collect();
-    found.sort();
-    match found.pop() {
-        Some((_, p)) => Ok(p),
-        None => bail!(
-            "no golden disk for {recipe} {version} in {} (build it with `bootlab disk build {recipe} --version {version}`, or pass --disk)",
-            paths.disks().display()
-        ),
-    }
-}
 
 /// Path of the booted image for `golden` with this machine shape. The machine shape is in the
 /// name because a snapshot only loads into the same devices, memory and accelerator.

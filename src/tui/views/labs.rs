@@ -3,14 +3,14 @@
 //! confirmation. Progress is saved under `Paths::lab_progress()` so a lab resumes after restarts.
 
 use super::{dim, key_hint, panel};
+use crate::lab::Progress;
+use crate::paths::Paths;
 use crate::tui::app::App;
 use crate::tui::logpane::LogPane;
 use crate::tui::markdown::{self, Scale};
 use ratatui::prelude::*;
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 /// A lab as the view needs it (adapted from the lab engine's step-file model).
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +23,8 @@ pub struct LabModel {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepModel {
+    /// The step's id: progress names steps by it (shared with `bootlab lab run`).
+    pub id: String,
     pub title: String,
     /// Markdown.
     pub text: String,
@@ -48,6 +50,7 @@ impl From<&crate::lab::Lab> for LabModel {
                 .steps
                 .iter()
                 .map(|s| StepModel {
+                    id: s.id.clone(),
                     title: s.title.clone(),
                     text: s.text.clone(),
                     action: match &s.action {
@@ -79,27 +82,31 @@ pub enum CheckStatus {
     Failed(String),
 }
 
-/// What survives a restart, per lab.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LabProgress {
+/// Where the learner is in one lab, as the view draws it: a projection of the lab's saved
+/// [`Progress`] (the one type the TUI and `bootlab lab run` share) onto step positions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabPosition {
     /// The step the learner is on (0-based).
     pub step: usize,
     /// Steps whose checks all passed.
-    #[serde(default)]
     pub done: BTreeSet<usize>,
     /// Hints revealed on the current step.
-    #[serde(default)]
     pub hints: usize,
 }
 
-pub fn load_progress(dir: &Path, lab: &str) -> Option<LabProgress> {
-    let s = std::fs::read_to_string(dir.join(format!("{lab}.json"))).ok()?;
-    serde_json::from_str(&s).ok()
+impl LabModel {
+    pub fn step_ids(&self) -> Vec<String> {
+        self.steps.iter().map(|s| s.id.clone()).collect()
+    }
 }
 
-pub fn save_progress(dir: &Path, lab: &str, p: &LabProgress) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(p).map_err(std::io::Error::other)?;
-    crate::paths::write_atomic(&dir.join(format!("{lab}.json")), &json)
+/// A lab's saved progress (either face's file, or the previous release's), `None` when the lab
+/// was never started.
+pub fn load_progress(paths: &Paths, lab: &LabModel) -> anyhow::Result<Option<Progress>> {
+    if !Progress::file(paths, &lab.id).exists() {
+        return Ok(None);
+    }
+    Progress::load(paths, &lab.id, &lab.step_ids()).map(Some)
 }
 
 pub struct LabsView {
@@ -110,7 +117,10 @@ pub struct LabsView {
     pub load_error: Option<String>,
     pub selected: usize,
     pub open: Option<usize>,
-    pub progress: BTreeMap<String, LabProgress>,
+    /// Saved progress per lab id (absent: never started).
+    pub progress: BTreeMap<String, Progress>,
+    /// A lab whose progress changed outside a key press (checks passed): the loop saves it.
+    pub unsaved: Option<String>,
     /// Status of the open step's checks.
     pub checks: Vec<CheckStatus>,
     pub solution_shown: bool,
@@ -131,6 +141,7 @@ impl LabsView {
             selected: 0,
             open: None,
             progress: BTreeMap::new(),
+            unsaved: None,
             checks: vec![],
             solution_shown: false,
             log: LogPane::with_capacity(2000),
@@ -150,8 +161,45 @@ impl LabsView {
     pub fn lab(&self) -> Option<&LabModel> {
         self.labs.get(self.open?)
     }
-    pub fn progress_of(&self, lab: &str) -> LabProgress {
-        self.progress.get(lab).cloned().unwrap_or_default()
+    fn model(&self, lab: &str) -> Option<&LabModel> {
+        self.labs.iter().find(|l| l.id == lab)
+    }
+    /// The lab's saved progress, or a fresh one.
+    pub fn saved(&self, lab: &str) -> Progress {
+        self.progress
+            .get(lab)
+            .cloned()
+            .unwrap_or_else(|| Progress::new(lab))
+    }
+    pub fn progress_of(&self, lab: &str) -> LabPosition {
+        let Some(m) = self.model(lab) else {
+            return LabPosition::default();
+        };
+        let (ids, p) = (m.step_ids(), self.saved(lab));
+        let step = p.position(&ids);
+        LabPosition {
+            step,
+            done: p.passed_positions(&ids),
+            hints: ids.get(step).map(|id| p.hints_shown(id)).unwrap_or(0),
+        }
+    }
+    /// Write the lab's progress where `bootlab lab run` reads it.
+    pub fn save(&self, paths: &Paths, lab: &str) -> anyhow::Result<()> {
+        let mut p = self.saved(lab);
+        if let Some(id) = self
+            .model(lab)
+            .and_then(|m| m.steps.get(self.progress_of(lab).step))
+        {
+            // Written as a position by id, so the other face resumes on the same step.
+            p.current = Some(id.id.clone());
+        }
+        p.save(paths)
+    }
+    /// The lab's progress to change (made fresh on first use).
+    fn progress_mut(&mut self, lab: &str) -> &mut Progress {
+        self.progress
+            .entry(lab.to_string())
+            .or_insert_with(|| Progress::new(lab))
     }
     pub fn step(&self) -> Option<&StepModel> {
         let lab = self.lab()?;
@@ -173,10 +221,6 @@ impl LabsView {
     pub fn open_selected(&mut self) {
         if self.selected < self.labs.len() {
             self.open = Some(self.selected);
-            let id = self.labs[self.selected].id.clone();
-            let n = self.labs[self.selected].steps.len();
-            let p = self.progress.entry(id).or_default();
-            p.step = p.step.min(n.saturating_sub(1));
             self.reset_step_state();
         }
     }
@@ -187,25 +231,28 @@ impl LabsView {
     /// Move `d` steps; returns the lab whose progress changed.
     pub fn go_step(&mut self, d: isize) -> Option<String> {
         let lab = self.lab()?;
-        let (id, n) = (lab.id.clone(), lab.steps.len());
-        let p = self.progress.entry(id.clone()).or_default();
-        let next = crate::tui::app::step_index(p.step, d, n);
-        if next == p.step {
+        let (id, ids) = (lab.id.clone(), lab.step_ids());
+        let at = self.progress_of(&id).step;
+        let next = crate::tui::app::step_index(at, d, ids.len());
+        if next == at {
             return None;
         }
-        p.step = next;
-        p.hints = 0;
+        self.progress_mut(&id).set_position(next, &ids);
         self.reset_step_state();
         Some(id)
     }
 
     /// Reveal the next hint; returns the lab whose progress changed.
     pub fn reveal_hint(&mut self) -> Option<String> {
-        let total = self.step()?.hints.len();
+        let (total, step) = self.step().map(|s| (s.hints.len(), s.id.clone()))?;
         let id = self.lab()?.id.clone();
-        let p = self.progress.entry(id.clone()).or_default();
-        if p.hints < total {
-            p.hints += 1;
+        if self.progress_of(&id).hints < total {
+            let ids = self.lab()?.step_ids();
+            let at = self.progress_of(&id).step;
+            let p = self.progress_mut(&id);
+            // Pin the step the hint belongs to, so the file says where the learner is.
+            p.set_position(at, &ids);
+            p.reveal_hint(&step, total);
             Some(id)
         } else {
             None
@@ -227,8 +274,13 @@ impl LabsView {
     pub fn set_checks(&mut self, c: Vec<CheckStatus>) {
         let all = !c.is_empty() && c.iter().all(|s| *s == CheckStatus::Passed);
         self.checks = c;
-        if all && let Some((lab, step)) = self.current() {
-            self.progress.entry(lab).or_default().done.insert(step);
+        if all && let Some(id) = self.step().map(|s| s.id.clone()) {
+            let lab = self.lab().map(|l| l.id.clone()).unwrap_or_default();
+            let p = self.progress_mut(&lab);
+            // The learner stays on the step that passed (`n` moves on).
+            p.start_step(&id);
+            p.record_pass(&id);
+            self.unsaved = Some(lab);
         }
     }
 }
