@@ -26,6 +26,16 @@ const CONSOLE_RING: usize = 200;
 /// Entry point of the hidden `vm supervise` subcommand. Runs until QEMU exits.
 pub fn main(dir: &Path) -> Result<()> {
     let mut rec = VmRecord::load_dir(dir)?;
+    // Only `vm up` starts a supervisor, right after recording `starting`; any other state means
+    // the VM was stopped (or taken) meanwhile.
+    if rec.state != VmState::Starting {
+        bail!(
+            "VM {} is recorded {} ({}), not starting: not starting QEMU",
+            rec.name,
+            rec.state,
+            rec.detail
+        );
+    }
     eprintln!(
         "supervisor {} for VM {} starting ({} — {})",
         std::process::id(),
