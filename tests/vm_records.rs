@@ -64,7 +64,7 @@ fn copied_binary_runs_its_own_supervisor_and_down_clears_it() {
         .env("BOOTLAB_HOME", &home)
         .env_remove("BOOTLAB_BIN")
         .args(["vm", "up", "debian-minimal", "--name", "copy", "--tcg"])
-        .args(["--no-share", "--memory", "256", "--cpus", "1"])
+        .args(["--memory", "256", "--cpus", "1"])
         .args(["--boot-timeout", "120", "--disk"])
         .arg(&disk)
         .stdout(std::process::Stdio::piped())
@@ -91,7 +91,42 @@ fn copied_binary_runs_its_own_supervisor_and_down_clears_it() {
     let sup = rec.supervisor_pid.expect("supervisor pid recorded");
     let sup_exe = std::fs::read_link(format!("/proc/{sup}/exe")).unwrap();
     assert_eq!(sup_exe, std::fs::canonicalize(&exe).unwrap());
-    assert!(rec.qemu_pid.is_some());
+    let qemu = rec.qemu_pid.expect("QEMU pid recorded");
+
+    // What runs is private and bound to this host only (issue 12, item 6).
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    let paths = Paths::under(&home);
+    let dir = VmRecord::dir(&paths, "copy");
+    assert_eq!(mode(&paths.state), 0o700);
+    assert_eq!(mode(&paths.data), 0o700);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&VmRecord::file(&dir)), 0o600);
+    assert_eq!(mode(rec.sockets.control.parent().unwrap()), 0o700);
+    let argv = bootlab::vm::procs::cmdline(qemu).unwrap();
+    let virtfs = argv
+        .windows(2)
+        .find(|w| w[0] == "-virtfs")
+        .map(|w| w[1].clone())
+        .expect("the update share is passed");
+    assert!(virtfs.contains("readonly=on"), "{virtfs}");
+    for a in &argv {
+        // Only unix sockets and loopback forwards: nothing listens beyond 127.0.0.1.
+        assert!(
+            !a.contains("hostfwd") || !a.contains("hostfwd=tcp::"),
+            "{a}"
+        );
+        assert!(
+            !a.starts_with("tcp:") && !a.contains("server=on,host="),
+            "{a}"
+        );
+    }
+    assert!(
+        !argv.iter().any(|a| a == "-vnc" || a == "-spice"),
+        "{argv:?}"
+    );
 
     // `vm down --force` while `vm up` still waits: the record is gone, the waiting start fails.
     let o = run(&exe, &home, &[], &["vm", "down", "copy", "--force"]);

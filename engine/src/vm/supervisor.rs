@@ -47,7 +47,8 @@ pub fn main(dir: &Path) -> Result<()> {
     for p in [&s.control, &s.qmp, &s.qga, &s.serial] {
         let _ = std::fs::remove_file(p);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
+            // Sockets drive the VM (QMP can read guest memory): only their owner may reach them.
+            crate::paths::create_private_dir(parent)?;
         }
     }
     // A fresh log per run; the follower starts at offset 0.
