@@ -74,10 +74,12 @@ impl Paths {
         self.state.join("probes")
     }
 
+    /// Create the three folders. State (sockets, records, trust) and data (keys) are private
+    /// to their owner (0700): other users of the host must not read or reach them.
     pub fn ensure(&self) -> std::io::Result<()> {
-        for d in [&self.cache, &self.state, &self.data] {
-            std::fs::create_dir_all(d)?;
-        }
+        std::fs::create_dir_all(&self.cache)?;
+        create_private_dir(&self.state)?;
+        create_private_dir(&self.data)?;
         Ok(())
     }
 }
@@ -106,6 +108,13 @@ pub fn labs_dir() -> PathBuf {
 fn source_root() -> PathBuf {
     let engine = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     engine.parent().map(PathBuf::from).unwrap_or(engine)
+}
+
+/// Create `dir` (and its parents) and make it 0700, also when it already existed.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Write `bytes` to `dest` atomically: a temp file beside it, fsync, rename. A crash never leaves

@@ -42,6 +42,10 @@ pub enum LabCmd {
         /// Show tools' output lines and each failed check attempt.
         #[arg(short, long)]
         verbose: bool,
+        /// Trust the host commands of a lab file from outside bootlab's labs folder (they are
+        /// listed first; remembered for that exact file content).
+        #[arg(long)]
+        trust: bool,
     },
     /// Run every step's action, solution and checks of each lab (default: every shipped lab that
     /// needs no bootc host), then stop the lab's VM. Exit status 1 when any check fails.
@@ -55,6 +59,9 @@ pub enum LabCmd {
         json: Option<PathBuf>,
         #[arg(short, long)]
         verbose: bool,
+        /// Trust the host commands of lab files from outside bootlab's labs folder.
+        #[arg(long)]
+        trust: bool,
     },
 }
 
@@ -70,13 +77,15 @@ pub fn run(c: LabCmd) -> anyhow::Result<ExitCode> {
             from,
             hints,
             verbose,
-        } => run_lab(&lab, solve, vm, from, hints, verbose),
+            trust,
+        } => run_lab(&lab, solve, vm, from, hints, verbose, trust),
         LabCmd::Selftest {
             labs,
             junit,
             json,
             verbose,
-        } => selftest(labs, junit, json, verbose),
+            trust,
+        } => selftest(labs, junit, json, verbose, trust),
     }
 }
 
@@ -345,10 +354,12 @@ fn run_lab(
     from: Option<String>,
     hints: bool,
     verbose: bool,
+    trust: bool,
 ) -> anyhow::Result<ExitCode> {
     let l = lab::find(key)?;
     let paths = crate::paths::Paths::from_env();
     paths.ensure()?;
+    trust_gate(&paths, &l, trust, "run it again with --trust")?;
     let ids = l.step_ids();
     let mut progress = Progress::load(&paths, &l.id, &ids)?;
     let start = match &from {
@@ -435,6 +446,36 @@ fn run_lab(
     })
 }
 
+/// A lab file from outside bootlab's labs folder runs host commands only once trusted: without
+/// `trust` it is refused with the list of those commands; with it, the trust is remembered.
+fn trust_gate(paths: &crate::paths::Paths, l: &Lab, trust: bool, how: &str) -> anyhow::Result<()> {
+    use crate::lab::trust::{self, Trust};
+    match trust::check(paths, l)? {
+        Trust::Needed { sha256, commands } if !trust => {
+            anyhow::bail!("{}", trust::refusal(l, &sha256, &commands, how))
+        }
+        Trust::Needed { commands, .. } => {
+            eprintln!(
+                "trusting {} ({} host command(s)):",
+                l.path.display(),
+                commands.len()
+            );
+            for c in &commands {
+                eprintln!("  {c}");
+            }
+            trust::remember(paths, l)
+        }
+        Trust::Remembered => {
+            eprintln!(
+                "{}: its host commands were trusted before (same content)",
+                l.path.display()
+            );
+            Ok(())
+        }
+        Trust::Shipped | Trust::NoHostCommands => Ok(()),
+    }
+}
+
 /// Whether a lab can run on this host: not one written for a real bootc host.
 fn runs_offline(l: &Lab) -> bool {
     let family = l.requires.family.or_else(|| {
@@ -452,6 +493,7 @@ fn selftest(
     junit: Option<PathBuf>,
     json: Option<PathBuf>,
     verbose: bool,
+    trust: bool,
 ) -> anyhow::Result<ExitCode> {
     let labs: Vec<Lab> = if keys.is_empty() {
         let (labs, errors) = lab::shipped();
@@ -467,6 +509,9 @@ fn selftest(
     };
     let paths = crate::paths::Paths::from_env();
     paths.ensure()?;
+    for l in &labs {
+        trust_gate(&paths, l, trust, "run the selftest again with --trust")?;
+    }
     let rt = super::runtime()?;
     let reports = rt.block_on(async {
         let (ev, rx) = Emitter::channel();

@@ -220,9 +220,12 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
                         v.ssh_port
                             .map(|p| p.to_string())
                             .unwrap_or_else(|| "-".into()),
-                        v.known_password
-                            .map(|k| format!("known password {k}"))
-                            .unwrap_or_default()
+                        match (&v.known_password, v.state) {
+                            // Why it stopped (a failed start, a dead supervisor) is worth a look.
+                            (_, vm::VmState::Stopped) => v.detail.clone(),
+                            (Some(k), _) => format!("known password {k}"),
+                            (None, _) => String::new(),
+                        }
                     );
                 }
             }

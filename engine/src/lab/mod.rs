@@ -19,6 +19,7 @@ pub mod parse;
 pub mod progress;
 pub mod report;
 pub mod runner;
+pub mod trust;
 
 pub use check::{Captured, DeploymentsSeen, Observation, Verdict, evaluate, evaluate_check};
 pub use model::{

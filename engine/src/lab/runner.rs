@@ -406,7 +406,7 @@ impl LabRunner {
             }
             Action::Guest { run } => self.guest_ok(stage, sh(run)).await.map(drop),
             Action::Host { run } => {
-                let c = self.host_cmd(run);
+                let c = self.host_cmd(run)?;
                 c.run(stage, &self.ev, &self.cancel).await.map(drop)
             }
             Action::Upgrade { to, apply } => self.upgrade(stage, to.as_deref(), *apply).await,
@@ -419,12 +419,14 @@ impl LabRunner {
         }
     }
 
-    fn host_cmd(&self, run: &str) -> HostCmd {
+    /// `sh -c RUN` on the host, refused for a lab file nobody trusted (see [`super::trust`]).
+    fn host_cmd(&self, run: &str) -> Result<HostCmd> {
+        super::trust::require_host_allowed(&self.paths, &self.lab)?;
         let mut c = HostCmd::new("sh").arg("-c").arg(run);
         for (k, v) in super::host_env(&self.paths) {
             c = c.env(k, v);
         }
-        c
+        Ok(c)
     }
 
     /// Stop and remove the lab's VM if there is one (nothing left running).
@@ -655,7 +657,7 @@ impl Prober for LabRunner {
                     // events; everything is forwarded to the face as well.
                     let (ev, mut rx) = Emitter::channel();
                     let out = self
-                        .host_cmd(run)
+                        .host_cmd(run)?
                         .capture()
                         .run_unchecked("check host", &ev, &self.cancel)
                         .await;

@@ -91,7 +91,15 @@ pub async fn booted_image(
     vo.accel = Some(accel);
     vo.boot_timeout = o.boot_timeout;
     vo.keep = true;
-    let rec = up(paths, vo, ev, cancel).await?;
+    let rec = match up(paths, vo, ev, cancel).await {
+        Ok(r) => r,
+        Err(e) => {
+            // `up` undoes a failed start; make sure no `booted-…` record outlives it either way.
+            let _ = super::lifecycle::stop(paths, &name, true, Duration::from_secs(10)).await;
+            let _ = std::fs::remove_dir_all(VmRecord::dir(paths, &name));
+            return Err(e);
+        }
+    };
     let result = async {
         let c = VmClient::connect(paths, &name).await?;
         let d = c.snapshot_save(BOOTED_TAG).await?;

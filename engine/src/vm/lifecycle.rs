@@ -75,28 +75,43 @@ impl UpOptions {
     }
 }
 
-/// The bootlab binary that runs supervisors: `BOOTLAB_BIN`, else this executable when it is
-/// bootlab, else a `bootlab` next to it or one folder up (tests run from target/debug/deps).
+static THIS_EXE_SUPERVISES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Called by the bootlab binary's `main`: this very executable runs supervisors
+/// (`/proc/self/exe vm supervise …`), whatever its file name and even if it was replaced on disk
+/// since it started.
+pub fn supervise_with_this_exe() {
+    THIS_EXE_SUPERVISES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The bootlab binary that runs supervisors: `BOOTLAB_BIN` when set, else this executable when it
+/// is bootlab (see [`supervise_with_this_exe`]), else — for programs that link the engine, like
+/// test binaries in target/debug/deps — a `bootlab` next to it or one folder up.
 pub fn bootlab_exe() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("BOOTLAB_BIN").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    let me = std::env::current_exe()?;
-    if me.file_name().is_some_and(|n| n == "bootlab") {
-        return Ok(me);
+    if THIS_EXE_SUPERVISES.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(PathBuf::from("/proc/self/exe"));
     }
+    let me = std::env::current_exe()?;
     for dir in me.ancestors().skip(1).take(2) {
         let c = dir.join("bootlab");
         if c.is_file() {
             return Ok(c);
         }
     }
-    bail!("cannot find the bootlab binary to run the VM supervisor (set BOOTLAB_BIN)")
+    bail!(
+        "cannot find the bootlab binary to run the VM supervisor: {} is not bootlab (set BOOTLAB_BIN)",
+        me.display()
+    )
 }
 
 /// Start a VM and wait until its guest agent answers. Events (state changes, console lines,
-/// QMP events) go to `ev` while it boots. On failure or cancel the VM is powered off and removed
-/// (unless `keep`), and the error carries the console tail.
+/// QMP events) go to `ev` while it boots. On failure or cancel the VM is powered off and what this
+/// start created is removed (a kept VM that was started again stays, recorded stopped with the
+/// reason); the error carries the console tail.
 pub async fn up(
     paths: &Paths,
     opts: UpOptions,
@@ -104,9 +119,10 @@ pub async fn up(
     cancel: &CancellationToken,
 ) -> Result<VmRecord> {
     check_name(&opts.name)?;
+    // Held until the guest is ready or the start is undone: a second starter is told at once.
+    let _lock = super::lock::VmLock::acquire(paths, &opts.name)?;
     reap_stale(paths);
     let dir = VmRecord::dir(paths, &opts.name);
-    let stage = format!("vm:{}", opts.name);
     let existing = VmRecord::file(&dir).exists();
     if existing {
         let r = VmRecord::load_dir(&dir)?;
@@ -126,7 +142,46 @@ pub async fn up(
             );
         }
     }
-    std::fs::create_dir_all(&dir)?;
+    let mut supervisor = None;
+    let r = start(paths, &opts, existing, &mut supervisor, ev, cancel).await;
+    match r {
+        Ok(rec) => Ok(rec),
+        Err(e) => {
+            // Nothing lingers after a failed or cancelled start.
+            let _ = stop(paths, &opts.name, true, Duration::from_secs(5)).await;
+            if let Some(pid) = supervisor {
+                procs::kill_verified(pid, &dir.to_string_lossy());
+            }
+            let why = format!("start failed: {e:#}");
+            if existing {
+                if let Ok(rec) = VmRecord::load_dir(&dir) {
+                    end_record(&dir, rec, &why, true);
+                }
+            } else {
+                let _ = remove_dir(&dir);
+            }
+            let what = if supervisor.is_some() {
+                "did not become ready"
+            } else {
+                "could not be started"
+            };
+            Err(e.context(format!("VM {} {what}", opts.name)))
+        }
+    }
+}
+
+/// The part of [`up`] that creates things; [`up`] undoes them when this fails.
+async fn start(
+    paths: &Paths,
+    opts: &UpOptions,
+    existing: bool,
+    supervisor: &mut Option<i32>,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<VmRecord> {
+    let dir = VmRecord::dir(paths, &opts.name);
+    let stage = format!("vm:{}", opts.name);
+    crate::paths::create_private_dir(&dir)?;
     let overlay = dir.join("disk.qcow2");
     let mut golden = None;
     if !existing {
@@ -229,14 +284,24 @@ pub async fn up(
         ev.note(&stage, format!("ssh forwarded on 127.0.0.1:{p}"));
     }
 
-    spawn_supervisor(&dir, &rec.supervisor_log, ev, &stage)?;
+    let (pid, mut exited) = spawn_supervisor(&dir, &rec.supervisor_log, ev, &stage)?;
+    *supervisor = Some(pid);
+    let log = rec.supervisor_log.clone();
     let result = async {
-        let client = VmClient::connect_within(paths, &opts.name, Duration::from_secs(30))
-            .await
-            .map_err(|e| {
-                let log = crate::vm::console::tail(&rec.supervisor_log, 15).join("\n  ");
-                anyhow!("{e:#}; supervisor log:\n  {log}")
-            })?;
+        let connect = VmClient::connect_within(paths, &opts.name, Duration::from_secs(30));
+        // A supervisor that dies before it answers (wrong binary, bad record) fails the start
+        // now, not after the connect timeout.
+        let client = tokio::select! {
+            c = connect => c,
+            st = &mut exited => Err(anyhow!(
+                "the supervisor (pid {pid}) exited ({}) before it answered",
+                st.map(|s| s.to_string()).unwrap_or_else(|_| "status unknown".into())
+            )),
+        }
+        .map_err(|e| {
+            let log = crate::vm::console::tail(&log, 15).join("\n  ");
+            anyhow!("{e:#}; supervisor log:\n  {log}")
+        })?;
         // Forward the boot's events until the VM is ready (or stopped), then stop forwarding.
         let mut sub = client.subscribe().await?;
         let (fev, vm_name) = (ev.clone(), opts.name.clone());
@@ -263,25 +328,29 @@ pub async fn up(
         }
         r
     };
-    let r = tokio::select! {
+    tokio::select! {
         r = result => r,
         _ = cancel.cancelled() => Err(Cancelled.into()),
-    };
-    match r {
-        Ok(rec) => Ok(rec),
-        Err(e) => {
-            // Nothing lingers after a failed or cancelled start.
-            let _ = stop(paths, &opts.name, true, Duration::from_secs(5)).await;
-            if !opts.keep {
-                let _ = remove_dir(&dir);
-            }
-            Err(e.context(format!("VM {} did not become ready", opts.name)))
-        }
     }
 }
 
-fn spawn_supervisor(dir: &Path, log: &Path, ev: &Emitter, stage: &str) -> Result<()> {
+/// Start the detached supervisor; returns its pid and a receiver that fires when it exits.
+fn spawn_supervisor(
+    dir: &Path,
+    log: &Path,
+    ev: &Emitter,
+    stage: &str,
+) -> Result<(
+    i32,
+    tokio::sync::oneshot::Receiver<std::process::ExitStatus>,
+)> {
     let exe = bootlab_exe()?;
+    // What the user sees: the real file, not /proc/self/exe.
+    let shown = if exe == Path::new("/proc/self/exe") {
+        std::env::current_exe().unwrap_or_else(|_| exe.clone())
+    } else {
+        exe.clone()
+    };
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -296,6 +365,7 @@ fn spawn_supervisor(dir: &Path, log: &Path, ev: &Emitter, stage: &str) -> Result
     // terminal (Ctrl-C in the CLI must not take the VM down).
     unsafe {
         use std::os::unix::process::CommandExt;
+        cmd.arg0(&shown);
         cmd.pre_exec(|| {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -305,23 +375,28 @@ fn spawn_supervisor(dir: &Path, log: &Path, ev: &Emitter, stage: &str) -> Result
     }
     ev.emit(Event::Command {
         stage: stage.into(),
-        argv: std::iter::once(exe.to_string_lossy().into_owned())
+        argv: std::iter::once(shown.to_string_lossy().into_owned())
             .chain(["vm", "supervise", "--dir"].map(String::from))
             .chain([dir.to_string_lossy().into_owned()])
             .collect(),
     });
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("starting {}", exe.display()))?;
+        .with_context(|| format!("starting the VM supervisor {}", shown.display()))?;
+    let pid = child.id() as i32;
+    let (tx, rx) = tokio::sync::oneshot::channel();
     // Reap it when it ends (a long-lived caller, like the TUI, must not collect zombies).
     std::thread::spawn(move || {
-        let _ = child.wait();
+        if let Ok(st) = child.wait() {
+            let _ = tx.send(st);
+        }
     });
-    Ok(())
+    Ok((pid, rx))
 }
 
 /// Power a VM off: ACPI powerdown and wait (or a power cut when `force`), then wait for its
-/// supervisor to go. Returns the SHUTDOWN reason QEMU reported, when there was one.
+/// supervisor to go. Returns the SHUTDOWN reason QEMU reported, when there was one. Afterwards
+/// the record says stopped, whatever state it was left in.
 pub async fn stop(
     paths: &Paths,
     name: &str,
@@ -340,17 +415,30 @@ pub async fn stop(
         Err(_) => None,
     };
     // The supervisor exits right after QEMU; wait for it, then clear whatever is left.
-    let dir = VmRecord::dir(paths, name).to_string_lossy().into_owned();
-    if let Some(pid) = rec.supervisor_pid {
+    let dir = VmRecord::dir(paths, name);
+    let dir_s = dir.to_string_lossy().into_owned();
+    if let Some(pid) = live_supervisor(&dir, &rec) {
         let gone =
             crate::events::retry_until(Duration::from_secs(10), Duration::from_millis(50), || {
-                let dir = dir.clone();
-                async move { (!procs::alive_with(pid, &dir)).then_some(()) }
+                let dir_s = dir_s.clone();
+                async move { (!procs::alive_with(pid, &dir_s)).then_some(()) }
             })
             .await;
         if gone.is_none() {
-            procs::kill_verified(pid, &dir);
+            procs::kill_verified(pid, &dir_s);
         }
+    }
+    // The supervisor records the stop itself; a record nobody is left to update is settled here.
+    if let Ok(r) = VmRecord::load_dir(&dir)
+        && r.state != VmState::Stopped
+        && live_supervisor(&dir, &r).is_none()
+    {
+        let why = if r.state == VmState::Starting {
+            "stopped: its supervisor never ran".to_string()
+        } else {
+            format!("stopped: its supervisor was gone (state was {})", r.state)
+        };
+        end_record(&dir, r, &why, true);
     }
     reap_stale(paths);
     Ok(reason)
@@ -371,13 +459,78 @@ pub async fn down(
     Ok(reason)
 }
 
-/// Remove a stopped VM (record, overlay, logs).
+/// Remove a stopped VM (record, overlay, logs). A record that claims to run but has no live
+/// supervisor is stale and removed too.
 pub fn remove(paths: &Paths, name: &str) -> Result<()> {
     let rec = VmRecord::load(paths, name)?;
+    let dir = VmRecord::dir(paths, name);
     if rec.state != VmState::Stopped {
-        bail!("VM {name} is {}; `bootlab vm down {name}` first", rec.state);
+        if super::lock::is_held(paths, name) {
+            bail!(
+                "VM {name} is being started by another bootlab process; `bootlab vm down {name} --force` stops it"
+            );
+        }
+        if let Some(pid) = live_supervisor(&dir, &rec) {
+            bail!(
+                "VM {name} is {} (supervisor pid {pid}); `bootlab vm down {name}` first",
+                rec.state
+            );
+        }
+        end_record(&dir, rec, "removed: its supervisor was gone", false);
     }
-    remove_dir(&VmRecord::dir(paths, name))
+    remove_dir(&dir)
+}
+
+/// The pid of the live supervisor of the VM in `dir`: the recorded one if it still is that
+/// process, else any `vm supervise --dir <dir>` process (one that has not recorded itself yet).
+fn live_supervisor(dir: &Path, rec: &VmRecord) -> Option<i32> {
+    let dir_s = dir.to_string_lossy().into_owned();
+    if let Some(p) = rec.supervisor_pid
+        && procs::alive_with(p, &dir_s)
+    {
+        return Some(p);
+    }
+    procs::mentioning(&dir_s).into_iter().find(|p| {
+        procs::cmdline(*p).is_some_and(|c| {
+            c.iter().any(|a| a == "supervise")
+                && c.windows(2).any(|w| w[0] == "--dir" && w[1] == dir_s)
+        })
+    })
+}
+
+/// End what a record without a live supervisor still holds (its QEMU, its sockets) and make the
+/// record tell the truth: stopped with `why` when `keep_record`, else removed.
+fn end_record(dir: &Path, rec: VmRecord, why: &str, keep_record: bool) -> Vec<String> {
+    let mut done = Vec::new();
+    let qmp = rec.sockets.qmp.to_string_lossy().into_owned();
+    if let Some(q) = rec.qemu_pid
+        && procs::kill_verified(q, &qmp)
+    {
+        done.push(format!(
+            "VM {}: killed QEMU {q} (its supervisor was gone)",
+            rec.name
+        ));
+    }
+    for p in [
+        &rec.sockets.control,
+        &rec.sockets.qmp,
+        &rec.sockets.qga,
+        &rec.sockets.serial,
+    ] {
+        let _ = std::fs::remove_file(p);
+    }
+    if keep_record {
+        let mut r = rec;
+        r.state = VmState::Stopped;
+        r.detail = why.to_string();
+        r.qemu_pid = None;
+        r.supervisor_pid = None;
+        r.share_mounted = false;
+        let _ = r.save_dir(dir);
+    } else {
+        let _ = remove_dir(dir);
+    }
+    done
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
@@ -421,56 +574,25 @@ pub fn reap_stale(paths: &Paths) -> Vec<String> {
         if rec.state == VmState::Stopped {
             continue;
         }
-        let dir_s = dir.to_string_lossy().into_owned();
-        let sup_alive = rec
-            .supervisor_pid
-            .is_some_and(|p| procs::alive_with(p, &dir_s));
-        if sup_alive {
+        if live_supervisor(&dir, &rec).is_some() {
             continue;
         }
-        // A record being written by a concurrent `vm up` has no supervisor yet.
-        if rec.state == VmState::Starting && rec.supervisor_pid.is_none() {
-            let age = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-                .saturating_sub(rec.created_unix);
-            if age < 60 {
-                continue;
-            }
+        // A record a live `vm up` is writing right now has no supervisor yet.
+        if rec.state == VmState::Starting && super::lock::is_held(paths, &rec.name) {
+            continue;
         }
-        let qmp = rec.sockets.qmp.to_string_lossy().into_owned();
-        if let Some(q) = rec.qemu_pid
-            && procs::kill_verified(q, &qmp)
-        {
-            {
-                done.push(format!(
-                    "VM {}: killed QEMU {q} (its supervisor was gone)",
-                    rec.name
-                ));
-            }
-        }
-        for p in [
-            &rec.sockets.control,
-            &rec.sockets.qmp,
-            &rec.sockets.qga,
-            &rec.sockets.serial,
-        ] {
-            let _ = std::fs::remove_file(p);
-        }
-        if rec.keep {
-            let mut r = rec.clone();
-            r.state = VmState::Stopped;
-            r.detail = "supervisor died; VM ended by reap".into();
-            r.qemu_pid = None;
-            r.supervisor_pid = None;
-            let _ = r.save_dir(&dir);
-        } else {
-            let _ = remove_dir(&dir);
-        }
+        let name = rec.name.clone();
+        let keep = rec.keep;
+        let was = rec.state;
+        done.extend(end_record(
+            &dir,
+            rec,
+            &format!("stopped: its supervisor was gone (state was {was})"),
+            keep,
+        ));
         done.push(format!(
-            "VM {}: cleared the stale record (supervisor gone)",
-            rec.name
+            "VM {name}: cleared the stale record (state {was}, supervisor gone){}",
+            if keep { "; kept, recorded stopped" } else { "" }
         ));
     }
     // Processes that name the VM folder but belong to no live record.

@@ -10,6 +10,7 @@ pub mod client;
 pub mod console;
 pub mod images;
 pub mod lifecycle;
+pub mod lock;
 pub mod procs;
 pub mod proto;
 pub mod supervisor;

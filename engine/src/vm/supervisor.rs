@@ -26,6 +26,16 @@ const CONSOLE_RING: usize = 200;
 /// Entry point of the hidden `vm supervise` subcommand. Runs until QEMU exits.
 pub fn main(dir: &Path) -> Result<()> {
     let mut rec = VmRecord::load_dir(dir)?;
+    // Only `vm up` starts a supervisor, right after recording `starting`; any other state means
+    // the VM was stopped (or taken) meanwhile.
+    if rec.state != VmState::Starting {
+        bail!(
+            "VM {} is recorded {} ({}), not starting: not starting QEMU",
+            rec.name,
+            rec.state,
+            rec.detail
+        );
+    }
     eprintln!(
         "supervisor {} for VM {} starting ({} — {})",
         std::process::id(),
@@ -37,7 +47,8 @@ pub fn main(dir: &Path) -> Result<()> {
     for p in [&s.control, &s.qmp, &s.qga, &s.serial] {
         let _ = std::fs::remove_file(p);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
+            // Sockets drive the VM (QMP can read guest memory): only their owner may reach them.
+            crate::paths::create_private_dir(parent)?;
         }
     }
     // A fresh log per run; the follower starts at offset 0.
