@@ -4,15 +4,17 @@
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Borders, Paragraph};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Lines kept per pane: enough for a full image build, small enough to never matter for memory.
 pub const DEFAULT_CAPACITY: usize = 5000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
-    /// The stage that produced the line (`build`, `console`…), shown as a dim prefix.
-    pub stage: String,
-    pub text: String,
+    /// The stage that produced the line (`build`, `console`…), shown as a dim prefix. Shared
+    /// by the lines of one stage (a build log has a handful of stages and many lines).
+    pub stage: Arc<str>,
+    pub text: Box<str>,
     pub error: bool,
 }
 
@@ -22,6 +24,9 @@ pub struct LogPane {
     capacity: usize,
     /// Lines dropped off the front since the pane was made.
     dropped: u64,
+    /// Lines that pass the filter, kept as lines come and go: pushing a line and drawing a
+    /// frame never walk the whole buffer.
+    visible_count: usize,
     /// How many visible (filtered) lines lie below the bottom of the view; 0 = following.
     from_bottom: usize,
     /// The applied filter (case-insensitive substring).
@@ -47,6 +52,7 @@ impl LogPane {
             lines: VecDeque::with_capacity(capacity.min(1024)),
             capacity: capacity.max(1),
             dropped: 0,
+            visible_count: 0,
             from_bottom: 0,
             filter: None,
             typing: None,
@@ -64,26 +70,38 @@ impl LogPane {
     }
 
     pub fn push(&mut self, stage: &str, text: &str, error: bool) {
+        let stage = match self.lines.back() {
+            Some(l) if &*l.stage == stage => l.stage.clone(),
+            _ => Arc::from(stage),
+        };
         let line = LogLine {
-            stage: stage.to_string(),
-            text: sanitize(text),
+            stage,
+            text: sanitize(text).into_boxed_str(),
             error,
         };
         let visible = self.matches(&line);
         if self.lines.len() == self.capacity {
             // Counting from the bottom, dropping the oldest line never moves the view.
-            self.lines.pop_front();
+            if let Some(old) = self.lines.pop_front()
+                && self.matches(&old)
+            {
+                self.visible_count -= 1;
+            }
             self.dropped += 1;
         }
         self.lines.push_back(line);
-        if visible && self.from_bottom > 0 {
-            self.from_bottom += 1;
+        if visible {
+            self.visible_count += 1;
+            if self.from_bottom > 0 {
+                self.from_bottom += 1;
+            }
         }
         self.clamp();
     }
 
     pub fn clear(&mut self) {
         self.lines.clear();
+        self.visible_count = 0;
         self.from_bottom = 0;
     }
 
@@ -126,8 +144,13 @@ impl LogPane {
         self.viewport.set(rows.max(1));
     }
 
+    /// How many lines pass the filter.
+    pub fn visible_len(&self) -> usize {
+        self.visible_count
+    }
+
     fn clamp(&mut self) {
-        let n = self.visible().len();
+        let n = self.visible_count;
         self.from_bottom = self.from_bottom.min(n.saturating_sub(self.viewport.get()));
     }
 
@@ -181,15 +204,23 @@ impl LogPane {
     }
     pub fn set_filter(&mut self, f: Option<String>) {
         self.filter = f;
+        self.visible_count = self.lines.iter().filter(|l| self.matches(l)).count();
         self.from_bottom = 0;
     }
 
-    /// The lines a view of `height` rows shows now (oldest first).
+    /// The lines a view of `height` rows shows now (oldest first). Walks back from the newest
+    /// line only as far as the view reaches.
     pub fn window(&self, height: usize) -> Vec<&LogLine> {
-        let vis = self.visible();
-        let end = vis.len().saturating_sub(self.from_bottom);
-        let start = end.saturating_sub(height);
-        vis[start..end].to_vec()
+        let mut v: Vec<&LogLine> = self
+            .lines
+            .iter()
+            .rev()
+            .filter(|l| self.matches(l))
+            .skip(self.from_bottom)
+            .take(height)
+            .collect();
+        v.reverse();
+        v
     }
 
     /// Draw into `area` with a titled border. Pure apart from remembering the page size.
@@ -198,7 +229,7 @@ impl LogPane {
         if let Some(flt) = &self.filter {
             t.push_str(&format!(
                 "· filter \"{flt}\" ({} lines) ",
-                self.visible().len()
+                self.visible_count
             ));
         }
         t.push_str(if self.following() {
@@ -247,7 +278,7 @@ impl LogPane {
                 .map(|l| render_line(l, self.filter.as_deref(), self.show_stage))
                 .collect()
         };
-        if self.filter.is_some() && !self.lines.is_empty() && self.visible().is_empty() {
+        if self.filter.is_some() && !self.lines.is_empty() && self.visible_count == 0 {
             lines = vec![Line::styled(
                 "no line matches the filter (Esc after / clears it)",
                 Style::new().fg(Color::DarkGray),
@@ -374,7 +405,7 @@ mod tests {
     }
 
     fn texts(v: Vec<&LogLine>) -> Vec<String> {
-        v.into_iter().map(|l| l.text.clone()).collect()
+        v.into_iter().map(|l| l.text.to_string()).collect()
     }
 
     #[test]
@@ -454,7 +485,8 @@ mod tests {
         assert_eq!(p.len(), 10);
         assert_eq!(p.dropped(), 990);
         assert_eq!(texts(p.window(2)), ["l998", "l999"]);
-        assert_eq!(p.visible()[0].text, "l990");
+        assert_eq!(&*p.visible()[0].text, "l990");
+        assert_eq!(p.visible_len(), 10);
     }
 
     #[test]
@@ -482,8 +514,10 @@ mod tests {
             texts(p.visible()),
             ["STEP 1/3: FROM base", "STEP 2/3: RUN", "step 3/3"]
         );
+        assert_eq!(p.visible_len(), 3);
         p.clear_filter();
         assert_eq!(p.visible().len(), 5);
+        assert_eq!(p.visible_len(), 5);
     }
 
     #[test]

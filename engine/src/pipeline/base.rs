@@ -6,7 +6,7 @@
 //! shared by all of them).
 
 use super::{GIB, check_free_space};
-use crate::events::{CancellationToken, Emitter, StageTimer, StageTiming};
+use crate::events::{CancellationToken, Emitter, Event, StageTimer, StageTiming};
 use crate::paths::Paths;
 use crate::tools::cmd::HostCmd;
 use crate::tools::podman::Podman;
@@ -134,9 +134,32 @@ pub async fn ensure_base(
         // For hosts whose default mirror is unreachable; the default is better (see notes).
         cmd = cmd.arg(v);
     }
-    cmd.run("base", ev, cancel)
-        .await
-        .context("mmdebstrap could not make the Debian base rootfs")?;
+    // A relay turns mmdebstrap's and apt's lines into progress: the phase, packages set up of
+    // the total apt announced, and the elapsed time (the build is minutes of otherwise silence).
+    let (relay, mut rx) = Emitter::channel();
+    let forward = {
+        let ev = ev.clone();
+        tokio::spawn(async move {
+            let mut p = MmdebstrapProgress::new();
+            while let Some(s) = rx.recv().await {
+                if let Event::Log { line, .. } = &s.event
+                    && let Some((done, total, label)) = p.observe(line)
+                {
+                    ev.emit(Event::Progress {
+                        stage: "base".into(),
+                        done,
+                        total,
+                        label,
+                    });
+                }
+                ev.emit(s.event);
+            }
+        })
+    };
+    let r = cmd.run("base", &relay, cancel).await;
+    drop(relay);
+    let _ = forward.await;
+    r.context("mmdebstrap could not make the Debian base rootfs")?;
 
     let changes = vec![
         "CMD [\"/bin/bash\"]".to_string(),
@@ -161,6 +184,81 @@ pub async fn ensure_base(
     })
 }
 
+/// What mmdebstrap is doing, read from its output: its `I:` phase lines, apt's "N newly
+/// installed" (the total) and dpkg's "Setting up" lines (packages done), dracut's lines.
+pub struct MmdebstrapProgress {
+    phase: String,
+    done: u64,
+    total: u64,
+    started: std::time::Instant,
+}
+
+impl Default for MmdebstrapProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MmdebstrapProgress {
+    pub fn new() -> Self {
+        MmdebstrapProgress {
+            phase: "start".into(),
+            done: 0,
+            total: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The progress after `line`, when the line changed it: (done, total, label).
+    pub fn observe(&mut self, line: &str) -> Option<(u64, u64, String)> {
+        let l = line.trim();
+        if let Some(i) = l.strip_prefix("I: ") {
+            let phase = if i.contains("downloading") {
+                "download"
+            } else if i.contains("extracting") {
+                "extract"
+            } else if i.contains("installing") {
+                "install"
+            } else if i.contains("customize-hook") {
+                "customize (initramfs)"
+            } else if i.contains("cleaning") || i.contains("creating tarball") {
+                "pack"
+            } else {
+                return None;
+            };
+            self.phase = phase.into();
+        } else if let Some(n) = l
+            .split(" newly installed")
+            .next()
+            .filter(|_| l.contains(" newly installed"))
+            .and_then(|head| head.rsplit([' ', ',']).next())
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            self.total += n;
+        } else if l.starts_with("Setting up ") {
+            self.done += 1;
+        } else if l.starts_with("dracut:") && self.phase != "customize (initramfs)" {
+            self.phase = "initramfs".into();
+        } else {
+            return None;
+        }
+        let total = self.total.max(self.done);
+        let secs = self.started.elapsed().as_secs();
+        Some((
+            self.done,
+            total,
+            format!(
+                "{}: {} of {} packages set up, {}m{:02}s",
+                self.phase,
+                self.done,
+                total,
+                secs / 60,
+                secs % 60
+            ),
+        ))
+    }
+}
+
 /// Where podman keeps images (root's default graph root).
 pub fn podman_storage_root() -> std::path::PathBuf {
     let p = std::path::PathBuf::from("/var/lib/containers");
@@ -179,6 +277,31 @@ mod tests {
     fn key_is_stable_and_short() {
         assert_eq!(base_key(), base_key());
         assert_eq!(base_key().len(), 16);
+    }
+
+    #[test]
+    fn mmdebstrap_lines_become_phase_and_package_counts() {
+        let mut p = MmdebstrapProgress::new();
+        assert_eq!(p.observe("Get:1 http://deb.debian.org x"), None);
+        let (d, t, l) = p.observe("I: downloading packages with apt...").unwrap();
+        assert_eq!((d, t), (0, 0));
+        assert!(l.starts_with("download: 0 of 0 packages"), "{l}");
+        p.observe("I: extracting archives...").unwrap();
+        p.observe("0 upgraded, 120 newly installed, 0 to remove and 0 not upgraded.")
+            .unwrap();
+        p.observe("I: installing remaining packages inside the chroot...")
+            .unwrap();
+        p.observe("Setting up libc6:amd64 (2.36-9) ...").unwrap();
+        let (d, t, l) = p.observe("Setting up dracut (059-4) ...").unwrap();
+        assert_eq!((d, t), (2, 120));
+        assert!(
+            l.starts_with("install: 2 of 120 packages set up, 0m0"),
+            "{l}"
+        );
+        let (_, _, l) = p
+            .observe("I: running --customize-hook in shell: sh -c 'x'")
+            .unwrap();
+        assert!(l.starts_with("customize (initramfs)"), "{l}");
     }
 
     #[test]

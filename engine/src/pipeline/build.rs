@@ -23,8 +23,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Bumped whenever [`layout::convert`] changes what it produces (invalidates build records).
-pub const CONVERSION_VERSION: u32 = 1;
+/// Bumped whenever [`layout::convert`] (or the initramfs it is given) changes what it produces
+/// (invalidates build records).
+pub const CONVERSION_VERSION: u32 = 2;
 
 /// What [`build_image`] made or found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +63,9 @@ pub struct BuildRecord {
     pub built_at: String,
     #[serde(default)]
     pub cold_secs: f64,
+    /// [`CONVERSION_VERSION`] the commit was made with (0: before it was recorded).
+    #[serde(default)]
+    pub conversion: u32,
 }
 
 pub fn record_path(paths: &Paths, recipe: &str, version: &str) -> PathBuf {
@@ -166,6 +170,7 @@ pub async fn build_image(
         let previous = last_build(paths, recipe.name(), &version.id);
         if let Some(rec) = &previous
             && rec.key == key
+            && rec.conversion == CONVERSION_VERSION
             && podman.image_id(&tag, cancel).await?.as_deref() == Some(rec.image_id.as_str())
             && repo.has_commit(&rec.commit, cancel).await?
         {
@@ -222,9 +227,11 @@ pub async fn build_image(
     timings.push(t.finish(false));
     let image_digest = podman.image_digest(&image_id, cancel).await?;
 
-    // Same image as last time (podman's layer cache): the commit is still right.
+    // Same image as last time (podman's layer cache), converted the same way: the commit is
+    // still right.
     if let Some(rec) = &previous
         && rec.image_id == image_id
+        && rec.conversion == CONVERSION_VERSION
         && repo.has_commit(&rec.commit, cancel).await?
     {
         ev.note(
@@ -255,6 +262,17 @@ pub async fn build_image(
 
     // convert+commit
     let t = StageTimer::start(ev, "convert+commit");
+    // The small initramfs first: the conversion moves the kernel and its initramfs.
+    super::initramfs::replace_initramfs(
+        paths,
+        &podman,
+        &image_id,
+        &tree,
+        "convert+commit",
+        ev,
+        cancel,
+    )
+    .await?;
     let tree2 = tree.clone();
     let report = tokio::task::spawn_blocking(move || {
         layout::convert(&tree2, &layout::LayoutOptions::default())
@@ -308,6 +326,7 @@ pub async fn build_image(
             .filter(|t| t.stage != "base")
             .map(|t| t.secs)
             .sum(),
+        conversion: CONVERSION_VERSION,
     };
     crate::paths::write_atomic(
         &record_path(paths, recipe.name(), &version.id),

@@ -13,6 +13,7 @@
 //! - home, root, opt, srv, mnt, usr/local become symlinks into /var (their content moves into
 //!   the seed), media → run/media, ostree → sysroot/ostree, an empty /sysroot.
 //! - dev, proc, sys, run, tmp, var/tmp are left empty; apt lists and caches are dropped.
+//! - housekeeping units no lab uses are masked in /etc ([`MASKED_UNITS`]): boot time under TCG.
 
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -128,6 +129,7 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     )?;
     fs::write(etc.join("machine-id"), "")?;
     fs::set_permissions(etc.join("machine-id"), fs::Permissions::from_mode(0o444))?;
+    mask_units(&etc)?;
     fs::rename(&etc, root.join("usr/etc")).context("move etc to usr/etc")?;
 
     // 4. /var: the image's content becomes the seed; dirs the symlinks need come from tmpfiles.
@@ -190,6 +192,35 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
         kernel_version: kver,
         dropped,
     })
+}
+
+/// Units masked in every offline guest: housekeeping no lab uses, which under TCG costs seconds
+/// of a boot (e2scrub_reap alone ~8 s) or wakes the guest later. What the labs teach stays:
+/// ostree-prepare-root, ostree-remount, /etc merge, /var, the guest agent, sshd, the 9p mount.
+/// A learner can `systemctl unmask` any of them: the masks are in /etc.
+pub const MASKED_UNITS: &[&str] = &[
+    "e2scrub_reap.service",
+    "e2scrub_all.timer",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "systemd-pstore.service",
+    "modprobe@drm.service",
+    "dev-hugepages.mount",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+];
+
+fn mask_units(etc: &Path) -> Result<()> {
+    let dir = etc.join("systemd/system");
+    fs::create_dir_all(&dir)?;
+    for u in MASKED_UNITS {
+        let p = dir.join(u);
+        remove_any(&p)?;
+        symlink("/dev/null", &p).with_context(|| format!("mask {u}"))?;
+    }
+    Ok(())
 }
 
 /// Move `boot/vmlinuz-$KVER` and its initramfs to `usr/lib/modules/$KVER/`. Exactly one kernel.
@@ -421,6 +452,16 @@ mod tests {
             fs::metadata(r.join("tmp")).unwrap().permissions().mode() & 0o7777,
             0o1777
         );
+
+        // housekeeping units masked in /etc (a learner can unmask them)
+        for u in MASKED_UNITS {
+            assert_eq!(
+                link(&etc.join("systemd/system").join(u)),
+                "/dev/null",
+                "{u}"
+            );
+        }
+        assert!(!MASKED_UNITS.iter().any(|u| u.contains("ostree")));
 
         // tmpfiles lines for every /var dir a symlink points to
         let tf = fs::read_to_string(r.join(TMPFILES)).unwrap();

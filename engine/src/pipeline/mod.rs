@@ -21,6 +21,7 @@
 pub mod base;
 pub mod build;
 pub mod disk;
+pub mod initramfs;
 pub mod layout;
 pub mod publish;
 

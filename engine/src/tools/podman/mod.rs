@@ -276,6 +276,40 @@ impl Podman {
         })
     }
 
+    /// Run `argv` in a throw-away container of `image` with no network and `host_dir` mounted
+    /// at `/out` (the only way its results leave the container); the container is removed
+    /// however the command ends.
+    pub async fn run_rm(
+        &self,
+        image: &str,
+        host_dir: &Path,
+        argv: &[String],
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let name = format!("bootlab-run-{}", fastrand::u64(..));
+        let r = self
+            .cmd()
+            .args(["run", "--rm", "--network=none", "--name", &name])
+            .args(self.choice.ulimit_args())
+            .arg("-v")
+            .arg(format!("{}:/out", host_dir.display()))
+            .arg(image)
+            .args(argv)
+            .run(stage, ev, cancel)
+            .await;
+        if r.is_err() {
+            // Cancelled or killed mid-run: --rm did not get its chance.
+            let _ = self
+                .cmd()
+                .args(["rm", "-f", "--ignore", &name])
+                .run_unchecked(stage, ev, &CancellationToken::new())
+                .await;
+        }
+        r.map(|_| ())
+    }
+
     /// `podman export` a container's rootfs to a tarball.
     pub async fn export(
         &self,

@@ -58,6 +58,9 @@ impl QemuSpec {
             format!("bootlab-{},process=bootlab-{}", self.name, self.name),
             "-machine".into(),
             "pc".into(),
+            // No default VGA, floppy, CD-ROM, parallel port or NIC: the guest's udev would load
+            // a driver for each (seconds under TCG), and the firmware would initialise them.
+            "-nodefaults".into(),
         ];
         match self.accel {
             Accel::Kvm => a.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]),
@@ -115,7 +118,8 @@ impl QemuSpec {
             "-netdev".into(),
             net,
             "-device".into(),
-            "virtio-net-pci,netdev=net0".into(),
+            // romfile= : no iPXE option ROM for SeaBIOS to load (the disk boots).
+            "virtio-net-pci,netdev=net0,romfile=".into(),
         ]);
         if let Some(dir) = &self.share {
             a.extend([
@@ -202,5 +206,7 @@ mod tests {
         assert!(a.contains("logfile=/s/console.log"), "{a}");
         assert!(a.contains("mount_tag=bootlab-updates,security_model=none,readonly=on"));
         assert!(!a.contains("-no-reboot"), "reboots must keep QEMU running");
+        assert!(a.contains("-machine pc -nodefaults"), "{a}");
+        assert!(a.contains("virtio-net-pci,netdev=net0,romfile="), "{a}");
     }
 }

@@ -1,0 +1,225 @@
+//! A small, uncompressed initramfs for offline-family guests, made once per kernel and package set.
+//!
+//! The base's initramfs is dracut's generic one: 135 MB of cpio (every storage, network and
+//! crypto module), gzip -9 to 40 MB. Under TCG the firmware reads 40 MB through BIOS calls and
+//! the kernel spends seconds inflating it, then udev and dracut's hooks work through all of it.
+//! A guest of bootlab's always boots the same way (virtio disk, ext4, OSTree root), so the
+//! initramfs needs only systemd, udev, the ostree module (ostree-prepare-root) and the virtio and
+//! ext4 drivers; left uncompressed, the kernel just copies it.
+//!
+//! dracut runs inside the recipe's own image (its kernel, its systemd, its ostree) in a
+//! throw-away container. The result is cached under `<cache>/initramfs/` by the kernel version,
+//! the image's package database and the dracut arguments, so the versions of one recipe (same
+//! packages) share one; a recipe that installs packages gets its own.
+
+use crate::events::{CancellationToken, Emitter};
+use crate::paths::Paths;
+use crate::tools::podman::Podman;
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Bumped when the way the initramfs is made changes in a way the arguments do not show.
+const FORMAT: u32 = 1;
+
+/// dracut modules of the initramfs (`-m` replaces dracut's default list).
+pub const DRACUT_MODULES: &[&str] = &[
+    "systemd",
+    "systemd-initrd",
+    "dracut-systemd",
+    "base",
+    "rootfs-block",
+    "kernel-modules",
+    "udev-rules",
+    "fs-lib",
+    "ostree",
+];
+
+/// The only kernel modules in it (`--drivers`, dependencies follow): the virtio disk and ext4
+/// (crc32c is loaded by name, not as a dependency, so it is listed).
+pub const DRIVERS: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "ext4",
+    "crc32c_generic",
+    "crc32c_intel",
+];
+
+/// dracut's arguments, without the kernel version and output path.
+pub fn dracut_args() -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--force",
+        // Generic in the sense of "not this build host's hardware": the module list is explicit.
+        "--no-hostonly",
+        "--no-hostonly-cmdline",
+        "--reproducible",
+        "--no-early-microcode",
+        // TCG: copying 32 MB is cheaper than inflating it.
+        "--no-compress",
+    ]
+    .map(String::from)
+    .to_vec();
+    a.extend(["-m".into(), DRACUT_MODULES.join(" ")]);
+    a.extend(["--drivers".into(), DRIVERS.join(" ")]);
+    a
+}
+
+/// What [`replace_initramfs`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitramfsReport {
+    pub kernel: String,
+    pub bytes: u64,
+    pub cached: bool,
+}
+
+/// The cache key: kernel version, the image's package database, dracut's arguments.
+pub fn cache_key(kver: &str, dpkg_status: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("format {FORMAT}\0{kver}\0"));
+    h.update(dracut_args().join(" "));
+    h.update("\0");
+    h.update(dpkg_status);
+    hex::encode(h.finalize())[..24].to_string()
+}
+
+/// The kernel version of an exported rootfs: the one `boot/vmlinuz-<kver>` with an initramfs
+/// beside it. None when there is not exactly one (the layout conversion reports that case).
+pub fn kernel_in(tree: &Path) -> Option<String> {
+    let mut found: Vec<String> = std::fs::read_dir(tree.join("boot"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("vmlinuz-")
+                .map(str::to_string)
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    match found.as_slice() {
+        [k] if tree.join(format!("boot/initrd.img-{k}")).is_file() => Some(k.clone()),
+        _ => None,
+    }
+}
+
+/// Replace `boot/initrd.img-<kver>` of the exported `tree` (of image `image`) with the small one,
+/// made with dracut in `image` or taken from the cache. Leaves the tree alone (and says so) when
+/// it has no single kernel in `boot/` or no dracut.
+pub async fn replace_initramfs(
+    paths: &Paths,
+    podman: &Podman,
+    image: &str,
+    tree: &Path,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<Option<InitramfsReport>> {
+    let Some(kver) = kernel_in(tree) else {
+        ev.note(
+            stage,
+            "no single boot/vmlinuz-<version> with its initrd: keeping the image's initramfs",
+        );
+        return Ok(None);
+    };
+    if !tree.join("usr/bin/dracut").exists() {
+        ev.note(stage, "no dracut in the image: keeping its initramfs");
+        return Ok(None);
+    }
+    let status = std::fs::read(tree.join("var/lib/dpkg/status")).unwrap_or_default();
+    let key = cache_key(&kver, &status);
+    let dir = paths.cache.join("initramfs");
+    std::fs::create_dir_all(&dir)?;
+    let cached_path = dir.join(format!("{key}.img"));
+    let cached = cached_path.is_file();
+    if cached {
+        ev.note(
+            stage,
+            format!(
+                "small initramfs for {kver}: reusing {}",
+                cached_path.display()
+            ),
+        );
+    } else {
+        make(podman, image, &kver, &dir, &cached_path, stage, ev, cancel).await?;
+    }
+    let dest = tree.join(format!("boot/initrd.img-{kver}"));
+    let tmp = tree.join(format!("boot/.initrd.img-{kver}.tmp"));
+    std::fs::copy(&cached_path, &tmp).context("copy the small initramfs into the tree")?;
+    std::fs::rename(&tmp, &dest)?;
+    let bytes = std::fs::metadata(&dest)?.len();
+    ev.note(
+        stage,
+        format!(
+            "initramfs: {:.1} MB uncompressed (virtio, ext4, systemd, ostree-prepare-root)",
+            bytes as f64 / 1e6
+        ),
+    );
+    Ok(Some(InitramfsReport {
+        kernel: kver,
+        bytes,
+        cached,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn make(
+    podman: &Podman,
+    image: &str,
+    kver: &str,
+    dir: &Path,
+    dest: &PathBuf,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let work = tempfile::Builder::new().prefix(".tmp-").tempdir_in(dir)?;
+    let mut argv = vec!["dracut".to_string()];
+    argv.extend(dracut_args());
+    argv.extend(["--kver".into(), kver.into(), "/out/initramfs.img".into()]);
+    podman
+        .run_rm(image, work.path(), &argv, stage, ev, cancel)
+        .await
+        .with_context(|| format!("dracut could not make the small initramfs for {kver}"))?;
+    let made = work.path().join("initramfs.img");
+    let len = std::fs::metadata(&made)
+        .with_context(|| format!("dracut wrote no {}", made.display()))?
+        .len();
+    anyhow::ensure!(len > 1024 * 1024, "dracut's initramfs is only {len} bytes");
+    std::fs::rename(&made, dest)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_name_the_ostree_module_and_the_virtio_disk_uncompressed() {
+        let a = dracut_args().join(" ");
+        assert!(a.contains("-m systemd systemd-initrd"), "{a}");
+        assert!(a.contains(" ostree"), "{a}");
+        assert!(a.contains("--drivers virtio_pci virtio_blk ext4"), "{a}");
+        assert!(a.contains("--no-compress"), "{a}");
+    }
+
+    #[test]
+    fn key_changes_with_kernel_and_packages() {
+        let k = cache_key("6.1.0-1-amd64", b"Package: a");
+        assert_eq!(k, cache_key("6.1.0-1-amd64", b"Package: a"));
+        assert_ne!(k, cache_key("6.1.0-2-amd64", b"Package: a"));
+        assert_ne!(k, cache_key("6.1.0-1-amd64", b"Package: b"));
+    }
+
+    #[test]
+    fn kernel_is_found_only_with_its_initrd() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("boot")).unwrap();
+        std::fs::write(t.path().join("boot/vmlinuz-6.1.0-9-amd64"), "k").unwrap();
+        assert_eq!(kernel_in(t.path()), None);
+        std::fs::write(t.path().join("boot/initrd.img-6.1.0-9-amd64"), "i").unwrap();
+        assert_eq!(kernel_in(t.path()).as_deref(), Some("6.1.0-9-amd64"));
+        std::fs::write(t.path().join("boot/vmlinuz-6.1.0-8-amd64"), "k").unwrap();
+        assert_eq!(kernel_in(t.path()), None);
+    }
+}
