@@ -75,7 +75,9 @@ async fn bootc_is_built_once_then_reused() {
         .unwrap();
     let out = podman
         .cmd()
-        .args(["run", "--rm", "--network=none", "-v"])
+        .args(["run", "--rm", "--network=none"])
+        .args(podman.choice.ulimit_args())
+        .arg("-v")
         .arg(format!("{}:/b:ro", first.root.display()))
         .args([BUILDROOT_TAG, "/b/usr/bin/bootc", "--help"])
         .capture()
