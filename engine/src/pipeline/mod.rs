@@ -19,6 +19,7 @@
 //! exists, disks are made under a temp name and renamed when complete.
 
 pub mod base;
+pub mod bootc;
 pub mod build;
 pub mod disk;
 pub mod initramfs;

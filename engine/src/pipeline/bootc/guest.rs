@@ -1,0 +1,247 @@
+//! The guest bases of the bootc family, offline:
+//!
+//! - [`OSTREE_BASE_TAG`]: trixie with libostree/composefs from testing, kernel, systemd, dracut
+//!   initramfs with the ostree module in /usr/lib/modules, composefs on, the state folders in
+//!   /var, podman and skopeo (bootc needs podman at run time). No bootc: the offline ostree family
+//!   can build on it too.
+//! - [`BOOTC_BASE_TAG`]: that plus bootc from [`super::binary`], laid out as upstream does, and
+//!   `containers.bootc=1`. `debian-bootc` recipes build FROM it.
+//!
+//! Both carry a key label and are reused while the key is the same.
+
+use super::binary::{self, BootcBuild};
+use super::trixie::{self, RootSpec};
+use crate::events::{CancellationToken, Emitter, StageTimer, StageTiming};
+use crate::paths::Paths;
+use crate::pipeline::{GIB, HostLock, check_free_space};
+use crate::tools::podman::{BuildSpec, Podman};
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+pub const OSTREE_BASE_TAG: &str = "localhost/bootlab/debian-ostree-base:trixie";
+pub const BOOTC_BASE_TAG: &str = "localhost/bootlab/debian-bootc-base:trixie";
+pub const KEY_LABEL: &str = "bootlab.base-key";
+
+/// From trixie. podman is needed by bootc itself (`bootc upgrade` fails "Creating imgstorage"
+/// without it); dosfstools and fdisk by `bootc install`.
+pub const PACKAGES: &[&str] = &[
+    "linux-image-amd64",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "dracut",
+    "skopeo",
+    "podman",
+    "dosfstools",
+    "fdisk",
+    "e2fsprogs",
+    "qemu-guest-agent",
+    "iproute2",
+    "procps",
+    "less",
+    "kmod",
+];
+/// From testing (exact versions at build time).
+pub const TESTING: &[&str] = &[
+    "ostree",
+    "libostree-1-1",
+    "ostree-boot",
+    "libcomposefs1",
+    "libgpgme45",
+];
+pub const HOOK: &str = include_str!("guest-base.sh");
+
+pub fn ostree_base_key() -> String {
+    let mut h = Sha256::new();
+    for part in [
+        trixie::SUITE,
+        &PACKAGES.join(","),
+        &TESTING.join(","),
+        trixie::TESTING_HOOK,
+        HOOK,
+    ] {
+        h.update(part);
+        h.update("\0");
+    }
+    hex::encode(h.finalize())[..16].to_string()
+}
+
+/// What a base ensure found or made.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GuestBase {
+    pub tag: String,
+    pub image_id: String,
+    pub key: String,
+    pub cached: bool,
+    pub timings: Vec<StageTiming>,
+}
+
+/// The trixie ostree base (no bootc).
+pub async fn ensure_ostree_base(
+    paths: &Paths,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<GuestBase> {
+    let podman = Podman::probe(paths, ev, cancel).await?;
+    let stage = "trixie-base";
+    let timer = StageTimer::start(ev, stage);
+    let key = ostree_base_key();
+    let _lock = HostLock::acquire("base-trixie", ev, cancel).await?;
+    if podman
+        .image_label(OSTREE_BASE_TAG, KEY_LABEL, cancel)
+        .await?
+        .as_deref()
+        == Some(&key)
+    {
+        ev.note(stage, format!("reusing {OSTREE_BASE_TAG} (key {key})"));
+        return finish_base(&podman, key, true, timer, cancel).await;
+    }
+    let dir = paths.base();
+    std::fs::create_dir_all(&dir)?;
+    check_free_space(&dir, 3 * GIB, "the trixie base rootfs")?;
+    let work = tempfile::Builder::new()
+        .prefix(".trixie-")
+        .tempdir_in(&dir)?;
+    let hook = work.path().join("guest-base.sh");
+    std::fs::write(&hook, HOOK)?;
+    let tar = work.path().join("rootfs.tar");
+    let spec = RootSpec {
+        include: PACKAGES,
+        testing: TESTING,
+        hooks: vec![format!("sh {} \"$1\"", hook.display())],
+    };
+    trixie::make_rootfs(&spec, work.path(), &tar, stage, ev, cancel).await?;
+    podman
+        .import(
+            &tar,
+            OSTREE_BASE_TAG,
+            &[
+                "CMD [\"/bin/bash\"]".to_string(),
+                format!("LABEL {KEY_LABEL}={key}"),
+                "LABEL bootlab.known-password=root:bootlab".to_string(),
+            ],
+            stage,
+            ev,
+            cancel,
+        )
+        .await
+        .context("podman could not import the trixie base")?;
+    finish_base(&podman, key, false, timer, cancel).await
+}
+
+async fn finish_base(
+    podman: &Podman,
+    key: String,
+    cached: bool,
+    timer: StageTimer,
+    cancel: &CancellationToken,
+) -> Result<GuestBase> {
+    let image_id = podman
+        .image_id(OSTREE_BASE_TAG, cancel)
+        .await?
+        .context("the trixie base vanished")?;
+    Ok(GuestBase {
+        tag: OSTREE_BASE_TAG.into(),
+        image_id,
+        key,
+        cached,
+        timings: vec![timer.finish(cached)],
+    })
+}
+
+/// The Containerfile that puts bootc on the ostree base.
+pub const BOOTC_LAYER: &str = r#"FROM localhost/bootlab/debian-ostree-base:trixie
+# bootc as upstream's `make install install-ostree-hooks` lays it out (built by bootlab).
+COPY root/ /
+RUN systemctl enable qemu-guest-agent.service 2>/dev/null || true
+LABEL containers.bootc=1
+"#;
+
+/// The bootc base: the ostree base plus bootc (built or cached first).
+pub async fn ensure_bootc_base(
+    paths: &Paths,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<(GuestBase, BootcBuild)> {
+    let bootc = binary::ensure_bootc(paths, ev, cancel).await?;
+    let base = ensure_ostree_base(paths, ev, cancel).await?;
+    let podman = Podman::probe(paths, ev, cancel).await?;
+    let stage = "bootc-base";
+    let timer = StageTimer::start(ev, stage);
+    let key = {
+        let mut h = Sha256::new();
+        h.update(&base.image_id);
+        h.update("\0");
+        h.update(&bootc.key);
+        h.update("\0");
+        h.update(BOOTC_LAYER);
+        hex::encode(h.finalize())[..16].to_string()
+    };
+    let mut timings = base.timings.clone();
+    timings.extend(bootc.timings.clone());
+    let _lock = HostLock::acquire("base-trixie", ev, cancel).await?;
+    let cached = podman
+        .image_label(BOOTC_BASE_TAG, KEY_LABEL, cancel)
+        .await?
+        .as_deref()
+        == Some(&key);
+    if cached {
+        ev.note(stage, format!("reusing {BOOTC_BASE_TAG} (key {key})"));
+    } else {
+        let work = tempfile::Builder::new()
+            .prefix(".bootc-base-")
+            .tempdir_in(paths.base())?;
+        let ctx = work.path();
+        std::fs::write(ctx.join("Containerfile"), BOOTC_LAYER)?;
+        crate::tools::fetch::copy_tree(&bootc.root, &ctx.join("root"), stage, ev, cancel).await?;
+        let iid = ctx.join("iid");
+        let id = podman
+            .build(
+                &BuildSpec {
+                    context_dir: ctx,
+                    containerfile: &ctx.join("Containerfile"),
+                    build_args: vec![],
+                    target: None,
+                    iidfile: &iid,
+                },
+                stage,
+                ev,
+                cancel,
+            )
+            .await
+            .context("putting bootc on the trixie base")?;
+        // The key goes on as a label of a tag-only layer so the cache check above sees it.
+        let labelled = ctx.join("Containerfile.label");
+        std::fs::write(&labelled, format!("FROM {id}\nLABEL {KEY_LABEL}={key}\n"))?;
+        let id = podman
+            .build(
+                &BuildSpec {
+                    context_dir: ctx,
+                    containerfile: &labelled,
+                    build_args: vec![],
+                    target: None,
+                    iidfile: &iid,
+                },
+                stage,
+                ev,
+                cancel,
+            )
+            .await?;
+        podman.tag(&id, BOOTC_BASE_TAG, ev, cancel).await?;
+    }
+    let image_id = podman
+        .image_id(BOOTC_BASE_TAG, cancel)
+        .await?
+        .context("the bootc base vanished")?;
+    timings.push(timer.finish(cached));
+    Ok((
+        GuestBase {
+            tag: BOOTC_BASE_TAG.into(),
+            image_id,
+            key,
+            cached,
+            timings,
+        },
+        bootc,
+    ))
+}
