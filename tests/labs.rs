@@ -526,7 +526,8 @@ fn lab_progress_round_trips_between_the_tui_and_lab_run() {
         a
     };
     let run = |extra: &[&str]| {
-        let mut args = vec!["lab", "run", file.to_str().unwrap()];
+        // The file is outside bootlab's labs folder and runs host commands: trusted explicitly.
+        let mut args = vec!["lab", "run", "--trust", file.to_str().unwrap()];
         args.extend_from_slice(extra);
         let o = common::bootlab_in(&home, &args);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
