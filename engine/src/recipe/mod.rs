@@ -237,7 +237,9 @@ pub fn containerfile_from(src: &str) -> Option<(String, std::ops::Range<usize>)>
     let mut off = 0;
     for line in src.split_inclusive('\n') {
         let t = line.trim_start();
-        if t.len() > 5 && t[..5].eq_ignore_ascii_case("FROM ") {
+        // Compare bytes: a line may start with a multi-byte character, where `t[..5]` would
+        // split it. Once they match, byte 5 follows five ASCII bytes and is a char boundary.
+        if t.len() > 5 && t.as_bytes()[..5].eq_ignore_ascii_case(b"FROM ") {
             let lead = off + (line.len() - t.len());
             let mut pos = 5;
             for word in t[5..].split_whitespace() {
@@ -387,6 +389,8 @@ build_args = { EXTRA = "tree" }
         assert_eq!(&src[span.clone()], "quay.io/a/b:1");
         assert_eq!(crate::diag::line_col(src, span.start), (3, 29));
         assert!(containerfile_from("RUN x\n").is_none());
+        // A line whose fifth byte is inside a multi-byte character (found by the property test).
+        assert!(containerfile_from("FRO\u{e9}x img\nabcd\u{20ac}\n").is_none());
     }
 
     #[test]
