@@ -124,6 +124,24 @@ async fn upgrade_rollback_powercut_on_one_guest() {
     assert_eq!(up.verdict, Verdict::Pass, "{}", up.reason);
     assert_eq!(up.facts["new.version"], "v2");
 
+    // The engine's diff (what the TUI panel and `bootlab diff` show) on the two real
+    // deployments: v1 (now index 1) to the booted v2 adds bootlab-hello.
+    let live = bootlab::deploy::live::read(&mut guest, recipe.file.family)
+        .await
+        .unwrap();
+    let (from, to) =
+        bootlab::deploy::diff::pick(live.best().unwrap(), Some("1"), Some("0")).unwrap();
+    let d = bootlab::deploy::diff::between(&mut guest, &ev, &from, &to)
+        .await
+        .unwrap();
+    assert!(
+        d.files.iter().any(|f| f.path == "/usr/bin/bootlab-hello"
+            && f.kind == bootlab::deploy::diff::FileChangeKind::Added),
+        "{:#?}",
+        d.files
+    );
+    assert!(d.packages_note.is_none(), "{:?}", d.packages_note);
+
     let rb = run_drill(
         &DrillSpec::new(DrillKind::Rollback, VM, recipe.clone()),
         &mut guest,

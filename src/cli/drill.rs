@@ -16,6 +16,19 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The running VM.
+    pub vm: String,
+    /// From: a deployment's index in boot order or a checksum prefix (default: the booted one).
+    pub from: Option<String>,
+    /// To: same forms (default: the first other deployment).
+    pub to: Option<String>,
+    /// Print the diff as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct Common {
     /// The running VM.
     pub vm: String,
@@ -77,6 +90,42 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(o) = &live.ostree {
                 println!("\nostree admin status:\n{}", o.table());
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let paths = Paths::from_env();
+        let (ev, rx) = Emitter::channel();
+        let printer = super::print_events(rx, false);
+        let (mut guest, recipe) = VmGuest::connect(&paths, &a.vm, &ev).await?;
+        let family = recipe
+            .as_ref()
+            .map(|r| r.file.family)
+            .unwrap_or(crate::recipe::Family::DebianOstree);
+        let live = crate::deploy::live::read(&mut guest, family).await?;
+        let status = live
+            .best()
+            .ok_or_else(|| anyhow::anyhow!("the guest reported no deployments"))?;
+        let (from, to) = crate::deploy::diff::pick(status, a.from.as_deref(), a.to.as_deref())?;
+        let d = crate::deploy::diff::between(&mut guest, &ev, &from, &to).await?;
+        drop((ev, guest));
+        let _ = printer.await;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        } else {
+            println!("{} → {}", d.a, d.b);
+            println!("\nfiles ({}):", d.files.len());
+            for l in d.file_lines() {
+                println!("  {l}");
+            }
+            println!("\npackages ({}):", d.packages.len());
+            for l in d.package_lines() {
+                println!("  {l}");
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -45,6 +45,8 @@ pub enum Command {
     Vm(vm::VmCmd),
     /// Live deployments of a running VM.
     Status(drill::StatusArgs),
+    /// Files and packages changed between two deployments of a running VM.
+    Diff(drill::DiffArgs),
     /// Verified upgrade / rollback / switch / power-cut drills.
     #[command(subcommand)]
     Drill(drill::DrillCmd),
@@ -61,6 +63,7 @@ pub fn main() -> ExitCode {
         Some(Command::Disk(c)) => image::run_disk(c),
         Some(Command::Vm(c)) => vm::run(c),
         Some(Command::Status(a)) => drill::run_status(a),
+        Some(Command::Diff(a)) => drill::run_diff(a),
         Some(Command::Drill(c)) => drill::run(c),
     };
     match result {

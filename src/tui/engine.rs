@@ -8,9 +8,7 @@ use super::app::{App, JobKind, JobOutput};
 use super::views::deployments::{DeploymentRow, DiffView};
 use super::views::drills::Verdict;
 use super::views::vm::VmInfo;
-use crate::drill::GuestOps;
 use crate::drill::vm_ops::{PipelineHost, VmGuest};
-use crate::events::Event;
 use crate::events::{CancellationToken, Emitter};
 use crate::paths::Paths;
 use crate::recipe::Family;
@@ -18,7 +16,6 @@ use crate::recipe::Recipe;
 use crate::tui::action::VmControl;
 use crate::vm::{VmClient, VmRecord};
 use crate::workflow::{self, BootPlan, Target};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What a job needs from the app, copied when it starts (jobs never borrow the app).
@@ -297,106 +294,21 @@ pub fn deployment_row(d: &crate::deploy::Deployment) -> DeploymentRow {
     }
 }
 
-async fn guest_run(
-    guest: &mut VmGuest,
-    ev: &Emitter,
-    argv: Vec<String>,
-) -> anyhow::Result<crate::drill::ExecOutput> {
-    ev.emit(Event::Command {
-        stage: "diff".into(),
-        argv: argv.clone(),
-    });
-    guest.exec(&argv).await
-}
-
-/// Files (`ostree diff A B`) and packages (the dpkg database each commit ships, or
-/// `rpm-ostree db diff` on the bootc family) between two deployments, asked of the guest.
+/// Files and packages between two deployments (the engine's diff), asked of the guest.
 async fn diff(paths: &Paths, input: &JobInput, ev: &Emitter) -> anyhow::Result<JobOutput> {
     let name = vm_of(input)?;
     let (a, b) = input
         .diff
         .clone()
         .ok_or_else(|| anyhow::anyhow!("mark one deployment (Space), select another"))?;
-    let (mut guest, recipe) = VmGuest::connect(paths, name, ev).await?;
-    let sv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let files = guest_run(&mut guest, ev, sv(&["ostree", "diff", &a, &b])).await?;
-    if !files.success() {
-        anyhow::bail!(
-            "`ostree diff` failed (exit {}): {}",
-            files.exit,
-            files.stderr.trim()
-        );
-    }
-    let packages = match recipe.map(|r| r.file.family) {
-        Some(Family::Bootc) => {
-            let o = guest_run(&mut guest, ev, sv(&["rpm-ostree", "db", "diff", &a, &b])).await?;
-            if o.success() {
-                o.stdout.lines().map(str::to_string).collect()
-            } else {
-                vec![format!("(rpm-ostree db diff failed: {})", o.stderr.trim())]
-            }
-        }
-        _ => {
-            let mut dbs = vec![];
-            for c in [&a, &b] {
-                let o = guest_run(&mut guest, ev, sv(&["ostree", "cat", c, DPKG_STATUS])).await?;
-                dbs.push(o.success().then_some(o.stdout));
-            }
-            match (&dbs[0], &dbs[1]) {
-                (Some(x), Some(y)) => package_diff(&dpkg_packages(x), &dpkg_packages(y)),
-                _ => vec![format!("(no {DPKG_STATUS} in one of the commits)")],
-            }
-        }
-    };
+    let (mut guest, _) = VmGuest::connect(paths, name, ev).await?;
+    let d = crate::deploy::diff::between(&mut guest, ev, &a, &b).await?;
     Ok(JobOutput::Diff(DiffView {
-        a,
-        b,
-        files: files
-            .stdout
-            .lines()
-            .map(|l| l.trim_end().to_string())
-            .collect(),
-        packages,
+        files: d.file_lines(),
+        packages: d.package_lines(),
+        a: d.a,
+        b: d.b,
     }))
-}
-
-/// Where the offline pipeline keeps the image's dpkg database inside each commit (the /var seed).
-pub const DPKG_STATUS: &str = "/usr/share/bootlab/var-seed/lib/dpkg/status";
-
-/// `package → version` from a dpkg status file.
-pub fn dpkg_packages(status: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for para in status.split("\n\n") {
-        let field = |k: &str| {
-            para.lines()
-                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
-        };
-        if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
-            let installed = field("Status:").is_none_or(|s| s.ends_with("installed"));
-            if installed {
-                out.insert(p, v);
-            }
-        }
-    }
-    out
-}
-
-/// `+ new 1.0`, `- gone 2.0`, `~ changed 1.0 → 1.1`.
-pub fn package_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
-    let mut out = vec![];
-    for (p, v) in b {
-        match a.get(p) {
-            None => out.push(format!("+ {p} {v}")),
-            Some(old) if old != v => out.push(format!("~ {p} {old} → {v}")),
-            _ => {}
-        }
-    }
-    for (p, v) in a {
-        if !b.contains_key(p) {
-            out.push(format!("- {p} {v}"));
-        }
-    }
-    out
 }
 
 /// Run a drill on the running VM with the engine's drill runner; its report is the verdict.
@@ -536,33 +448,4 @@ pub async fn stop_vms(paths: &Paths, names: &[String]) -> Result<(), String> {
 pub fn shell_command(vm: &str) -> std::process::Command {
     let exe = crate::vm::lifecycle::bootlab_exe().unwrap_or_else(|_| "bootlab".into());
     crate::tools::cmd::foreground(exe, &["vm", "console", vm, "--interactive"])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const STATUS: &str = "Package: a\nStatus: install ok installed\nVersion: 1.0\n\nPackage: b\nStatus: install ok installed\nVersion: 2.0\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 9\n";
-
-    #[test]
-    fn dpkg_status_lists_installed_packages() {
-        let p = dpkg_packages(STATUS);
-        assert_eq!(p.len(), 2);
-        assert_eq!(p["a"], "1.0");
-        assert!(!p.contains_key("gone"));
-    }
-
-    #[test]
-    fn package_diff_names_added_removed_and_changed() {
-        let a = dpkg_packages(STATUS);
-        let mut b = a.clone();
-        b.remove("a");
-        b.insert("b".into(), "2.1".into());
-        b.insert("c".into(), "0.1".into());
-        assert_eq!(
-            package_diff(&a, &b),
-            ["~ b 2.0 → 2.1", "+ c 0.1", "- a 1.0"]
-        );
-        assert!(package_diff(&a, &a).is_empty());
-    }
 }

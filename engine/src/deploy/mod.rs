@@ -6,6 +6,7 @@
 //! because the guest's tool version is whatever the image shipped.
 
 pub mod bootc;
+pub mod diff;
 pub mod live;
 pub mod ostree;
 pub mod rpm_ostree;
