@@ -1,0 +1,437 @@
+//! The fault benchmark: faults a member's laptop meets, each run many times, counted.
+//!
+//!   cargo bench --bench faults                       # every scenario, BOOTLAB_FAULT_RUNS each (10)
+//!   BOOTLAB_FAULTS=kill-cli,kill-supervisor cargo bench --bench faults
+//!
+//! It drives the real `bootlab` binary as a member would (needs root and the host packages, like
+//! the pipeline) and prints `scenario | runs | survived | lost | worst recovery`:
+//!
+//! - `kill-cli`: `bootlab vm up … --from-snapshot booted` killed with SIGKILL at a random moment
+//!   of its start. Survived when the next bootlab command either adopts the VM (its supervisor
+//!   lives on and the guest answers) or has reaped it (no record left starting, no QEMU), and no
+//!   loop device, mount or podman container was left behind. Recovery: kill → usable or clean.
+//! - `kill-supervisor`: SIGKILL to a running VM's supervisor. Survived when its QEMU is gone too
+//!   (PR_SET_PDEATHSIG), the next bootlab command records the VM stopped, the kept overlay passes
+//!   `qemu-img check`, and the VM starts again from it. Recovery: kill → QEMU gone.
+//! - `powercut`: `bootlab drill powercut VM --at random` on one kept guest, again and again. The
+//!   drill itself proves the guest booted the old or the new deployment with /etc and /var
+//!   markers intact; survived = verdict pass. Recovery: the drill's power-on to guest ready.
+//!
+//! Not a timed test: under TCG on a shared 2-core machine times vary; the counts must not.
+//! A lost run makes the run exit 1.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RECIPE: &str = "debian-minimal";
+
+fn bootlab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bootlab"))
+}
+
+/// Run bootlab to the end; (success, stdout, stderr).
+fn run(args: &[&str]) -> (bool, String, String) {
+    let o = bootlab()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bootlab");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+struct Tally {
+    scenario: &'static str,
+    runs: u32,
+    survived: u32,
+    lost: Vec<String>,
+    worst: Duration,
+}
+
+impl Tally {
+    fn new(scenario: &'static str) -> Tally {
+        Tally {
+            scenario,
+            runs: 0,
+            survived: 0,
+            lost: vec![],
+            worst: Duration::ZERO,
+        }
+    }
+    fn record(&mut self, outcome: Result<Duration, String>) {
+        self.runs += 1;
+        match outcome {
+            Ok(d) => {
+                self.survived += 1;
+                self.worst = self.worst.max(d);
+            }
+            Err(why) => {
+                eprintln!("[{}] run {}: LOST: {why}", self.scenario, self.runs);
+                self.lost.push(why);
+            }
+        }
+    }
+}
+
+/// What a crash could leave behind on the host, counted.
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct Leftovers {
+    loops: usize,
+    mounts: usize,
+    containers: usize,
+}
+
+fn leftovers() -> Leftovers {
+    let count = |mut c: Command| {
+        c.output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+            .unwrap_or(0)
+    };
+    let mut l = Command::new("losetup");
+    l.arg("-a");
+    let mut p = Command::new("podman");
+    p.args(["ps", "-aq"]);
+    Leftovers {
+        loops: count(l),
+        mounts: std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|s| s.lines().count())
+            .unwrap_or(0),
+        containers: count(p),
+    }
+}
+
+/// PIDs of processes whose command line mentions `needle`.
+fn procs_mentioning(needle: &str) -> Vec<i32> {
+    let mut v = vec![];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&c).contains(needle)
+            && pid != std::process::id() as i32
+        {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+fn vm_dir(name: &str) -> PathBuf {
+    bootlab::paths::Paths::from_env().vms().join(name)
+}
+
+fn qemu_of(name: &str) -> Vec<i32> {
+    let dir = vm_dir(name).to_string_lossy().into_owned();
+    procs_mentioning(&dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("qemu-system"))
+        })
+        .collect()
+}
+
+fn record(name: &str) -> Option<bootlab::vm::VmRecord> {
+    bootlab::vm::VmRecord::load_dir(&vm_dir(name)).ok()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn clean_up(name: &str) {
+    let _ = run(&["vm", "down", name, "--force"]);
+    let _ = run(&["vm", "rm", name]);
+}
+
+/// A small deterministic generator (no extra crate): the runs' kill moments.
+struct Lcg(u64);
+impl Lcg {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn kill_cli(runs: u32, rng: &mut Lcg) -> Tally {
+    let mut t = Tally::new("kill -9 bootlab during vm up");
+    // One uninterrupted start first: it makes the booted image if missing and tells how long
+    // a start takes, so the kills land anywhere inside one.
+    let name = "fault-cli";
+    clean_up(name);
+    let t0 = Instant::now();
+    let (ok, _, err) = run(&[
+        "vm",
+        "up",
+        RECIPE,
+        "--name",
+        name,
+        "--from-snapshot",
+        "booted",
+    ]);
+    assert!(ok, "a start without faults must work first: {err}");
+    let full = t0.elapsed();
+    clean_up(name);
+    eprintln!(
+        "[kill-cli] an uninterrupted start takes {:.1}s",
+        full.as_secs_f64()
+    );
+    let base = leftovers();
+    for i in 0..runs {
+        let at = full.mul_f64(rng.next_f64());
+        let mut child = bootlab()
+            .args([
+                "vm",
+                "up",
+                RECIPE,
+                "--name",
+                name,
+                "--from-snapshot",
+                "booted",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn bootlab");
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        let killed = Instant::now();
+        // The next bootlab start (`vm ls` reaps what is stale and says so).
+        let (_, _, said) = run(&["vm", "ls"]);
+        let outcome = (|| {
+            let rec = record(name);
+            let sup = rec
+                .as_ref()
+                .and_then(|r| r.supervisor_pid)
+                .filter(|p| alive(*p));
+            if sup.is_some() {
+                // Adopted: the supervisor outlived the CLI; the VM must become usable.
+                let (ok, _, err) = run(&["vm", "exec", name, "--timeout", "240", "--", "true"]);
+                if !ok {
+                    return Err(format!("adopted VM does not answer: {}", err.trim()));
+                }
+            } else {
+                if let Some(r) = &rec
+                    && r.state != bootlab::vm::VmState::Stopped
+                {
+                    return Err(format!(
+                        "record says {:?} with no live supervisor ({})",
+                        r.state,
+                        said.trim()
+                    ));
+                }
+                let q = qemu_of(name);
+                if !q.is_empty() {
+                    return Err(format!("QEMU {q:?} outlived its supervisor"));
+                }
+            }
+            Ok(killed.elapsed())
+        })();
+        eprintln!(
+            "[kill-cli] run {} killed at {:.1}s: {}",
+            i + 1,
+            at.as_secs_f64(),
+            match &outcome {
+                Ok(_) if record(name).is_some_and(|r| r.supervisor_pid.is_some_and(alive)) =>
+                    "adopted".to_string(),
+                Ok(_) => "reaped".to_string(),
+                Err(e) => e.clone(),
+            }
+        );
+        clean_up(name);
+        let now = leftovers();
+        t.record(outcome.and_then(|d| {
+            if now == base {
+                Ok(d)
+            } else {
+                Err(format!("left behind: before {base:?}, after {now:?}"))
+            }
+        }));
+    }
+    t
+}
+
+fn kill_supervisor(runs: u32) -> Tally {
+    let mut t = Tally::new("kill -9 a VM's supervisor");
+    let name = "fault-sup";
+    clean_up(name);
+    let (ok, _, err) = run(&[
+        "vm",
+        "up",
+        RECIPE,
+        "--name",
+        name,
+        "--keep",
+        "--from-snapshot",
+        "booted",
+    ]);
+    assert!(ok, "first start: {err}");
+    for i in 0..runs {
+        if i > 0 {
+            // The kept VM starts again from its disk's own booted snapshot (seconds).
+            let (ok, _, err) = run(&[
+                "vm",
+                "up",
+                RECIPE,
+                "--name",
+                name,
+                "--keep",
+                "--from-snapshot",
+                "booted",
+            ]);
+            if !ok {
+                t.record(Err(format!("could not start again: {}", err.trim())));
+                continue;
+            }
+        }
+        let rec = record(name).expect("record of a running VM");
+        let (Some(sup), Some(qemu)) = (rec.supervisor_pid, rec.qemu_pid) else {
+            t.record(Err("running VM without supervisor/QEMU pid".into()));
+            continue;
+        };
+        // SAFETY: a plain signal to a process this benchmark started.
+        unsafe { libc::kill(sup, libc::SIGKILL) };
+        let killed = Instant::now();
+        while alive(qemu) && killed.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let gone = killed.elapsed();
+        let outcome = (|| {
+            if alive(qemu) {
+                return Err(format!("QEMU {qemu} outlived its supervisor by 20 s"));
+            }
+            let _ = run(&["vm", "ls"]);
+            let r = record(name).ok_or("the kept VM's record is gone")?;
+            if r.state != bootlab::vm::VmState::Stopped {
+                return Err(format!("record says {:?} after the reap", r.state));
+            }
+            let chk = Command::new("qemu-img")
+                .args(["check", "-q"])
+                .arg(&r.overlay)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !chk.status.success() {
+                return Err(format!(
+                    "overlay damaged: {}",
+                    String::from_utf8_lossy(&chk.stdout).trim()
+                ));
+            }
+            Ok(gone)
+        })();
+        eprintln!(
+            "[kill-supervisor] run {}: QEMU gone {:.2}s after: {}",
+            i + 1,
+            gone.as_secs_f64(),
+            outcome.as_ref().map(|_| "ok").unwrap_or_else(|e| e)
+        );
+        t.record(outcome);
+    }
+    clean_up(name);
+    t
+}
+
+fn powercut(runs: u32) -> Tally {
+    let mut t = Tally::new("power cut during an upgrade");
+    let name = "fault-cut";
+    clean_up(name);
+    let (ok, _, err) = run(&[
+        "vm",
+        "up",
+        RECIPE,
+        "--name",
+        name,
+        "--keep",
+        "--from-snapshot",
+        "booted",
+    ]);
+    assert!(ok, "first start: {err}");
+    for i in 0..runs {
+        let (_, out, err) = run(&["drill", "powercut", name, "--at", "random", "--json"]);
+        let outcome = match serde_json::from_str::<serde_json::Value>(&out) {
+            Ok(r) => {
+                let verdict = r["verdict"].as_str().unwrap_or("?").to_string();
+                let facts = &r["facts"];
+                eprintln!(
+                    "[powercut] run {}: {verdict}: cut {} s in ({}), booted {}",
+                    i + 1,
+                    facts["cut.after_secs"].as_str().unwrap_or("?"),
+                    facts["cut.phase"].as_str().unwrap_or("?"),
+                    facts["booted.after_cut"].as_str().unwrap_or("?")
+                );
+                if verdict == "pass" {
+                    // Recovery: from power-on to the guest answering, as the drill timed it.
+                    let secs = r["steps"]
+                        .as_array()
+                        .and_then(|s| s.iter().find(|s| s["name"].as_str() == Some("power on")))
+                        .and_then(|s| s["secs"].as_f64())
+                        .unwrap_or(r["total_secs"].as_f64().unwrap_or(0.0));
+                    Ok(Duration::from_secs_f64(secs))
+                } else {
+                    Err(format!(
+                        "verdict {verdict}: {}",
+                        r["reason"].as_str().unwrap_or("")
+                    ))
+                }
+            }
+            Err(_) => Err(format!("no report: {}", err.lines().last().unwrap_or(""))),
+        };
+        t.record(outcome);
+    }
+    clean_up(name);
+    t
+}
+
+fn main() {
+    let runs: u32 = std::env::var("BOOTLAB_FAULT_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let only = std::env::var("BOOTLAB_FAULTS").unwrap_or_default();
+    let want = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    eprintln!("fault benchmark: {runs} runs per scenario, seed {seed}");
+    let mut rng = Lcg(seed);
+    let mut tallies = vec![];
+    if want("kill-cli") {
+        tallies.push(kill_cli(runs, &mut rng));
+    }
+    if want("kill-supervisor") {
+        tallies.push(kill_supervisor(runs));
+    }
+    if want("powercut") {
+        tallies.push(powercut(runs));
+    }
+    println!(
+        "\n{:<32} {:>5} {:>9} {:>5} {:>15}",
+        "scenario", "runs", "survived", "lost", "worst recovery"
+    );
+    let mut lost = 0;
+    for t in &tallies {
+        println!(
+            "{:<32} {:>5} {:>9} {:>5} {:>14.1}s",
+            t.scenario,
+            t.runs,
+            t.survived,
+            t.lost.len(),
+            t.worst.as_secs_f64()
+        );
+        lost += t.lost.len();
+    }
+    if lost > 0 {
+        std::process::exit(1);
+    }
+}
