@@ -38,6 +38,7 @@ fn recipe(family: Family) -> Recipe {
         target: None,
     };
     Recipe {
+        origin: bootlab::recipe::Origin::Shipped,
         file: RecipeFile {
             name: if family == Family::Bootc {
                 "fedora-bootc-demo"

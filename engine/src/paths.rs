@@ -84,13 +84,13 @@ impl Paths {
     }
 }
 
-/// Where the recipes and labs shipped with bootlab live. `BOOTLAB_ASSETS` overrides; otherwise the
-/// source tree this binary was built from (the README runs bootlab from its clone).
+/// Where the recipes and labs shipped with bootlab live. `BOOTLAB_ASSETS` overrides; otherwise
+/// see [`shipped_root`].
 pub fn assets_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("BOOTLAB_ASSETS").filter(|v| !v.is_empty()) {
         return PathBuf::from(p);
     }
-    source_root().join("assets")
+    shipped_root().join("assets")
 }
 
 pub fn recipes_dir() -> PathBuf {
@@ -101,7 +101,138 @@ pub fn labs_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("BOOTLAB_LABS").filter(|v| !v.is_empty()) {
         return PathBuf::from(p);
     }
-    source_root().join("labs")
+    shipped_root().join("labs")
+}
+
+/// The learner's own recipes: `BOOTLAB_USER_RECIPES` (`--recipes DIR`), else `<data>/recipes`.
+pub fn user_recipes_dir() -> PathBuf {
+    std::env::var_os("BOOTLAB_USER_RECIPES")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Paths::from_env().data.join("recipes"))
+}
+
+/// The learner's own labs: `BOOTLAB_USER_LABS` (`--labs DIR`), else `<data>/labs`.
+pub fn user_labs_dir() -> PathBuf {
+    std::env::var_os("BOOTLAB_USER_LABS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Paths::from_env().data.join("labs"))
+}
+
+/// The shipped recipes (`assets/`) and labs (`labs/`), compiled into the binary.
+static EMBEDDED_ASSETS: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../assets");
+static EMBEDDED_LABS: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../labs");
+
+/// The folder holding `assets/` and `labs/`. A binary that runs from inside the source tree it
+/// was built from (`cargo run`, `target/debug/bootlab`, the tests) reads that tree, so edits show
+/// at once; any other (`cargo install`, a copied binary) uses the copy compiled into it,
+/// unpacked once per content into `<cache>/shipped/<hash>/`.
+pub fn shipped_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let src = source_root();
+        let from_tree = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.canonicalize().ok())
+            .zip(src.canonicalize().ok())
+            .is_some_and(|(exe, src)| exe.starts_with(src))
+            && src.join("assets").is_dir();
+        if from_tree {
+            return src;
+        }
+        let dest = Paths::from_env()
+            .cache
+            .join("shipped")
+            .join(embedded_hash());
+        if let Err(e) = unpack_embedded(&dest) {
+            // Every later read names the missing folder; say why once.
+            eprintln!(
+                "bootlab: cannot unpack the shipped recipes and labs to {}: {e:#}",
+                dest.display()
+            );
+        }
+        dest
+    })
+    .clone()
+}
+
+/// Short content hash of everything embedded: a new bootlab unpacks beside an old one.
+pub fn embedded_hash() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (top, dir) in [("assets", &EMBEDDED_ASSETS), ("labs", &EMBEDDED_LABS)] {
+        for f in embedded_files(dir) {
+            h.update(top);
+            h.update(f.path().to_string_lossy().as_bytes());
+            h.update([0]);
+            h.update(f.contents());
+            h.update([0]);
+        }
+    }
+    hex::encode(h.finalize())[..16].to_string()
+}
+
+/// Every embedded file under `dir`, in path order.
+pub fn embedded_files(
+    dir: &'static include_dir::Dir<'static>,
+) -> Vec<&'static include_dir::File<'static>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        out.extend(d.files());
+        stack.extend(d.dirs());
+    }
+    out.sort_by_key(|f| f.path());
+    out
+}
+
+/// The embedded trees as (relative path under the shipped root, bytes), for tests and tools.
+pub fn embedded() -> Vec<(PathBuf, &'static [u8])> {
+    let mut v = Vec::new();
+    for (top, dir) in [("assets", &EMBEDDED_ASSETS), ("labs", &EMBEDDED_LABS)] {
+        for f in embedded_files(dir) {
+            v.push((Path::new(top).join(f.path()), f.contents()));
+        }
+    }
+    v
+}
+
+/// Write the embedded trees to `dest` unless already there: into a temp folder beside it, then
+/// one rename, so a crash never leaves a half-unpacked copy in use.
+pub fn unpack_embedded(dest: &Path) -> std::io::Result<()> {
+    if dest.join("assets").is_dir() && dest.join("labs").is_dir() {
+        return Ok(());
+    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".unpacking-")
+        .tempdir_in(parent)?;
+    for (rel, bytes) in embedded() {
+        let p = tmp.path().join(&rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        // Plain 0644 files, as git checks them out: an image built from the unpacked copy is
+        // the same as one built from a clone.
+        std::fs::write(&p, bytes)?;
+    }
+    let tmp = tmp.keep();
+    match std::fs::rename(&tmp, dest) {
+        Ok(()) => Ok(()),
+        // Another bootlab unpacked the same content first: theirs is as good as ours.
+        Err(_) if dest.join("assets").is_dir() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// The repository this engine was built from (the engine crate lives in its `engine/` folder).

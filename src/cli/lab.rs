@@ -234,7 +234,7 @@ fn validate(paths: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     } else {
         paths
     };
-    let recipes = match crate::recipe::shipped() {
+    let recipes = match crate::recipe::all() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");

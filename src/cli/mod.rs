@@ -18,6 +18,12 @@ mod vm;
     about = "A terminal workbench for bootc, libostree and composefs labs"
 )]
 pub struct Cli {
+    /// Your own recipes folder (default: <data>/recipes), listed beside the shipped ones.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub recipes: Option<std::path::PathBuf>,
+    /// Your own labs folder (default: <data>/labs), listed beside the shipped ones.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub labs: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -54,6 +60,17 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: the engine reads these wherever it lists recipes or labs.
+    for (var, dir) in [
+        ("BOOTLAB_USER_RECIPES", &cli.recipes),
+        ("BOOTLAB_USER_LABS", &cli.labs),
+    ] {
+        if let Some(d) = dir {
+            let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+            // SAFETY: single-threaded here (no runtime or other thread started yet).
+            unsafe { std::env::set_var(var, d) };
+        }
+    }
     let result = match cli.command {
         None | Some(Command::Tui) => crate::tui::run(),
         Some(Command::Doctor(a)) => doctor::run(a),

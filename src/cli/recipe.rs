@@ -16,12 +16,20 @@ pub enum RecipeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make your own recipe in your recipes folder (`--recipes DIR`, else <data>/recipes): a
+    /// small offline image whose Containerfile explains each line, or a copy of `--from`.
+    New {
+        name: String,
+        /// Start from this recipe (shipped or yours) instead of the teaching template.
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 pub fn run(c: RecipeCmd) -> anyhow::Result<ExitCode> {
     match c {
         RecipeCmd::List { json } => {
-            let all = recipe::shipped()?;
+            let all = recipe::all()?;
             if json {
                 let v: Vec<serde_json::Value> = all.iter().map(to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -33,11 +41,16 @@ pub fn run(c: RecipeCmd) -> anyhow::Result<ExitCode> {
                 );
                 for r in &all {
                     println!(
-                        "{:<w$}  {:<13}  {:<10}  {}{}",
+                        "{:<w$}  {:<13}  {:<10}  {}{}{}",
                         r.name(),
                         r.file.family.as_str(),
                         r.version_ids().join(","),
                         r.file.title,
+                        if r.origin == recipe::Origin::Yours {
+                            "  [yours]"
+                        } else {
+                            ""
+                        },
                         if r.lab_use_only() {
                             "  [lab use only: known password]"
                         } else {
@@ -54,6 +67,15 @@ pub fn run(c: RecipeCmd) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", render(&r));
             }
+        }
+        RecipeCmd::New { name, from } => {
+            let from = from.map(|f| recipe::find(&f)).transpose()?;
+            let r =
+                recipe::scaffold::create(&recipe::scaffold::default_dir(), &name, from.as_ref())?;
+            println!("made {} in {}", r.name(), r.dir.display());
+            println!("  edit   {}", r.containerfile_path().display());
+            println!("  build  bootlab image build {}", r.name());
+            println!("  boot   bootlab vm up {}", r.name());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -56,7 +56,7 @@ pub fn initial_app(paths: &Paths, now: SystemTime) -> App {
         Err(String::new())
     };
     let mut app = App::new(Init {
-        recipes: crate::recipe::shipped().map_err(|e| e.to_string()),
+        recipes: crate::recipe::all().map_err(|e| e.to_string()),
         labs: lab_result,
         now,
     });

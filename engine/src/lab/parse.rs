@@ -996,10 +996,19 @@ pub fn load_paths(paths: &[PathBuf], recipes: &[Recipe]) -> (Vec<Lab>, Vec<FileE
     (labs, errors)
 }
 
-/// The labs shipped in `labs/`, checked against the shipped recipes.
+/// The labs shipped in `labs/`, then the learner's own ([`crate::paths::user_labs_dir`]), checked
+/// against every recipe (shipped and theirs). Labs of theirs are not bootlab's own: their host
+/// commands need trust ([`super::trust`]).
 pub fn shipped() -> (Vec<Lab>, Vec<FileError>) {
-    match crate::recipe::shipped() {
-        Ok(recipes) => load_paths(&[crate::paths::labs_dir()], &recipes),
+    match crate::recipe::all() {
+        Ok(recipes) => {
+            let mut dirs = vec![crate::paths::labs_dir()];
+            let user = crate::paths::user_labs_dir();
+            if user.is_dir() {
+                dirs.push(user);
+            }
+            load_paths(&dirs, &recipes)
+        }
         Err(e) => (Vec::new(), vec![e]),
     }
 }
@@ -1008,7 +1017,7 @@ pub fn shipped() -> (Vec<Lab>, Vec<FileError>) {
 pub fn find(key: &str) -> anyhow::Result<Lab> {
     let as_path = Path::new(key);
     if as_path.is_file() {
-        let recipes = crate::recipe::shipped()?;
+        let recipes = crate::recipe::all()?;
         return load_file(as_path, &recipes).map_err(errors_to_anyhow);
     }
     let (labs, errors) = shipped();

@@ -3,6 +3,8 @@
 //! A recipe names its family (the offline `debian-ostree` pipeline, or real `bootc`), its base
 //! image, the versions an upgrade drill moves between, and what the guest offers.
 
+pub mod scaffold;
+
 use crate::diag::FileError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -101,6 +103,8 @@ pub struct Recipe {
     #[serde(flatten)]
     pub file: RecipeFile,
     pub dir: PathBuf,
+    /// Shipped with bootlab, or the learner's own (set by [`all`]).
+    pub origin: Origin,
 }
 
 impl Recipe {
@@ -228,6 +232,7 @@ impl Recipe {
         Ok(Recipe {
             file,
             dir: dir.to_path_buf(),
+            origin: Origin::Shipped,
         })
     }
 }
@@ -307,9 +312,44 @@ pub fn shipped() -> Result<Vec<Recipe>, FileError> {
     load_all(&crate::paths::recipes_dir())
 }
 
-/// Find a shipped recipe by name, with a helpful error listing the others.
+/// Where a recipe comes from: shipped with bootlab, or the learner's own folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Shipped,
+    Yours,
+}
+
+/// The shipped recipes, then the learner's own ([`crate::paths::user_recipes_dir`]). A recipe of
+/// theirs may not take a shipped recipe's name: labs and drills find recipes by name.
+pub fn all() -> Result<Vec<Recipe>, FileError> {
+    let mut out = shipped()?;
+    let user = crate::paths::user_recipes_dir();
+    if user.is_dir() {
+        for mut r in load_all(&user)? {
+            r.origin = Origin::Yours;
+            if out.iter().any(|s| s.name() == r.name()) {
+                let path = r.dir.join("recipe.toml");
+                let src = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(FileError::at(
+                    &path,
+                    &src,
+                    find_key_span(&src, "name"),
+                    format!(
+                        "a shipped recipe is already named {:?}: rename this one (folder and name)",
+                        r.name()
+                    ),
+                ));
+            }
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Find a recipe (shipped or yours) by name, with a helpful error listing the others.
 pub fn find(name: &str) -> anyhow::Result<Recipe> {
-    let all = shipped()?;
+    let all = all()?;
     let names: Vec<String> = all.iter().map(|r| r.name().to_string()).collect();
     all.into_iter()
         .find(|r| r.name() == name)

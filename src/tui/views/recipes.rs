@@ -201,8 +201,12 @@ fn draw_list(v: &RecipesView, f: &mut Frame, area: Rect) {
         .recipes
         .iter()
         .map(|r| {
+            let mut name = vec![Span::raw(r.name().to_string())];
+            if r.origin == crate::recipe::Origin::Yours {
+                name.push(Span::styled("  yours", Style::new().fg(Color::Green)));
+            }
             ListItem::new(vec![
-                Line::raw(r.name().to_string()),
+                Line::from(name),
                 Line::styled(format!("  {}", r.file.family), dim()),
             ])
         })
