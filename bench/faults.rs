@@ -140,9 +140,11 @@ fn record(name: &str) -> Option<bootlab::vm::VmRecord> {
     bootlab::vm::VmRecord::load_dir(&vm_dir(name)).ok()
 }
 
+/// Alive and not a zombie (a supervisor whose parent was killed may wait unreaped).
 fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    pid > 0
+        && !bootlab::vm::procs::is_zombie(pid)
+        && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn clean_up(name: &str) {

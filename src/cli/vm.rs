@@ -237,6 +237,23 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
             argv,
         } => {
             let c = VmClient::connect(&paths, &name).await?;
+            // A VM still coming up (e.g. adopted after its `vm up` was killed) answers once
+            // booted: wait for it rather than fail.
+            let rec = c.status().await?;
+            if matches!(
+                rec.state,
+                vm::VmState::Starting
+                    | vm::VmState::Booting
+                    | vm::VmState::Restoring
+                    | vm::VmState::Rebooting
+            ) {
+                eprintln!(
+                    "bootlab: VM {name} is {}; waiting for its guest agent",
+                    rec.state
+                );
+                c.wait_ready(Duration::from_secs(rec.boot_timeout_secs.max(30)))
+                    .await?;
+            }
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let out = c
                 .exec_with(&argv, None, Duration::from_secs(timeout))

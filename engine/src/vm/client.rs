@@ -18,6 +18,10 @@ use tokio::net::UnixStream;
 /// Default time a guest command may run.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long a live supervisor may take to answer on its control socket (QEMU started, a
+/// snapshot loaded) before a client gives up on it.
+pub const ADOPT_WITHIN: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct VmClient {
     pub name: String,
@@ -38,12 +42,35 @@ impl VmClient {
             dir,
             control: rec.sockets.control.clone(),
         };
-        c.status().await.with_context(|| {
+        let Err(e) = c.status().await else {
+            return Ok(c);
+        };
+        // A supervisor binds its control socket once QEMU runs. One that lives but does not
+        // answer yet is still starting (its `vm up` may have been killed): adopt it by waiting,
+        // instead of calling it dead.
+        let dir_s = c.dir.to_string_lossy().into_owned();
+        let starting = |r: &VmRecord| {
+            r.supervisor_pid
+                .is_some_and(|p| super::procs::alive_with(p, &dir_s))
+        };
+        if starting(&rec) {
+            let deadline = tokio::time::Instant::now() + ADOPT_WITHIN;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if c.status().await.is_ok() {
+                    return Ok(c);
+                }
+                match VmRecord::load(paths, name) {
+                    Ok(r) if starting(&r) => {}
+                    _ => break,
+                }
+            }
+        }
+        Err(e).with_context(|| {
             format!(
                 "VM {name} has no live supervisor (try `bootlab vm ls`, which clears stale VMs)"
             )
-        })?;
-        Ok(c)
+        })
     }
 
     /// Like [`VmClient::connect`] but waits (up to `within`) for the control socket to appear:
