@@ -419,7 +419,6 @@ async fn ostree_upgrade_then_rollback_then_powercut_replayed() {
         ReplayGuest::new()
             .exec(OSTATUS, ostree_out("handwritten-after-rollback.txt"))
             .exec(CAT_VERSION, ExecOutput::ok("v1\n"))
-            .exec_owned(marker_argv(TOKEN), ExecOutput::ok(""))
             .mount_updates()
             .exec(REV_PARSE, ExecOutput::ok(format!("{B}\n")))
             .exec(
@@ -434,6 +433,8 @@ async fn ostree_upgrade_then_rollback_then_powercut_replayed() {
                 ],
                 ExecOutput::ok(""),
             )
+            // The markers only once every precondition held (published, visible, origin set).
+            .exec_owned(marker_argv(TOKEN), ExecOutput::ok(""))
             .exec_owned(
                 bootlab::drill::background_upgrade_argv(&[
                     "ostree".into(),
@@ -504,6 +505,79 @@ async fn ostree_upgrade_fails_when_the_version_file_disagrees() {
         r.reason.contains("/usr/share/bootlab/version"),
         "{}",
         r.reason
+    );
+}
+
+/// A power-cut drill checks every precondition before it changes anything in the guest: a VM
+/// that could not come back fails before any guest command; a guest already on the recipe's last
+/// version, or a share without the published commit, fails after read-only commands only — no
+/// markers, no origin change, no upgrade.
+#[tokio::test]
+async fn powercut_preconditions_fail_before_the_guest_changes() {
+    let cut = || {
+        spec(
+            DrillKind::Powercut {
+                at: CutPoint::Finished,
+            },
+            Family::DebianOstree,
+        )
+    };
+    let changes = |log: &[Call]| -> Vec<Call> {
+        log.iter()
+            .filter(|c| {
+                ![
+                    exec(OSTATUS),
+                    exec(CAT_VERSION),
+                    exec(REV_PARSE),
+                    Call::MountUpdates,
+                ]
+                .contains(c)
+            })
+            .cloned()
+            .collect()
+    };
+
+    // 1. The VM could not be started again: nothing is sent to the guest, nothing published.
+    let mut g = ReplayGuest::new()
+        .cannot_power_cycle("VM replay-vm: its disk /x/disk.qcow2 is missing")
+        .exec(OSTATUS, ostree_out("handwritten-before-upgrade.txt"));
+    let mut h = ReplayHost::new(vec![debian_published("v2", B)]);
+    let r = drive(&cut(), &mut g, &mut h).await;
+    assert_eq!(r.verdict, Verdict::Error, "{}", r.render());
+    assert!(
+        r.reason.contains("disk /x/disk.qcow2 is missing"),
+        "{}",
+        r.reason
+    );
+    assert_eq!(g.log, vec![], "no guest command before the precondition");
+    assert!(h.asked.is_empty());
+
+    // 2. The guest runs the recipe's last version: only the two reads ran.
+    let mut g = ReplayGuest::new()
+        .exec(OSTATUS, ostree_out("handwritten-before-upgrade.txt"))
+        .exec(CAT_VERSION, ExecOutput::ok("v3\n"));
+    let mut h = ReplayHost::new(vec![]);
+    let r = drive(&cut(), &mut g, &mut h).await;
+    assert_eq!(r.verdict, Verdict::Error, "{}", r.render());
+    assert!(r.reason.contains("v3 is the last version"), "{}", r.reason);
+    assert_eq!(g.log, vec![exec(OSTATUS), exec(CAT_VERSION)]);
+    assert!(h.asked.is_empty());
+
+    // 3. The share does not show the published commit: reads and the mount, nothing else.
+    let mut g = ReplayGuest::new()
+        .exec(OSTATUS, ostree_out("handwritten-before-upgrade.txt"))
+        .exec(CAT_VERSION, ExecOutput::ok("v1\n"))
+        .mount_updates()
+        .exec(REV_PARSE, ExecOutput::ok(format!("{A}\n")));
+    let mut h = ReplayHost::new(vec![debian_published("v2", B)]);
+    let r = drive(&cut(), &mut g, &mut h).await;
+    assert_ne!(r.verdict, Verdict::Pass, "{}", r.render());
+    assert!(g.remaining().is_empty(), "{:?}", g.remaining());
+    assert_eq!(changes(&g.log), vec![], "{:?}", g.log);
+    assert!(
+        !g.log.contains(&Call::Exec(marker_argv(TOKEN))),
+        "markers written: {:?}",
+        g.log
     );
 }
 

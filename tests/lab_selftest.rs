@@ -83,23 +83,28 @@ fn starter_labs_pass_selftest_on_a_real_guest() {
     assert!(errors.is_empty(), "{errors:?}");
     for id in ["tour", "first-boot", "upgrade", "rollback"] {
         let lab = labs.iter().find(|l| l.id == id).unwrap();
-        // One testcase per check of every step, named step-id/check title, none failed.
-        let want: Vec<String> = lab
-            .steps
-            .iter()
-            .flat_map(|s| {
-                s.checks
-                    .iter()
-                    .map(move |c| format!("{}/{}", s.id, c.title))
-            })
-            .map(|n| {
-                n.replace('&', "&amp;")
-                    .replace('"', "&quot;")
-                    .replace('<', "&lt;")
-                    .replace('>', "&gt;")
-                    .replace('\'', "&apos;")
-            })
-            .collect();
+        // One testcase per check of every step, named step-id/check title, none failed; after
+        // the checks of a step that asks the learner to act, one more: its checks, run before
+        // its solve, failed (so the step cannot pass with nobody acting).
+        let want: Vec<String> =
+            lab.steps
+                .iter()
+                .flat_map(|s| {
+                    s.checks
+                        .iter()
+                        .map(move |c| format!("{}/{}", s.id, c.title))
+                        .chain(s.asks_learner().then(|| {
+                            format!("{}/{}", s.id, bootlab::lab::report::BEFORE_SOLVE_CASE)
+                        }))
+                })
+                .map(|n| {
+                    n.replace('&', "&amp;")
+                        .replace('"', "&quot;")
+                        .replace('<', "&lt;")
+                        .replace('>', "&gt;")
+                        .replace('\'', "&apos;")
+                })
+                .collect();
         let got: Vec<String> = testcases(&xml, id).into_iter().map(|(n, _)| n).collect();
         assert_eq!(got, want, "lab {id}");
         assert!(xml.contains(&format!(
@@ -111,6 +116,49 @@ fn starter_labs_pass_selftest_on_a_real_guest() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["passed"], true);
     assert_eq!(report["labs"].as_array().unwrap().len(), 4);
+    // Every learner step of every lab: before the solve at least one check failed, and it
+    // failed on what it saw (not on an unreachable guest); then every check passed.
+    let mut learner_steps = 0;
+    for (l, lab) in
+        report["labs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(["tour", "first-boot", "upgrade", "rollback"])
+    {
+        let shipped = labs.iter().find(|x| x.id == lab).unwrap();
+        for s in l["steps"].as_array().unwrap() {
+            let step = shipped.step(s["step"].as_str().unwrap()).unwrap();
+            if !step.asks_learner() {
+                assert!(s.get("before_solve").is_none(), "{s}");
+                continue;
+            }
+            learner_steps += 1;
+            let b = &s["before_solve"];
+            assert!(
+                !b["failed"].as_array().unwrap().is_empty(),
+                "{lab}/{}: {b}",
+                step.id
+            );
+            assert!(
+                b["unobserved"].as_array().unwrap().is_empty(),
+                "{lab}/{}: {b}",
+                step.id
+            );
+            eprintln!(
+                "{lab}/{}: before the solve failed {}, passed {}",
+                step.id, b["failed"], b["passed"]
+            );
+        }
+    }
+    let shipped_learner_steps = labs
+        .iter()
+        .filter(|l| ["tour", "first-boot", "upgrade", "rollback"].contains(&l.id.as_str()))
+        .flat_map(|l| &l.steps)
+        .filter(|s| s.asks_learner())
+        .count();
+    assert_eq!(learner_steps, shipped_learner_steps);
+    assert!(learner_steps >= 3);
 
     // Nothing left running: every lab's VM was stopped and removed.
     assert_eq!(qemus_of(&home), Vec::<String>::new());

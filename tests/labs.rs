@@ -81,9 +81,14 @@ fn starter_labs_drive_the_drills_they_teach() {
     let first = labs.iter().find(|l| l.id == "first-boot").unwrap();
     let ro = first.step("read-only-usr").unwrap();
     assert_eq!(ro.action, Action::None);
-    assert_eq!(ro.checks[0].expect.exit, Some(1));
+    let touch = ro
+        .checks
+        .iter()
+        .find(|c| c.title.starts_with("touch /usr/x fails"))
+        .unwrap();
+    assert_eq!(touch.expect.exit, Some(1));
     // A look-around step answers at once: no retry window.
-    assert!(ro.checks[0].retry.window.is_zero());
+    assert!(ro.checks.iter().all(|c| c.retry.window.is_zero()));
 }
 
 #[test]
@@ -412,7 +417,7 @@ fn cli_show_by_id_stem_and_path() {
         );
         assert!(text.starts_with("upgrade — Upgrade:"), "{text}");
         assert!(
-            text.contains("3. upgrade — Upgrade to v2 (staged, not yet booted)"),
+            text.contains("3. upgrade — Upgrade to v2 (pending, not yet booted)"),
             "{text}"
         );
         assert!(text.contains("action: upgrade v2\n"), "{text}");
@@ -427,7 +432,12 @@ fn cli_show_by_id_stem_and_path() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["steps"][0]["action"]["kind"], "build");
     assert_eq!(v["steps"][0]["action"]["version"], "v1");
-    assert_eq!(v["steps"][3]["checks"][0]["expect"]["exit"], 1);
+    // read-only-usr: the learner's own check first, then the touch check bootlab runs itself.
+    assert_eq!(
+        v["steps"][3]["checks"][2]["title"],
+        "touch /usr/x fails with \"Read-only file system\""
+    );
+    assert_eq!(v["steps"][3]["checks"][2]["expect"]["exit"], 1);
     let booted = &v["steps"][2]["checks"][0];
     assert_eq!(booted["probe"]["kind"], "deployments");
     assert_eq!(booted["probe"]["booted"], "v1");

@@ -101,7 +101,7 @@ fn sample_lab() -> LabModel {
                     CheckModel { description: "the VM is running".into() },
                     CheckModel { description: "one deployment is booted".into() },
                 ],
-                hints: vec!["Press b in the VM view.".into(), "Wait for the login prompt.".into()],
+                hints: vec!["Press `b` in the **VM** view.".into(), "Wait for the login prompt.".into()],
                 has_solution: true,
             },
             StepModel {
@@ -392,8 +392,20 @@ fn snapshot_labs_list_step_and_presenter() {
     a.update(Action::Hint);
     a.labs.set_checks(vec![
         CheckStatus::Passed,
-        CheckStatus::Failed("no deployment is marked booted yet — is the VM up?".into()),
+        CheckStatus::Failed(
+            "expected stdout to match `^\\* debian`; it was \"\"\nNo deployment is marked booted yet. Run `ostree admin status` in the guest: is there a **`*`**?".into(),
+        ),
     ]);
+    // Hints and the lab's advice are markdown: no raw backticks or asterisks on screen; what
+    // was seen (program output) is shown as is.
+    let s = screen(&a);
+    assert!(s.contains("hint 1: Press b in the VM view."), "{s}");
+    assert!(
+        s.contains("ostree admin status in the guest: is there"),
+        "{s}"
+    );
+    assert!(!s.contains("`ostree") && !s.contains("**"), "{s}");
+    assert!(s.contains("expected stdout to match `^\\* debian`"), "{s}");
     snap!("labs_step", a);
     a.update(Action::TogglePresenter);
     snap!("labs_presenter", a);

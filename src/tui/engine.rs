@@ -169,6 +169,20 @@ async fn lab_action(
     if action == crate::lab::Action::None {
         return Ok(JobOutput::Done("nothing to run".into()));
     }
+    if let crate::lab::Action::Boot { .. } = action
+        && let Some(other) = other_lab_vm_running(
+            crate::vm::lifecycle::list(paths)
+                .iter()
+                .map(|r| (r.name.as_str(), r.state != crate::vm::VmState::Stopped)),
+            &runner.vm,
+        )
+    {
+        anyhow::bail!(
+            "VM {other} of another lab is still running. Lab VMs run one at a time here: power it off first \
+             (VM view: 2, then o; or `bootlab vm down {other}`), then press Enter again. Its lab keeps \
+             your progress; reopening that lab boots its VM again."
+        );
+    }
     runner.run_action(&action, "lab").await?;
     if let crate::lab::Action::Boot { .. } = action {
         return Ok(JobOutput::Vm(
@@ -176,6 +190,18 @@ async fn lab_action(
         ));
     }
     Ok(JobOutput::Done(action.describe()))
+}
+
+/// A lab VM other than `own` that is not stopped (`(name, running)` pairs): a lab's boot step
+/// waits for it to be powered off.
+fn other_lab_vm_running<'a>(
+    vms: impl IntoIterator<Item = (&'a str, bool)>,
+    own: &str,
+) -> Option<String> {
+    let prefix = workflow::vm_name(workflow::VmFor::Lab(""));
+    vms.into_iter()
+        .find(|(name, running)| *running && *name != own && name.starts_with(&prefix))
+        .map(|(name, _)| name.to_string())
 }
 
 fn recipe_of(input: &JobInput) -> anyhow::Result<&Recipe> {
@@ -448,4 +474,31 @@ pub async fn stop_vms(paths: &Paths, names: &[String]) -> Result<(), String> {
 pub fn shell_command(vm: &str) -> std::process::Command {
     let exe = crate::vm::lifecycle::bootlab_exe().unwrap_or_else(|_| "bootlab".into());
     crate::tools::cmd::foreground(exe, &["vm", "console", vm, "--interactive"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_boot_names_the_other_lab_vm_still_running() {
+        let vms = [
+            ("demo", true),
+            ("lab-tour", false),
+            ("lab-first-boot", true),
+            ("lab-upgrade", true),
+        ];
+        assert_eq!(
+            other_lab_vm_running(vms, "lab-upgrade").as_deref(),
+            Some("lab-first-boot")
+        );
+        // Its own VM, stopped lab VMs and VMs of the VM view do not count.
+        assert_eq!(
+            other_lab_vm_running(
+                [("lab-upgrade", true), ("lab-tour", false), ("demo", true)],
+                "lab-upgrade"
+            ),
+            None
+        );
+    }
 }

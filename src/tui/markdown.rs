@@ -15,14 +15,32 @@ pub enum Scale {
 }
 
 pub fn render(src: &str, scale: Scale) -> Text<'static> {
+    let base = if scale == Scale::Presenter {
+        Style::new().bold()
+    } else {
+        Style::new()
+    };
+    render_styled(src, scale, base)
+}
+
+/// Short markdown (a hint, a check's failure advice) in `base` style, each line after `prefix`:
+/// inline code, emphasis and lists rendered, no raw backticks.
+pub fn render_inline(src: &str, base: Style, prefix: &str) -> Vec<Line<'static>> {
+    render_styled(src, Scale::Normal, base)
+        .lines
+        .into_iter()
+        .map(|mut l| {
+            l.spans.insert(0, Span::styled(prefix.to_string(), base));
+            l
+        })
+        .collect()
+}
+
+fn render_styled(src: &str, scale: Scale, base: Style) -> Text<'static> {
     let mut r = Renderer {
         lines: Vec::new(),
         cur: Vec::new(),
-        styles: vec![if scale == Scale::Presenter {
-            Style::new().bold()
-        } else {
-            Style::new()
-        }],
+        styles: vec![base],
         lists: Vec::new(),
         in_code: false,
         quote: 0,
@@ -293,6 +311,26 @@ mod tests {
                 .add_modifier
                 .contains(Modifier::BOLD)
         );
+    }
+
+    #[test]
+    fn hints_and_failure_advice_lose_their_backticks() {
+        let red = Style::new().fg(Color::LightRed);
+        let l = render_inline("Run `findmnt /usr` and **look**:", red, "    ");
+        assert_eq!(
+            plain(&Text::from(l.clone())),
+            ["    Run findmnt /usr and look:"]
+        );
+        assert_eq!(l[0].spans[0].content, "    ");
+        let code = l[0]
+            .spans
+            .iter()
+            .find(|s| s.content == "findmnt /usr")
+            .unwrap();
+        assert_eq!(code.style.fg, Some(Color::LightGreen));
+        let bold = l[0].spans.iter().find(|s| s.content == "look").unwrap();
+        assert!(bold.style.add_modifier.contains(Modifier::BOLD));
+        assert_eq!(bold.style.fg, Some(Color::LightRed));
     }
 
     #[test]

@@ -810,6 +810,14 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
     t: Tooling,
     at: CutPoint,
 ) -> Result<String> {
+    // Every precondition is checked before anything in the guest changes: first what needs no
+    // guest command (can the VM come back after the cut?), then what only reads the guest
+    // (booted deployment, next version), then the host's publish and the share. Only then the
+    // origin, the markers and the upgrade.
+    let mut s = run.begin("the VM can be powered on again after a cut");
+    run.power_cycle_ready(&mut s).await?;
+    run.end(s, "its record and disk stay on the host when QEMU stops");
+
     let s = run.begin("read deployments before");
     let (mut s, before) = read_status(run, s, t).await?;
     let booted = before.booted().cloned();
@@ -837,14 +845,14 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
     run.fact("old.version", cur.clone());
     run.fact("new.version", target.clone());
 
-    write_markers(run, spec).await?;
-
     let mut s = run.begin(&format!("host: publish {target}"));
     let p = run.publish(&mut s, spec.recipe.name(), &target).await?;
     run.end(s, p.summary.clone());
     if t == Tooling::Ostree {
         prepare_ostree_pull(run, &booted, &p).await?;
     }
+
+    write_markers(run, spec).await?;
 
     // Start the upgrade detached from the agent, its output in /var so we can watch it.
     let s = run.begin("start the upgrade in the background");

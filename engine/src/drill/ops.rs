@@ -48,6 +48,10 @@ pub trait GuestOps: Send {
     fn powercut(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Power on again after [`GuestOps::powercut`] and return once the guest answers.
     fn power_on(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Can [`GuestOps::powercut`] then [`GuestOps::power_on`] bring this same guest back (its
+    /// disk outlives QEMU)? Asked before a power-cut drill sends anything to the guest; runs no
+    /// guest command itself.
+    fn power_cycle_ready(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Make sure the host's update share is mounted at [`UPDATES_MOUNT`]; returns a line
     /// describing what was done (evidence for the timeline).
     fn mount_updates(&mut self) -> impl Future<Output = anyhow::Result<String>> + Send;

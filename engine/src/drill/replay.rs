@@ -23,6 +23,8 @@ pub struct ReplayGuest {
     script: VecDeque<(Call, ExecOutput)>,
     /// Everything bootlab asked, in order (also the calls that did not match).
     pub log: Vec<Call>,
+    /// Why this guest could not be power-cycled (`None`: it can).
+    no_power_cycle: Option<String>,
 }
 
 impl ReplayGuest {
@@ -61,6 +63,11 @@ impl ReplayGuest {
             .push_back((Call::MountUpdates, ExecOutput::default()));
         self
     }
+    /// A guest whose power cut nothing could recover from, for the reason given.
+    pub fn cannot_power_cycle(mut self, why: &str) -> Self {
+        self.no_power_cycle = Some(why.to_string());
+        self
+    }
     /// Calls the recording still expects.
     pub fn remaining(&self) -> Vec<Call> {
         self.script.iter().map(|(c, _)| c.clone()).collect()
@@ -92,6 +99,12 @@ impl GuestOps for ReplayGuest {
     }
     async fn power_on(&mut self) -> Result<()> {
         self.next(Call::PowerOn).map(|_| ())
+    }
+    async fn power_cycle_ready(&mut self) -> Result<()> {
+        match &self.no_power_cycle {
+            Some(why) => Err(anyhow!("{why}")),
+            None => Ok(()),
+        }
     }
     async fn mount_updates(&mut self) -> Result<String> {
         self.next(Call::MountUpdates)
@@ -176,6 +189,9 @@ impl<G: GuestOps> GuestOps for Recorder<G> {
         self.inner.power_on().await?;
         self.calls.push((Call::PowerOn, ExecOutput::default()));
         Ok(())
+    }
+    async fn power_cycle_ready(&mut self) -> Result<()> {
+        self.inner.power_cycle_ready().await
     }
     async fn mount_updates(&mut self) -> Result<String> {
         let s = self.inner.mount_updates().await?;

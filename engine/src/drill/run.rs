@@ -272,6 +272,19 @@ impl<'a, G: GuestOps, H: HostOps> Run<'a, G, H> {
         Ok(())
     }
 
+    /// Ask the guest side whether a power cut could be recovered from (no guest command).
+    pub async fn power_cycle_ready(&mut self, s: &mut StepRec) -> anyhow::Result<()> {
+        let t = Instant::now();
+        cancellable(&self.cancel, self.guest.power_cycle_ready()).await?;
+        self.power_evidence(
+            s,
+            "the VM's record and disk are on the host (power on starts them again)",
+            t,
+            "yes",
+        );
+        Ok(())
+    }
+
     pub async fn mount_updates(&mut self, s: &mut StepRec) -> anyhow::Result<()> {
         let t = Instant::now();
         let what = cancellable(&self.cancel, self.guest.mount_updates()).await?;

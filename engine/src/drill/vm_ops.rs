@@ -70,14 +70,34 @@ impl GuestOps for VmGuest {
     }
 
     async fn powercut(&mut self) -> Result<()> {
-        // A VM started without `keep` is removed when it stops: nothing would boot again.
-        if !self.client.status().await?.keep {
-            bail!(
-                "VM {} was started without keep: a power cut would remove it (start it with `bootlab vm up --keep`)",
+        self.client.powercut().await?;
+        Ok(())
+    }
+
+    async fn power_cycle_ready(&mut self) -> Result<()> {
+        // power_on starts this VM's record again on the same overlay. Every VM's record and
+        // overlay outlive a QEMU exit (only `vm down` without keep, or `vm rm`, removes them), so
+        // what must hold is that both are on the host, with the disk the overlay is backed by.
+        let rec = crate::vm::VmRecord::load(&self.paths, &self.name).with_context(|| {
+            format!(
+                "VM {}: no record on the host to start again after a power cut",
                 self.name
+            )
+        })?;
+        if !rec.overlay.is_file() {
+            bail!(
+                "VM {}: its disk {} is missing, so nothing could boot after a power cut",
+                self.name,
+                rec.overlay.display()
             );
         }
-        self.client.powercut().await?;
+        if let Some(g) = rec.golden.as_ref().filter(|g| !g.is_file()) {
+            bail!(
+                "VM {}: the golden disk {} its overlay is backed by is missing, so nothing could boot after a power cut",
+                self.name,
+                g.display()
+            );
+        }
         Ok(())
     }
 

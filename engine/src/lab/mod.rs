@@ -75,6 +75,6 @@ mod tests {
                 run: "echo 'written at first boot' > /etc/bootlab-first-boot".into()
             }]
         );
-        assert!(first.solve_plan(first.step("var").unwrap()).is_empty());
+        assert!(first.solve_plan(first.step("status").unwrap()).is_empty());
     }
 }

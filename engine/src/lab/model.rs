@@ -43,8 +43,21 @@ impl Lab {
     /// What `selftest` (or a learner's "skip") runs for a step, in order: the step's action
     /// (unless `none`), then its solve, every recipe filled in.
     pub fn solve_plan(&self, step: &Step) -> Vec<Action> {
-        std::iter::once(&step.action)
-            .chain(step.solve.iter())
+        let mut plan = self.action_plan(step);
+        plan.extend(self.solve_only(step));
+        plan
+    }
+
+    /// The step's own action alone (empty when `none`), recipe filled in.
+    pub fn action_plan(&self, step: &Step) -> Vec<Action> {
+        let a = self.action_of(step);
+        if a == Action::None { vec![] } else { vec![a] }
+    }
+
+    /// The step's solve alone (what the learner would do), recipes filled in.
+    pub fn solve_only(&self, step: &Step) -> Vec<Action> {
+        step.solve
+            .iter()
             .filter(|a| **a != Action::None)
             .map(|a| a.with_default_recipe(self.default_recipe()))
             .collect()
@@ -88,6 +101,12 @@ pub struct Step {
 }
 
 impl Step {
+    /// Whether the step asks the learner to do something: it has a solve (what the learner would
+    /// do). Its checks must fail until that is done; `selftest` proves it.
+    pub fn asks_learner(&self) -> bool {
+        !self.solve.is_empty()
+    }
+
     /// Whether the guest reboots during this step: checks must then wait for it to come back.
     pub fn spans_reboot(&self) -> bool {
         self.reboot || self.action.reboots() || self.solve.iter().any(Action::reboots)

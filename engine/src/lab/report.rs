@@ -23,16 +23,32 @@ pub struct LabReport {
     pub error: Option<String>,
 }
 
+/// The JUnit testcase (after the step's checks) that says a learner step's checks failed
+/// before its solve ran.
+pub const BEFORE_SOLVE_CASE: &str = "checks fail before the solve";
+
 impl LabReport {
+    /// Checks run, plus one "checks fail before the solve" case per learner step.
     pub fn checks(&self) -> usize {
-        self.steps.iter().map(|s| s.checks.len()).sum()
-    }
-    pub fn failures(&self) -> usize {
         self.steps
             .iter()
-            .flat_map(|s| &s.checks)
-            .filter(|c| !c.passed)
-            .count()
+            .map(|s| s.checks.len() + usize::from(s.before_solve.is_some()))
+            .sum()
+    }
+    pub fn failures(&self) -> usize {
+        let before = self
+            .steps
+            .iter()
+            .filter_map(|s| s.before_solve.as_ref())
+            .filter(|b| !b.proves_the_learner_is_needed())
+            .count();
+        before
+            + self
+                .steps
+                .iter()
+                .flat_map(|s| &s.checks)
+                .filter(|c| !c.passed)
+                .count()
     }
 }
 
@@ -63,7 +79,7 @@ pub async fn selftest(
             report.skipped.push(step.id.clone());
             continue;
         }
-        let o = runner.run_step(step, true).await;
+        let o = runner.run_step_selftest(step).await;
         if !o.passed {
             stop = true;
             report.error = Some(format!("step {} failed", step.id));
@@ -143,6 +159,32 @@ pub fn junit(reports: &[(LabReport, &Lab)]) -> String {
                         xml(m).replace('\n', "&#10;"),
                         xml(&format!("{m}\n(after {} attempts)", c.attempts))
                     )),
+                }
+            }
+            if let Some(b) = &s.before_solve {
+                o.push_str(&format!(
+                    "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.1}\"",
+                    xml(&r.lab),
+                    xml(&format!("{}/{BEFORE_SOLVE_CASE}", s.step)),
+                    b.secs
+                ));
+                if b.proves_the_learner_is_needed() {
+                    o.push_str("/>\n");
+                } else {
+                    let m = format!(
+                        "every check passed before the solve ran: the step passes with nobody acting (passed: {}; could not observe: {})",
+                        b.passed.join("; "),
+                        b.unobserved
+                            .iter()
+                            .map(|(t, w)| format!("{t} ({w})"))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    );
+                    o.push_str(&format!(
+                        ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                        xml(&m),
+                        xml(&m)
+                    ));
                 }
             }
         }

@@ -63,6 +63,30 @@ pub struct StepOutcome {
     pub checks: Vec<CheckResult>,
     pub passed: bool,
     pub secs: f64,
+    /// For a step that asks the learner to act, run by `selftest`: its checks, once each, after
+    /// the step's own action and before its solve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_solve: Option<BeforeSolve>,
+}
+
+/// A learner step's checks before the learner acted (the solve): at least one must fail, or the
+/// step would pass with nobody doing anything.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BeforeSolve {
+    /// Checks that failed, with what they saw.
+    pub failed: Vec<(String, String)>,
+    /// Checks that passed anyway (fine for checks of claims, as long as one check fails).
+    pub passed: Vec<String>,
+    /// Checks that could not observe anything (guest unreachable): they prove nothing.
+    pub unobserved: Vec<(String, String)>,
+    pub secs: f64,
+}
+
+impl BeforeSolve {
+    /// At least one check really observed the guest or host and failed.
+    pub fn proves_the_learner_is_needed(&self) -> bool {
+        !self.failed.is_empty()
+    }
 }
 
 /// What a check looks at, as the retry loop sees it: one observation per attempt.
@@ -178,20 +202,102 @@ impl LabRunner {
     /// action skips the checks (they are reported failed with the action's error).
     pub async fn run_step(&mut self, step: &Step, solve: bool) -> StepOutcome {
         let t0 = Instant::now();
+        self.begin_step(step);
+        let plan = if solve {
+            self.lab.solve_plan(step)
+        } else {
+            self.lab.action_plan(step)
+        };
+        let mut actions = Vec::new();
+        let failed = self.run_actions(step, plan, &mut actions).await;
+        self.finish_step(step, actions, failed, None, t0).await
+    }
+
+    /// What `selftest` runs for a step: the step's own action; for a step that asks the learner
+    /// to act, its checks once each (they must not all pass: nobody has acted yet); then the
+    /// solve and the checks as the learner would meet them.
+    pub async fn run_step_selftest(&mut self, step: &Step) -> StepOutcome {
+        if !step.asks_learner() {
+            return self.run_step(step, true).await;
+        }
+        let t0 = Instant::now();
+        self.begin_step(step);
+        let mut actions = Vec::new();
+        let plan = self.lab.action_plan(step);
+        let mut failed = self.run_actions(step, plan, &mut actions).await;
+        let mut before = None;
+        if failed.is_none() {
+            let b = self.checks_before_solve(step).await;
+            let stage = self.stage(&step.id);
+            self.ev.note(
+                &stage,
+                if b.proves_the_learner_is_needed() {
+                    format!(
+                        "before the solve {} of {} checks fail, as they must: {}",
+                        b.failed.len(),
+                        step.checks.len(),
+                        b.failed
+                            .iter()
+                            .map(|(t, _)| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                } else {
+                    "before the solve no check fails: this step would pass with nobody acting"
+                        .into()
+                },
+            );
+            before = Some(b);
+            let solve = self.lab.solve_only(step);
+            failed = self.run_actions(step, solve, &mut actions).await;
+        }
+        self.finish_step(step, actions, failed, before, t0).await
+    }
+
+    /// Each check of `step` once, bounded by its own timeout, with no retry window: a check that
+    /// fails now fails because of what it saw.
+    async fn checks_before_solve(&mut self, step: &Step) -> BeforeSolve {
+        let t0 = Instant::now();
+        let mut b = BeforeSolve {
+            failed: vec![],
+            passed: vec![],
+            unobserved: vec![],
+            secs: 0.0,
+        };
+        for c in &step.checks {
+            let timeout = c.retry.timeout;
+            let obs = match tokio::time::timeout(timeout, self.observe(&c.probe, timeout)).await {
+                Ok(o) => o,
+                Err(_) => Observation::Unavailable(format!("no answer within {timeout:?}")),
+            };
+            match (&obs, evaluate_check(c, &obs)) {
+                (Observation::Unavailable(why), _) => {
+                    b.unobserved.push((c.title.clone(), why.clone()))
+                }
+                (_, Verdict::Pass) => b.passed.push(c.title.clone()),
+                (_, Verdict::Fail(why)) => b.failed.push((c.title.clone(), why)),
+            }
+        }
+        b.secs = t0.elapsed().as_secs_f64();
+        b
+    }
+
+    fn begin_step(&self, step: &Step) {
         self.ev.emit(Event::State {
             object: format!("lab:{}", self.lab.id),
             state: "step".into(),
             detail: step.id.clone(),
         });
-        let plan = if solve {
-            self.lab.solve_plan(step)
-        } else {
-            let a = self.lab.action_of(step);
-            if a == Action::None { vec![] } else { vec![a] }
-        };
+    }
+
+    /// Run `plan` in order, recording each action; the first failure stops it and is returned.
+    async fn run_actions(
+        &mut self,
+        step: &Step,
+        plan: Vec<Action>,
+        actions: &mut Vec<ActionResult>,
+    ) -> Option<String> {
         let stage = self.stage(&step.id);
-        let mut actions = Vec::new();
-        let mut failed: Option<String> = None;
         for a in plan {
             self.ev.note(&stage, format!("action: {}", a.describe()));
             let t = Instant::now();
@@ -208,10 +314,21 @@ impl LabRunner {
                 error: error.clone(),
             });
             if let Some(e) = error {
-                failed = Some(format!("the action `{}` failed: {e}", a.describe()));
-                break;
+                return Some(format!("the action `{}` failed: {e}", a.describe()));
             }
         }
+        None
+    }
+
+    /// The step's checks (or, after a failed action, each reported not checked) and its outcome.
+    async fn finish_step(
+        &mut self,
+        step: &Step,
+        actions: Vec<ActionResult>,
+        failed: Option<String>,
+        before_solve: Option<BeforeSolve>,
+        t0: Instant,
+    ) -> StepOutcome {
         let object = format!("check:{}/{}", self.lab.id, step.id);
         let mut checks = Vec::new();
         for c in &step.checks {
@@ -248,7 +365,11 @@ impl LabRunner {
             });
             checks.push(r);
         }
-        let passed = failed.is_none() && checks.iter().all(|c| c.passed);
+        let passed = failed.is_none()
+            && checks.iter().all(|c| c.passed)
+            && before_solve
+                .as_ref()
+                .is_none_or(BeforeSolve::proves_the_learner_is_needed);
         StepOutcome {
             step: step.id.clone(),
             title: step.title.clone(),
@@ -256,6 +377,7 @@ impl LabRunner {
             checks,
             passed,
             secs: t0.elapsed().as_secs_f64(),
+            before_solve,
         }
     }
 

@@ -425,10 +425,14 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
         };
         lines.push(Line::styled(format!("{mark} {}", c.description), style));
         if let CheckStatus::Failed(msg) = st {
-            lines.push(Line::styled(
-                format!("    {msg}"),
-                Style::new().fg(Color::LightRed),
-            ));
+            // What was seen (program output, shown as is), then the lab's advice (markdown).
+            let red = Style::new().fg(Color::LightRed);
+            let mut parts: Vec<&str> = msg.lines().collect();
+            let advice = parts.pop().unwrap_or_default();
+            for seen in parts {
+                lines.push(Line::styled(format!("    {seen}"), red));
+            }
+            lines.extend(markdown::render_inline(advice, red, "    "));
         }
     }
     lines.push(Line::raw(""));
@@ -436,9 +440,10 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
         lines.push(Line::styled("no hints for this step", dim()));
     } else {
         for (i, h) in step.hints.iter().take(p.hints).enumerate() {
-            lines.push(Line::styled(
-                format!("hint {}: {h}", i + 1),
+            lines.extend(markdown::render_inline(
+                &format!("hint {}: {h}", i + 1),
                 Style::new().fg(Color::LightBlue),
+                "",
             ));
         }
         let left = step.hints.len() - p.hints.min(step.hints.len());
