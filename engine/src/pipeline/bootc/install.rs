@@ -207,8 +207,8 @@ pub fn parse_bls(text: &str) -> BlsEntry {
 /// LABEL blocks on each later deployment).
 pub fn syslinux_cfg(e: &BlsEntry) -> String {
     format!(
-        "{SYSLINUX_HEAD}LABEL {}\n\tKERNEL {}\n\tINITRD {}\n\tAPPEND {}\n",
-        e.title, e.linux, e.initrd, e.options
+        "{SYSLINUX_HEAD}DEFAULT {}\nLABEL {}\n\tKERNEL {}\n\tINITRD {}\n\tAPPEND {}\n",
+        e.title, e.title, e.linux, e.initrd, e.options
     )
 }
 
@@ -434,7 +434,10 @@ mod tests {
         assert_eq!(e.linux, "/ostree/default-abc/vmlinuz-6.12");
         let cfg = syslinux_cfg(&e);
         assert!(cfg.starts_with(SYSLINUX_HEAD), "{cfg}");
-        assert!(cfg.contains("LABEL Debian GNU/Linux 13 (trixie) (ostree:0)\n"));
+        // As ostree's syslinux backend writes it: DEFAULT names the first LABEL.
+        assert!(cfg.contains(
+            "DEFAULT Debian GNU/Linux 13 (trixie) (ostree:0)\nLABEL Debian GNU/Linux 13 (trixie) (ostree:0)\n"
+        ));
         assert!(
             cfg.contains(
                 "\tAPPEND root=LABEL=bootlab-root rw ostree=/ostree/boot.1/default/abc/0\n"
