@@ -685,6 +685,13 @@ fn bootc_live_from_our_debian_bootc_guest() {
     );
     assert!(st.staged().is_none() && st.rollback().is_none());
     assert_eq!(st.boot_order.as_deref(), Some("default"));
+    // After the upgrade drill's reboot: v2 booted, v1 the rollback.
+    let up = bootc("live-debian-bootc-v2-booted-v1-rollback.json");
+    assert_eq!(up.booted().unwrap().version.as_deref(), Some("v2"));
+    let rb = up.rollback().unwrap();
+    assert_eq!(rb.version.as_deref(), Some("v1"));
+    assert_eq!(rb.digest, b.digest);
+    assert!(!up.rollback_queued);
     // The same guest's `ostree admin status --json` (ostree 2026.4 from Debian testing) agrees.
     let o =
         deploy::ostree::parse_json(&fixture("ostree-status/live-debian-bootc-v1.json")).unwrap();
