@@ -118,3 +118,124 @@ async fn a_wrong_source_folder_is_a_clear_error() {
         "{e}"
     );
 }
+
+const VM: &str = "bootc-e2e";
+
+/// Stops and removes the VM whatever happens to the test.
+struct VmGuard(Paths);
+impl Drop for VmGuard {
+    fn drop(&mut self) {
+        let paths = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let _ = bootlab::vm::lifecycle::stop(
+                    &paths,
+                    VM,
+                    true,
+                    std::time::Duration::from_secs(20),
+                )
+                .await;
+            });
+            let _ = bootlab::vm::lifecycle::remove(&paths, VM);
+        })
+        .join();
+    }
+}
+
+/// Real bootc end to end on one guest, through the workflow layer every face uses: the
+/// `debian-bootc` v1 image (bootc base and binary cached in the shared home), its disk by
+/// `bootc install to-filesystem` (cached), one cold boot, the live `bootc status` (version v1),
+/// then the upgrade drill (v2 published to the OCI layout, real `bootc upgrade`, reboot, v2
+/// booted per bootc status) and the rollback drill (`bootc rollback`, reboot, v1 booted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debian_bootc_boots_upgrades_and_rolls_back() {
+    use bootlab::drill::vm_ops::{PipelineHost, VmGuest};
+    use bootlab::drill::{DrillKind, DrillSpec, Verdict, run_drill};
+    use bootlab::workflow::{BootPlan, Target};
+    if !common::require_root() {
+        return;
+    }
+    let _heavy = common::heavy_lock();
+    let t0 = Instant::now();
+    let paths = paths();
+    let ev = Emitter::null();
+    let cancel = CancellationToken::new();
+    let target = Target::find("debian-bootc", Some("v1")).unwrap();
+    let disk = bootlab::workflow::ensure_disk(&paths, &target, &ev, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        disk.image
+            .lint
+            .iter()
+            .any(|l| l.starts_with("Checks passed")),
+        "lint findings kept: {:?}",
+        disk.image.lint
+    );
+    eprintln!(
+        "image+disk {:.0}s (disk cached: {})",
+        t0.elapsed().as_secs_f64(),
+        disk.disk.cached
+    );
+
+    let _ =
+        bootlab::vm::lifecycle::stop(&paths, VM, true, std::time::Duration::from_secs(20)).await;
+    let _ = bootlab::vm::lifecycle::remove(&paths, VM);
+    let _guard = VmGuard(paths.clone());
+    let mut plan = BootPlan::new(target.clone(), VM);
+    plan.disk = Some(disk.disk.path.clone());
+    let t_up = Instant::now();
+    bootlab::workflow::boot(&paths, plan, &ev, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("first boot {:.0}s", t_up.elapsed().as_secs_f64());
+
+    let (mut guest, _) = VmGuest::connect(&paths, VM, &ev).await.unwrap();
+    let live = bootlab::deploy::live::read(&mut guest, bootlab::recipe::Family::Bootc)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let st = live.bootc.as_ref().expect("bootc status read");
+    let booted = st.booted().expect("a booted deployment");
+    assert_eq!(booted.version.as_deref(), Some("v1"), "{}", st.table());
+    let img = booted.image.as_ref().expect("booted image");
+    assert_eq!(img.image, "/var/mnt/share/debian-bootc.oci:stable");
+    assert_eq!(img.transport, "oci");
+
+    let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
+    let recipe = target.recipe.clone();
+    let t_d = Instant::now();
+    let up = run_drill(
+        &DrillSpec::new(DrillKind::Upgrade, VM, recipe.clone()),
+        &mut guest,
+        &mut host,
+        &ev,
+        &cancel,
+    )
+    .await;
+    eprintln!(
+        "{}\nupgrade drill {:.0}s",
+        up.render(),
+        t_d.elapsed().as_secs_f64()
+    );
+    assert_eq!(up.verdict, Verdict::Pass, "{}", up.reason);
+    assert_eq!(up.facts["new.version"], "v2");
+
+    let t_d = Instant::now();
+    let rb = run_drill(
+        &DrillSpec::new(DrillKind::Rollback, VM, recipe.clone()),
+        &mut guest,
+        &mut host,
+        &ev,
+        &cancel,
+    )
+    .await;
+    eprintln!(
+        "{}\nrollback drill {:.0}s",
+        rb.render(),
+        t_d.elapsed().as_secs_f64()
+    );
+    assert_eq!(rb.verdict, Verdict::Pass, "{}", rb.reason);
+    assert_eq!(rb.facts["new.version"], "v1");
+    eprintln!("bootc e2e total {:.0}s", t0.elapsed().as_secs_f64());
+}

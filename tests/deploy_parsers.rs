@@ -666,3 +666,34 @@ fn status_table_shows_roles() {
     assert!(t.contains("b2b2b2b2b2b2.0"), "{t}");
     assert!(t.contains(ORIGIN), "{t}");
 }
+
+#[test]
+fn bootc_live_from_our_debian_bootc_guest() {
+    // Real `bootc status --format=json` from a debian-bootc guest (bootc 1.16.9 built by bootlab,
+    // image from an OCI layout on the update share), as `bootlab status b --json` read it.
+    let st = bootc("live-debian-bootc-v1-booted.json");
+    assert_eq!(st.source, StatusSource::BootcJson);
+    let b = st.booted().unwrap();
+    assert_eq!(b.version.as_deref(), Some("v1"));
+    assert_eq!(b.stateroot.as_deref(), Some("default"));
+    let img = b.image.as_ref().unwrap();
+    assert_eq!(img.transport, "oci");
+    assert_eq!(img.image, "/var/mnt/share/debian-bootc.oci:stable");
+    assert_eq!(
+        b.digest.as_deref(),
+        Some("sha256:ee03fe2fad9ea96f6fb33968d24e04730a680015f45f8f8f76d8c485678e35c4")
+    );
+    assert!(st.staged().is_none() && st.rollback().is_none());
+    assert_eq!(st.boot_order.as_deref(), Some("default"));
+    // After the upgrade drill's reboot: v2 booted, v1 the rollback.
+    let up = bootc("live-debian-bootc-v2-booted-v1-rollback.json");
+    assert_eq!(up.booted().unwrap().version.as_deref(), Some("v2"));
+    let rb = up.rollback().unwrap();
+    assert_eq!(rb.version.as_deref(), Some("v1"));
+    assert_eq!(rb.digest, b.digest);
+    assert!(!up.rollback_queued);
+    // The same guest's `ostree admin status --json` (ostree 2026.4 from Debian testing) agrees.
+    let o =
+        deploy::ostree::parse_json(&fixture("ostree-status/live-debian-bootc-v1.json")).unwrap();
+    assert_eq!(o.booted().unwrap().checksum, b.checksum);
+}

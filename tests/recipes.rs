@@ -41,6 +41,7 @@ fn shipped_recipes_load() {
         names,
         [
             "centos-bootc",
+            "debian-bootc",
             "debian-minimal",
             "debian-web",
             "fedora-bootc-core"
@@ -105,9 +106,41 @@ fn every_recipe_writes_the_version_file_drills_read() {
 
 #[test]
 fn bootc_recipes_follow_bootc_rules() {
-    let bootc: Vec<Recipe> = shipped()
+    let all_bootc: Vec<Recipe> = shipped()
         .into_iter()
         .filter(|r| r.file.family == Family::Bootc)
+        .collect();
+    assert_eq!(all_bootc.len(), 3);
+    for r in &all_bootc {
+        let ins = instructions(&containerfile(r));
+        assert_eq!(
+            ins.last().unwrap(),
+            "RUN bootc container lint",
+            "{}: lint runs last",
+            r.name()
+        );
+        for label in [
+            "LABEL containers.bootc=1",
+            "LABEL org.opencontainers.image.version=${BOOTLAB_VERSION}",
+        ] {
+            assert!(ins.iter().any(|i| i == label), "{}: {label}", r.name());
+        }
+    }
+    // The offline one: FROM the bootc base bootlab builds itself, three versions.
+    let deb = all_bootc
+        .iter()
+        .find(|r| r.name() == "debian-bootc")
+        .unwrap();
+    assert_eq!(
+        deb.file.base,
+        bootlab::pipeline::bootc::guest::BOOTC_BASE_TAG
+    );
+    assert_eq!(deb.version_ids(), ["v1", "v2", "v3"]);
+    assert!(deb.lab_use_only());
+    // The registry ones (members' laptops).
+    let bootc: Vec<&Recipe> = all_bootc
+        .iter()
+        .filter(|r| r.file.base.starts_with("quay.io/"))
         .collect();
     assert_eq!(bootc.len(), 2);
     for r in &bootc {
@@ -228,7 +261,7 @@ fn cli_recipe_list() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
     let web = rows.iter().find(|r| r["name"] == "debian-web").unwrap();
     assert_eq!(web["family"], "debian-ostree");
     assert_eq!(web["lab_use_only"], true);
@@ -275,5 +308,5 @@ fn cli_recipe_show() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no recipe named \"debian-maximal\" (known: centos-bootc, debian-minimal, debian-web, fedora-bootc-core)"), "{stderr}");
+    assert!(stderr.contains("no recipe named \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, fedora-bootc-core)"), "{stderr}");
 }

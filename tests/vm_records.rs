@@ -260,6 +260,7 @@ fn write_starting(paths: &Paths, name: &str, keep: bool) {
         golden: None,
         share: None,
         share_mounted: false,
+        guest_share_dir: None,
         loadvm: None,
         known_password: None,
         keep,

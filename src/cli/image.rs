@@ -91,12 +91,20 @@ pub fn run_image(c: ImageCmd) -> anyhow::Result<ExitCode> {
             })?;
             println!("image   {} ({})", r.image_tag, short(&r.image_id));
             println!("digest  {}", r.image_digest);
-            println!(
-                "commit  {} on {} in {}",
-                r.commit,
-                r.branch,
-                paths.ostree_repo().display()
-            );
+            if r.commit.is_empty() {
+                // bootc family: bootc makes the deployment itself at install and upgrade time.
+                println!("lint    bootc container lint:");
+                for l in &r.lint {
+                    println!("          {l}");
+                }
+            } else {
+                println!(
+                    "commit  {} on {} in {}",
+                    r.commit,
+                    r.branch,
+                    paths.ostree_repo().display()
+                );
+            }
             println!("kernel  {}", r.kernel);
             print_table(&r.timings, r.cold_secs);
         }

@@ -119,15 +119,17 @@ async fn write_markers<G: GuestOps, H: HostOps>(
     Ok(())
 }
 
-/// After a reboot: /etc edits merged, /var kept, /usr read-only.
+/// After a reboot: /etc edits merged (or, after a real rollback, not: `etc_merged` false), /var
+/// kept, /usr read-only.
 async fn verify_state<G: GuestOps, H: HostOps>(
     run: &mut Run<'_, G, H>,
     s: &mut StepRec,
     spec: &DrillSpec,
+    etc_merged: bool,
 ) -> Result<()> {
-    for (what, path) in [
-        ("/etc edit made before is merged", ETC_MARKER),
-        ("/var data kept", VAR_MARKER),
+    for (what, path, merged) in [
+        ("/etc edit made before is merged", ETC_MARKER, etc_merged),
+        ("/var data kept", VAR_MARKER, true),
     ] {
         let out = run.exec(s, argv(&["cat", path]), &[]).await?;
         let got = if out.success() {
@@ -135,7 +137,19 @@ async fn verify_state<G: GuestOps, H: HostOps>(
         } else {
             format!("missing (exit {}: {})", out.exit, out.stderr.trim())
         };
-        run.check(s, what, got == spec.token, spec.token.clone(), got);
+        if merged {
+            run.check(s, what, got == spec.token, spec.token.clone(), got);
+        } else {
+            // `bootc rollback` boots the old deployment with its own /etc: an edit made on the
+            // newer one stays there (only /var is shared).
+            run.check(
+                s,
+                "/etc is the rollback deployment's own (the edit stays with the newer one)",
+                got != spec.token,
+                format!("not {}", spec.token),
+                got,
+            );
+        }
     }
     let out = run.exec(s, argv(&["touch", USR_PROBE]), &[]).await?;
     let ro = !out.success();
@@ -410,7 +424,7 @@ pub async fn upgrade<G: GuestOps, H: HostOps>(
             run.check(&mut s, "booted image version", got == want, want, got);
         }
     }
-    verify_state(run, &mut s, spec).await?;
+    verify_state(run, &mut s, spec, true).await?;
     run.end(s, "deployments, version, /etc, /var and /usr checked");
     Ok(format!("{cur} → {target}: booted {}", describe(&new)))
 }
@@ -582,7 +596,7 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
         );
     }
     run.fact("new.version", v_now.clone());
-    verify_state(run, &mut s, spec).await?;
+    verify_state(run, &mut s, spec, t != Tooling::Bootc).await?;
     run.end(s, "deployments, version, /etc, /var and /usr checked");
     Ok(format!(
         "{} → {v_now}: booted {}",
@@ -778,7 +792,7 @@ pub async fn switch<G: GuestOps, H: HostOps>(
         t.ident(&booted),
         r,
     );
-    verify_state(run, &mut s, spec).await?;
+    verify_state(run, &mut s, spec, true).await?;
     run.end(
         s,
         "deployments, origin, version, /etc, /var and /usr checked",
@@ -984,7 +998,7 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
         "booted.after_cut",
         format!("{which} ({want}) {}", describe(&nb)),
     );
-    verify_state(run, &mut s, spec).await?;
+    verify_state(run, &mut s, spec, true).await?;
     run.end(
         s,
         format!("booted the {which} deployment ({want}) after a cut {cut_secs:.1} s in ({phase})"),

@@ -10,6 +10,7 @@
 //! `ostree admin upgrade|deploy|switch` and reads `ostree admin status`; the bootc family uses
 //! `bootc upgrade|rollback|switch` and reads `bootc status --format=json`.
 
+pub mod bootc;
 mod flows;
 pub mod ops;
 pub mod replay;

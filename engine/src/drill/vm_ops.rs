@@ -155,12 +155,10 @@ impl PipelineHost {
 impl HostOps for PipelineHost {
     async fn publish(&mut self, recipe: &str, version: &str) -> Result<Published> {
         let r = crate::recipe::find(recipe)?;
-        if r.file.family != Family::DebianOstree {
-            bail!(
-                "recipe {recipe} is of the bootc family: publishing it needs a registry or the guest's containers-storage, which this host does not offer"
-            );
-        }
         let v = r.resolve_version(Some(version))?;
+        if r.file.family == Family::Bootc {
+            return crate::drill::bootc::publish(&self.paths, &r, v, &self.ev, &self.cancel).await;
+        }
         let b = crate::pipeline::build_image(&self.paths, &r, v, &self.ev, &self.cancel).await?;
         let p = crate::pipeline::publish(&self.paths, recipe, &b.commit, &self.ev, &self.cancel)
             .await?;

@@ -19,7 +19,7 @@ use crate::recipe::{Family, Recipe, Version};
 use crate::tools::cmd::HostCmd;
 use crate::tools::ostree::{CommitSpec, Mode, Repo};
 use crate::tools::podman::{BuildSpec, Podman};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -50,6 +50,9 @@ pub struct BuildResult {
     /// Seconds the cold build of this image took (build, export, convert+commit), to show what
     /// a cache hit saved.
     pub cold_secs: f64,
+    /// What `bootc container lint` found (bootc family; empty for the offline family).
+    #[serde(default)]
+    pub lint: Vec<String>,
 }
 
 /// The record a build leaves for the next one.
@@ -66,6 +69,9 @@ pub struct BuildRecord {
     /// [`CONVERSION_VERSION`] the commit was made with (0: before it was recorded).
     #[serde(default)]
     pub conversion: u32,
+    /// `bootc container lint`'s findings (bootc family).
+    #[serde(default)]
+    pub lint: Vec<String>,
 }
 
 pub fn record_path(paths: &Paths, recipe: &str, version: &str) -> PathBuf {
@@ -114,13 +120,9 @@ pub async fn build_image(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<BuildResult> {
-    if recipe.file.family != Family::DebianOstree {
-        bail!(
-            "recipe {} is of the {} family: bootlab's offline pipeline builds {} recipes only",
-            recipe.name(),
-            recipe.file.family,
-            Family::DebianOstree
-        );
+    if recipe.file.family == Family::Bootc {
+        std::fs::create_dir_all(paths.cache.join("builds"))?;
+        return super::bootc::image::build_bootc_image(paths, recipe, version, ev, cancel).await;
     }
     let mut timings = Vec::new();
     let podman = Podman::probe(paths, ev, cancel).await?;
@@ -159,6 +161,7 @@ pub async fn build_image(
         cached,
         timings,
         cold_secs: rec.cold_secs,
+        lint: rec.lint.clone(),
     };
 
     let work_root = paths.cache.join("builds");
@@ -327,6 +330,7 @@ pub async fn build_image(
             .map(|t| t.secs)
             .sum(),
         conversion: CONVERSION_VERSION,
+        lint: Vec::new(),
     };
     crate::paths::write_atomic(
         &record_path(paths, recipe.name(), &version.id),

@@ -77,6 +77,9 @@ pub struct DiskMeta {
     pub created: String,
     #[serde(default)]
     pub make_secs: f64,
+    /// The podman image a bootc disk was installed from (bootc family).
+    #[serde(default)]
+    pub image_id: Option<String>,
 }
 
 /// Every kernel argument of a golden disk's deployment (ostree adds `ostree=`).
@@ -390,6 +393,7 @@ async fn fill_disk(
         kargs: kargs(),
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         make_secs: 0.0,
+        image_id: None,
     })
 }
 

@@ -258,6 +258,26 @@ pub async fn mkfs_ext4(
     Ok(())
 }
 
+/// The filesystem UUID on `dev` (`blkid`), e.g. for a `UUID=` mount spec.
+pub async fn fs_uuid(
+    dev: &Path,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<String> {
+    let out = HostCmd::new("blkid")
+        .args(["-s", "UUID", "-o", "value"])
+        .arg(dev)
+        .capture()
+        .run(stage, ev, cancel)
+        .await?;
+    let uuid = out.stdout.trim().to_string();
+    if uuid.is_empty() {
+        bail!("blkid found no filesystem UUID on {}", dev.display());
+    }
+    Ok(uuid)
+}
+
 /// `extlinux --install DIR`: the boot sector code of the filesystem holding DIR.
 pub async fn extlinux_install(
     dir: &Path,

@@ -35,6 +35,8 @@ pub struct UpOptions {
     pub boot_timeout: Option<Duration>,
     /// Share the host update folder read-only (mounted in the guest once ready).
     pub share: bool,
+    /// Guest folder of the share; `None`: /run/bootlab/updates.
+    pub share_dir: Option<String>,
     /// Keep the overlay and record after the VM stops.
     pub keep: bool,
     /// Force an accelerator (otherwise the doctor's KVM probe decides).
@@ -56,6 +58,7 @@ impl UpOptions {
             cpus: 2,
             boot_timeout: None,
             share: true,
+            share_dir: None,
             keep: false,
             accel: None,
         }
@@ -65,6 +68,9 @@ impl UpOptions {
         self.recipe = Some(r.name().to_string());
         self.version = Some(version.to_string());
         self.ssh = r.file.guest.ssh;
+        if r.file.family == crate::recipe::Family::Bootc {
+            self.share_dir = Some(crate::pipeline::bootc::install::GUEST_SHARE_DIR.to_string());
+        }
         self.known_password = r
             .file
             .guest
@@ -256,6 +262,7 @@ async fn start(
             supervisor_log: dir.join("supervisor.log"),
             overlay: overlay.clone(),
             golden,
+            guest_share_dir: share.as_ref().and(opts.share_dir.clone()),
             share,
             share_mounted: false,
             loadvm: opts.from_snapshot.clone(),

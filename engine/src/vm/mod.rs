@@ -111,10 +111,15 @@ pub struct VmRecord {
     pub overlay: PathBuf,
     /// The golden raw disk the overlay is backed by.
     pub golden: Option<PathBuf>,
-    /// Host folder shared read-only into the guest (mounted at /run/bootlab/updates when ready).
+    /// Host folder shared read-only into the guest (mounted at [`VmRecord::share_dir`] when
+    /// ready).
     pub share: Option<PathBuf>,
     #[serde(default)]
     pub share_mounted: bool,
+    /// Where the guest mounts the share when not /run/bootlab/updates (bootc guests: where
+    /// their image reference points, /var/mnt/share).
+    #[serde(default)]
+    pub guest_share_dir: Option<String>,
     /// Start from this internal snapshot (`-loadvm`).
     pub loadvm: Option<String>,
     /// A console login everybody knows ("root/bootlab"): such a VM is for labs only.
@@ -129,6 +134,12 @@ pub struct VmRecord {
 }
 
 impl VmRecord {
+    /// The guest folder the update share is mounted at.
+    pub fn share_dir(&self) -> &str {
+        self.guest_share_dir
+            .as_deref()
+            .unwrap_or(crate::tools::qemu::GUEST_SHARE_DIR)
+    }
     pub fn dir(paths: &Paths, name: &str) -> PathBuf {
         paths.vms().join(name)
     }

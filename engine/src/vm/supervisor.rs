@@ -5,7 +5,7 @@
 
 use super::proto::{Reply, Request, SnapshotDone, VmEvent, VmStamped};
 use super::{VmRecord, VmState, console};
-use crate::tools::qemu::{self, DISK_NODE, GUEST_SHARE_DIR, QemuSpec, SHARE_TAG};
+use crate::tools::qemu::{self, DISK_NODE, QemuSpec, SHARE_TAG};
 use crate::tools::qmp::qga::Qga;
 use crate::tools::qmp::{Qmp, QmpEvent, describe_event, enum_name, wait_event};
 use anyhow::{Context, Result, anyhow, bail};
@@ -369,21 +369,27 @@ impl Sup {
         Ok(out)
     }
 
+    /// The guest folder of the update share (per VM: bootc guests use /var/mnt/share).
+    fn share_dir(&self) -> String {
+        self.rec.lock().unwrap().share_dir().to_string()
+    }
+
     async fn mount_share(&self) -> Result<bool> {
         if self.rec.lock().unwrap().share.is_none() {
             bail!("this VM was started without a shared update folder");
         }
+        let dir = self.share_dir();
         let already = self
             .agent()
             .await?
             .exec(
-                &["mountpoint".into(), "-q".into(), GUEST_SHARE_DIR.into()],
+                &["mountpoint".into(), "-q".into(), dir.clone()],
                 None,
                 Duration::from_secs(20),
             )
             .await?;
         if !already.success() {
-            self.guest(&["mkdir", "-p", GUEST_SHARE_DIR], Duration::from_secs(20))
+            self.guest(&["mkdir", "-p", &dir], Duration::from_secs(20))
                 .await?;
             self.guest(
                 &[
@@ -393,7 +399,7 @@ impl Sup {
                     "-o",
                     "trans=virtio,version=9p2000.L,ro",
                     SHARE_TAG,
-                    GUEST_SHARE_DIR,
+                    &dir,
                 ],
                 Duration::from_secs(30),
             )
@@ -406,18 +412,19 @@ impl Sup {
     }
 
     async fn unmount_share(&self) -> Result<bool> {
+        let dir = self.share_dir();
         let mounted = self
             .agent()
             .await?
             .exec(
-                &["mountpoint".into(), "-q".into(), GUEST_SHARE_DIR.into()],
+                &["mountpoint".into(), "-q".into(), dir.clone()],
                 None,
                 Duration::from_secs(20),
             )
             .await?
             .success();
         if mounted {
-            self.guest(&["umount", GUEST_SHARE_DIR], Duration::from_secs(30))
+            self.guest(&["umount", &dir], Duration::from_secs(30))
                 .await?;
         }
         self.rec.lock().unwrap().share_mounted = false;
@@ -925,7 +932,7 @@ async fn agent_loop(sup: Arc<Sup>) {
                     // The agent answers before the state says ready, so `guest()` can't be used.
                     match mount_now(&sup).await {
                         Ok(()) => {
-                            sup.note(format!("mounted the update share at {GUEST_SHARE_DIR}"))
+                            sup.note(format!("mounted the update share at {}", sup.share_dir()))
                         }
                         Err(e) => sup.note(format!("could not mount the update share: {e:#}")),
                     }
@@ -945,7 +952,7 @@ async fn mount_now(sup: &Sup) -> Result<()> {
     let t = Duration::from_secs(30);
     let sh = format!(
         "mountpoint -q {d} || {{ mkdir -p {d} && mount -t 9p -o trans=virtio,version=9p2000.L,ro {SHARE_TAG} {d}; }}",
-        d = GUEST_SHARE_DIR
+        d = sup.share_dir()
     );
     let out = agent
         .exec(&["/bin/sh".into(), "-c".into(), sh], None, t)

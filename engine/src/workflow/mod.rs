@@ -7,7 +7,7 @@
 use crate::events::{CancellationToken, Emitter};
 use crate::paths::Paths;
 use crate::pipeline::{BuildResult, DiskResult};
-use crate::recipe::{Recipe, Version};
+use crate::recipe::{Family, Recipe, Version};
 use crate::vm::lifecycle::{self, UpOptions};
 use crate::vm::{VmRecord, VmState};
 use anyhow::{Result, bail};
@@ -80,9 +80,16 @@ pub async fn ensure_disk(
     cancel: &CancellationToken,
 ) -> Result<Disk> {
     let image = ensure_image(paths, t, ev, cancel).await?;
-    let disk =
-        crate::pipeline::make_disk(paths, t.name(), &t.version.id, &image.commit, ev, cancel)
-            .await?;
+    let disk = match t.recipe.file.family {
+        Family::DebianOstree => {
+            crate::pipeline::make_disk(paths, t.name(), &t.version.id, &image.commit, ev, cancel)
+                .await?
+        }
+        // bootc installs the image itself (`bootc install to-filesystem`).
+        Family::Bootc => {
+            crate::pipeline::bootc::install::make_bootc_disk(paths, &image, ev, cancel).await?
+        }
+    };
     Ok(Disk { image, disk })
 }
 

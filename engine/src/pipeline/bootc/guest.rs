@@ -153,7 +153,13 @@ async fn finish_base(
 pub const BOOTC_LAYER: &str = r#"FROM localhost/bootlab/debian-ostree-base:trixie
 # bootc as upstream's `make install install-ostree-hooks` lays it out (built by bootlab).
 COPY root/ /
-RUN systemctl enable qemu-guest-agent.service 2>/dev/null || true
+# What every bootc base has (lint baseimage-root): the sysroot mount point, /ostree into it;
+# also in bootc's reference copy of a base root, as upstream's Makefile lays it out.
+# /run is runtime-only (lint nonempty-run-tmp): the package installs left /run/lock in it.
+RUN for r in / /usr/share/doc/bootc/baseimage/base/; do \
+      mkdir -p ${r}sysroot && ln -sfn sysroot/ostree ${r}ostree; done \
+ && rm -rf /run/lock \
+ && (systemctl enable qemu-guest-agent.service 2>/dev/null || true)
 LABEL containers.bootc=1
 "#;
 
@@ -188,6 +194,7 @@ pub async fn ensure_bootc_base(
     if cached {
         ev.note(stage, format!("reusing {BOOTC_BASE_TAG} (key {key})"));
     } else {
+        std::fs::create_dir_all(paths.base())?;
         let work = tempfile::Builder::new()
             .prefix(".bootc-base-")
             .tempdir_in(paths.base())?;

@@ -3,6 +3,8 @@
 
 pub mod binary;
 pub mod guest;
+pub mod image;
+pub mod install;
 pub mod source;
 pub mod trixie;
 

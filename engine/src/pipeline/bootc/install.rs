@@ -1,0 +1,468 @@
+//! bootc images → OCI layouts in the update share, and golden disks the bootc way.
+//!
+//! Updates travel with no registry: the host writes each version of a recipe with skopeo into
+//! one OCI layout, `<update share>/<recipe>.oci`, tagged with the version id (`v1`, `v2`, …) and
+//! [`STABLE_TAG`] (what the guests follow). The guest sees the share at [`GUEST_SHARE_DIR`]
+//! (a plain 9p mount: under an automount bootc fails "too many levels of symbolic links").
+//!
+//! A disk: bootlab's own MBR disk (as the offline family's: /boot ext4 without 64bit for
+//! extlinux, root ext4), its partitions on offset loop devices (this host's kernel parses no
+//! partition tables, so `bootc install to-disk --via-loopback` fails here), and
+//! `bootc install to-filesystem` run from the image itself in privileged podman (no
+//! `--pid=host`: re-exec into the host's mount namespace is refused in this sandbox), its
+//! deployment following `oci:/var/mnt/share/<recipe>.oci:stable`. bootc installs no bootloader
+//! (`--bootloader none`): bootlab writes a syslinux.cfg from the boot entry it made, sets
+//! `sysroot.bootloader=syslinux` so later deployments update it, and installs extlinux.
+//!
+//! Made under a temp name, renamed when complete; reused while the image is the same.
+
+use crate::events::{CancellationToken, Cancelled, Emitter, StageTimer};
+use crate::paths::Paths;
+use crate::pipeline::build::BuildResult;
+use crate::pipeline::disk::{
+    BOOT_SIZE, DISK_SIZE, DiskMeta, DiskResult, KARGS, SYSLINUX_HEAD, golden_path, reap_leftovers,
+};
+use crate::pipeline::{BOOT_LABEL, GIB, HostLock, ROOT_LABEL, check_free_space};
+use crate::tools::cmd::HostCmd;
+use crate::tools::disk::{self, LoopDevice, MbrLayout, Mount};
+use crate::tools::podman::Podman;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where a bootc guest mounts the update share (and where bootc looks for its image).
+pub const GUEST_SHARE_DIR: &str = "/var/mnt/share";
+/// The tag bootc guests follow (`bootc upgrade` looks here).
+pub const STABLE_TAG: &str = "stable";
+/// bootc's default stateroot.
+pub const STATEROOT: &str = "default";
+
+/// The recipe's OCI layout on the host.
+pub fn layout_path(paths: &Paths, recipe: &str) -> PathBuf {
+    paths.update_share().join(format!("{recipe}.oci"))
+}
+
+/// The same layout as the guest sees it, with a tag: `/var/mnt/share/<recipe>.oci:<tag>`.
+pub fn guest_imgref(recipe: &str, tag: &str) -> String {
+    format!("{GUEST_SHARE_DIR}/{recipe}.oci:{tag}")
+}
+
+/// The manifest digest of `tag` in an OCI layout (what `bootc status` calls `imageDigest`).
+pub fn layout_digest(layout: &Path, tag: &str) -> Result<Option<String>> {
+    let p = layout.join("index.json");
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    Ok(v["manifests"].as_array().and_then(|ms| {
+        ms.iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .and_then(|m| m["digest"].as_str().map(str::to_string))
+    }))
+}
+
+/// A version written to the recipe's OCI layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OciPublished {
+    pub layout: PathBuf,
+    pub tag: String,
+    /// Manifest digest of the version in the layout.
+    pub digest: String,
+    /// [`STABLE_TAG`] now points at it.
+    pub stable: bool,
+    /// What `stable` pointed at before (a manifest digest), if anything.
+    pub previous_stable: Option<String>,
+}
+
+/// Write `build` into the recipe's OCI layout under its version tag (skipped when the tag
+/// already holds this image), and point [`STABLE_TAG`] at it when `make_stable`.
+pub async fn publish_oci(
+    paths: &Paths,
+    build: &BuildResult,
+    make_stable: bool,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<OciPublished> {
+    let stage = "publish";
+    let layout = layout_path(paths, &build.recipe);
+    let _lock = HostLock::acquire(&format!("oci-{}", build.recipe), ev, cancel).await?;
+    // The image id is recorded beside the layout per tag: skopeo's manifest digest in the layout
+    // differs from podman's, so this is how an unchanged version is recognised.
+    let ids = layout.with_extension("oci.ids.json");
+    let mut known: std::collections::BTreeMap<String, String> = std::fs::read_to_string(&ids)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let have = layout_digest(&layout, &build.version)?;
+    if have.is_some() && known.get(&build.version) == Some(&build.image_id) {
+        ev.note(
+            stage,
+            format!(
+                "{}:{} already holds this image",
+                layout.display(),
+                build.version
+            ),
+        );
+    } else {
+        crate::tools::skopeo::copy_to_oci_layout(
+            &build.image_tag,
+            &layout,
+            &build.version,
+            stage,
+            ev,
+            cancel,
+        )
+        .await?;
+        known.insert(build.version.clone(), build.image_id.clone());
+        crate::paths::write_atomic(&ids, serde_json::to_string_pretty(&known)?.as_bytes())?;
+    }
+    let digest = layout_digest(&layout, &build.version)?.with_context(|| {
+        format!(
+            "skopeo wrote no tag {} into {}",
+            build.version,
+            layout.display()
+        )
+    })?;
+    let previous_stable = layout_digest(&layout, STABLE_TAG)?;
+    if make_stable && previous_stable.as_deref() != Some(digest.as_str()) {
+        // Within one layout the blobs are shared: this only writes a tag.
+        HostCmd::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("oci:{}:{}", layout.display(), build.version))
+            .arg(format!("oci:{}:{STABLE_TAG}", layout.display()))
+            .run(stage, ev, cancel)
+            .await
+            .context("skopeo could not move the stable tag")?;
+        ev.note(
+            stage,
+            format!("{STABLE_TAG} → {} ({})", build.version, short(&digest)),
+        );
+    }
+    Ok(OciPublished {
+        layout,
+        tag: build.version.clone(),
+        stable: make_stable || previous_stable.as_deref() == Some(digest.as_str()),
+        digest,
+        previous_stable,
+    })
+}
+
+fn short(d: &str) -> &str {
+    let d = d.strip_prefix("sha256:").unwrap_or(d);
+    &d[..d.len().min(12)]
+}
+
+/// Kernel arguments bootc puts on the deployment (bootc adds `root=` from the mount spec).
+pub fn kargs() -> Vec<String> {
+    KARGS.iter().map(|k| k.to_string()).collect()
+}
+
+fn meta_path(golden: &Path) -> PathBuf {
+    golden.with_extension("json")
+}
+
+/// The golden disk of this image, if one was completed.
+pub fn find_golden(
+    paths: &Paths,
+    recipe: &str,
+    version: &str,
+    image_id: &str,
+) -> Option<(PathBuf, DiskMeta)> {
+    let p = golden_path(paths, recipe, version, image_id);
+    let meta: DiskMeta =
+        serde_json::from_str(&std::fs::read_to_string(meta_path(&p)).ok()?).ok()?;
+    (p.is_file() && meta.image_id.as_deref() == Some(image_id) && meta.kargs == kargs())
+        .then_some((p, meta))
+}
+
+/// A boot entry (Boot Loader Specification) as ostree writes it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlsEntry {
+    pub title: String,
+    pub linux: String,
+    pub initrd: String,
+    pub options: String,
+}
+
+pub fn parse_bls(text: &str) -> BlsEntry {
+    let mut e = BlsEntry::default();
+    for l in text.lines() {
+        let (k, v) = l.trim().split_once(char::is_whitespace).unwrap_or((l, ""));
+        let v = v.trim().to_string();
+        match k {
+            "title" => e.title = v,
+            "linux" => e.linux = v,
+            "initrd" => e.initrd = v,
+            "options" => e.options = v,
+            _ => {}
+        }
+    }
+    e
+}
+
+/// The syslinux.cfg of one entry (ostree's syslinux backend keeps the head and rewrites the
+/// LABEL blocks on each later deployment).
+pub fn syslinux_cfg(e: &BlsEntry) -> String {
+    format!(
+        "{SYSLINUX_HEAD}DEFAULT {}\nLABEL {}\n\tKERNEL {}\n\tINITRD {}\n\tAPPEND {}\n",
+        e.title, e.title, e.linux, e.initrd, e.options
+    )
+}
+
+/// Make (or reuse) the golden disk of a bootc image (see the module docs).
+pub async fn make_bootc_disk(
+    paths: &Paths,
+    build: &BuildResult,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<DiskResult> {
+    let (recipe, version) = (build.recipe.as_str(), build.version.as_str());
+    let t = StageTimer::start(ev, "disk");
+    let started = std::time::Instant::now();
+    let done = |path: PathBuf, commit: String, cached: bool, t: StageTimer, cold: Option<f64>| {
+        let timing = t.finish(cached);
+        DiskResult {
+            path,
+            recipe: recipe.into(),
+            version: version.into(),
+            commit,
+            cached,
+            cold_secs: cold.unwrap_or(timing.secs),
+            timings: vec![timing],
+        }
+    };
+    if let Some((p, meta)) = find_golden(paths, recipe, version, &build.image_id) {
+        ev.note("disk", format!("reusing {} (image unchanged)", p.display()));
+        return Ok(done(p, meta.commit, true, t, Some(meta.make_secs)));
+    }
+    // The version in the layout is the install's source; `stable` is set only where none is
+    // yet (a drill moves it; a new disk does not undo that).
+    let has_stable = layout_digest(&layout_path(paths, recipe), STABLE_TAG)?.is_some();
+    publish_oci(paths, build, !has_stable, ev, cancel).await?;
+
+    let dir = paths.disks();
+    std::fs::create_dir_all(&dir)?;
+    let _lock = HostLock::acquire("disk", ev, cancel).await?;
+    reap_leftovers(&dir, ev).await;
+    check_free_space(&dir, 3 * GIB, "a golden disk")?;
+    let dest = golden_path(paths, recipe, version, &build.image_id);
+    let name = dest
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let tmp_path = dir.join(format!(".tmp-{name}-{}.raw", fastrand::u32(..)));
+    let mut tmp = TempFile(Some(tmp_path.clone()));
+    let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
+    let mut meta = fill(paths, &tmp_path, mnt.path(), build, ev, cancel).await?;
+    meta.make_secs = started.elapsed().as_secs_f64();
+    std::fs::File::open(&tmp_path)?.sync_all()?;
+    std::fs::rename(&tmp_path, &dest).with_context(|| format!("rename to {}", dest.display()))?;
+    tmp.0 = None;
+    crate::paths::write_atomic(
+        &meta_path(&dest),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )?;
+    let commit = meta.commit.clone();
+    Ok(done(dest, commit, false, t, None))
+}
+
+struct TempFile(Option<PathBuf>);
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn fill(
+    paths: &Paths,
+    file: &Path,
+    mnt: &Path,
+    build: &BuildResult,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<DiskMeta> {
+    let s = "disk";
+    let recipe = build.recipe.as_str();
+    let layout_ = MbrLayout::new(DISK_SIZE, BOOT_SIZE);
+    disk::create_partitioned(file, &layout_, s, ev, cancel).await?;
+    disk::write_mbr(file, &disk::find_mbr_bin()?)?;
+    let boot_loop = LoopDevice::attach(file, layout_.boot, s, ev).await?;
+    let root_loop = LoopDevice::attach(file, layout_.root, s, ev).await?;
+    disk::mkfs_ext4(
+        &boot_loop.dev,
+        BOOT_LABEL,
+        Some("^64bit,^metadata_csum"),
+        s,
+        ev,
+        cancel,
+    )
+    .await?;
+    disk::mkfs_ext4(&root_loop.dev, ROOT_LABEL, None, s, ev, cancel).await?;
+    let boot_uuid = disk::fs_uuid(&boot_loop.dev, s, ev, cancel).await?;
+    let root_mnt = Mount::mount(&root_loop.dev, mnt, None, s, ev).await?;
+    let boot_dir = mnt.join("boot");
+    let boot_mnt = Mount::mount(&boot_loop.dev, &boot_dir, None, s, ev).await?;
+    if cancel.is_cancelled() {
+        return Err(Cancelled.into());
+    }
+
+    // bootc installs itself, from the image itself, reading the version from the layout.
+    let podman = Podman::probe(paths, ev, cancel).await?;
+    let share = paths.update_share();
+    let source = format!("oci:{}", guest_imgref(recipe, &build.version));
+    let target = guest_imgref(recipe, STABLE_TAG);
+    let cname = format!("bootlab-install-{}", fastrand::u64(..));
+    let mut c = podman
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--privileged",
+            "--network=none",
+            "--name",
+            &cname,
+        ])
+        .args(podman.choice.ulimit_args())
+        .args(["--security-opt", "label=disable", "-v", "/dev:/dev"])
+        .arg("-v")
+        .arg(format!("{}:{GUEST_SHARE_DIR}", share.display()))
+        .arg("-v")
+        .arg(format!("{}:/target", mnt.display()))
+        .arg(&build.image_tag)
+        .args(["bootc", "install", "to-filesystem", "--source-imgref"])
+        .arg(&source)
+        .args(["--target-transport", "oci", "--target-imgref"])
+        .arg(&target)
+        .args(["--bootloader", "none", "--skip-finalize"])
+        .arg(format!("--root-mount-spec=LABEL={ROOT_LABEL}"))
+        .arg(format!("--boot-mount-spec=UUID={boot_uuid}"));
+    for k in KARGS {
+        c = c.arg(format!("--karg={k}"));
+    }
+    let r = c.arg("/target").run(s, ev, cancel).await;
+    if r.is_err() {
+        let _ = podman
+            .cmd()
+            .args(["rm", "-f", "--ignore", &cname])
+            .run_unchecked(s, ev, &CancellationToken::new())
+            .await;
+    }
+    r.context("bootc install to-filesystem failed")?;
+
+    // The deployment bootc made, and its boot entry → syslinux.
+    let deploy_dir = mnt.join(format!("ostree/deploy/{STATEROOT}/deploy"));
+    let commit = std::fs::read_dir(&deploy_dir)
+        .with_context(|| format!("bootc left no {}", deploy_dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".0").map(str::to_string)
+        })
+        .next()
+        .context("bootc made no deployment")?;
+    let entries = boot_dir.join("loader/entries");
+    let entry = std::fs::read_dir(&entries)
+        .with_context(|| format!("bootc wrote no {}", entries.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "conf"))
+        .context("bootc wrote no boot entry")?;
+    let bls = parse_bls(&std::fs::read_to_string(&entry)?);
+    if bls.linux.is_empty() || bls.initrd.is_empty() || !bls.options.contains("ostree=") {
+        bail!("unexpected boot entry {}: {bls:?}", entry.display());
+    }
+    ev.note(
+        s,
+        format!("boot entry {}: {}", entry.display(), bls.options),
+    );
+    // boot/loader is ostree's symlink to loader.N: the config goes beside the entries, as the
+    // syslinux backend expects, and boot/syslinux/syslinux.cfg points at it.
+    std::fs::write(boot_dir.join("loader/syslinux.cfg"), syslinux_cfg(&bls))?;
+    std::fs::create_dir_all(boot_dir.join("syslinux"))?;
+    std::os::unix::fs::symlink(
+        "../loader/syslinux.cfg",
+        boot_dir.join("syslinux/syslinux.cfg"),
+    )?;
+    HostCmd::new("ostree")
+        .arg(format!("--repo={}", mnt.join("ostree/repo").display()))
+        .args(["config", "set", "sysroot.bootloader", "syslinux"])
+        .run(s, ev, cancel)
+        .await?;
+    disk::extlinux_install(&boot_dir.join("syslinux"), s, ev, cancel).await?;
+
+    HostCmd::new("sync")
+        .arg("-f")
+        .arg(mnt)
+        .run(s, ev, cancel)
+        .await?;
+    boot_mnt.unmount(s, ev).await?;
+    root_mnt.unmount(s, ev).await?;
+    root_loop.detach(s, ev).await?;
+    boot_loop.detach(s, ev).await?;
+    Ok(DiskMeta {
+        recipe: recipe.into(),
+        version: build.version.clone(),
+        commit,
+        stateroot: STATEROOT.into(),
+        root_label: ROOT_LABEL.into(),
+        boot_label: BOOT_LABEL.into(),
+        remote: "oci".into(),
+        remote_url: target,
+        branch: String::new(),
+        kargs: kargs(),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        make_secs: 0.0,
+        image_id: Some(build.image_id.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bls_entry_to_syslinux() {
+        let e = parse_bls(
+            "title Debian GNU/Linux 13 (trixie) (ostree:0)\nversion 1\noptions root=LABEL=bootlab-root rw ostree=/ostree/boot.1/default/abc/0\nlinux /ostree/default-abc/vmlinuz-6.12\ninitrd /ostree/default-abc/initramfs-6.12.img\n",
+        );
+        assert_eq!(e.linux, "/ostree/default-abc/vmlinuz-6.12");
+        let cfg = syslinux_cfg(&e);
+        assert!(cfg.starts_with(SYSLINUX_HEAD), "{cfg}");
+        // As ostree's syslinux backend writes it: DEFAULT names the first LABEL.
+        assert!(cfg.contains(
+            "DEFAULT Debian GNU/Linux 13 (trixie) (ostree:0)\nLABEL Debian GNU/Linux 13 (trixie) (ostree:0)\n"
+        ));
+        assert!(
+            cfg.contains(
+                "\tAPPEND root=LABEL=bootlab-root rw ostree=/ostree/boot.1/default/abc/0\n"
+            )
+        );
+    }
+
+    #[test]
+    fn layout_digest_by_tag() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(layout_digest(t.path(), "v1").unwrap(), None);
+        std::fs::write(
+            t.path().join("index.json"),
+            r#"{"schemaVersion":2,"manifests":[{"digest":"sha256:aa","annotations":{"org.opencontainers.image.ref.name":"v1"}},{"digest":"sha256:bb","annotations":{"org.opencontainers.image.ref.name":"stable"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            layout_digest(t.path(), "v1").unwrap().as_deref(),
+            Some("sha256:aa")
+        );
+        assert_eq!(
+            layout_digest(t.path(), "stable").unwrap().as_deref(),
+            Some("sha256:bb")
+        );
+        assert_eq!(layout_digest(t.path(), "v2").unwrap(), None);
+        assert_eq!(guest_imgref("d", "stable"), "/var/mnt/share/d.oci:stable");
+    }
+}
