@@ -355,7 +355,10 @@ fn bootc_every_fixture_parses() {
             }
         }
     }
-    assert_eq!(n, 19, "16 upstream + 3 derived fixtures");
+    assert_eq!(
+        n, 21,
+        "16 upstream + 3 derived fixtures + 2 captured live from a debian-bootc guest"
+    );
 }
 
 #[test]
