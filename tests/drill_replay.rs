@@ -78,8 +78,14 @@ fn bootc_published(version: &str) -> Published {
 }
 
 fn with_verification(g: ReplayGuest) -> ReplayGuest {
+    with_verification_etc(g, ExecOutput::ok(format!("{TOKEN}\n")))
+}
+
+/// The same, with what the guest's /etc marker read answers (after a bootc rollback the old
+/// deployment boots with its own /etc, which never saw the marker: checked on a real guest).
+fn with_verification_etc(g: ReplayGuest, etc_out: ExecOutput) -> ReplayGuest {
     let [etc, var, touch]: [Vec<String>; 3] = verify_argvs().try_into().unwrap();
-    g.exec_owned(etc, ExecOutput::ok(format!("{TOKEN}\n")))
+    g.exec_owned(etc, etc_out)
         .exec_owned(var, ExecOutput::ok(format!("{TOKEN}\n")))
         .exec_owned(
             touch,
@@ -225,7 +231,7 @@ async fn bootc_upgrade_with_nothing_staged_fails_before_rebooting() {
 
 #[tokio::test]
 async fn bootc_rollback_passes() {
-    let mut g = with_verification(
+    let mut g = with_verification_etc(
         ReplayGuest::new()
             .exec(STATUS, bootc_json("derived/upgraded-after-reboot.yaml"))
             .exec_owned(marker_argv(TOKEN), ExecOutput::ok(""))
@@ -236,6 +242,10 @@ async fn bootc_rollback_passes() {
             .exec(STATUS, bootc_json("derived/rollback-queued.yaml"))
             .reboot()
             .exec(STATUS, bootc_json("derived/rolled-back-after-reboot.yaml")),
+        ExecOutput::failed(
+            1,
+            "cat: /etc/bootlab-drill/marker: No such file or directory\n",
+        ),
     );
     let mut h = ReplayHost::new(vec![]);
     let r = drive(&spec(DrillKind::Rollback, Family::Bootc), &mut g, &mut h).await;

@@ -161,14 +161,14 @@ broken_case!(
     unknown_recipe,
     "unknown-recipe.toml",
     [
-        "unknown-recipe.toml:14:36: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-minimal, debian-web, fedora-bootc-core)"
+        "unknown-recipe.toml:14:36: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, fedora-bootc-core)"
     ]
 );
 broken_case!(
     unknown_lab_recipe,
     "unknown-lab-recipe.toml",
     [
-        "unknown-lab-recipe.toml:8:10: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-minimal, debian-web, fedora-bootc-core)"
+        "unknown-lab-recipe.toml:8:10: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, fedora-bootc-core)"
     ]
 );
 broken_case!(

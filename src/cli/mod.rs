@@ -19,10 +19,15 @@ mod vm;
 )]
 pub struct Cli {
     /// Your own recipes folder (default: <data>/recipes), listed beside the shipped ones.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long = "recipes",
+        id = "user_recipes",
+        global = true,
+        value_name = "DIR"
+    )]
     pub recipes: Option<std::path::PathBuf>,
     /// Your own labs folder (default: <data>/labs), listed beside the shipped ones.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long = "labs", id = "user_labs", global = true, value_name = "DIR")]
     pub labs: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -143,4 +148,22 @@ pub(crate) fn print_events(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod global_flag_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--labs DIR` / `--recipes DIR` are global: they must not clash with a subcommand's own
+    /// `labs`/`recipes` arguments (a clash panics only when that subcommand is parsed).
+    #[test]
+    fn global_folders_parse_beside_every_subcommand() {
+        Cli::command().debug_assert();
+        let c =
+            Cli::try_parse_from(["bootlab", "lab", "selftest", "tour", "--labs", "/d"]).unwrap();
+        assert_eq!(c.labs.as_deref(), Some(std::path::Path::new("/d")));
+        let c = Cli::try_parse_from(["bootlab", "--recipes", "/r", "recipe", "list"]).unwrap();
+        assert_eq!(c.recipes.as_deref(), Some(std::path::Path::new("/r")));
+    }
 }
