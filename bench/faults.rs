@@ -147,6 +147,16 @@ fn alive(pid: i32) -> bool {
         && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// `vm up` from the booted snapshot (a kept VM restarts from its own disk's snapshot).
+fn up_argv(name: &str, keep: bool) -> Vec<&str> {
+    let mut a = vec!["vm", "up", RECIPE, "--name", name];
+    if keep {
+        a.push("--keep");
+    }
+    a.extend(["--from-snapshot", "booted"]);
+    a
+}
+
 fn clean_up(name: &str) {
     let _ = run(&["vm", "down", name, "--force"]);
     let _ = run(&["vm", "rm", name]);
@@ -171,15 +181,7 @@ fn kill_cli(runs: u32, rng: &mut Lcg) -> Tally {
     let name = "fault-cli";
     clean_up(name);
     let t0 = Instant::now();
-    let (ok, _, err) = run(&[
-        "vm",
-        "up",
-        RECIPE,
-        "--name",
-        name,
-        "--from-snapshot",
-        "booted",
-    ]);
+    let (ok, _, err) = run(&up_argv(name, false));
     assert!(ok, "a start without faults must work first: {err}");
     let full = t0.elapsed();
     clean_up(name);
@@ -191,15 +193,7 @@ fn kill_cli(runs: u32, rng: &mut Lcg) -> Tally {
     for i in 0..runs {
         let at = full.mul_f64(rng.next_f64());
         let mut child = bootlab()
-            .args([
-                "vm",
-                "up",
-                RECIPE,
-                "--name",
-                name,
-                "--from-snapshot",
-                "booted",
-            ])
+            .args(up_argv(name, false))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -268,30 +262,12 @@ fn kill_supervisor(runs: u32) -> Tally {
     let mut t = Tally::new("kill -9 a VM's supervisor");
     let name = "fault-sup";
     clean_up(name);
-    let (ok, _, err) = run(&[
-        "vm",
-        "up",
-        RECIPE,
-        "--name",
-        name,
-        "--keep",
-        "--from-snapshot",
-        "booted",
-    ]);
+    let (ok, _, err) = run(&up_argv(name, true));
     assert!(ok, "first start: {err}");
     for i in 0..runs {
         if i > 0 {
             // The kept VM starts again from its disk's own booted snapshot (seconds).
-            let (ok, _, err) = run(&[
-                "vm",
-                "up",
-                RECIPE,
-                "--name",
-                name,
-                "--keep",
-                "--from-snapshot",
-                "booted",
-            ]);
+            let (ok, _, err) = run(&up_argv(name, true));
             if !ok {
                 t.record(Err(format!("could not start again: {}", err.trim())));
                 continue;
@@ -347,16 +323,7 @@ fn powercut(runs: u32) -> Tally {
     let mut t = Tally::new("power cut during an upgrade");
     let name = "fault-cut";
     clean_up(name);
-    let (ok, _, err) = run(&[
-        "vm",
-        "up",
-        RECIPE,
-        "--name",
-        name,
-        "--keep",
-        "--from-snapshot",
-        "booted",
-    ]);
+    let (ok, _, err) = run(&up_argv(name, true));
     assert!(ok, "first start: {err}");
     for i in 0..runs {
         let (_, out, err) = run(&["drill", "powercut", name, "--at", "random", "--json"]);

@@ -59,15 +59,7 @@ pub fn create(dir: &Path, name: &str, from: Option<&Recipe>) -> Result<Recipe> {
 }
 
 fn copy_recipe(r: &Recipe, to: &Path, name: &str) -> Result<()> {
-    for e in std::fs::read_dir(&r.dir)? {
-        let e = e?;
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()))?;
-        } else {
-            std::fs::copy(&p, to.join(e.file_name()))?;
-        }
-    }
+    copy_dir(&r.dir, to)?;
     // The name must match the folder; the rest of recipe.toml stays as it was.
     let toml_path = to.join("recipe.toml");
     let src = std::fs::read_to_string(&toml_path)?;
