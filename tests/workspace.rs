@@ -2,6 +2,8 @@
 //! in), a learner's own recipes live in their folder beside the shipped ones, and
 //! `bootlab recipe new` makes one that builds.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -133,4 +135,68 @@ fn own_recipes_sit_beside_the_shipped_ones() {
     assert!(own.join("demo/recipe.toml").is_file());
     let list = ok(bootlab(exe, &home).args(["--recipes", own.to_str().unwrap(), "recipe", "list"]));
     assert!(list.contains("demo") && !list.contains("webby"), "{list}");
+}
+
+/// `bootlab recipe lint` on a learner's recipe that makes the classic mistakes: content under
+/// /var (the nginx pitfall) and a unit in /etc/systemd/system. Real podman, real build.
+#[test]
+fn lint_explains_a_learners_mistakes() {
+    if !common::require_root() {
+        return;
+    }
+    let _heavy = common::heavy_lock();
+    let t = tempfile::tempdir().unwrap();
+    let recipes = t.path().join("recipes");
+    let exe = Path::new(env!("CARGO_BIN_EXE_bootlab"));
+    let home = common::shared_home();
+    let run = |args: &[&str]| {
+        let mut c = bootlab(exe, &home);
+        c.arg("--recipes").arg(&recipes).args(args);
+        c
+    };
+    // A name of its own per run: the image tag is global to podman.
+    let name = format!("linty{}", std::process::id());
+    ok(&mut run(&["recipe", "new", &name]));
+    let err = fails(&mut run(&["recipe", "lint", &name]));
+    assert!(err.contains("not built yet"), "{err}");
+    let cf = recipes.join(&name).join("Containerfile");
+    let mut src = std::fs::read_to_string(&cf).unwrap();
+    src.push_str(
+        "RUN mkdir -p /var/www/html && echo hi > /var/www/html/index.html\n\
+         RUN printf '[Unit]\\nDescription=web\\n' > /etc/systemd/system/web.service\n",
+    );
+    std::fs::write(&cf, src).unwrap();
+    ok(&mut run(&["image", "build", &name]));
+    let out = ok(&mut run(&["recipe", "lint", &name, "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let finding = |rule: &str| {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == rule)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {rule} finding in {out}"))
+    };
+    let var = finding("var-content");
+    assert_eq!(var["details"][0], "/var/www/html/index.html", "{out}");
+    assert!(var["why"].as_str().unwrap().contains("/usr/lib/tmpfiles.d"));
+    let etc = finding("etc-defaults");
+    assert!(
+        etc["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("→ /usr/lib/systemd/system/web.service"),
+        "{out}"
+    );
+    finding("ssh-passwords");
+    // The text report shows the same, with the why under each finding.
+    let text = ok(&mut run(&["recipe", "lint", &name]));
+    assert!(
+        text.contains("warning var-content (bootlab)") && text.contains("  why: "),
+        "{text}"
+    );
+    let _ = std::process::Command::new("podman")
+        .args(["rmi", "-f", &format!("localhost/bootlab/{name}:v1")])
+        .output();
 }

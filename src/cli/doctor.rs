@@ -64,7 +64,7 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Wrap `text` to `width` columns, every line after the first indented by `indent` spaces.
-fn wrap(text: &str, width: usize, indent: usize) -> String {
+pub(super) fn wrap(text: &str, width: usize, indent: usize) -> String {
     let mut out = String::new();
     let mut col = 0;
     for word in text.split_whitespace() {

@@ -45,7 +45,7 @@ pub enum DiskCmd {
 }
 
 /// Run `f` with an emitter printing to stderr and Ctrl-C cancelling the job.
-fn with_job<T>(
+pub(super) fn with_job<T>(
     verbose: bool,
     f: impl AsyncFnOnce(&Emitter, &CancellationToken) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {

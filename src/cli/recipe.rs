@@ -24,6 +24,17 @@ pub enum RecipeCmd {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Lint a built image: `bootc container lint` (bootc family) and bootlab's own checks, each
+    /// finding with why it matters on an image-based OS. Exits 1 on a fatal finding.
+    Lint {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long)]
+        verbose: bool,
+    },
 }
 
 pub fn run(c: RecipeCmd) -> anyhow::Result<ExitCode> {
@@ -77,8 +88,59 @@ pub fn run(c: RecipeCmd) -> anyhow::Result<ExitCode> {
             println!("  build  bootlab image build {}", r.name());
             println!("  boot   bootlab vm up {}", r.name());
         }
+        RecipeCmd::Lint {
+            name,
+            version,
+            json,
+            verbose,
+        } => {
+            let r = recipe::find(&name)?;
+            let v = r.resolve_version(version.as_deref())?.clone();
+            let paths = crate::paths::Paths::from_env();
+            paths.ensure()?;
+            let report = super::image::with_job(verbose, async |ev, cancel| {
+                let podman = crate::tools::podman::Podman::probe(&paths, ev, cancel).await?;
+                recipe::lint::lint(&podman, &r, &v, ev, cancel).await
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render_lint(&report));
+            }
+            if !report.passed() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A lint report for a terminal: each finding, its paths, and why (wrapped at 78 columns).
+pub fn render_lint(r: &recipe::lint::LintReport) -> String {
+    use recipe::lint::{Level, Source};
+    let mut o = format!("lint {} ({})\n", r.image, r.family);
+    for s in &r.bootc_summary {
+        o.push_str(&format!("  bootc container lint: {s}\n"));
+    }
+    if r.findings.is_empty() {
+        o.push_str("  no findings\n");
+    }
+    for f in &r.findings {
+        let level = match f.level {
+            Level::Fatal => "FATAL",
+            Level::Warning => "warning",
+        };
+        let by = match f.source {
+            Source::Bootc => "bootc",
+            Source::Bootlab => "bootlab",
+        };
+        o.push_str(&format!("\n{level} {} ({by}): {}\n", f.rule, f.message));
+        for d in &f.details {
+            o.push_str(&format!("    {d}\n"));
+        }
+        o.push_str(&format!("  why: {}\n", super::doctor::wrap(&f.why, 70, 7)));
+    }
+    o
 }
 
 /// The recipe as stored, plus the derived facts a UI shows.

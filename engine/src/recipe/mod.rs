@@ -3,6 +3,7 @@
 //! A recipe names its family (the offline `debian-ostree` pipeline, or real `bootc`), its base
 //! image, the versions an upgrade drill moves between, and what the guest offers.
 
+pub mod lint;
 pub mod scaffold;
 
 use crate::diag::FileError;

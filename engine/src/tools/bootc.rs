@@ -47,12 +47,7 @@ pub async fn container_lint(
     cancel: &CancellationToken,
 ) -> Result<LintReport> {
     let out = podman
-        .cmd()
-        .args(["run", "--rm", "--network=none"])
-        .args(podman.choice.ulimit_args())
-        .args([image, "bootc", "container", "lint"])
-        .capture()
-        .run_unchecked(stage, ev, cancel)
+        .run_capture(image, &["bootc", "container", "lint"], stage, ev, cancel)
         .await?;
     // Warnings and the summary go to stdout, fatal findings to stderr: show both.
     let mut text = out.stdout.clone();

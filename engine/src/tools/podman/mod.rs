@@ -42,6 +42,17 @@ fn tail_text(tail: &[String]) -> String {
     }
 }
 
+/// Paths one image has on top of another (`podman image diff --format json`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct ImageDiff {
+    #[serde(default)]
+    pub added: Vec<String>,
+    #[serde(default)]
+    pub changed: Vec<String>,
+    #[serde(default)]
+    pub deleted: Vec<String>,
+}
+
 /// Parse podman's `STEP 3/7: RUN …` progress line into (3, 7, "RUN …").
 pub fn parse_step(line: &str) -> Option<(u64, u64, String)> {
     let rest = line.strip_prefix("STEP ")?;
@@ -308,6 +319,43 @@ impl Podman {
                 .await;
         }
         r.map(|_| ())
+    }
+
+    /// Run `argv` in a throw-away container of `image` (no network, nothing mounted) and capture
+    /// what it prints; the exit status is the caller's to judge.
+    pub async fn run_capture(
+        &self,
+        image: &str,
+        argv: &[&str],
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<crate::tools::cmd::CmdOutput> {
+        self.cmd()
+            .args(["run", "--rm", "--network=none"])
+            .args(self.choice.ulimit_args())
+            .arg(image)
+            .args(argv.iter().copied())
+            .capture()
+            .run_unchecked(stage, ev, cancel)
+            .await
+    }
+
+    /// What `image` added, changed and deleted on top of `base` (`podman image diff`).
+    pub async fn image_diff(
+        &self,
+        image: &str,
+        base: &str,
+        cancel: &CancellationToken,
+    ) -> Result<ImageDiff> {
+        let out = self
+            .cmd()
+            .args(["image", "diff", "--format", "json", image, base])
+            .capture()
+            .run("podman", &Emitter::null(), cancel)
+            .await?;
+        serde_json::from_str(&out.stdout)
+            .with_context(|| format!("reading `podman image diff {image} {base}`"))
     }
 
     /// `podman export` a container's rootfs to a tarball.
