@@ -636,3 +636,43 @@ fn lab_progress_survives_a_restart() {
     b.update(Action::Enter);
     assert_eq!(b.labs.current(), Some(("first-boot".into(), 1)));
 }
+
+/// After a build the build panel lists the lint's findings (their why goes to the build log).
+#[test]
+fn build_panel_shows_the_lint() {
+    use bootlab::recipe::lint::{Probe, guest_findings};
+    let mut a = app();
+    a.update(Action::Build);
+    // What the lint probe printed in the real debian-minimal v1 image.
+    let probe = Probe::parse(
+        "agent=/usr/sbin/qemu-ga\nsshd=1\npasswordauthentication=yes\n\
+         hostkey=/etc/ssh/ssh_host_ed25519_key\nroot=password\n",
+    );
+    let report = bootlab::recipe::lint::LintReport {
+        recipe: "debian-minimal".into(),
+        version: "v1".into(),
+        image: "localhost/bootlab/debian-minimal:v1".into(),
+        family: bootlab::recipe::Family::DebianOstree,
+        bootc_summary: vec![],
+        findings: guest_findings(&probe, ""),
+    };
+    a.on_msg(Msg::JobDone {
+        kind: JobKind::Build {
+            recipe: "debian-minimal".into(),
+            version: "v1".into(),
+        },
+        result: Ok(JobOutput::Built {
+            summary: "localhost/bootlab/debian-minimal:v1".into(),
+            lint: Some(report),
+        }),
+    });
+    let s = screen(&a);
+    for want in [
+        "lint (why: log)",
+        "⚠ssh-passwords",
+        "⚠ssh-host-keys",
+        "⚠version-label",
+    ] {
+        assert!(s.contains(want), "{want} missing:\n{s}");
+    }
+}

@@ -104,6 +104,12 @@ pub enum Effect {
 pub enum JobOutput {
     /// Nothing beyond the events already shown; the string is a one-line summary.
     Done(String),
+    /// A build finished: its summary and what the lint of the built image found (None when the
+    /// lint could not run; the build still counts).
+    Built {
+        summary: String,
+        lint: Option<crate::recipe::lint::LintReport>,
+    },
     Vm(Option<VmInfo>),
     Deployments(Vec<DeploymentRow>),
     Diff(DiffView),
@@ -474,6 +480,10 @@ impl App {
             (JobKind::Build { .. }, r) => {
                 self.recipes.build.outcome = Some(r.map(|o| match o {
                     JobOutput::Done(s) => s,
+                    JobOutput::Built { summary, lint } => {
+                        self.recipes.build.lint = lint;
+                        summary
+                    }
                     _ => String::new(),
                 }));
             }

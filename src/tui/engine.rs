@@ -221,7 +221,7 @@ async fn build(
 ) -> anyhow::Result<JobOutput> {
     let t = Target::new(recipe_of(input)?, Some(version))?;
     let d = workflow::ensure_disk(paths, &t, ev, cancel).await?.disk;
-    Ok(JobOutput::Done(format!(
+    let summary = format!(
         "{} · commit {} · disk {}",
         t.recipe.image_tag(&t.version.id),
         &d.commit[..d.commit.len().min(12)],
@@ -229,7 +229,30 @@ async fn build(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
-    )))
+    );
+    // The lint teaches; it never fails a build that worked (its error goes to the log).
+    let lint = async {
+        let podman = crate::tools::podman::Podman::probe(paths, ev, cancel).await?;
+        crate::recipe::lint::lint(&podman, &t.recipe, &t.version, ev, cancel).await
+    }
+    .await;
+    let lint = match lint {
+        Ok(r) => {
+            for f in &r.findings {
+                ev.note("lint", format!("{:?} {}: {}", f.level, f.rule, f.message));
+                for d in &f.details {
+                    ev.note("lint", format!("    {d}"));
+                }
+                ev.note("lint", format!("  why: {}", f.why));
+            }
+            Some(r)
+        }
+        Err(e) => {
+            ev.note("lint", format!("the lint could not run: {e:#}"));
+            None
+        }
+    };
+    Ok(JobOutput::Built { summary, lint })
 }
 
 /// The name the TUI gives a recipe's VM (the engine's one naming rule).

@@ -22,6 +22,8 @@ pub struct BuildState {
     pub gauge: Option<(u64, u64, String)>,
     pub stages: Vec<StageRow>,
     pub outcome: Option<Result<String, String>>,
+    /// The lint of the built image (each finding's why is in the build log).
+    pub lint: Option<crate::recipe::lint::LintReport>,
 }
 
 impl BuildState {
@@ -335,18 +337,16 @@ fn draw_build(v: &RecipesView, f: &mut Frame, area: Rect) {
             .gauge_style(Style::new().fg(Color::Cyan).bg(Color::Black)),
         rows[1],
     );
-    let mut lines: Vec<Line> = b
-        .stages
-        .iter()
-        .map(|s| {
-            let t = match s.secs {
-                Some(x) => fmt_secs(x),
-                None => "…".into(),
-            };
-            let c = if s.cached { " cached" } else { "" };
-            Line::raw(format!("{:<14}{:>7}{c}", s.stage, t))
-        })
-        .collect();
+    // The lint first: after a build it is what the learner should act on.
+    let mut lines: Vec<Line> = b.lint.iter().map(lint_line).collect();
+    lines.extend(b.stages.iter().map(|s| {
+        let t = match s.secs {
+            Some(x) => fmt_secs(x),
+            None => "…".into(),
+        };
+        let c = if s.cached { " cached" } else { "" };
+        Line::raw(format!("{:<14}{:>7}{c}", s.stage, t))
+    }));
     let total: f64 = b.stages.iter().filter_map(|s| s.secs).sum();
     if !b.stages.is_empty() {
         lines.push(Line::styled(
@@ -366,4 +366,24 @@ fn draw_build(v: &RecipesView, f: &mut Frame, area: Rect) {
         None => {}
     }
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), rows[2]);
+}
+
+/// The lint after a build, in one wrapped line (the why of each finding is in the build log).
+pub fn lint_line(l: &crate::recipe::lint::LintReport) -> Line<'static> {
+    use crate::recipe::lint::Level;
+    if l.findings.is_empty() {
+        return Line::styled("lint ✔ no findings", Style::new().fg(Color::LightGreen));
+    }
+    let mut spans = vec![Span::styled("lint (why: log)", Style::new().bold())];
+    for f in &l.findings {
+        let (mark, color) = match f.level {
+            Level::Fatal => ("✘", Color::LightRed),
+            Level::Warning => ("⚠", Color::Yellow),
+        };
+        spans.push(Span::styled(
+            format!(" {mark}{}", f.rule),
+            Style::new().fg(color),
+        ));
+    }
+    Line::from(spans)
 }
