@@ -54,10 +54,26 @@ async fn probe_timeout_kills_qemu() {
 /// The verdict on this machine, stated only from facts read here.
 #[tokio::test]
 async fn kvm_probe_verdict_is_consistent() {
-    let p = kvm_probe::probe(&Emitter::null(), &CancellationToken::new())
+    let (ev, mut rx) = Emitter::channel();
+    let p = kvm_probe::probe(&ev, &CancellationToken::new())
         .await
         .unwrap();
+    drop(ev);
     eprintln!("{}", serde_json::to_string_pretty(&p).unwrap());
+    // QEMU's stderr (a KVM failure's register dump) stays in the record, out of the caller's
+    // pane; the caller sees the commands and one line per failed run.
+    while let Some(s) = rx.recv().await {
+        if let bootlab::events::Event::Log { stream, line, .. } = &s.event {
+            assert_ne!(
+                *stream,
+                bootlab::events::Stream::Stderr,
+                "QEMU's stderr reached the caller: {line}"
+            );
+        }
+    }
+    for r in p.kvm_runs.iter().filter(|r| r.error.is_some()) {
+        assert!(!r.qemu_stderr.is_empty(), "{r:#?}");
+    }
     assert_eq!(p.present, std::path::Path::new("/dev/kvm").exists());
     assert!(p.tcg_run.as_ref().unwrap().passed, "{p:#?}");
     assert!(!p.reason.is_empty());

@@ -201,6 +201,20 @@ impl App {
             .collect()
     }
 
+    /// Switch views. Entering Deployments reads them when none were read yet and a VM runs
+    /// (nobody should have to press `r` to see what a ready guest has).
+    fn enter_tab(&mut self, t: Tab) -> Vec<Effect> {
+        self.tab = t;
+        if t == Tab::Deployments
+            && self.deploy.refreshed.is_none()
+            && self.job.is_none()
+            && !self.running_vms().is_empty()
+        {
+            return self.start(JobKind::Refresh);
+        }
+        vec![]
+    }
+
     fn start(&mut self, kind: JobKind) -> Vec<Effect> {
         if let Some(j) = &self.job {
             self.status = Some(format!(
@@ -235,9 +249,9 @@ impl App {
                 }
                 None => self.status = Some("no job is running (q quits)".into()),
             },
-            Action::NextTab => self.tab = self.tab.next(),
-            Action::PrevTab => self.tab = self.tab.prev(),
-            Action::GoTab(t) => self.tab = t,
+            Action::NextTab => return self.enter_tab(self.tab.next()),
+            Action::PrevTab => return self.enter_tab(self.tab.prev()),
+            Action::GoTab(t) => return self.enter_tab(t),
             Action::ToggleHelp => {
                 self.modal = match self.modal {
                     Some(Modal::Help) => None,
@@ -663,6 +677,26 @@ mod tests {
             a.recipes.selected().map(|r| r.name()),
             Some(crate::recipe::DEFAULT_RECIPE)
         );
+    }
+
+    #[test]
+    fn deployments_are_read_on_entry_when_a_vm_runs() {
+        let mut a = app();
+        // No VM: nothing to read.
+        assert_eq!(a.update(Action::GoTab(Tab::Deployments)), vec![]);
+        a.update(Action::GoTab(Tab::Recipes));
+        a.vm.vm = Some(VmInfo::running_for_test("debian-minimal"));
+        assert_eq!(
+            a.update(Action::GoTab(Tab::Deployments)),
+            vec![Effect::Start(JobKind::Refresh)]
+        );
+        a.on_msg(Msg::JobDone {
+            kind: JobKind::Refresh,
+            result: Ok(JobOutput::Deployments(vec![])),
+        });
+        // Read once; `r` reads again.
+        a.update(Action::GoTab(Tab::Recipes));
+        assert_eq!(a.update(Action::GoTab(Tab::Deployments)), vec![]);
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub struct PayloadRun {
     pub reached: String,
     /// QEMU's own complaint (first stderr lines), e.g. "KVM internal error. Suberror: 1".
     pub error: Option<String>,
+    /// Everything QEMU printed on stderr (up to 200 lines: a KVM failure's register dump).
+    #[serde(default)]
+    pub qemu_stderr: Vec<String>,
 }
 
 /// The probe's verdict: what `vm up` needs to choose KVM or TCG, and what doctor reports.
@@ -328,6 +331,9 @@ pub async fn run_payload(
             if stderr.len() < 200 && !line.trim().is_empty() {
                 stderr.push(line.trim().to_string());
             }
+            // QEMU's stderr (a KVM failure is a 30-line register dump) stays in the probe's
+            // record and log, not in the caller's pane: the caller gets the verdict line.
+            return hit;
         }
         ev.emit(s.event);
         hit
@@ -398,6 +404,17 @@ pub async fn run_payload(
             .or(stderr.first())
             .cloned()
     };
+    if let Some(e) = &error {
+        ev.note(
+            STAGE,
+            format!(
+                "{} {}: {e} (QEMU's full report: `bootlab doctor --json`, {})",
+                accel.name(),
+                cpu.unwrap_or("default cpu"),
+                LOG_NAME
+            ),
+        );
+    }
     Ok(PayloadRun {
         accel: accel.name().into(),
         cpu: cpu.unwrap_or_default().into(),
@@ -409,6 +426,7 @@ pub async fn run_payload(
         serial,
         reached,
         error,
+        qemu_stderr: stderr,
     })
 }
 
@@ -476,12 +494,14 @@ pub async fn run_kernel(
             tokio::select! {
                 r = &mut run => break r,
                 Some(s) = rx.recv() => {
-                    if let Event::Log { stream: Stream::Stderr, line, .. } = &s.event
-                        && stderr.len() < 50
-                    {
-                        stderr.push(line.trim().to_string());
+                    if let Event::Log { stream: Stream::Stderr, line, .. } = &s.event {
+                        // Kept for the verdict (and the probe's log), not shown in the pane.
+                        if stderr.len() < 50 {
+                            stderr.push(line.trim().to_string());
+                        }
+                    } else {
+                        ev.emit(s.event);
                     }
-                    ev.emit(s.event);
                 }
                 _ = tick.tick(), if !killed => {
                     let text = std::fs::read(&serial).unwrap_or_default();
@@ -711,7 +731,30 @@ pub fn store(paths: &Paths, probe: &KvmProbe) -> Result<()> {
         &cache_file(paths),
         serde_json::to_string_pretty(&p)?.as_bytes(),
     )?;
+    crate::paths::write_atomic(&paths.probes().join(LOG_NAME), log_text(&p).as_bytes())?;
     Ok(())
+}
+
+/// The probe's log beside its verdict: what QEMU printed in each run.
+pub const LOG_NAME: &str = "kvm-probe.log";
+
+fn log_text(p: &KvmProbe) -> String {
+    let mut o = format!("KVM probe {} — {}\n", p.probed_at, p.reason);
+    for r in p.kvm_runs.iter().chain(&p.tcg_run) {
+        o.push_str(&format!(
+            "\n== {} cpu={} passed={} {:.1}s reached: {}\n",
+            r.accel,
+            if r.cpu.is_empty() { "default" } else { &r.cpu },
+            r.passed,
+            r.secs,
+            r.reached
+        ));
+        for l in &r.qemu_stderr {
+            o.push_str(l);
+            o.push('\n');
+        }
+    }
+    o
 }
 
 /// The cached verdict when it is still valid, else a fresh [`probe`] (which is then cached).
