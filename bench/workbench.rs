@@ -6,7 +6,9 @@
 //! What it compares:
 //! 1. rebuilding a recipe after an edit (podman build + export + OSTree convert + commit) vs
 //!    building it again unchanged (cache hit);
-//! 2. making a golden disk for a new commit vs asking for it again (cache hit);
+//! 2. making a golden disk for a new commit vs asking for it again (cache hit), and that same
+//!    disk vs a plain copy of the commit's rootfs bytes into an ext4 image (`mkfs.ext4 -d`;
+//!    goal: bootlab within 1.5× of it);
 //! 3. a cold boot to a ready guest agent vs starting from the cached booted snapshot (goal ≥ 10×);
 //! 4. memory of the TUI's bounded log pane vs keeping every line, after a long build log;
 //! 5. a reboot of a booted guest (to the guest agent answering again), beside the cold boot;
@@ -14,7 +16,8 @@
 //!    1M lines, and the time to the first frame (loading recipes and labs, one draw).
 //!
 //! Each row prints its goal and whether it was met; a missed goal makes the run exit 1.
-//! `BOOTLAB_BENCH=tui` runs only the TUI rows (no root, no VM, seconds).
+//! `BOOTLAB_BENCH=tui` runs only the TUI rows (no root, no VM, seconds); `BOOTLAB_BENCH=disk`
+//! the build and disk rows and the TUI rows (no VM, a minute or two).
 //!
 //! Needs root and the host packages (`bash .ci/setup`), like the offline pipeline itself.
 
@@ -64,6 +67,8 @@ enum Goal {
     AtMost(f64),
     /// The fast path's value at least this (a rate).
     AtLeast(f64),
+    /// bootlab (the "slow" column) within this factor of a plain baseline (the "fast" column).
+    RatioAtMost(f64),
 }
 
 struct Row {
@@ -95,11 +100,12 @@ fn main() {
         .unwrap();
     let paths = Paths::from_env();
     paths.ensure().unwrap();
-    let only_tui = std::env::var("BOOTLAB_BENCH").as_deref() == Ok("tui");
-    let mut rows = if only_tui {
-        Vec::new()
-    } else {
-        rt.block_on(run(&paths))
+    let only = std::env::var("BOOTLAB_BENCH").unwrap_or_default();
+    let mut rows = match only.as_str() {
+        "tui" => Vec::new(),
+        // The build and disk rows only: no VM (a minute or two).
+        "disk" => rt.block_on(build_and_disk(&paths)).0,
+        _ => rt.block_on(run(&paths)),
     };
     rows.extend(tui_rows(&paths));
     println!(
@@ -113,6 +119,7 @@ fn main() {
             Some(Goal::RatioAtLeast(g)) => (ratio >= g, format!(">= {g}x")),
             Some(Goal::AtMost(g)) => (r.fast.1 <= g, format!("<= {g} {}", r.unit)),
             Some(Goal::AtLeast(g)) => (r.fast.1 >= g, format!(">= {g} {}", r.unit)),
+            Some(Goal::RatioAtMost(g)) => (ratio <= g, format!("<= {g}x")),
             None => (true, String::new()),
         };
         let verdict = match (r.goal, met) {
@@ -144,6 +151,20 @@ fn main() {
 }
 
 async fn run(paths: &Paths) -> Vec<Row> {
+    let (mut rows, d, bench_disks) = build_and_disk(paths).await;
+    rows.extend(boot_rows(paths, &d, bench_disks).await);
+    rows
+}
+
+/// Rows 1 and 2 and container → disk vs a plain copy; returns the bench disk for the boot rows
+/// and the files to remove afterwards.
+async fn build_and_disk(
+    paths: &Paths,
+) -> (
+    Vec<Row>,
+    bootlab::pipeline::DiskResult,
+    Vec<std::path::PathBuf>,
+) {
     let ev = Emitter::null();
     let cancel = CancellationToken::new();
     let mut rows = Vec::new();
@@ -202,6 +223,7 @@ async fn run(paths: &Paths) -> Vec<Row> {
         unit: "s",
         goal: Some(Goal::RatioAtLeast(10.0)),
     });
+    rows.push(plain_copy_row(paths, &cold.commit, disk_s).await);
     // The bench's disk and its booted image are not worth keeping.
     let bench_disks: Vec<_> = std::fs::read_dir(paths.disks())
         .unwrap()
@@ -211,6 +233,54 @@ async fn run(paths: &Paths) -> Vec<Row> {
                 .is_some_and(|n| n.to_string_lossy().starts_with("bench-minimal-"))
         })
         .collect();
+    (rows, d, bench_disks)
+}
+
+/// container → disk (bootlab's `make_disk` for a new commit, measured above) vs a plain copy of
+/// the same rootfs bytes into an ext4 disk image (`mkfs.ext4 -d`, then fsync): what any disk
+/// maker has to pay at least.
+async fn plain_copy_row(paths: &Paths, commit: &str, disk_s: f64) -> Row {
+    let tmp = tempfile::tempdir_in(paths.disks()).unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    let st = std::process::Command::new("ostree")
+        .arg(format!("--repo={}", paths.ostree_repo().display()))
+        .args(["checkout", commit])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ostree checkout");
+    let raw = tmp.path().join("plain.raw");
+    let t = Instant::now();
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(bootlab::pipeline::disk::DISK_SIZE)
+        .unwrap();
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&rootfs)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfs.ext4 -d");
+    std::fs::File::open(&raw).unwrap().sync_all().unwrap();
+    let plain_s = t.elapsed().as_secs_f64();
+    Row {
+        what: "container -> disk",
+        slow: ("bootlab disk", disk_s),
+        fast: ("plain copy", plain_s),
+        unit: "s",
+        goal: Some(Goal::RatioAtMost(1.5)),
+    }
+}
+
+async fn boot_rows(
+    paths: &Paths,
+    d: &bootlab::pipeline::DiskResult,
+    bench_disks: Vec<std::path::PathBuf>,
+) -> Vec<Row> {
+    let ev = Emitter::null();
+    let cancel = CancellationToken::new();
+    let mut rows = Vec::new();
 
     // 3: cold boot vs snapshot start, on the same golden disk.
     let mut o = UpOptions::new(format!("bench-boot-{}", std::process::id()));

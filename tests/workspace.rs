@@ -196,7 +196,16 @@ fn lint_explains_a_learners_mistakes() {
         text.contains("warning var-content (bootlab)") && text.contains("  why: "),
         "{text}"
     );
+    // Its image, build record and branch are of no use to the next run.
     let _ = std::process::Command::new("podman")
         .args(["rmi", "-f", &format!("localhost/bootlab/{name}:v1")])
+        .output();
+    let _ = std::fs::remove_dir_all(home.join("cache/builds").join(&name));
+    let _ = std::process::Command::new("ostree")
+        .arg(format!(
+            "--repo={}",
+            home.join("cache/ostree/repo").display()
+        ))
+        .args(["refs", "--delete", &format!("bootlab/{name}")])
         .output();
 }

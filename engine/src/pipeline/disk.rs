@@ -115,7 +115,13 @@ pub fn find_golden(
     let meta: DiskMeta =
         serde_json::from_str(&std::fs::read_to_string(meta_path(&p)).ok()?).ok()?;
     // Kernel arguments are part of the disk: a change of them makes a new one.
-    (p.is_file() && meta.commit == commit && meta.kargs == kargs()).then_some((p, meta))
+    (whole_disk(&p) && meta.commit == commit && meta.kargs == kargs()).then_some((p, meta))
+}
+
+/// The golden file is there at its full length: a disk cut short (a crash of the file system
+/// under it, a copy that stopped) is made again rather than booted.
+pub fn whole_disk(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == DISK_SIZE)
 }
 
 /// Removes a temp file on drop unless it was kept.
@@ -428,6 +434,18 @@ pub async fn overlay(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_disk_cut_short_is_not_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("d.raw");
+        assert!(!whole_disk(&p));
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(DISK_SIZE).unwrap(); // sparse: costs nothing
+        assert!(whole_disk(&p));
+        f.set_len(DISK_SIZE / 3).unwrap();
+        assert!(!whole_disk(&p));
+    }
+
     use super::*;
 
     #[test]

@@ -174,8 +174,10 @@ pub fn find_golden(
     let p = golden_path(paths, recipe, version, image_id);
     let meta: DiskMeta =
         serde_json::from_str(&std::fs::read_to_string(meta_path(&p)).ok()?).ok()?;
-    (p.is_file() && meta.image_id.as_deref() == Some(image_id) && meta.kargs == kargs())
-        .then_some((p, meta))
+    (super::super::disk::whole_disk(&p)
+        && meta.image_id.as_deref() == Some(image_id)
+        && meta.kargs == kargs())
+    .then_some((p, meta))
 }
 
 /// A boot entry (Boot Loader Specification) as ostree writes it.
