@@ -17,6 +17,12 @@
 //!   drill itself proves the guest booted the old or the new deployment with /etc and /var
 //!   markers intact; survived = verdict pass. Recovery: the drill's power-on to guest ready.
 //!
+//! - `corrupt-cache`: one of the caches bootlab trusts — the build record, the golden disk's
+//!   record, the golden disk itself, the podman runtime probe, the KVM probe — cut short at a
+//!   random length (what a crash of the file system under it leaves). Survived when the next
+//!   `bootlab disk make` (and `bootlab doctor` for the KVM probe) succeeds, the golden disk is
+//!   whole and its record reads, and the run after that reuses it. Recovery: the first command.
+//!
 //! Not a timed test: under TCG on a shared 2-core machine times vary; the counts must not.
 //! A lost run makes the run exit 1.
 
@@ -361,6 +367,94 @@ fn powercut(runs: u32) -> Tally {
     t
 }
 
+/// The caches `disk make` and `doctor` read, for the golden disk of RECIPE's default version.
+fn caches(home: &bootlab::paths::Paths) -> Vec<(&'static str, PathBuf)> {
+    let mut v = vec![
+        (
+            "build record",
+            home.cache.join("builds").join(RECIPE).join("v1.json"),
+        ),
+        ("podman probe", home.probes().join("podman-runtime.json")),
+        ("KVM probe", home.probes().join("kvm.json")),
+    ];
+    if let Some(raw) = golden(home) {
+        v.push(("golden disk record", raw.with_extension("json")));
+        v.push(("golden disk", raw));
+    }
+    v
+}
+
+fn golden(home: &bootlab::paths::Paths) -> Option<PathBuf> {
+    std::fs::read_dir(home.disks())
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with(&format!("{RECIPE}-v1-")) && n.ends_with(".raw")
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+}
+
+fn corrupt_cache(runs: u32, rng: &mut Lcg) -> Tally {
+    let mut t = Tally::new("cache file cut short");
+    let home = bootlab::paths::Paths::from_env();
+    let (ok, _, err) = run(&["disk", "make", RECIPE]);
+    assert!(ok, "first disk make: {err}");
+    for _ in 0..runs {
+        let all = caches(&home);
+        let (what, file) = &all[(rng.next_f64() * all.len() as f64) as usize % all.len()];
+        let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        let cut = (rng.next_f64() * len as f64) as u64;
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(file) {
+            f.set_len(cut).unwrap();
+        }
+        eprintln!(
+            "[corrupt-cache] {what} {} cut to {cut} of {len} bytes",
+            file.display()
+        );
+        let start = Instant::now();
+        let outcome = (|| {
+            let (ok, out, err) = run(&["disk", "make", RECIPE]);
+            if !ok {
+                return Err(format!(
+                    "{what} cut short: disk make failed: {}",
+                    err.lines().last().unwrap_or("")
+                ));
+            }
+            if *what == "KVM probe" {
+                let (_, out, err) = run(&["doctor", "--json"]);
+                let v: serde_json::Value = serde_json::from_str(&out)
+                    .map_err(|_| format!("KVM probe cut short: doctor printed no report: {err}"))?;
+                if v["kvm"].is_null() {
+                    return Err("KVM probe cut short: doctor has no KVM verdict".into());
+                }
+            }
+            let recovered = start.elapsed();
+            let raw = out
+                .lines()
+                .find_map(|l| l.strip_prefix("disk    "))
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("disk make printed no disk: {out}"))?;
+            if !bootlab::pipeline::disk::whole_disk(&raw) {
+                return Err(format!("{what} cut short: {} is not whole", raw.display()));
+            }
+            let meta = std::fs::read_to_string(raw.with_extension("json")).unwrap_or_default();
+            serde_json::from_str::<bootlab::pipeline::disk::DiskMeta>(&meta)
+                .map_err(|e| format!("{what} cut short: the disk record does not read: {e}"))?;
+            let (ok, _, err) = run(&["disk", "make", RECIPE, "--verbose"]);
+            if !ok || !err.contains("reusing") {
+                return Err(format!(
+                    "{what} cut short: the next disk make did not reuse the disk"
+                ));
+            }
+            Ok(recovered)
+        })();
+        t.record(outcome);
+    }
+    t
+}
+
 fn main() {
     let runs: u32 = std::env::var("BOOTLAB_FAULT_RUNS")
         .ok()
@@ -383,6 +477,9 @@ fn main() {
     }
     if want("powercut") {
         tallies.push(powercut(runs));
+    }
+    if want("corrupt-cache") {
+        tallies.push(corrupt_cache(runs, &mut rng));
     }
     println!(
         "\n{:<32} {:>5} {:>9} {:>5} {:>15}",

@@ -29,6 +29,21 @@ pub fn booted_path(golden: &Path, o: &UpOptions, accel: crate::tools::qemu::Acce
     ))
 }
 
+/// Which file this is, not what it is called: device, inode and modification time (a file
+/// renamed over the old one, as the disk maker does, has another inode).
+fn file_identity(p: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).with_context(|| format!("golden disk {}", p.display()))?;
+    Ok(format!(
+        "golden {}:{} {}.{:09} {}",
+        m.dev(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.len()
+    ))
+}
+
 /// The booted image for `golden`, made on first use: boot a throwaway VM once, save a snapshot
 /// when the agent answers, cut the power and keep its qcow2 next to the golden disk.
 pub async fn booted_image(
@@ -48,9 +63,15 @@ pub async fn booted_image(
         None => crate::tools::qemu::choose_accel(paths, ev, cancel).await.0,
     };
     let dest = booted_path(&named, o, accel);
-    // A saved VM state only loads into the QEMU that saved it: the image records its QEMU.
+    // A saved VM state only loads into the QEMU that saved it, and only over the very golden
+    // file it was saved on (a golden made again at the same path — kernel arguments changed, a
+    // disk cut short — has new filesystems under the same name): the image records both.
     let stamp = dest.with_extension("qemu");
-    let qemu = crate::tools::qemu::kvm_probe::qemu_version().await?;
+    let qemu = format!(
+        "{}\n{}",
+        crate::tools::qemu::kvm_probe::qemu_version().await?,
+        file_identity(&golden)?
+    );
     let fresh = |dest: &Path| {
         dest.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == qemu)
     };
@@ -123,4 +144,23 @@ pub async fn booted_image(
     result?;
     drop(lock);
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The disk maker renames a new golden over the old path: the booted image must notice.
+    #[test]
+    fn a_golden_made_again_has_another_identity() {
+        let t = tempfile::tempdir().unwrap();
+        let g = t.path().join("g.raw");
+        std::fs::write(&g, b"old").unwrap();
+        let before = file_identity(&g).unwrap();
+        assert_eq!(before, file_identity(&g).unwrap());
+        let tmp = t.path().join(".tmp-g.raw");
+        std::fs::write(&tmp, b"new").unwrap();
+        std::fs::rename(&tmp, &g).unwrap();
+        assert_ne!(before, file_identity(&g).unwrap());
+    }
 }
