@@ -127,6 +127,7 @@ pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
             for l in d.package_lines() {
                 println!("  {l}");
             }
+            println!("\n{}", d.composefs.line());
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -103,6 +103,28 @@ impl Composefs {
     }
 }
 
+impl Composefs {
+    /// The shortest form, for a table column: `mounted · verity off · 48d59975` (the booted
+    /// composefs root), `on · verity off · 48d59975` (another deployment), or `off`.
+    pub fn short(&self) -> String {
+        if self.mode == Mode::Off && self.digest.is_none() && self.root_mounted != Some(true) {
+            return "off".into();
+        }
+        let what = match self.root_mounted {
+            Some(true) => "mounted".to_string(),
+            Some(false) => format!("{} (not mounted)", self.mode),
+            None => self.mode.to_string(),
+        };
+        let verity = if self.verity_enforced { "on" } else { "off" };
+        let mut s = format!("{what} · verity {verity}");
+        if let Some(d) = &self.digest {
+            let hex = d.strip_prefix("sha256:").unwrap_or(d);
+            s.push_str(&format!(" · {}", hex.get(..8).unwrap_or(hex)));
+        }
+        s
+    }
+}
+
 /// `sha256:` and the first 12 hex digits.
 pub fn short_digest(d: &str) -> String {
     let hex = d.strip_prefix("sha256:").unwrap_or(d);
@@ -540,9 +562,11 @@ mod tests {
             c.summary(),
             "composefs: on (mounted) · verity off · sha256:48d599755eb1…"
         );
+        assert_eq!(c.short(), "mounted · verity off · 48d59975");
         c.mode = Mode::Off;
         c.root_mounted = Some(false);
         c.digest = None;
         assert_eq!(c.summary(), "composefs: off");
+        assert_eq!(c.short(), "off");
     }
 }
