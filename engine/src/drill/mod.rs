@@ -183,7 +183,7 @@ pub async fn run_drill<G: GuestOps, H: HostOps>(
         DrillKind::Rollback => flows::rollback(&mut run, spec, tooling).await,
         DrillKind::Switch { to } => flows::switch(&mut run, spec, tooling, to).await,
         DrillKind::Powercut { at } => flows::powercut(&mut run, spec, tooling, *at).await,
-        DrillKind::Tamper => tamper::tamper(&mut run, spec).await,
+        DrillKind::Tamper => tamper::tamper(&mut run).await,
     };
     run.finish(
         spec.kind.name(),

@@ -7,7 +7,6 @@
 //! read failed (what fs-verity does, `[composefs] enabled = verity`). With `enabled = true` the
 //! changed bytes are served: the drill says so as a FAIL, "not detected", with the evidence.
 
-use super::DrillSpec;
 use super::ops::{GuestOps, HostOps};
 use super::run::{CheckFailed, Run, StepRec, argv};
 use crate::deploy::composefs;
@@ -61,10 +60,7 @@ async fn read<G: GuestOps, H: HostOps>(
     })
 }
 
-pub async fn tamper<G: GuestOps, H: HostOps>(
-    run: &mut Run<'_, G, H>,
-    _spec: &DrillSpec,
-) -> Result<String> {
+pub async fn tamper<G: GuestOps, H: HostOps>(run: &mut Run<'_, G, H>) -> Result<String> {
     // 1. What protects the root right now.
     let mut s = run.begin("composefs state");
     let st = run
@@ -231,5 +227,81 @@ mod tests {
             "/sysroot/ostree/repo/objects/a0/0d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf.file"
         );
         assert_eq!(object_of_ls("error: No such file"), None);
+    }
+
+    /// The drill against what the debian-bootc guest answered (ostree 2026.4, `enabled = true`):
+    /// the change is served before and after the reboot, so the verdict is FAIL "not detected".
+    #[tokio::test]
+    async fn replayed_bootc_guest_without_verity_is_not_detected() {
+        use crate::drill::ops::ExecOutput;
+        use crate::drill::replay::{ReplayGuest, ReplayHost};
+        use crate::drill::report::Verdict;
+        let fx = |n: &str| {
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../tests/fixtures/composefs")
+                    .join(n),
+            )
+            .unwrap()
+        };
+        let c = "df923b856d76a15fcb9ff5c1674843fa4d64e3ee61c455217369ed42816f59c8";
+        let obj = "/sysroot/ostree/repo/objects/a0/0d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf.file";
+        let before = "a378977155fb42bb006496321cbe31f74cbda803c3f6ca590f30e76d1afad921";
+        let after = "a79d0316f1671cc91e45fac36e3c055c755ec27aebbb84116bc1c4e62224d50b";
+        let saved = "VGhlIHByb2dyYW1zIGluY2x1ZA==";
+        let sum = |h: &str| ExecOutput::ok(format!("{h}  {FILE}\n"));
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode(fx("bootc-run-ostree-booted.gvariant"));
+        let mut guest = ReplayGuest::new()
+            .exec(
+                &["ostree", "admin", "status"],
+                ExecOutput::ok(format!("* default {c}.0\n    origin: <unknown origin type>\n")),
+            )
+            .exec(
+                &["findmnt", "-J", "/"],
+                ExecOutput::ok(String::from_utf8(fx("bootc-findmnt-root.json")).unwrap()),
+            )
+            .exec(&["base64", "-w0", "/run/ostree-booted"], ExecOutput::ok(b64))
+            .exec(
+                &["ostree", "ls", "-C", c, FILE],
+                ExecOutput::ok(format!("-00644 0 0    286 a00d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf {FILE}\n")),
+            )
+            .exec_owned(read_argv(), sum(before))
+            .exec_owned(
+                sh(&format!("dd if={obj} bs=1 skip=1 count=19 2>/dev/null | base64 -w0")),
+                ExecOutput::ok(saved),
+            )
+            .exec_owned(
+                write_argv(obj, &format!("printf %s {BYTES}")),
+                ExecOutput::ok(""),
+            )
+            .exec_owned(read_argv(), sum(after))
+            .reboot()
+            .exec_owned(read_argv(), sum(after))
+            .exec_owned(
+                write_argv(obj, &format!("echo {saved} | base64 -d")),
+                ExecOutput::ok(""),
+            )
+            .exec_owned(read_argv(), sum(before));
+        let mut host = ReplayHost::new(vec![]);
+        let mut run = Run::new(
+            &mut guest,
+            &mut host,
+            crate::events::Emitter::null(),
+            crate::events::CancellationToken::new(),
+        );
+        let r = tamper(&mut run).await;
+        let report = run.finish("tamper", "b", "bootc", String::new(), r);
+        assert_eq!(report.verdict, Verdict::Fail, "{}", report.reason);
+        assert!(
+            report
+                .reason
+                .starts_with("not detected: fs-verity not enforced"),
+            "{}",
+            report.reason
+        );
+        assert_eq!(report.facts["tamper.detected"], "no");
+        assert_eq!(report.facts["after_reboot.sha256"], after);
+        assert!(guest.remaining().is_empty(), "{:?}", guest.remaining());
     }
 }
