@@ -201,6 +201,26 @@ async fn debian_bootc_boots_upgrades_and_rolls_back() {
     let img = booted.image.as_ref().expect("booted image");
     assert_eq!(img.image, "/var/mnt/share/debian-bootc.oci:stable");
     assert_eq!(img.transport, "oci");
+    // composefs, as `bootlab status --json` shows it: the booted root is a composefs mount with a
+    // digest (the fs-verity digest of its .ostree.cfs); prepare-root.conf says `enabled = true`,
+    // so fs-verity is not enforced.
+    let cfs = booted.composefs.as_ref().expect("composefs read");
+    assert_eq!(cfs.root_mounted, Some(true), "{cfs:?}");
+    assert_eq!(cfs.mode, bootlab::deploy::composefs::Mode::On, "{cfs:?}");
+    assert!(!cfs.verity_enforced, "{cfs:?}");
+    assert!(cfs.image, "{cfs:?}");
+    let dg = cfs.digest.as_deref().expect("a composefs digest");
+    assert!(
+        dg.len() == 71
+            && dg.starts_with("sha256:")
+            && dg[7..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{dg}"
+    );
+    let json = serde_json::to_value(&live).unwrap();
+    assert_eq!(
+        json["bootc"]["deployments"][0]["composefs"]["digest"], dg,
+        "{json}"
+    );
 
     let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
     let recipe = target.recipe.clone();

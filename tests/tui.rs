@@ -290,6 +290,7 @@ fn snapshot_deployments_empty_list_and_diff() {
                 id: "a".repeat(64),
                 checksum: "a".repeat(64),
                 origin: "bootlab:debian-minimal".into(),
+                composefs: "off".into(),
             },
             DeploymentRow {
                 booted: true,
@@ -301,6 +302,7 @@ fn snapshot_deployments_empty_list_and_diff() {
                 id: "b".repeat(64),
                 checksum: "b".repeat(64),
                 origin: "bootlab:debian-minimal".into(),
+                composefs: "off".into(),
             },
             DeploymentRow {
                 booted: false,
@@ -312,6 +314,7 @@ fn snapshot_deployments_empty_list_and_diff() {
                 id: "sha256:".to_string() + &"c".repeat(64),
                 checksum: "d".repeat(64),
                 origin: "quay.io/fedora/fedora-bootc:42".into(),
+                composefs: "mounted · verity off · 48d59975".into(),
             },
         ])),
     });
@@ -328,6 +331,7 @@ fn snapshot_deployments_empty_list_and_diff() {
                 "M    /usr/etc/bootlab/motd".into(),
             ],
             packages: vec![],
+            composefs: "composefs digests: none → none (not comparable)".into(),
         })),
     });
     snap!("deployments_diff", a);
@@ -466,6 +470,7 @@ fn states() -> Vec<(&'static str, App)> {
         id: "x".into(),
         checksum: "x".into(),
         origin: "o".into(),
+        composefs: String::new(),
     }];
     v.push(("deployments listed", a));
     let mut a = app_with_labs(vec![sample_lab()]);

@@ -46,6 +46,9 @@ pub enum DrillCmd {
     Upgrade(Common),
     /// Make the rollback deployment the default, reboot, verify.
     Rollback(Common),
+    /// Change the bytes of the object behind a file under /usr, read it before and after a
+    /// reboot, put the bytes back: PASS when the change is detected (fs-verity).
+    Tamper(Common),
     /// Switch the guest to another recipe's image, reboot, verify.
     Switch {
         #[command(flatten)]
@@ -127,6 +130,7 @@ pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
             for l in d.package_lines() {
                 println!("  {l}");
             }
+            println!("\n{}", d.composefs.line());
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -136,6 +140,7 @@ pub fn run(c: DrillCmd) -> anyhow::Result<ExitCode> {
     let (common, kind) = match c {
         DrillCmd::Upgrade(c) => (c, None),
         DrillCmd::Rollback(c) => (c, Some(DrillKind::Rollback)),
+        DrillCmd::Tamper(c) => (c, Some(DrillKind::Tamper)),
         DrillCmd::Switch { common, to } => {
             let r = crate::recipe::find(&to)?;
             (common, Some(DrillKind::Switch { to: Box::new(r) }))

@@ -340,6 +340,7 @@ pub fn deployment_row(d: &crate::deploy::Deployment) -> DeploymentRow {
             .map(|i| i.to_string())
             .or_else(|| d.origin_refspec.clone())
             .unwrap_or_default(),
+        composefs: d.composefs.as_ref().map(|c| c.short()).unwrap_or_default(),
     }
 }
 
@@ -355,6 +356,7 @@ async fn diff(paths: &Paths, input: &JobInput, ev: &Emitter) -> anyhow::Result<J
     Ok(JobOutput::Diff(DiffView {
         files: d.file_lines(),
         packages: d.package_lines(),
+        composefs: d.composefs.line(),
         a: d.a,
         b: d.b,
     }))

@@ -87,6 +87,45 @@ pub struct DeploymentDiff {
     pub packages: Vec<PackageChange>,
     /// Why the package list is missing or partial, when it is.
     pub packages_note: Option<String>,
+    /// The two deployments' composefs digests.
+    pub composefs: ComposefsDiff,
+}
+
+/// The composefs digests of both sides (`None`: that deployment has no composefs image, or it
+/// could not be read). Equal digests mean byte-identical root trees, metadata included.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ComposefsDiff {
+    pub a: Option<String>,
+    pub b: Option<String>,
+}
+
+impl ComposefsDiff {
+    /// `Some(true)` when both digests are known and differ, `None` when one is unknown.
+    pub fn differ(&self) -> Option<bool> {
+        match (&self.a, &self.b) {
+            (Some(a), Some(b)) => Some(a != b),
+            _ => None,
+        }
+    }
+
+    /// One line for people.
+    pub fn line(&self) -> String {
+        use super::composefs::short_digest;
+        let show = |d: &Option<String>| d.as_deref().map(short_digest).unwrap_or("none".into());
+        match self.differ() {
+            Some(true) => format!(
+                "composefs digests differ: {} → {}",
+                show(&self.a),
+                show(&self.b)
+            ),
+            Some(false) => format!("composefs digests equal: {}", show(&self.a)),
+            None => format!(
+                "composefs digests: {} → {} (not comparable)",
+                show(&self.a),
+                show(&self.b)
+            ),
+        }
+    }
 }
 
 impl DeploymentDiff {
@@ -166,13 +205,37 @@ pub async fn between<G: GuestOps>(
             Some("only one of the two commits has a dpkg database".into()),
         ),
     };
+    let composefs = ComposefsDiff {
+        a: composefs_digest(guest, ev, a).await,
+        b: composefs_digest(guest, ev, b).await,
+    };
     Ok(DeploymentDiff {
         a: a.to_string(),
         b: b.to_string(),
         files,
         packages,
         packages_note,
+        composefs,
     })
+}
+
+/// The composefs digest of the first deployment of `commit` (any stateroot, any serial): the
+/// same commit always has the same image. `None` when there is none; never an error, because
+/// the file and package diff stand on their own.
+async fn composefs_digest<G: GuestOps>(
+    guest: &mut G,
+    ev: &Emitter,
+    commit: &str,
+) -> Option<String> {
+    let find = r#"for d in /sysroot/ostree/deploy/*/deploy/"$1".*; do [ -d "$d" ] && { echo "$d"; exit 0; }; done; exit 1"#;
+    let dir = run(guest, ev, &["sh", "-c", find, "sh", commit])
+        .await
+        .ok()?;
+    let dir = dir.success().then(|| dir.stdout.trim().to_string())?;
+    super::composefs::digest_of(guest, commit, &dir)
+        .await
+        .ok()
+        .and_then(|(d, _, _)| d)
 }
 
 /// The two commits to compare, from `a`/`b` selectors against the live deployments: an index in
@@ -323,5 +386,36 @@ mod tests {
         let lines: Vec<String> = package_diff(&a, &b).iter().map(|c| c.to_string()).collect();
         assert_eq!(lines, ["~ b 2.0 → 2.1", "+ c 0.1", "- a 1.0"]);
         assert!(package_diff(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn composefs_digests_compare_only_when_both_are_known() {
+        let d1 = "sha256:48d599755eb1835d694e8fd612a886503ad6bd0002a53befcc0219214fd17266";
+        let d2 = "sha256:06d5be5c1f84f55006b5826aec720b80e5d95f30e170be7e1d6aae61755f1ae4";
+        let c = ComposefsDiff {
+            a: Some(d1.into()),
+            b: Some(d2.into()),
+        };
+        assert_eq!(c.differ(), Some(true));
+        assert_eq!(
+            c.line(),
+            "composefs digests differ: sha256:48d599755eb1… → sha256:06d5be5c1f84…"
+        );
+        let same = ComposefsDiff {
+            a: Some(d1.into()),
+            b: Some(d1.into()),
+        };
+        assert_eq!(same.differ(), Some(false));
+        assert!(same.line().starts_with("composefs digests equal"));
+        let off = ComposefsDiff {
+            a: Some(d1.into()),
+            b: None,
+        };
+        assert_eq!(off.differ(), None);
+        assert!(
+            off.line().ends_with("none (not comparable)"),
+            "{}",
+            off.line()
+        );
     }
 }

@@ -54,6 +54,9 @@ pub async fn read<G: GuestOps>(guest: &mut G, family: Family) -> Result<LiveStat
         live.ostree = Some(super::ostree::parse_text(&out.stdout)?);
         live.raw.push((text, out.stdout));
     }
+    if let Some(st) = live.ostree.as_mut() {
+        super::composefs::read_live(guest, &mut st.deployments).await?;
+    }
     if family == Family::Bootc {
         let a = super::bootc::status_argv();
         let out = guest.exec(&a).await?;
@@ -64,7 +67,18 @@ pub async fn read<G: GuestOps>(guest: &mut G, family: Family) -> Result<LiveStat
                 out.stderr.trim()
             );
         }
-        live.bootc = Some(super::bootc::parse(&out.stdout).context("bootc status")?);
+        let mut b = super::bootc::parse(&out.stdout).context("bootc status")?;
+        // bootc says `composefs: null` for ostree-backed deployments: take what was read above.
+        if let Some(o) = &live.ostree {
+            for d in &mut b.deployments {
+                d.composefs = o
+                    .deployments
+                    .iter()
+                    .find(|x| x.checksum == d.checksum && x.serial == d.serial)
+                    .and_then(|x| x.composefs.clone());
+            }
+        }
+        live.bootc = Some(b);
         live.raw.push((a, out.stdout));
     }
     Ok(live)

@@ -6,6 +6,7 @@
 //! because the guest's tool version is whatever the image shipped.
 
 pub mod bootc;
+pub mod composefs;
 pub mod diff;
 pub mod live;
 pub mod ostree;
@@ -84,6 +85,9 @@ pub struct Deployment {
     pub download_only: bool,
     /// bootc: deployment has local rpm-ostree changes bootc will not touch.
     pub incompatible: bool,
+    /// composefs facts read live from the guest (`None` until read, or when it could not be).
+    #[serde(default)]
+    pub composefs: Option<composefs::Composefs>,
 }
 
 impl Deployment {
@@ -106,6 +110,7 @@ impl Deployment {
             unlocked: None,
             download_only: false,
             incompatible: false,
+            composefs: None,
         }
     }
 
@@ -202,6 +207,9 @@ impl HostStatus {
             }
             if let Some(dg) = &d.digest {
                 flags.push(dg.get(..19).unwrap_or(dg).to_string());
+            }
+            if let Some(c) = &d.composefs {
+                flags.push(c.summary());
             }
             out.push_str(&format!(
                 "{:<3} {:<9} {:<10} {:<20} {:<14} {:<26} {}\n",

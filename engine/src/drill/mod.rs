@@ -16,6 +16,7 @@ pub mod ops;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod tamper;
 pub mod vm_ops;
 
 use crate::deploy::{Deployment, HostStatus};
@@ -39,6 +40,8 @@ pub enum DrillKind {
     Powercut {
         at: CutPoint,
     },
+    /// Change the bytes behind a file under /usr, read it before and after a reboot, repair.
+    Tamper,
 }
 
 impl DrillKind {
@@ -48,6 +51,7 @@ impl DrillKind {
             DrillKind::Rollback => "rollback",
             DrillKind::Switch { .. } => "switch",
             DrillKind::Powercut { .. } => "powercut",
+            DrillKind::Tamper => "tamper",
         }
     }
 }
@@ -179,6 +183,7 @@ pub async fn run_drill<G: GuestOps, H: HostOps>(
         DrillKind::Rollback => flows::rollback(&mut run, spec, tooling).await,
         DrillKind::Switch { to } => flows::switch(&mut run, spec, tooling, to).await,
         DrillKind::Powercut { at } => flows::powercut(&mut run, spec, tooling, *at).await,
+        DrillKind::Tamper => tamper::tamper(&mut run).await,
     };
     run.finish(
         spec.kind.name(),

@@ -22,6 +22,9 @@ pub struct DeploymentRow {
     pub checksum: String,
     /// What it was deployed from (`ostree ref` or image reference).
     pub origin: String,
+    /// composefs in a few words (`mounted · verity off · 48d59975`, `off`); empty
+    /// when it was not read.
+    pub composefs: String,
 }
 
 impl DeploymentRow {
@@ -48,6 +51,8 @@ pub struct DiffView {
     pub files: Vec<String>,
     /// Package changes (`+ pkg 1.2`, `- pkg 1.0`).
     pub packages: Vec<String>,
+    /// Whether the composefs digests differ, in one line.
+    pub composefs: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -137,6 +142,11 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                 Cell::from(if d.pinned { "pinned" } else { "" }),
                 Cell::from(d.version.clone()),
                 Cell::from(short(&d.id)),
+                Cell::from(if d.composefs.is_empty() {
+                    "-".to_string()
+                } else {
+                    d.composefs.clone()
+                }),
                 Cell::from(d.origin.clone()),
             ])
         })
@@ -153,6 +163,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
             Constraint::Length(7),
             Constraint::Length(10),
             Constraint::Length(20),
+            Constraint::Length(31),
             Constraint::Min(10),
         ],
     )
@@ -163,6 +174,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
             "pinned",
             "version",
             "checksum/digest",
+            "composefs",
             "origin",
         ])
         .style(dim()),
@@ -189,6 +201,9 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                 dim(),
             ));
             l.extend(d.packages.iter().map(|s| diff_line(s)));
+            if !d.composefs.is_empty() {
+                l.push(Line::styled(d.composefs.clone(), dim()));
+            }
             l
         }
     };

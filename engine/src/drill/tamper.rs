@@ -1,0 +1,307 @@
+//! The tamper drill: does the root notice when the bytes behind a file under /usr change?
+//!
+//! With composefs every file under / is an overlay entry whose content is an object in
+//! `/sysroot/ostree/repo/objects`. The drill changes a few bytes of the object behind
+//! [`FILE`] (as root: `/sysroot` remounted read-write), reads the file through `/` before and
+//! after a reboot, then writes the saved bytes back. Detected means: the write was refused or the
+//! read failed (what fs-verity does, `[composefs] enabled = verity`). With `enabled = true` the
+//! changed bytes are served: the drill says so as a FAIL, "not detected", with the evidence.
+
+use super::ops::{GuestOps, HostOps};
+use super::run::{CheckFailed, Run, StepRec, argv};
+use crate::deploy::composefs;
+use anyhow::{Context, Result, anyhow};
+use base64::Engine as _;
+
+/// A file every Debian guest has (base-files), small, and read by nobody at boot.
+pub const FILE: &str = "/usr/share/base-files/motd";
+/// What is written at offset 1 of the object (the original bytes are saved and put back).
+const BYTES: &str = "TAMPERED-by-bootlab";
+
+fn sh(script: &str) -> Vec<String> {
+    argv(&["sh", "-c", script])
+}
+
+/// `ostree ls -C COMMIT PATH` prints `-00644 0 0    286 <checksum> <path>`: the content object.
+pub fn object_of_ls(line: &str) -> Option<String> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let c = f.get(4)?;
+    (c.len() == 64 && c.chars().all(|x| x.is_ascii_hexdigit()))
+        .then(|| format!("/sysroot/ostree/repo/objects/{}/{}.file", &c[..2], &c[2..]))
+}
+
+/// The file's sha256 through `/`, after dropping the page cache so the bytes come from disk.
+fn read_argv() -> Vec<String> {
+    sh(&format!(
+        "sync; echo 3 > /proc/sys/vm/drop_caches; sha256sum {FILE}"
+    ))
+}
+
+fn first_word(s: &str) -> String {
+    s.split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// Write `payload_cmd`'s output at offset 1 of `obj` with /sysroot briefly read-write.
+fn write_argv(obj: &str, payload_cmd: &str) -> Vec<String> {
+    sh(&format!(
+        "mount -o remount,rw /sysroot || exit 90; {payload_cmd} | dd of={obj} bs=1 seek=1 conv=notrunc; rc=$?; mount -o remount,ro /sysroot; exit $rc"
+    ))
+}
+
+async fn read<G: GuestOps, H: HostOps>(
+    run: &mut Run<'_, G, H>,
+    s: &mut StepRec,
+) -> Result<std::result::Result<String, String>> {
+    let out = run.exec(s, read_argv(), &[FILE, "error"]).await?;
+    Ok(if out.success() {
+        Ok(first_word(&out.stdout))
+    } else {
+        Err(out.stderr.trim().to_string())
+    })
+}
+
+pub async fn tamper<G: GuestOps, H: HostOps>(run: &mut Run<'_, G, H>) -> Result<String> {
+    // 1. What protects the root right now.
+    let mut s = run.begin("composefs state");
+    let st = run
+        .exec(&mut s, crate::deploy::ostree::status_argv(), &["*"])
+        .await?;
+    let status = crate::deploy::ostree::parse_text(&st.stdout)?;
+    let booted = status
+        .booted()
+        .ok_or_else(|| anyhow!("the guest reports no booted deployment"))?
+        .clone();
+    let fm = run
+        .exec(&mut s, argv(&["findmnt", "-J", "/"]), &["source", "fstype"])
+        .await?;
+    let mounted = fm.success() && composefs::root_is_composefs(&fm.stdout)?;
+    let rec = run
+        .exec(&mut s, argv(&["base64", "-w0", "/run/ostree-booted"]), &[])
+        .await?;
+    let verity = if rec.success() {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(rec.stdout.trim())
+            .context("/run/ostree-booted from the guest")?;
+        composefs::parse_booted_record(&b)?
+            .into_iter()
+            .find(|(k, _)| k == "composefs.verity")
+            .map(|(_, v)| v)
+            .unwrap_or(false)
+    } else {
+        false
+    };
+    run.fact("composefs.mounted", if mounted { "yes" } else { "no" });
+    run.fact("verity.enforced", if verity { "yes" } else { "no" });
+    run.end(
+        s,
+        format!(
+            "root {} a composefs mount; fs-verity {} (/run/ostree-booted)",
+            if mounted { "is" } else { "is not" },
+            if verity { "enforced" } else { "not enforced" }
+        ),
+    );
+
+    // 2. The object behind the file, its hash through /, the bytes we will change.
+    let s = run.begin("find the object behind the file");
+    let (mut s, ls) = run
+        .exec_ok(
+            s,
+            argv(&["ostree", "ls", "-C", &booted.checksum, FILE]),
+            &[FILE],
+        )
+        .await?;
+    let obj = object_of_ls(ls.stdout.trim())
+        .ok_or_else(|| anyhow!("no content checksum in `ostree ls` output {:?}", ls.stdout))?;
+    let before = match read(run, &mut s).await? {
+        Ok(h) => h,
+        Err(e) => return Err(anyhow!("{FILE} cannot be read before tampering: {e}")),
+    };
+    let (s, saved) = run
+        .exec_ok(
+            s,
+            sh(&format!(
+                "dd if={obj} bs=1 skip=1 count={} 2>/dev/null | base64 -w0",
+                BYTES.len()
+            )),
+            &[],
+        )
+        .await?;
+    let saved = saved.stdout.trim().to_string();
+    run.fact("object", obj.clone());
+    run.fact("before.sha256", before.clone());
+    run.end(s, format!("{FILE} is {obj}"));
+
+    // 3. Change the object's bytes.
+    let mut s = run.begin("change the object's bytes");
+    let w = run
+        .exec(
+            &mut s,
+            write_argv(&obj, &format!("printf %s {BYTES}")),
+            &["copied", "denied", "ermission", "error"],
+        )
+        .await?;
+    if !w.success() {
+        run.fact("tamper.detected", "write refused");
+        run.end(s, "the object could not be opened for writing");
+        return Ok(format!(
+            "detected: writing {obj} was refused (exit {}): {}",
+            w.exit,
+            w.stderr.trim()
+        ));
+    }
+    run.end(s, format!("{} bytes written at offset 1", BYTES.len()));
+
+    // 4. Read through /, now and after a reboot.
+    let mut s = run.begin("read the file through /");
+    let now = read(run, &mut s).await?;
+    run.end(s, format!("{now:?}"));
+    let mut s = run.begin("reboot, read again");
+    run.reboot(&mut s).await?;
+    let rebooted = read(run, &mut s).await?;
+    run.end(s, format!("{rebooted:?}"));
+
+    // 5. Put the saved bytes back, so the guest is as it was.
+    let s = run.begin("repair the object");
+    let (mut s, _) = run
+        .exec_ok(
+            s,
+            write_argv(&obj, &format!("echo {saved} | base64 -d")),
+            &["copied"],
+        )
+        .await?;
+    let repaired = read(run, &mut s).await?;
+    let repaired_s = repaired.clone().unwrap_or_else(|e| format!("error: {e}"));
+    let s = run.require(
+        s,
+        "the file reads as before after the repair",
+        repaired_s == before,
+        before.clone(),
+        repaired_s,
+    )?;
+    run.end(s, "the original bytes are back");
+
+    let show = |r: &std::result::Result<String, String>| match r {
+        Ok(h) => h.clone(),
+        Err(e) => format!("read error: {e}"),
+    };
+    run.fact("after.sha256", show(&now));
+    run.fact("after_reboot.sha256", show(&rebooted));
+    let detected = now.is_err() || rebooted.is_err();
+    run.fact(
+        "tamper.detected",
+        if detected { "read error" } else { "no" },
+    );
+    if detected {
+        return Ok(format!(
+            "detected: {FILE} could not be read after its object changed ({} / after reboot: {})",
+            show(&now),
+            show(&rebooted)
+        ));
+    }
+    let why = if !mounted {
+        "the root is not a composefs mount"
+    } else if !verity {
+        "fs-verity not enforced (prepare-root.conf [composefs] enabled = true)"
+    } else {
+        "fs-verity was reported enforced, yet the changed bytes were served"
+    };
+    Err(CheckFailed(format!(
+        "not detected: {why}; {FILE} changed from {} to {} and stayed so after a reboot ({})",
+        &before[..12.min(before.len())],
+        show(&now).get(..12).unwrap_or_default(),
+        show(&rebooted).get(..12).unwrap_or_default()
+    ))
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ostree_ls_line_names_the_object() {
+        // Printed by `ostree ls -C` in the debian-bootc guest (ostree 2026.4).
+        let l = "-00644 0 0    286 a00d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf /usr/share/base-files/motd";
+        assert_eq!(
+            object_of_ls(l).unwrap(),
+            "/sysroot/ostree/repo/objects/a0/0d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf.file"
+        );
+        assert_eq!(object_of_ls("error: No such file"), None);
+    }
+
+    /// The drill against what the debian-bootc guest answered (ostree 2026.4, `enabled = true`):
+    /// the change is served before and after the reboot, so the verdict is FAIL "not detected".
+    #[tokio::test]
+    async fn replayed_bootc_guest_without_verity_is_not_detected() {
+        use crate::drill::ops::ExecOutput;
+        use crate::drill::replay::{ReplayGuest, ReplayHost};
+        use crate::drill::report::Verdict;
+        let fx = |n: &str| {
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../tests/fixtures/composefs")
+                    .join(n),
+            )
+            .unwrap()
+        };
+        let c = "df923b856d76a15fcb9ff5c1674843fa4d64e3ee61c455217369ed42816f59c8";
+        let obj = "/sysroot/ostree/repo/objects/a0/0d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf.file";
+        let before = "a378977155fb42bb006496321cbe31f74cbda803c3f6ca590f30e76d1afad921";
+        let after = "a79d0316f1671cc91e45fac36e3c055c755ec27aebbb84116bc1c4e62224d50b";
+        let saved = "VGhlIHByb2dyYW1zIGluY2x1ZA==";
+        let sum = |h: &str| ExecOutput::ok(format!("{h}  {FILE}\n"));
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode(fx("bootc-run-ostree-booted.gvariant"));
+        let mut guest = ReplayGuest::new()
+            .exec(
+                &["ostree", "admin", "status"],
+                ExecOutput::ok(format!("* default {c}.0\n    origin: <unknown origin type>\n")),
+            )
+            .exec(
+                &["findmnt", "-J", "/"],
+                ExecOutput::ok(String::from_utf8(fx("bootc-findmnt-root.json")).unwrap()),
+            )
+            .exec(&["base64", "-w0", "/run/ostree-booted"], ExecOutput::ok(b64))
+            .exec(
+                &["ostree", "ls", "-C", c, FILE],
+                ExecOutput::ok(format!("-00644 0 0    286 a00d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf {FILE}\n")),
+            )
+            .exec_owned(read_argv(), sum(before))
+            .exec_owned(
+                sh(&format!("dd if={obj} bs=1 skip=1 count=19 2>/dev/null | base64 -w0")),
+                ExecOutput::ok(saved),
+            )
+            .exec_owned(
+                write_argv(obj, &format!("printf %s {BYTES}")),
+                ExecOutput::ok(""),
+            )
+            .exec_owned(read_argv(), sum(after))
+            .reboot()
+            .exec_owned(read_argv(), sum(after))
+            .exec_owned(
+                write_argv(obj, &format!("echo {saved} | base64 -d")),
+                ExecOutput::ok(""),
+            )
+            .exec_owned(read_argv(), sum(before));
+        let mut host = ReplayHost::new(vec![]);
+        let mut run = Run::new(
+            &mut guest,
+            &mut host,
+            crate::events::Emitter::null(),
+            crate::events::CancellationToken::new(),
+        );
+        let r = tamper(&mut run).await;
+        let report = run.finish("tamper", "b", "bootc", String::new(), r);
+        assert_eq!(report.verdict, Verdict::Fail, "{}", report.reason);
+        assert!(
+            report
+                .reason
+                .starts_with("not detected: fs-verity not enforced"),
+            "{}",
+            report.reason
+        );
+        assert_eq!(report.facts["tamper.detected"], "no");
+        assert_eq!(report.facts["after_reboot.sha256"], after);
+        assert!(guest.remaining().is_empty(), "{:?}", guest.remaining());
+    }
+}
