@@ -31,6 +31,21 @@ fn sv(a: &[&str]) -> Vec<String> {
 /// Ask the guest. `ostree admin status --json` first (ostree ≥ 2025.3), the text otherwise; for
 /// the bootc family also `bootc status --format=json`.
 pub async fn read<G: GuestOps>(guest: &mut G, family: Family) -> Result<LiveStatus> {
+    read_with(guest, family, true).await
+}
+
+/// [`read`] without the composefs facts: a few guest calls per deployment and a copy of each
+/// composefs image less, for the checks that ask only which deployments there are (lab checks
+/// run on every step; under TCG each guest call costs).
+pub async fn read_deployments<G: GuestOps>(guest: &mut G, family: Family) -> Result<LiveStatus> {
+    read_with(guest, family, false).await
+}
+
+async fn read_with<G: GuestOps>(
+    guest: &mut G,
+    family: Family,
+    composefs: bool,
+) -> Result<LiveStatus> {
     let mut live = LiveStatus {
         ostree: None,
         bootc: None,
@@ -54,7 +69,7 @@ pub async fn read<G: GuestOps>(guest: &mut G, family: Family) -> Result<LiveStat
         live.ostree = Some(super::ostree::parse_text(&out.stdout)?);
         live.raw.push((text, out.stdout));
     }
-    if let Some(st) = live.ostree.as_mut() {
+    if composefs && let Some(st) = live.ostree.as_mut() {
         super::composefs::read_live(guest, &mut st.deployments).await?;
     }
     if family == Family::Bootc {

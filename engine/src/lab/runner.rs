@@ -480,7 +480,8 @@ impl LabRunner {
     async fn status(&mut self) -> Result<HostStatus> {
         let family = self.vm_recipe()?.file.family;
         let g = self.guest().await?;
-        let live = crate::deploy::live::read(g, family).await?;
+        // A lab's checks read deployments often; composefs facts are for people (status, TUI).
+        let live = crate::deploy::live::read_deployments(g, family).await?;
         live.best()
             .cloned()
             .ok_or_else(|| anyhow!("the guest reported no deployments"))
