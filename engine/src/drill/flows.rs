@@ -468,6 +468,8 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
     write_markers(run, spec).await?;
 
     let s = run.begin("make the rollback the default");
+    // Set when the guest's ostree reorders (set-default) instead of deploying again.
+    let mut reorders = false;
     let s = match t {
         Tooling::Bootc => {
             run.exec_ok(s, argv(&["bootc", "rollback"]), &["Next boot", "rollback"])
@@ -480,6 +482,7 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
                 .exec(&mut s, admin::version_argv(), &["Version"])
                 .await?;
             let (_, cmds) = admin::rollback(&before, &v.stdout)?;
+            reorders = admin::ostree_at_least(&v.stdout, 2023, 6);
             for cmd in cmds {
                 s = run
                     .exec_ok(s, cmd, &["Copying /etc", "Transaction complete"])
@@ -493,6 +496,36 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
 
     let s = run.begin("read deployments after");
     let (mut s, after) = read_status(run, s, t).await?;
+    if reorders {
+        // set-default: the same deployments (checksum.serial), reordered; none new, every
+        // origin still following the update branch.
+        let (mut was, mut now) = (
+            admin::deployment_ids(&before),
+            admin::deployment_ids(&after),
+        );
+        let reordered = now != was;
+        was.sort();
+        now.sort();
+        run.check(
+            &mut s,
+            "the same deployments, reordered (none new)",
+            reordered && was == now,
+            was.join(" "),
+            admin::deployment_ids(&after).join(" "),
+        );
+        let origins: Vec<String> = after
+            .deployments
+            .iter()
+            .map(|d| d.origin_refspec.clone().unwrap_or_default())
+            .collect();
+        run.check(
+            &mut s,
+            "every origin follows bootlab:",
+            origins.iter().all(|o| o.starts_with("bootlab:")),
+            "bootlab:<branch>",
+            origins.join(" "),
+        );
+    }
     if t == Tooling::Bootc {
         run.check(
             &mut s,
