@@ -5,6 +5,7 @@
 //! Every parser is tolerant of fields it does not know and of newer fields that are missing,
 //! because the guest's tool version is whatever the image shipped.
 
+pub mod admin;
 pub mod bootc;
 pub mod composefs;
 pub mod diff;

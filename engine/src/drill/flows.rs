@@ -1,10 +1,10 @@
 //! The four drills as sequences of steps. Each step records its commands and checks; a failed
 //! check that makes the rest meaningless ends the drill with a FAIL verdict.
 
-use super::ops::{GuestOps, HostOps, Published, REMOTE, UPDATES_MOUNT};
+use super::ops::{GuestOps, HostOps, Published, UPDATES_MOUNT};
 use super::run::{Run, StepRec, argv};
 use super::{CutPoint, DrillSpec, Tooling};
-use crate::deploy::{Deployment, HostStatus};
+use crate::deploy::{Deployment, HostStatus, admin};
 use crate::recipe::Recipe;
 use anyhow::{Context, Result, anyhow};
 
@@ -204,25 +204,10 @@ async fn prepare_ostree_pull<G: GuestOps, H: HostOps>(
             seen.clone(),
         )?;
     }
-    let want = format!("{REMOTE}:{}", p.branch);
+    let want = admin::refspec(&p.branch);
     let have = booted.origin_refspec.clone().unwrap_or_default();
-    if have != want {
-        let url = format!("file://{UPDATES_MOUNT}/repo");
-        let (s2, _) = run
-            .exec_ok(
-                s,
-                argv(&[
-                    "ostree",
-                    "admin",
-                    "set-origin",
-                    "--set=gpg-verify=false",
-                    REMOTE,
-                    &url,
-                    &p.branch,
-                ]),
-                &[],
-            )
-            .await?;
+    if let Some(cmd) = admin::retarget_origin(Some(booted), &p.branch) {
+        let (s2, _) = run.exec_ok(s, cmd, &[]).await?;
         s = s2;
         run.end(
             s,
@@ -443,22 +428,6 @@ async fn current_version<G: GuestOps, H: HostOps>(
     }
 }
 
-/// Is `ostree --version` at least `y.m`? (`set-default` arrived in 2023.6.)
-pub(crate) fn ostree_at_least(version_out: &str, y: u32, m: u32) -> bool {
-    version_out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Version:"))
-        .map(|v| v.trim().trim_matches('\'').to_string())
-        .and_then(|v| {
-            let mut it = v.split('.');
-            Some((
-                it.next()?.parse::<u32>().ok()?,
-                it.next()?.parse::<u32>().ok()?,
-            ))
-        })
-        .is_some_and(|(a, b)| (a, b) >= (y, m))
-}
-
 pub async fn rollback<G: GuestOps, H: HostOps>(
     run: &mut Run<'_, G, H>,
     spec: &DrillSpec,
@@ -499,6 +468,8 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
     write_markers(run, spec).await?;
 
     let s = run.begin("make the rollback the default");
+    // Set when the guest's ostree reorders (set-default) instead of deploying again.
+    let mut reorders = false;
     let s = match t {
         Tooling::Bootc => {
             run.exec_ok(s, argv(&["bootc", "rollback"]), &["Next boot", "rollback"])
@@ -508,31 +479,53 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
         Tooling::Ostree => {
             let mut s = s;
             let v = run
-                .exec(&mut s, argv(&["ostree", "--version"]), &["Version"])
+                .exec(&mut s, admin::version_argv(), &["Version"])
                 .await?;
-            if ostree_at_least(&v.stdout, 2023, 6) {
-                let idx = rb.index.to_string();
-                run.exec_ok(s, argv(&["ostree", "admin", "set-default", &idx]), &[])
+            let (_, cmds) = admin::rollback(&before, &v.stdout)?;
+            reorders = admin::ostree_at_least(&v.stdout, 2023, 6);
+            for cmd in cmds {
+                s = run
+                    .exec_ok(s, cmd, &["Copying /etc", "Transaction complete"])
                     .await?
-                    .0
-            } else {
-                // ostree 2022.7 has no set-default: deploying the old commit again makes it the
-                // new default (serial .1), as measured on this machine kind.
-                let os = format!("--os={}", rb.stateroot.as_deref().unwrap_or("debian"));
-                run.exec_ok(
-                    s,
-                    argv(&["ostree", "admin", "deploy", &os, &rb.checksum]),
-                    &["Copying /etc", "Transaction complete"],
-                )
-                .await?
-                .0
+                    .0;
             }
+            s
         }
     };
     run.end(s, "rollback queued");
 
     let s = run.begin("read deployments after");
     let (mut s, after) = read_status(run, s, t).await?;
+    if reorders {
+        // set-default: the same deployments (checksum.serial), reordered; none new, every
+        // origin still following the update branch.
+        let (mut was, mut now) = (
+            admin::deployment_ids(&before),
+            admin::deployment_ids(&after),
+        );
+        let reordered = now != was;
+        was.sort();
+        now.sort();
+        run.check(
+            &mut s,
+            "the same deployments, reordered (none new)",
+            reordered && was == now,
+            was.join(" "),
+            admin::deployment_ids(&after).join(" "),
+        );
+        let origins: Vec<String> = after
+            .deployments
+            .iter()
+            .map(|d| d.origin_refspec.clone().unwrap_or_default())
+            .collect();
+        run.check(
+            &mut s,
+            "every origin follows bootlab:",
+            origins.iter().all(|o| o.starts_with("bootlab:")),
+            "bootlab:<branch>",
+            origins.join(" "),
+        );
+    }
     if t == Tooling::Bootc {
         run.check(
             &mut s,
@@ -651,15 +644,13 @@ pub async fn switch<G: GuestOps, H: HostOps>(
         Tooling::Ostree => {
             let mut s = s;
             run.mount_updates(&mut s).await?;
-            let refspec = format!("{REMOTE}:{}", p.branch);
-            let (s, _) = run
-                .exec_ok(
-                    s,
-                    argv(&["ostree", "admin", "switch", &refspec]),
-                    &["Copying /etc", "Transaction complete", "error"],
-                )
-                .await?;
-            (s, refspec)
+            for cmd in admin::switch(&p.branch) {
+                s = run
+                    .exec_ok(s, cmd, &["Copying /etc", "Transaction complete", "error"])
+                    .await?
+                    .0;
+            }
+            (s, admin::refspec(&p.branch))
         }
         Tooling::Bootc => {
             let img = p.image.clone().ok_or_else(|| {
@@ -1011,6 +1002,7 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::admin::ostree_at_least;
 
     #[test]
     fn versions_match_by_word() {

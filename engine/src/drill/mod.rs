@@ -22,7 +22,6 @@ pub mod vm_ops;
 use crate::deploy::{Deployment, HostStatus};
 use crate::events::{CancellationToken, Emitter};
 use crate::recipe::{Family, Recipe};
-pub(crate) use flows::ostree_at_least;
 pub use flows::{background_upgrade_argv, marker_argv, poll_argv, verify_argvs, version_matches};
 pub use ops::{ExecOutput, GuestOps, HostOps, Published};
 pub use report::{Report, Verdict};
@@ -153,7 +152,7 @@ impl Tooling {
     }
     pub fn upgrade_argv(self) -> Vec<String> {
         match self {
-            Tooling::Ostree => run::argv(&["ostree", "admin", "upgrade"]),
+            Tooling::Ostree => crate::deploy::admin::upgrade_argv(),
             Tooling::Bootc => run::argv(&["bootc", "upgrade"]),
         }
     }

@@ -4,11 +4,8 @@
 
 use std::future::Future;
 
-/// Where the update share is mounted in the guest; the guest's `bootlab` ostree remote points at
-/// `file:///run/bootlab/updates/repo`.
-pub const UPDATES_MOUNT: &str = "/run/bootlab/updates";
-/// The ostree remote name guests pull updates from.
-pub const REMOTE: &str = "bootlab";
+/// The update share's mount point in the guest and the ostree remote guests pull from.
+pub use crate::deploy::admin::{REMOTE, UPDATES_MOUNT};
 
 /// A finished guest command.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

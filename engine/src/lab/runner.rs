@@ -14,9 +14,8 @@
 
 use super::check::{Captured, DeploymentsSeen, Observation, Verdict, evaluate_check};
 use super::model::{Action, Check, Lab, Probe, RetryPolicy, Step};
-use crate::deploy::{Deployment, HostStatus};
-use crate::drill::ops::{GuestOps, HostOps, REMOTE, UPDATES_MOUNT};
-use crate::drill::ostree_at_least;
+use crate::deploy::{Deployment, HostStatus, admin};
+use crate::drill::ops::{GuestOps, HostOps};
 use crate::drill::vm_ops::{PipelineHost, VmGuest};
 use crate::events::{CancellationToken, Emitter, Event, Stream};
 use crate::paths::Paths;
@@ -626,34 +625,10 @@ impl LabRunner {
             }
         };
         let branch = self.publish_to_guest(stage, r.name(), &to).await?;
-        // After a rollback (a deploy of a bare checksum) the origin names no branch: point it
-        // back at the update share's branch, as the upgrade drill does.
         let st = self.status().await?;
-        let want = format!("{REMOTE}:{branch}");
-        let have = st
-            .booted()
-            .and_then(|d| d.origin_refspec.clone())
-            .unwrap_or_default();
-        if have != want {
-            let url = format!("file://{UPDATES_MOUNT}/repo");
-            self.guest_ok(
-                stage,
-                [
-                    "ostree",
-                    "admin",
-                    "set-origin",
-                    "--set=gpg-verify=false",
-                    REMOTE,
-                    &url,
-                    &branch,
-                ]
-                .map(String::from)
-                .to_vec(),
-            )
-            .await?;
+        for cmd in admin::upgrade(st.booted(), &branch) {
+            self.guest_ok(stage, cmd).await?;
         }
-        self.guest_ok(stage, crate::drill::Tooling::Ostree.upgrade_argv())
-            .await?;
         self.reboot_if(stage, apply).await
     }
 
@@ -668,59 +643,19 @@ impl LabRunner {
         let to = crate::recipe::find(recipe)?;
         let v = to.resolve_version(version)?.id.clone();
         let branch = self.publish_to_guest(stage, to.name(), &v).await?;
-        let refspec = format!("{REMOTE}:{branch}");
-        self.guest_ok(
-            stage,
-            ["ostree", "admin", "switch", &refspec]
-                .map(String::from)
-                .to_vec(),
-        )
-        .await?;
+        for cmd in admin::switch(&branch) {
+            self.guest_ok(stage, cmd).await?;
+        }
         self.reboot_if(stage, apply).await
     }
 
     async fn rollback(&mut self, stage: &str, apply: bool) -> Result<()> {
         self.offline_only("rollback")?;
         let st = self.status().await?;
-        let rb: Deployment = st.rollback().cloned().ok_or_else(|| {
-            anyhow!("there is no rollback deployment: `ostree admin status` lists only one")
-        })?;
-        let v = self
-            .guest_cmd(stage, vec!["ostree".into(), "--version".into()])
-            .await?;
-        if ostree_at_least(&v.stdout, 2023, 6) {
-            self.guest_ok(
-                stage,
-                vec![
-                    "ostree".into(),
-                    "admin".into(),
-                    "set-default".into(),
-                    rb.index.to_string(),
-                ],
-            )
-            .await?;
-        } else {
-            // ostree 2022.7 has no set-default: deploying the rollback's commit again makes it
-            // the new default, as the rollback drill does.
-            self.ev.note(
-                stage,
-                format!(
-                    "ostree before 2023.6 has no set-default: deploying the rollback commit {} again",
-                    short(&rb.checksum)
-                ),
-            );
-            let os = format!("--os={}", rb.stateroot.as_deref().unwrap_or("debian"));
-            self.guest_ok(
-                stage,
-                vec![
-                    "ostree".into(),
-                    "admin".into(),
-                    "deploy".into(),
-                    os,
-                    rb.checksum.clone(),
-                ],
-            )
-            .await?;
+        let v = self.guest_ok(stage, admin::version_argv()).await?;
+        let (_, cmds) = admin::rollback(&st, &v.stdout)?;
+        for cmd in cmds {
+            self.guest_ok(stage, cmd).await?;
         }
         self.reboot_if(stage, apply).await
     }
@@ -909,15 +844,5 @@ mod tests {
         );
         let once = run_check(&check(0), &mut p, &CancellationToken::new(), |_, _| {}).await;
         assert_eq!(once.attempts, 1);
-    }
-
-    #[test]
-    fn ostree_versions_compare() {
-        assert!(!ostree_at_least(
-            "libostree:\n Version: '2022.7'\n",
-            2023,
-            6
-        ));
-        assert!(ostree_at_least("libostree:\n Version: '2025.2'\n", 2023, 6));
     }
 }

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever [`layout::convert`] (or the initramfs it is given) changes what it produces
-/// (invalidates build records).
-pub const CONVERSION_VERSION: u32 = 2;
+/// (invalidates build records). 3: the small initramfs also for a kernel already in
+/// usr/lib/modules (the trixie base), with composefs drivers.
+pub const CONVERSION_VERSION: u32 = 3;
 
 /// What [`build_image`] made or found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,6 +131,11 @@ pub async fn build_image(
     // base
     let base_id = if recipe.file.base == super::BASE_TAG {
         let b = super::ensure_base(paths, false, ev, cancel).await?;
+        timings.extend(b.timings);
+        b.image_id
+    } else if recipe.file.base == super::bootc::guest::OSTREE_BASE_TAG {
+        // trixie with ostree 2026.4 from testing (set-default, staged deployments, composefs).
+        let b = super::bootc::guest::ensure_ostree_base(paths, ev, cancel).await?;
         timings.extend(b.timings);
         b.image_id
     } else {

@@ -6,6 +6,16 @@
 //! remote [`REMOTE`] pointing at the update share as the guest sees it, /var seeded from the
 //! image, and extlinux reading the syslinux.cfg ostree writes.
 //!
+//! A commit whose `/usr/lib/ostree/prepare-root.conf` requires composefs (the trixie base's,
+//! ostree 2026.4) is deployed by the image's own ostree (`ostree admin deploy` in a throw-away
+//! privileged container of the recipe's image, the disk mounted into it): its
+//! ostree-prepare-root refuses a deployment without the `.ostree.cfs` that only a
+//! composefs-aware ostree writes, and the host's 2022.7 writes none. Making composefs `maybe`
+//! instead would boot the disk's first deployment without composefs and every later one (deployed
+//! by the guest) with it — two different roots to teach from one lab. Other commits (bookworm,
+//! ostree 2022.7 like the host) are deployed by the host's ostree, as measured. Everything around
+//! the deploy (repo, remote, pull) stays with the host's ostree: the repository format is shared.
+//!
 //! It is named by recipe, version and commit, made under a temp name and renamed when complete;
 //! its metadata file (`<name>.json`) records the commit, and while the commit is the same the
 //! disk is reused. VMs never write to it: they run on [`overlay`]s.
@@ -44,6 +54,9 @@ pub const KARGS: &[&str] = &[
     "module_blacklist=floppy,pcspkr,parport_pc,ppdev,psmouse,serio_raw,kvm_amd,kvm_intel,kvm,\
 ata_piix,ata_generic,bochs,i2c_piix4",
 ];
+/// Bumped when the way a disk is made changes in a way the commit and kargs do not show (2: the
+/// deployment is written by the image's own ostree); older golden disks are made again.
+pub const DISK_FORMAT: u32 = 2;
 /// Non-LABEL lines of syslinux.cfg (ostree keeps them across deploys and rewrites the LABELs).
 pub const SYSLINUX_HEAD: &str = "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\n";
 
@@ -80,6 +93,9 @@ pub struct DiskMeta {
     /// The podman image a bootc disk was installed from (bootc family).
     #[serde(default)]
     pub image_id: Option<String>,
+    /// [`DISK_FORMAT`] when made (0: before formats were recorded).
+    #[serde(default)]
+    pub format: u32,
 }
 
 /// Every kernel argument of a golden disk's deployment (ostree adds `ostree=`).
@@ -115,7 +131,8 @@ pub fn find_golden(
     let meta: DiskMeta =
         serde_json::from_str(&std::fs::read_to_string(meta_path(&p)).ok()?).ok()?;
     // Kernel arguments are part of the disk: a change of them makes a new one.
-    (whole_disk(&p) && meta.commit == commit && meta.kargs == kargs()).then_some((p, meta))
+    (whole_disk(&p) && meta.commit == commit && meta.kargs == kargs() && meta.format == DISK_FORMAT)
+        .then_some((p, meta))
 }
 
 /// The golden file is there at its full length: a disk cut short (a crash of the file system
@@ -188,7 +205,9 @@ pub async fn make_disk(
     let mut tmp = TempFile(Some(tmp_path.clone()));
     let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
 
+    let podman = crate::tools::podman::Podman::probe(paths, ev, cancel).await?;
     let mut meta = fill_disk(
+        &podman,
         &tmp_path,
         mnt.path(),
         &host,
@@ -262,6 +281,7 @@ pub async fn reap_leftovers(dir: &Path, ev: &Emitter) {
 /// whatever fails, they are undone in reverse order.
 #[allow(clippy::too_many_arguments)]
 async fn fill_disk(
+    podman: &crate::tools::podman::Podman,
     file: &Path,
     mnt: &Path,
     host: &Repo,
@@ -340,13 +360,49 @@ async fn fill_disk(
     sysrepo.set_ref(&refspec, commit, s, ev, cancel).await?;
     check()?;
 
-    let mut deploy = ostree::admin_sub("deploy", mnt)
-        .arg(format!("--os={STATEROOT}"))
-        .arg(format!("--karg=root=LABEL={ROOT_LABEL}"));
-    for k in KARGS {
-        deploy = deploy.arg(format!("--karg={k}"));
+    let conf = sysrepo
+        .cat(commit, &format!("/{}", super::PREPARE_ROOT_CONF), cancel)
+        .await?;
+    if conf.as_deref().is_some_and(super::composefs_required) {
+        // The image's own ostree writes the deployment (see the module docs).
+        let image = crate::recipe::image_tag_of(recipe, version);
+        ev.note(
+            s,
+            format!("composefs required: deploying with the ostree of {image}"),
+        );
+        let mut deploy: Vec<String> = [
+            "ostree",
+            "admin",
+            "deploy",
+            "--sysroot=/out",
+            &format!("--os={STATEROOT}"),
+            &format!("--karg=root=LABEL={ROOT_LABEL}"),
+        ]
+        .map(String::from)
+        .to_vec();
+        deploy.extend(KARGS.iter().map(|k| format!("--karg={k}")));
+        deploy.push(refspec.clone());
+        podman
+            .run_rm_privileged(&image, mnt, &deploy, s, ev, cancel)
+            .await
+            .with_context(|| format!("deploying {commit} with the ostree of {image}"))?;
+        let cfs = mnt.join(format!(
+            "ostree/deploy/{STATEROOT}/deploy/{commit}.0/.ostree.cfs"
+        ));
+        anyhow::ensure!(
+            cfs.is_file(),
+            "the image's ostree wrote no {} (composefs is required by the image)",
+            cfs.display()
+        );
+    } else {
+        let mut deploy = ostree::admin_sub("deploy", mnt)
+            .arg(format!("--os={STATEROOT}"))
+            .arg(format!("--karg=root=LABEL={ROOT_LABEL}"));
+        for k in KARGS {
+            deploy = deploy.arg(format!("--karg={k}"));
+        }
+        deploy.arg(&refspec).run(s, ev, cancel).await?;
     }
-    deploy.arg(&refspec).run(s, ev, cancel).await?;
 
     // /var of the stateroot from the image's seed (ostree 2022.7 leaves it empty).
     let deployment = mnt.join(format!("ostree/deploy/{STATEROOT}/deploy/{commit}.0"));
@@ -400,6 +456,7 @@ async fn fill_disk(
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         make_secs: 0.0,
         image_id: None,
+        format: DISK_FORMAT,
     })
 }
 

@@ -44,9 +44,12 @@ pub const DRIVERS: &[&str] = &[
     "crc32c_generic",
     "crc32c_intel",
 ];
+/// Added when the image requires composefs (the trixie base): ostree-prepare-root mounts the
+/// deployment's `.ostree.cfs` (erofs, through a loop device) under an overlay.
+pub const COMPOSEFS_DRIVERS: &[&str] = &["erofs", "loop", "overlay"];
 
 /// dracut's arguments, without the kernel version and output path.
-pub fn dracut_args() -> Vec<String> {
+pub fn dracut_args(composefs: bool) -> Vec<String> {
     let mut a: Vec<String> = [
         "--force",
         // Generic in the sense of "not this build host's hardware": the module list is explicit.
@@ -60,7 +63,11 @@ pub fn dracut_args() -> Vec<String> {
     .map(String::from)
     .to_vec();
     a.extend(["-m".into(), DRACUT_MODULES.join(" ")]);
-    a.extend(["--drivers".into(), DRIVERS.join(" ")]);
+    let mut drivers = DRIVERS.to_vec();
+    if composefs {
+        drivers.extend(COMPOSEFS_DRIVERS);
+    }
+    a.extend(["--drivers".into(), drivers.join(" ")]);
     a
 }
 
@@ -73,10 +80,10 @@ pub struct InitramfsReport {
 }
 
 /// The cache key: kernel version, the image's package database, dracut's arguments.
-pub fn cache_key(kver: &str, dpkg_status: &[u8]) -> String {
+pub fn cache_key(kver: &str, dpkg_status: &[u8], composefs: bool) -> String {
     let mut h = Sha256::new();
     h.update(format!("format {FORMAT}\0{kver}\0"));
-    h.update(dracut_args().join(" "));
+    h.update(dracut_args(composefs).join(" "));
     h.update("\0");
     h.update(dpkg_status);
     hex::encode(h.finalize())[..24].to_string()
@@ -103,7 +110,31 @@ pub fn kernel_in(tree: &Path) -> Option<String> {
     }
 }
 
-/// Replace `boot/initrd.img-<kver>` of the exported `tree` (of image `image`) with the small one,
+/// The kernel version and the initramfs path of an exported rootfs: [`kernel_in`]'s
+/// `boot/initrd.img-<kver>`, or, for an image laid out as ostree boots it (the trixie base),
+/// the one `usr/lib/modules/<kver>/initramfs.img` beside a `vmlinuz`.
+pub fn initramfs_in(tree: &Path) -> Option<(String, PathBuf)> {
+    if let Some(k) = kernel_in(tree) {
+        let p = tree.join(format!("boot/initrd.img-{k}"));
+        return Some((k, p));
+    }
+    let modules = tree.join("usr/lib/modules");
+    let found: Vec<String> = std::fs::read_dir(&modules)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|k| {
+            modules.join(k).join("vmlinuz").is_file()
+                && modules.join(k).join("initramfs.img").is_file()
+        })
+        .collect();
+    match found.as_slice() {
+        [k] => Some((k.clone(), modules.join(k).join("initramfs.img"))),
+        _ => None,
+    }
+}
+
+/// Replace `boot/initrd.img-<kver>` (or `usr/lib/modules/<kver>/initramfs.img`) of the exported `tree` (of image `image`) with the small one,
 /// made with dracut in `image` or taken from the cache. Leaves the tree alone (and says so) when
 /// it has no single kernel in `boot/` or no dracut.
 pub async fn replace_initramfs(
@@ -115,10 +146,10 @@ pub async fn replace_initramfs(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<Option<InitramfsReport>> {
-    let Some(kver) = kernel_in(tree) else {
+    let Some((kver, dest)) = initramfs_in(tree) else {
         ev.note(
             stage,
-            "no single boot/vmlinuz-<version> with its initrd: keeping the image's initramfs",
+            "no single kernel with its initramfs (boot/ or usr/lib/modules/): keeping the image's",
         );
         return Ok(None);
     };
@@ -127,7 +158,9 @@ pub async fn replace_initramfs(
         return Ok(None);
     }
     let status = std::fs::read(tree.join("var/lib/dpkg/status")).unwrap_or_default();
-    let key = cache_key(&kver, &status);
+    let composefs = std::fs::read_to_string(tree.join(super::PREPARE_ROOT_CONF))
+        .is_ok_and(|c| super::composefs_required(&c));
+    let key = cache_key(&kver, &status, composefs);
     let dir = paths.cache.join("initramfs");
     std::fs::create_dir_all(&dir)?;
     let cached_path = dir.join(format!("{key}.img"));
@@ -141,11 +174,23 @@ pub async fn replace_initramfs(
             ),
         );
     } else {
-        make(podman, image, &kver, &dir, &cached_path, stage, ev, cancel).await?;
+        make(
+            podman,
+            image,
+            &kver,
+            composefs,
+            &dir,
+            &cached_path,
+            stage,
+            ev,
+            cancel,
+        )
+        .await?;
     }
-    let dest = tree.join(format!("boot/initrd.img-{kver}"));
-    let tmp = tree.join(format!("boot/.initrd.img-{kver}.tmp"));
+    let tmp = dest.with_extension("bootlab-tmp");
     std::fs::copy(&cached_path, &tmp).context("copy the small initramfs into the tree")?;
+    // ostree checks the file into the commit with this mode; the bootloader reads it as root.
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     std::fs::rename(&tmp, &dest)?;
     let bytes = std::fs::metadata(&dest)?.len();
     ev.note(
@@ -167,6 +212,7 @@ async fn make(
     podman: &Podman,
     image: &str,
     kver: &str,
+    composefs: bool,
     dir: &Path,
     dest: &PathBuf,
     stage: &str,
@@ -175,7 +221,7 @@ async fn make(
 ) -> Result<()> {
     let work = tempfile::Builder::new().prefix(".tmp-").tempdir_in(dir)?;
     let mut argv = vec!["dracut".to_string()];
-    argv.extend(dracut_args());
+    argv.extend(dracut_args(composefs));
     argv.extend(["--kver".into(), kver.into(), "/out/initramfs.img".into()]);
     podman
         .run_rm(image, work.path(), &argv, stage, ev, cancel)
@@ -196,19 +242,40 @@ mod tests {
 
     #[test]
     fn args_name_the_ostree_module_and_the_virtio_disk_uncompressed() {
-        let a = dracut_args().join(" ");
+        let a = dracut_args(false).join(" ");
         assert!(a.contains("-m systemd systemd-initrd"), "{a}");
         assert!(a.contains(" ostree"), "{a}");
         assert!(a.contains("--drivers virtio_pci virtio_blk ext4"), "{a}");
         assert!(a.contains("--no-compress"), "{a}");
+        assert!(!a.contains("erofs"), "{a}");
+        let c = dracut_args(true).join(" ");
+        assert!(
+            c.contains("ext4 crc32c_generic crc32c_intel erofs loop overlay"),
+            "{c}"
+        );
     }
 
     #[test]
     fn key_changes_with_kernel_and_packages() {
-        let k = cache_key("6.1.0-1-amd64", b"Package: a");
-        assert_eq!(k, cache_key("6.1.0-1-amd64", b"Package: a"));
-        assert_ne!(k, cache_key("6.1.0-2-amd64", b"Package: a"));
-        assert_ne!(k, cache_key("6.1.0-1-amd64", b"Package: b"));
+        let k = cache_key("6.1.0-1-amd64", b"Package: a", false);
+        assert_eq!(k, cache_key("6.1.0-1-amd64", b"Package: a", false));
+        assert_ne!(k, cache_key("6.1.0-2-amd64", b"Package: a", false));
+        assert_ne!(k, cache_key("6.1.0-1-amd64", b"Package: b", false));
+        assert_ne!(k, cache_key("6.1.0-1-amd64", b"Package: a", true));
+    }
+
+    #[test]
+    fn an_ostree_laid_out_kernel_is_found_in_usr_lib_modules() {
+        let t = tempfile::tempdir().unwrap();
+        let m = t.path().join("usr/lib/modules/6.12.1-amd64");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("vmlinuz"), "k").unwrap();
+        assert_eq!(initramfs_in(t.path()), None);
+        std::fs::write(m.join("initramfs.img"), "i").unwrap();
+        assert_eq!(
+            initramfs_in(t.path()),
+            Some(("6.12.1-amd64".into(), m.join("initramfs.img")))
+        );
     }
 
     #[test]

@@ -147,9 +147,42 @@ pub fn hash_dir(dir: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// Where an image says whether its deployments boot from composefs (ostree 2023.4 and later).
+pub const PREPARE_ROOT_CONF: &str = "usr/lib/ostree/prepare-root.conf";
+
+/// Does this `prepare-root.conf` turn composefs on (`enabled = true|yes|1|signed|verity`)? The
+/// trixie base's does; the bookworm base has no such file. `maybe` does not require it.
+pub fn composefs_required(conf: &str) -> bool {
+    let mut in_section = false;
+    for line in conf.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line == "[composefs]";
+        } else if in_section
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim() == "enabled"
+        {
+            return matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "true" | "yes" | "1" | "signed" | "verity"
+            );
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composefs_is_required_only_when_enabled_for_sure() {
+        // The trixie base's file, as guest-base.sh writes it.
+        assert!(composefs_required("[composefs]\nenabled = true\n"));
+        assert!(composefs_required("[composefs]\nenabled = signed\n"));
+        assert!(!composefs_required("[composefs]\nenabled = maybe\n"));
+        assert!(!composefs_required("[sysroot]\nenabled = true\n"));
+        assert!(!composefs_required(""));
+    }
 
     #[test]
     fn hash_dir_sees_content_and_modes() {

@@ -152,7 +152,7 @@ impl Recipe {
     }
     /// Tag of the built image: `localhost/bootlab/<recipe>:<version>`.
     pub fn image_tag(&self, version: &str) -> String {
-        format!("localhost/bootlab/{}:{}", self.name(), version)
+        image_tag_of(self.name(), version)
     }
 
     /// Load and validate `dir/recipe.toml`.
@@ -359,6 +359,11 @@ pub fn find(name: &str) -> anyhow::Result<Recipe> {
 
 /// The recipe the README's first command and the starter labs use.
 pub const DEFAULT_RECIPE: &str = "debian-minimal";
+
+/// The podman tag of `version` of the recipe named `recipe`.
+pub fn image_tag_of(recipe: &str, version: &str) -> String {
+    format!("localhost/bootlab/{recipe}:{version}")
+}
 
 #[cfg(test)]
 mod tests {

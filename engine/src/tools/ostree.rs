@@ -144,6 +144,22 @@ impl Repo {
         Ok(out.status.success())
     }
 
+    /// The text of `path` in `commit`'s tree, or None when the commit has no such file.
+    pub async fn cat(
+        &self,
+        commit: &str,
+        path: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        let out = self
+            .cmd()
+            .args(["cat", commit, path])
+            .capture()
+            .run_unchecked("ostree", &Emitter::null(), cancel)
+            .await?;
+        Ok(out.status.success().then_some(out.stdout))
+    }
+
     /// Copy `refs_or_commits` from `src` (a local repo) into this one.
     pub async fn pull_local(
         &self,

@@ -421,6 +421,7 @@ async fn fill(
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         make_secs: 0.0,
         image_id: Some(build.image_id.clone()),
+        format: super::super::disk::DISK_FORMAT,
     })
 }
 

@@ -299,10 +299,44 @@ impl Podman {
         ev: &Emitter,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        self.run_rm_as(false, image, host_dir, argv, stage, ev, cancel)
+            .await
+    }
+
+    /// [`Self::run_rm`], privileged: for the image's own tools writing into filesystems the
+    /// host mounted under `host_dir` (the bind is recursive, so mounts below it are seen).
+    pub async fn run_rm_privileged(
+        &self,
+        image: &str,
+        host_dir: &Path,
+        argv: &[String],
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        self.run_rm_as(true, image, host_dir, argv, stage, ev, cancel)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_rm_as(
+        &self,
+        privileged: bool,
+        image: &str,
+        host_dir: &Path,
+        argv: &[String],
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
         let name = format!("bootlab-run-{}", fastrand::u64(..));
-        let r = self
+        let mut cmd = self
             .cmd()
-            .args(["run", "--rm", "--network=none", "--name", &name])
+            .args(["run", "--rm", "--network=none", "--name", &name]);
+        if privileged {
+            cmd = cmd.args(["--privileged", "--security-opt", "label=disable"]);
+        }
+        let r = cmd
             .args(self.choice.ulimit_args())
             .arg("-v")
             .arg(format!("{}:/out", host_dir.display()))
