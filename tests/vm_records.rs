@@ -47,6 +47,21 @@ fn blank_disk(dir: &Path) -> PathBuf {
 fn copied_binary(dir: &Path) -> PathBuf {
     let p = dir.join("my-workbench");
     std::fs::copy(env!("CARGO_BIN_EXE_bootlab"), &p).unwrap();
+    // Another test thread that forks while the copy's write handle is open inherits it, and
+    // exec then fails with ETXTBSY until that child has exec'd: wait for the handle to go.
+    let t = Instant::now();
+    while Command::new(&p)
+        .arg("--version")
+        .output()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::ExecutableFileBusy)
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{} stays busy",
+            p.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     p
 }
 
