@@ -209,3 +209,97 @@ fn lint_explains_a_learners_mistakes() {
         .args(["refs", "--delete", &format!("bootlab/{name}")])
         .output();
 }
+
+/// The TUI's way to the same: `n` on a recipe asks for a name and makes your copy, `e` hands
+/// its Containerfile to $EDITOR, and coming back reloads and builds it (or names the mistake).
+#[test]
+fn the_tui_makes_and_edits_your_recipe() {
+    use bootlab::tui::action::Action;
+    use bootlab::tui::app::{App, Effect, Init, JobKind, Modal};
+    use bootlab::tui::keymap;
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let t = tempfile::tempdir().unwrap();
+    let mine = t.path().join("my-recipes");
+    // SAFETY: only this test of this binary reads the variable in-process (the others run the
+    // binary with it removed).
+    unsafe { std::env::set_var("BOOTLAB_USER_RECIPES", &mine) };
+    let mut a = App::new(Init {
+        recipes: bootlab::recipe::all().map_err(|e| e.to_string()),
+        labs: Ok(vec![]),
+        now: std::time::SystemTime::now(),
+    });
+    let key =
+        |a: &App, c: char| keymap::lookup(a, &KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+    assert_eq!(key(&a, 'n'), Some(Action::NewRecipe));
+    // A shipped recipe is not edited in place.
+    assert_eq!(a.update(Action::EditRecipe), vec![]);
+    assert!(
+        a.status.as_deref().unwrap().contains("press n"),
+        "{:?}",
+        a.status
+    );
+    a.update(Action::NewRecipe);
+    // In the prompt every letter is text, `n` too.
+    assert_eq!(key(&a, 'n'), Some(Action::TextChar('n')));
+    for c in "Mine".chars() {
+        a.update(Action::TextChar(c));
+    }
+    assert_eq!(a.update(Action::Confirm), vec![]);
+    match &a.modal {
+        Some(Modal::NewRecipe { error: Some(e), .. }) => assert!(e.contains("lowercase"), "{e}"),
+        m => panic!("the prompt should stay open with the reason: {m:?}"),
+    }
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40)).unwrap();
+    term.draw(|f| bootlab::tui::draw::draw(&a, f)).unwrap();
+    let shown: String = term
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(
+        shown.contains("new recipe") && shown.contains("name: Mine") && shown.contains("lowercase"),
+        "{shown}"
+    );
+    for _ in 0..4 {
+        a.update(Action::TextBackspace);
+    }
+    for c in "mine".chars() {
+        a.update(Action::TextChar(c));
+    }
+    let eff = a.update(Action::Confirm);
+    let file = mine.join("mine/Containerfile");
+    assert_eq!(
+        eff,
+        vec![Effect::Edit {
+            recipe: "mine".into(),
+            file: file.clone()
+        }]
+    );
+    assert!(file.is_file());
+    assert_eq!(a.recipes.selected().unwrap().name(), "mine");
+    assert_eq!(key(&a, 'e'), Some(Action::EditRecipe));
+
+    // Back from the editor with a good edit: it builds the recipe.
+    let eff = a.after_edit("mine", bootlab::recipe::all().map_err(|e| e.to_string()));
+    assert!(
+        matches!(&eff[..], [Effect::Start(JobKind::Build { recipe, .. })] if recipe == "mine"),
+        "{eff:?}"
+    );
+    a.on_msg(bootlab::tui::app::Msg::JobCancelled {
+        kind: JobKind::Build {
+            recipe: "mine".into(),
+            version: "v1".into(),
+        },
+    });
+    // With a mistake: no build, and the status names the file.
+    let toml = mine.join("mine/recipe.toml");
+    let src = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, src.replace("family = ", "familly = ")).unwrap();
+    let eff = a.after_edit("mine", bootlab::recipe::all().map_err(|e| e.to_string()));
+    assert!(eff.is_empty(), "{eff:?}");
+    let status = a.status.clone().unwrap();
+    assert!(status.contains(&toml.display().to_string()), "{status}");
+    unsafe { std::env::remove_var("BOOTLAB_USER_RECIPES") };
+}

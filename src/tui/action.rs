@@ -135,6 +135,13 @@ pub enum Action {
     // Recipes.
     NextVersion,
     Build,
+    /// Make your own recipe from the selected one (asks for its name).
+    NewRecipe,
+    /// Open your recipe's Containerfile in $EDITOR (the TUI steps aside), then rebuild it.
+    EditRecipe,
+    /// Typing in a name prompt.
+    TextChar(char),
+    TextBackspace,
     // VM.
     Boot,
     Vm(VmControl),

@@ -27,6 +27,13 @@ pub enum Modal {
         lab: String,
         step: usize,
     },
+    /// The name of a new recipe of yours, copied from `from`; `error` says why the last try
+    /// was refused (the prompt stays open).
+    NewRecipe {
+        from: String,
+        name: String,
+        error: Option<String>,
+    },
 }
 
 impl Modal {
@@ -36,6 +43,7 @@ impl Modal {
             Modal::ConfirmQuit { vms, .. } if !vms.is_empty() => "stop VMs and quit",
             Modal::ConfirmQuit { .. } => "quit",
             Modal::ConfirmSolve { .. } => "show and run the solution",
+            Modal::NewRecipe { .. } => "make it and edit",
         }
     }
     /// A second way to say yes, when there is one.
@@ -93,6 +101,12 @@ pub enum Effect {
     /// Suspend the TUI and give the terminal to a shell in this VM.
     Shell {
         vm: String,
+    },
+    /// Suspend the TUI and give the terminal to $EDITOR on this file of recipe `recipe`; then
+    /// reload the recipes and build it.
+    Edit {
+        recipe: String,
+        file: std::path::PathBuf,
     },
     SaveLabProgress {
         lab: String,
@@ -415,6 +429,9 @@ impl App {
                     self.labs.solution_shown = true;
                     return self.start(JobKind::LabSolve { lab, step });
                 }
+                Some(Modal::NewRecipe { from, name, .. }) => {
+                    return self.create_recipe(from, name);
+                }
                 _ => {}
             },
             Action::ConfirmAlt => {
@@ -425,8 +442,108 @@ impl App {
                 }
             }
             Action::Dismiss => self.modal = None,
+            Action::NewRecipe => {
+                if let Some(r) = self.recipes.selected() {
+                    self.modal = Some(Modal::NewRecipe {
+                        from: r.name().to_string(),
+                        name: String::new(),
+                        error: None,
+                    });
+                }
+            }
+            Action::TextChar(c) => {
+                if let Some(Modal::NewRecipe { name, error, .. }) = &mut self.modal {
+                    name.push(c);
+                    *error = None;
+                }
+            }
+            Action::TextBackspace => {
+                if let Some(Modal::NewRecipe { name, .. }) = &mut self.modal {
+                    name.pop();
+                }
+            }
+            Action::EditRecipe => return self.edit_selected(),
         }
         vec![]
+    }
+
+    /// `e`: only your own recipes are edited in place; a shipped one is copied first (`n`).
+    fn edit_selected(&mut self) -> Vec<Effect> {
+        let Some(r) = self.recipes.selected() else {
+            return vec![];
+        };
+        if r.origin != crate::recipe::Origin::Yours {
+            self.status = Some(format!(
+                "{} is shipped with bootlab: press n to make your own copy, then edit that",
+                r.name()
+            ));
+            return vec![];
+        }
+        vec![Effect::Edit {
+            recipe: r.name().to_string(),
+            file: r.containerfile_path(),
+        }]
+    }
+
+    /// Make the recipe the name prompt asked for, in your recipes folder.
+    fn create_recipe(&mut self, from: String, name: String) -> Vec<Effect> {
+        let made = self
+            .recipes
+            .recipes
+            .iter()
+            .find(|r| r.name() == from)
+            .ok_or_else(|| format!("no recipe {from}"))
+            .and_then(|src| {
+                crate::recipe::scaffold::create(
+                    &crate::recipe::scaffold::default_dir(),
+                    name.trim(),
+                    Some(src),
+                )
+                .map_err(|e| format!("{e:#}"))
+            });
+        match made {
+            Ok(r) => {
+                self.status = Some(format!("made {} in {}", r.name(), r.dir.display()));
+                self.reload_recipes(crate::recipe::all().map_err(|e| e.to_string()), r.name());
+                self.edit_selected()
+            }
+            Err(e) => {
+                self.modal = Some(Modal::NewRecipe {
+                    from,
+                    name,
+                    error: Some(e),
+                });
+                vec![]
+            }
+        }
+    }
+
+    /// New recipe lists (after a new recipe or an edit), keeping `select` selected.
+    pub fn reload_recipes(&mut self, recipes: Result<Vec<Recipe>, String>, select: &str) {
+        let build = std::mem::take(&mut self.recipes.build);
+        let log = std::mem::take(&mut self.recipes.log);
+        self.recipes = super::views::recipes::RecipesView::new(recipes);
+        self.recipes.build = build;
+        self.recipes.log = log;
+        if let Some(i) = self.recipes.recipes.iter().position(|r| r.name() == select) {
+            self.recipes
+                .move_selection(i as isize - self.recipes.selected as isize);
+        }
+    }
+
+    /// Back from the editor: read the recipes again; a mistake names file:line:col and stops
+    /// there, else the edited recipe is built.
+    pub fn after_edit(
+        &mut self,
+        recipe: &str,
+        recipes: Result<Vec<Recipe>, String>,
+    ) -> Vec<Effect> {
+        self.reload_recipes(recipes, recipe);
+        if let Some(e) = &self.recipes.load_error {
+            self.status = Some(format!("your edit does not load: {e}"));
+            return vec![];
+        }
+        self.update(Action::Build)
     }
 
     fn move_selection(&mut self, d: isize) {

@@ -165,6 +165,21 @@ fn draw_confirm(app: &App, m: &Modal, f: &mut Frame, area: Rect) {
                 Line::raw("Try a hint first (h) if you have not."),
             ],
         ),
+        Modal::NewRecipe { from, name, error } => {
+            let mut l = vec![
+                Line::raw(format!("A recipe of yours, copied from {from}.")),
+                Line::raw("Its Containerfile opens in $EDITOR; bootlab builds it when you quit."),
+                Line::raw(""),
+                Line::from(vec![
+                    Span::styled("name: ", dim()),
+                    Span::styled(format!("{name}▏"), Style::new().bold()),
+                ]),
+            ];
+            if let Some(e) = error {
+                l.push(Line::styled(e.clone(), Style::new().fg(Color::LightRed)));
+            }
+            ("new recipe", l)
+        }
         Modal::Help => return,
     };
     lines.push(Line::raw(""));

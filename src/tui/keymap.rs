@@ -149,6 +149,8 @@ const fn extra(key: Key, action: Action, help: &'static str) -> Binding {
 pub enum Context {
     Help,
     Confirm,
+    /// Typing a name into a prompt (every printable key is text).
+    NameInput,
     FilterInput,
     View(Tab),
     LabStep,
@@ -157,6 +159,7 @@ pub enum Context {
 pub fn context(app: &App) -> Context {
     match &app.modal {
         Some(Modal::Help) => Context::Help,
+        Some(Modal::NewRecipe { .. }) => Context::NameInput,
         Some(_) => Context::Confirm,
         None => context_under_modal(app),
     }
@@ -287,6 +290,19 @@ fn bindings_in(app: &App, ctx: Context) -> Vec<Binding> {
             v.push(extra(Key::code(KeyCode::Esc), Action::Dismiss, "cancel"));
             v
         }
+        Context::NameInput => vec![
+            b(
+                Key::code(KeyCode::Enter),
+                Action::Confirm,
+                app.modal.as_ref().map(|m| m.yes_label()).unwrap_or("ok"),
+            ),
+            b(Key::code(KeyCode::Esc), Action::Dismiss, "cancel"),
+            extra(
+                Key::code(KeyCode::Backspace),
+                Action::TextBackspace,
+                "delete a character",
+            ),
+        ],
         Context::FilterInput => vec![
             b(
                 Key::code(KeyCode::Enter),
@@ -333,6 +349,14 @@ fn view_bindings(app: &App, tab: Tab) -> (Vec<Binding>, Vec<Binding>) {
         Tab::Recipes => {
             v.push(b(Key::ch('v'), Action::NextVersion, "version"));
             v.push(b(Key::ch('b'), Action::Build, "build"));
+            v.push(b(Key::ch('n'), Action::NewRecipe, "new (yours)"));
+            if app
+                .recipes
+                .selected()
+                .is_some_and(|r| r.origin == crate::recipe::Origin::Yours)
+            {
+                v.push(b(Key::ch('e'), Action::EditRecipe, "edit"));
+            }
             v.extend(list_bindings());
             later.extend(log_bindings(Some(&app.recipes.log)));
         }
@@ -392,11 +416,13 @@ pub fn lookup(app: &App, ev: &KeyEvent) -> Option<Action> {
     if let Some(bd) = bindings(app).into_iter().find(|bd| bd.key == key) {
         return Some(bd.action);
     }
-    // Typing a filter: every other printable character is text.
-    if ctx == Context::FilterInput
-        && let (KeyCode::Char(c), false) = (key.code, key.ctrl)
-    {
-        return Some(Action::FilterChar(c));
+    // Typing a filter or a name: every other printable character is text.
+    if let (KeyCode::Char(c), false) = (key.code, key.ctrl) {
+        match ctx {
+            Context::FilterInput => return Some(Action::FilterChar(c)),
+            Context::NameInput => return Some(Action::TextChar(c)),
+            _ => {}
+        }
     }
     // Ctrl-C cancels a job even inside popups and the filter prompt.
     if key == Key::ctrl('c') {

@@ -313,6 +313,36 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
                         Err(e) => format!("could not start the guest shell: {e}"),
                     }));
                 }
+                Effect::Edit { recipe, file } => {
+                    drop(keys);
+                    restore_terminal();
+                    let mut cmd = engine::editor_command(&file);
+                    println!(
+                        "bootlab: editing {} with {cmd:?} (quit it to build)",
+                        file.display()
+                    );
+                    let status = tokio::task::spawn_blocking(move || cmd.status()).await?;
+                    enter_tui_mode()?;
+                    let size = term.size()?;
+                    term.resize(ratatui::layout::Rect::new(0, 0, size.width, size.height))?;
+                    keys = EventStream::new();
+                    match status {
+                        Ok(_) => {
+                            let more = app.after_edit(
+                                &recipe,
+                                crate::recipe::all().map_err(|e| e.to_string()),
+                            );
+                            for e in more {
+                                if let Effect::Start(kind) = e {
+                                    runner.start(&app, kind);
+                                }
+                            }
+                        }
+                        Err(e) => app.on_msg(Msg::Status(format!(
+                            "could not start the editor ({e}): set $EDITOR"
+                        ))),
+                    }
+                }
                 Effect::SaveLabProgress { lab } => {
                     if let Err(e) = app.labs.save(&paths, &lab) {
                         app.on_msg(Msg::Status(format!("failed: saving lab progress: {e}")));
