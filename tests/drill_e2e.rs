@@ -129,6 +129,18 @@ async fn upgrade_rollback_powercut_on_one_guest() {
     let live = bootlab::deploy::live::read(&mut guest, recipe.file.family)
         .await
         .unwrap();
+    // The offline guest (ostree 2022.7) has no composefs: status says so, read live.
+    for d in &live.ostree.as_ref().unwrap().deployments {
+        let c = d
+            .composefs
+            .as_ref()
+            .expect("composefs read for each deployment");
+        assert_eq!(c.mode, bootlab::deploy::composefs::Mode::Off, "{d:#?}");
+        assert!(!c.image && c.digest.is_none(), "{d:#?}");
+        if d.booted {
+            assert_eq!(c.root_mounted, Some(false), "{d:#?}");
+        }
+    }
     let (from, to) =
         bootlab::deploy::diff::pick(live.best().unwrap(), Some("1"), Some("0")).unwrap();
     let d = bootlab::deploy::diff::between(&mut guest, &ev, &from, &to)
