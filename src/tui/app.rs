@@ -525,10 +525,7 @@ impl App {
         self.recipes = super::views::recipes::RecipesView::new(recipes);
         self.recipes.build = build;
         self.recipes.log = log;
-        if let Some(i) = self.recipes.recipes.iter().position(|r| r.name() == select) {
-            self.recipes
-                .move_selection(i as isize - self.recipes.selected as isize);
-        }
+        self.recipes.select(select);
     }
 
     /// Back from the editor: read the recipes again; a mistake names file:line:col and stops

@@ -100,6 +100,14 @@ impl RecipesView {
             .unwrap_or(0);
     }
 
+    /// Select the recipe named `name`, if there is one.
+    pub fn select(&mut self, name: &str) {
+        if let Some(i) = self.recipes.iter().position(|r| r.name() == name) {
+            self.selected = i;
+            self.reset_version();
+        }
+    }
+
     pub fn move_selection(&mut self, d: isize) {
         let n = crate::tui::app::step_index(self.selected, d, self.recipes.len());
         if n != self.selected {

@@ -345,18 +345,24 @@ impl Podman {
             .run(stage, ev, cancel)
             .await;
         if r.is_err() {
-            // Cancelled or killed mid-run: --rm did not get its chance.
-            let _ = self
-                .cmd()
-                .args(["rm", "-f", "--ignore", &name])
-                .run_unchecked(stage, ev, &CancellationToken::new())
-                .await;
+            self.remove_left_behind(&name, stage, ev).await;
         }
         r.map(|_| ())
     }
 
+    /// A `run --rm` container whose podman client was cancelled or killed mid-run: --rm did not
+    /// get its chance, so remove it by name.
+    async fn remove_left_behind(&self, name: &str, stage: &str, ev: &Emitter) {
+        let _ = self
+            .cmd()
+            .args(["rm", "-f", "--ignore", name])
+            .run_unchecked(stage, ev, &CancellationToken::new())
+            .await;
+    }
+
     /// Run `argv` in a throw-away container of `image` (no network, nothing mounted) and capture
-    /// what it prints; the exit status is the caller's to judge.
+    /// what it prints; the exit status is the caller's to judge. Like [`Self::run_rm`], the
+    /// container is removed however the command ends.
     pub async fn run_capture(
         &self,
         image: &str,
@@ -365,14 +371,20 @@ impl Podman {
         ev: &Emitter,
         cancel: &CancellationToken,
     ) -> Result<crate::tools::cmd::CmdOutput> {
-        self.cmd()
-            .args(["run", "--rm", "--network=none"])
+        let name = format!("bootlab-run-{}", fastrand::u64(..));
+        let r = self
+            .cmd()
+            .args(["run", "--rm", "--network=none", "--name", &name])
             .args(self.choice.ulimit_args())
             .arg(image)
             .args(argv.iter().copied())
             .capture()
             .run_unchecked(stage, ev, cancel)
-            .await
+            .await;
+        if r.is_err() {
+            self.remove_left_behind(&name, stage, ev).await;
+        }
+        r
     }
 
     /// What `image` added, changed and deleted on top of `base` (`podman image diff`).
