@@ -94,6 +94,21 @@ pub async fn booted_image(
     if fresh(&dest) {
         return Ok(dest);
     }
+    // Under the lock no other maker runs: a `booted-…` VM still up on this golden disk belongs
+    // to a maker that was killed (its VM would otherwise run on, unowned, for good).
+    for r in super::lifecycle::list(paths) {
+        if r.name.starts_with("booted-") && r.golden.as_deref() == Some(golden.as_path()) {
+            ev.note(
+                "vm",
+                format!(
+                    "reaping {}: left by a booted-image maker that did not finish",
+                    r.name
+                ),
+            );
+            let _ = super::lifecycle::stop(paths, &r.name, true, Duration::from_secs(10)).await;
+            let _ = std::fs::remove_dir_all(VmRecord::dir(paths, &r.name));
+        }
+    }
     let _ = std::fs::remove_file(&dest);
     let name = format!("booted-{}", fastrand::u32(..));
     let stage = format!("vm:{name}");
