@@ -257,3 +257,70 @@ pub fn status_argv() -> Vec<String> {
         .map(|s| s.to_string())
         .collect()
 }
+
+fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// The commands that change a bootc guest's deployments, in one place: the drills
+/// (`drill::flows`) and the lab runner (`lab::runner`) send exactly these.
+///
+/// `bootc upgrade`: fetch what `spec.image` names and stage it; its /etc is merged at shutdown.
+pub fn upgrade_argv() -> Vec<String> {
+    argv(&["bootc", "upgrade"])
+}
+
+/// `bootc rollback`: make the rollback deployment the next boot (reorders; deploys nothing).
+pub fn rollback_argv() -> Vec<String> {
+    argv(&["bootc", "rollback"])
+}
+
+/// Split a target `transport:image` (`oci:/var/mnt/x:v3`, `registry:quay.io/a:b`); a bare image
+/// is a registry image.
+pub fn split_target(target: &str) -> (String, String) {
+    for t in ["registry", "oci-archive", "oci", "containers-storage"] {
+        if let Some(rest) = target.strip_prefix(&format!("{t}:")) {
+            return (t.to_string(), rest.to_string());
+        }
+    }
+    ("registry".to_string(), target.to_string())
+}
+
+/// `bootc switch [--transport T] IMAGE` for a target as [`split_target`] reads it; `spec.image`
+/// follows it from now on, so later upgrades fetch from there.
+pub fn switch_argv(target: &str) -> Vec<String> {
+    let (transport, image) = split_target(target);
+    let mut a = argv(&["bootc", "switch"]);
+    if transport != "registry" {
+        a.extend(argv(&["--transport", &transport]));
+    }
+    a.push(image);
+    a
+}
+
+#[cfg(test)]
+mod sequence_tests {
+    use super::*;
+
+    #[test]
+    fn switch_names_the_transport_unless_registry() {
+        assert_eq!(
+            switch_argv("oci:/var/mnt/share/debian-bootc.oci:v3"),
+            argv(&[
+                "bootc",
+                "switch",
+                "--transport",
+                "oci",
+                "/var/mnt/share/debian-bootc.oci:v3"
+            ])
+        );
+        assert_eq!(
+            switch_argv("quay.io/a/b:1"),
+            argv(&["bootc", "switch", "quay.io/a/b:1"])
+        );
+        assert_eq!(
+            split_target("oci-archive:/x.tar"),
+            ("oci-archive".into(), "/x.tar".into())
+        );
+    }
+}

@@ -10,42 +10,60 @@ use crate::pipeline::bootc::install::{self, STABLE_TAG};
 use crate::recipe::{Recipe, Version};
 use anyhow::Result;
 
-/// Build `version` and publish it as the recipe's `stable` in its OCI layout.
+/// Build `version` and publish it in the recipe's OCI layout under its own tag (`v3`) and, with
+/// `make_stable`, as `stable` too. The returned image is what a guest should follow: `stable`
+/// when it was moved (what `bootc upgrade` on a guest installed from it fetches), else the
+/// version's own tag (a `bootc switch` target that pins that version).
 pub async fn publish(
     paths: &Paths,
     recipe: &Recipe,
     version: &Version,
+    make_stable: bool,
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<Published> {
     let b = crate::pipeline::build_image(paths, recipe, version, ev, cancel).await?;
-    let p = install::publish_oci(paths, &b, true, ev, cancel).await?;
+    let p = install::publish_oci(paths, &b, make_stable, ev, cancel).await?;
+    let tag = if make_stable {
+        STABLE_TAG
+    } else {
+        version.id.as_str()
+    };
     let short = |d: &str| {
         let d = d.strip_prefix("sha256:").unwrap_or(d);
         d[..d.len().min(12)].to_string()
     };
-    let summary = format!(
-        "{} {}: {} image {}; {}:{STABLE_TAG} → {} (was {})",
-        recipe.name(),
-        version.id,
-        if b.cached { "cached" } else { "built" },
-        short(&b.image_id),
-        p.layout.display(),
-        short(&p.digest),
-        p.previous_stable
-            .as_deref()
-            .map(short)
-            .unwrap_or_else(|| "new".into()),
-    );
+    let summary = if make_stable {
+        format!(
+            "{} {}: {} image {}; {}:{STABLE_TAG} → {} (was {})",
+            recipe.name(),
+            version.id,
+            if b.cached { "cached" } else { "built" },
+            short(&b.image_id),
+            p.layout.display(),
+            short(&p.digest),
+            p.previous_stable
+                .as_deref()
+                .map(short)
+                .unwrap_or_else(|| "new".into()),
+        )
+    } else {
+        format!(
+            "{} {}: {} image {}; {}:{tag} is {} ({STABLE_TAG} not moved)",
+            recipe.name(),
+            version.id,
+            if b.cached { "cached" } else { "built" },
+            short(&b.image_id),
+            p.layout.display(),
+            short(&p.digest),
+        )
+    };
     Ok(Published {
         recipe: recipe.name().to_string(),
         version: version.id.clone(),
         branch: String::new(),
         commit: None,
-        image: Some(format!(
-            "oci:{}",
-            install::guest_imgref(recipe.name(), STABLE_TAG)
-        )),
+        image: Some(format!("oci:{}", install::guest_imgref(recipe.name(), tag))),
         digest: Some(p.digest),
         summary,
     })

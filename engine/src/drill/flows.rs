@@ -472,7 +472,11 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
     let mut reorders = false;
     let s = match t {
         Tooling::Bootc => {
-            run.exec_ok(s, argv(&["bootc", "rollback"]), &["Next boot", "rollback"])
+            run.exec_ok(
+                s,
+                crate::deploy::bootc::rollback_argv(),
+                &["Next boot", "rollback"],
+            )
                 .await?
                 .0
         }
@@ -598,17 +602,6 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
     ))
 }
 
-/// Parse a bootc switch target `transport:image` (`oci:/var/mnt/x`, `registry:quay.io/a:b`) or
-/// a bare registry image.
-fn bootc_target(image: &str) -> (String, String) {
-    for t in ["registry", "oci-archive", "oci", "containers-storage"] {
-        if let Some(rest) = image.strip_prefix(&format!("{t}:")) {
-            return (t.to_string(), rest.to_string());
-        }
-    }
-    ("registry".to_string(), image.to_string())
-}
-
 pub async fn switch<G: GuestOps, H: HostOps>(
     run: &mut Run<'_, G, H>,
     spec: &DrillSpec,
@@ -656,14 +649,13 @@ pub async fn switch<G: GuestOps, H: HostOps>(
             let img = p.image.clone().ok_or_else(|| {
                 anyhow!("the host published no image reference for {}", to.name())
             })?;
-            let (transport, image) = bootc_target(&img);
-            let mut a = argv(&["bootc", "switch"]);
-            if transport != "registry" {
-                a.extend(argv(&["--transport", &transport]));
-            }
-            a.push(image.clone());
+            let (transport, image) = crate::deploy::bootc::split_target(&img);
             let (s, _) = run
-                .exec_ok(s, a, &["Queued for next boot", "error"])
+                .exec_ok(
+                    s,
+                    crate::deploy::bootc::switch_argv(&img),
+                    &["Queued for next boot", "error"],
+                )
                 .await?;
             (s, format!("{transport}:{image}"))
         }
@@ -1032,17 +1024,5 @@ mod tests {
             "writing the new deployment (/etc merge seen)"
         );
         assert_eq!(phase_of("x", Some(0)), "finished");
-    }
-
-    #[test]
-    fn bootc_targets() {
-        assert_eq!(
-            bootc_target("oci:/var/mnt/x"),
-            ("oci".to_string(), "/var/mnt/x".to_string())
-        );
-        assert_eq!(
-            bootc_target("quay.io/a/b:1"),
-            ("registry".to_string(), "quay.io/a/b:1".to_string())
-        );
     }
 }

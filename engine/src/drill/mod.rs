@@ -153,7 +153,7 @@ impl Tooling {
     pub fn upgrade_argv(self) -> Vec<String> {
         match self {
             Tooling::Ostree => crate::deploy::admin::upgrade_argv(),
-            Tooling::Bootc => run::argv(&["bootc", "upgrade"]),
+            Tooling::Bootc => crate::deploy::bootc::upgrade_argv(),
         }
     }
     /// What identifies a deployment's content: the image digest for bootc, the commit for ostree.

@@ -131,10 +131,14 @@ impl GuestOps for VmGuest {
 
     async fn mount_updates(&mut self) -> Result<String> {
         let newly = self.client.mount_share().await?;
+        // Where depends on the family (bootc guests see it at /var/mnt/share): the record says.
+        let at = crate::vm::VmRecord::load(&self.paths, &self.name)
+            .map(|r| r.share_dir().to_string())
+            .unwrap_or_else(|_| UPDATES_MOUNT.to_string());
         Ok(if newly {
-            format!("mounted the update share at {UPDATES_MOUNT} (9p, read-only)")
+            format!("mounted the update share at {at} (9p, read-only)")
         } else {
-            format!("update share already mounted at {UPDATES_MOUNT}")
+            format!("update share already mounted at {at}")
         })
     }
 }
@@ -157,7 +161,8 @@ impl HostOps for PipelineHost {
         let r = crate::recipe::find(recipe)?;
         let v = r.resolve_version(Some(version))?;
         if r.file.family == Family::Bootc {
-            return crate::drill::bootc::publish(&self.paths, &r, v, &self.ev, &self.cancel).await;
+            return crate::drill::bootc::publish(&self.paths, &r, v, true, &self.ev, &self.cancel)
+                .await;
         }
         let b = crate::pipeline::build_image(&self.paths, &r, v, &self.ev, &self.cancel).await?;
         let p = crate::pipeline::publish(&self.paths, recipe, &b.commit, &self.ev, &self.cancel)

@@ -9,8 +9,9 @@
 //! - `State { object: "check:<lab>/<step>", state: "passed" | "failed" | "retrying", detail }`
 //!   for each check (`detail` is the title, then the learner-facing reason when it failed).
 //!
-//! The offline family only: upgrades, rollbacks and switches drive `ostree admin` in the guest,
-//! the way the drills do (`crate::drill`).
+//! Upgrades, rollbacks and switches send the guest the same commands the drills do: `ostree
+//! admin` on the offline family (`deploy::admin`), bootc itself on the bootc family
+//! (`deploy::bootc`).
 
 use super::check::{Captured, DeploymentsSeen, Observation, Verdict, evaluate_check};
 use super::model::{Action, Check, Lab, Probe, RetryPolicy, Step};
@@ -563,31 +564,42 @@ impl LabRunner {
         lifecycle::remove(&self.paths, &self.vm)
     }
 
-    fn offline_only(&self, what: &str) -> Result<Recipe> {
-        let r = self.vm_recipe()?;
-        if r.file.family != Family::DebianOstree {
-            bail!(
-                "{what} in a lab runs on the offline family (ostree admin) only; {} is of the {} family",
-                r.name(),
-                r.file.family
-            );
-        }
-        Ok(r)
-    }
-
-    /// Build + publish `version` of `recipe` and make sure the guest sees it over the share.
+    /// Build + publish `version` of `recipe` where the guest sees it (the update share, mounted
+    /// first): the offline family's branch in the update repo, a bootc recipe's OCI layout (as
+    /// `stable` when `follow_stable`, else only under the version's tag). Returns what the guest
+    /// is told to follow: the branch, or the bootc target `oci:/var/mnt/share/…:tag`.
     async fn publish_to_guest(
         &mut self,
         stage: &str,
-        recipe: &str,
+        recipe: &Recipe,
         version: &str,
+        follow_stable: bool,
     ) -> Result<String> {
-        let mut host = PipelineHost::new(self.paths.clone(), self.ev.clone(), self.cancel.clone());
-        let p = host.publish(recipe, version).await?;
-        self.ev.note(stage, p.summary.clone());
+        let (target, summary) = if recipe.file.family == Family::Bootc {
+            let v = recipe.resolve_version(Some(version))?;
+            let p = crate::drill::bootc::publish(
+                &self.paths,
+                recipe,
+                v,
+                follow_stable,
+                &self.ev,
+                &self.cancel,
+            )
+            .await?;
+            let img = p
+                .image
+                .ok_or_else(|| anyhow!("no image reference was published for {}", recipe.name()))?;
+            (img, p.summary)
+        } else {
+            let mut host =
+                PipelineHost::new(self.paths.clone(), self.ev.clone(), self.cancel.clone());
+            let p = host.publish(recipe.name(), version).await?;
+            (p.branch, p.summary)
+        };
+        self.ev.note(stage, summary);
         let line = self.guest().await?.mount_updates().await?;
         self.ev.note(stage, line);
-        Ok(p.branch)
+        Ok(target)
     }
 
     async fn booted_version(&mut self, stage: &str) -> Result<Option<String>> {
@@ -608,8 +620,11 @@ impl LabRunner {
         Ok(())
     }
 
+    /// Publish the next version (or `to`) and upgrade the guest to it: `ostree admin upgrade`
+    /// (pending) on the offline family, `bootc upgrade` (staged) on bootc, which fetches what
+    /// the guest's `spec.image` names (`stable`, unless a switch pinned another tag).
     async fn upgrade(&mut self, stage: &str, to: Option<&str>, apply: bool) -> Result<()> {
-        let r = self.offline_only("upgrade")?;
+        let r = self.vm_recipe()?;
         let to = match to {
             Some(t) => t.to_string(),
             None => {
@@ -624,14 +639,23 @@ impl LabRunner {
                     .clone()
             }
         };
-        let branch = self.publish_to_guest(stage, r.name(), &to).await?;
-        let st = self.status().await?;
-        for cmd in admin::upgrade(st.booted(), &branch) {
+        let target = self.publish_to_guest(stage, &r, &to, true).await?;
+        let cmds = match r.file.family {
+            Family::Bootc => vec![crate::deploy::bootc::upgrade_argv()],
+            Family::DebianOstree => {
+                let st = self.status().await?;
+                admin::upgrade(st.booted(), &target)
+            }
+        };
+        for cmd in cmds {
             self.guest_ok(stage, cmd).await?;
         }
         self.reboot_if(stage, apply).await
     }
 
+    /// Switch the guest to `recipe` at `version`: `ostree admin switch` to its branch, or
+    /// `bootc switch --transport oci` to the version's own tag in its layout (so a bootc guest
+    /// can switch between versions of one recipe, and later upgrades follow that tag).
     async fn switch(
         &mut self,
         stage: &str,
@@ -639,21 +663,40 @@ impl LabRunner {
         version: Option<&str>,
         apply: bool,
     ) -> Result<()> {
-        self.offline_only("switch")?;
+        let from = self.vm_recipe()?;
         let to = crate::recipe::find(recipe)?;
+        if to.file.family != from.file.family {
+            bail!(
+                "{} is of the {} family and the guest runs {} ({} family): a switch stays within a family",
+                to.name(),
+                to.file.family,
+                from.name(),
+                from.file.family
+            );
+        }
         let v = to.resolve_version(version)?.id.clone();
-        let branch = self.publish_to_guest(stage, to.name(), &v).await?;
-        for cmd in admin::switch(&branch) {
+        let target = self.publish_to_guest(stage, &to, &v, false).await?;
+        let cmds = match to.file.family {
+            Family::Bootc => vec![crate::deploy::bootc::switch_argv(&target)],
+            Family::DebianOstree => admin::switch(&target),
+        };
+        for cmd in cmds {
             self.guest_ok(stage, cmd).await?;
         }
         self.reboot_if(stage, apply).await
     }
 
+    /// Make the rollback deployment the next boot: `bootc rollback`, or on the offline family
+    /// `ostree admin set-default` (the redeploy on an ostree before 2023.6).
     async fn rollback(&mut self, stage: &str, apply: bool) -> Result<()> {
-        self.offline_only("rollback")?;
-        let st = self.status().await?;
-        let v = self.guest_ok(stage, admin::version_argv()).await?;
-        let (_, cmds) = admin::rollback(&st, &v.stdout)?;
+        let cmds = match self.vm_recipe()?.file.family {
+            Family::Bootc => vec![crate::deploy::bootc::rollback_argv()],
+            Family::DebianOstree => {
+                let st = self.status().await?;
+                let v = self.guest_ok(stage, admin::version_argv()).await?;
+                admin::rollback(&st, &v.stdout)?.1
+            }
+        };
         for cmd in cmds {
             self.guest_ok(stage, cmd).await?;
         }
@@ -741,9 +784,10 @@ impl Prober for LabRunner {
                     }))
                 }
                 Probe::Deployments(_) => {
+                    let family = self.vm_recipe()?.file.family;
                     self.ev.emit(Event::Command {
                         stage: "check guest".into(),
-                        argv: crate::deploy::ostree::status_argv(),
+                        argv: crate::drill::Tooling::of(family).status_argv(),
                     });
                     Ok(Observation::Deployments(self.observe_deployments().await?))
                 }
