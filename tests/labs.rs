@@ -32,14 +32,25 @@ fn shipped_labs_validate() {
     let (labs, errors) = lab::shipped();
     assert!(errors.is_empty(), "{errors:#?}");
     let ids: Vec<&str> = labs.iter().map(|l| l.id.as_str()).collect();
-    assert_eq!(ids, ["tour", "first-boot", "upgrade", "rollback"]);
+    assert_eq!(
+        ids,
+        [
+            "tour",
+            "first-boot",
+            "upgrade",
+            "rollback",
+            "bootc-upgrade",
+            "bootc-switch-rollback"
+        ]
+    );
     for l in &labs {
-        assert_eq!(
-            l.requires.recipe.as_deref(),
-            Some("debian-minimal"),
-            "{}",
-            l.id
-        );
+        // The starter labs run on the offline guest, the bootc labs on real bootc.
+        let want = if l.id.starts_with("bootc-") {
+            "debian-bootc"
+        } else {
+            "debian-minimal"
+        };
+        assert_eq!(l.requires.recipe.as_deref(), Some(want), "{}", l.id);
         for s in &l.steps {
             assert!(!s.checks.is_empty(), "{}/{}", l.id, s.id);
             for c in &s.checks {
@@ -338,7 +349,7 @@ fn cli_validate_shipped_labs() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "4 labs ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "6 labs ok\n");
     }
 }
 
@@ -395,7 +406,7 @@ fn cli_list_text_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 6);
     assert_eq!(rows[1]["id"], "first-boot");
     assert_eq!(rows[1]["steps"], 7);
     assert_eq!(rows[1]["minutes"], 25);
@@ -451,7 +462,9 @@ fn cli_show_by_id_stem_and_path() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("no lab \"nope\" (known: tour, first-boot, upgrade, rollback)"),
+        stderr.contains(
+            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, bootc-upgrade, bootc-switch-rollback)"
+        ),
         "{stderr}"
     );
 
