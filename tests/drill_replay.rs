@@ -5,7 +5,7 @@
 
 use bootlab::drill::replay::{Call, ReplayGuest, ReplayHost};
 use bootlab::drill::{
-    CutPoint, DrillKind, DrillSpec, ExecOutput, Published, Verdict, marker_argv, run_drill,
+    CutPoint, DrillKind, DrillSpec, ExecOutput, Published, Verdict, Via, marker_argv, run_drill,
     verify_argvs,
 };
 use bootlab::events::{CancellationToken, Emitter, Event};
@@ -627,7 +627,11 @@ async fn ostree_switch_to_another_recipe_replayed() {
         digest: None,
         summary: "replayed".into(),
     }]);
-    let kind = DrillKind::Switch { to: Box::new(web) };
+    let kind = DrillKind::Switch {
+        to: Box::new(web),
+        version: None,
+        via: Via::Stable,
+    };
     let r = drive(&spec(kind, Family::DebianOstree), &mut g, &mut h).await;
     assert_eq!(r.verdict, Verdict::Pass, "{}", r.render());
     assert!(g.remaining().is_empty(), "{:?}", g.remaining());
@@ -662,7 +666,11 @@ async fn ostree_switch_to_another_recipe_replayed() {
     }]);
     let r = drive(
         &spec(
-            DrillKind::Switch { to: Box::new(web) },
+            DrillKind::Switch {
+                to: Box::new(web),
+                version: None,
+                via: Via::Stable,
+            },
             Family::DebianOstree,
         ),
         &mut g,

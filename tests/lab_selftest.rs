@@ -134,12 +134,11 @@ fn selftest_passes(files: &[&str], ids: &[&str]) {
     // Every learner step of every lab: before the solve at least one check failed, and it
     // failed on what it saw (not on an unreachable guest); then every check passed.
     let mut learner_steps = 0;
-    for (l, lab) in
-        report["labs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(ids)
+    for (l, lab) in report["labs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(ids.iter().copied())
     {
         let shipped = labs.iter().find(|x| x.id == lab).unwrap();
         for s in l["steps"].as_array().unwrap() {

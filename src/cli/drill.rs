@@ -1,7 +1,7 @@
 //! `bootlab status VM` and `bootlab drill upgrade|rollback|switch|powercut VM`.
 
-use crate::drill::vm_ops::{PipelineHost, VmGuest};
-use crate::drill::{CutPoint, DrillKind, DrillSpec, Report, Verdict};
+use crate::drill::vm_ops::VmGuest;
+use crate::drill::{CutPoint, DrillKind, Report, Verdict, Via};
 use crate::events::{CancellationToken, Emitter};
 use crate::paths::Paths;
 use std::process::ExitCode;
@@ -49,13 +49,22 @@ pub enum DrillCmd {
     /// Change the bytes of the object behind a file under /usr, read it before and after a
     /// reboot, put the bytes back: PASS when the change is detected (fs-verity).
     Tamper(Common),
-    /// Switch the guest to another recipe's image, reboot, verify.
+    /// Switch the guest to another recipe's image (on bootc also another version of its own,
+    /// or the same image over another transport), reboot, verify.
     Switch {
         #[command(flatten)]
         common: Common,
         /// The recipe to switch to.
         #[arg(long)]
         to: String,
+        /// The version to switch to (default: the recipe's default). On bootc the guest then
+        /// follows that version's own tag in the OCI layout (`…/<recipe>.oci:<version>`).
+        #[arg(long)]
+        version: Option<String>,
+        /// bootc: switch over the oci-archive transport (a tar file in the update share)
+        /// instead of the OCI layout.
+        #[arg(long)]
+        archive: bool,
     },
     /// Start an upgrade, cut the power during it, boot again, verify a complete deployment boots.
     Powercut {
@@ -141,9 +150,35 @@ pub fn run(c: DrillCmd) -> anyhow::Result<ExitCode> {
         DrillCmd::Upgrade(c) => (c, None),
         DrillCmd::Rollback(c) => (c, Some(DrillKind::Rollback)),
         DrillCmd::Tamper(c) => (c, Some(DrillKind::Tamper)),
-        DrillCmd::Switch { common, to } => {
+        DrillCmd::Switch {
+            common,
+            to,
+            version,
+            archive,
+        } => {
             let r = crate::recipe::find(&to)?;
-            (common, Some(DrillKind::Switch { to: Box::new(r) }))
+            if let Some(v) = &version {
+                r.resolve_version(Some(v))?;
+            }
+            if archive && r.file.family != crate::recipe::Family::Bootc {
+                anyhow::bail!(
+                    "--archive is a bootc transport; {} is of the {} family",
+                    r.name(),
+                    r.file.family
+                );
+            }
+            // A version pins its own tag; without one the guest follows `stable`.
+            let via = match (archive, &version) {
+                (true, _) => Via::Archive,
+                (false, Some(_)) => Via::Tag,
+                (false, None) => Via::Stable,
+            };
+            let kind = DrillKind::Switch {
+                to: Box::new(r),
+                version,
+                via,
+            };
+            (common, Some(kind))
         }
         DrillCmd::Powercut { common, at } => (common, Some(DrillKind::Powercut { at })),
     };
@@ -162,20 +197,10 @@ pub fn run(c: DrillCmd) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        let (mut guest, recipe) = VmGuest::connect(&paths, &common.vm, &ev).await?;
-        let recipe = recipe.ok_or_else(|| {
-            anyhow::anyhow!(
-                "VM {} records no recipe: drills need to know what to build next",
-                common.vm
-            )
-        })?;
-        let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
-        let spec = DrillSpec::new(kind, &common.vm, recipe);
-        let report = crate::drill::run_drill(&spec, &mut guest, &mut host, &ev, &cancel).await;
+        let report = crate::workflow::drill(&paths, &common.vm, |_| Ok(kind), &ev, &cancel).await;
         drop(ev);
-        drop(guest);
-        drop(host);
         let _ = printer.await;
+        let report = report?;
         let saved = save(&paths, &report);
         if common.json {
             println!("{}", serde_json::to_string_pretty(&report)?);

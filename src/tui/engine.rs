@@ -8,7 +8,7 @@ use super::app::{App, JobKind, JobOutput};
 use super::views::deployments::{DeploymentRow, DiffView};
 use super::views::drills::Verdict;
 use super::views::vm::VmInfo;
-use crate::drill::vm_ops::{PipelineHost, VmGuest};
+use crate::drill::vm_ops::VmGuest;
 use crate::events::{CancellationToken, Emitter};
 use crate::paths::Paths;
 use crate::recipe::Family;
@@ -383,33 +383,42 @@ async fn drill(
     cancel: &CancellationToken,
 ) -> anyhow::Result<JobOutput> {
     let name = vm_of(input)?;
-    let (mut guest, recipe) = VmGuest::connect(paths, name, ev).await?;
-    let recipe = recipe.ok_or_else(|| {
-        anyhow::anyhow!("VM {name} records no recipe: a drill needs to know what to build next")
-    })?;
-    let kind = match kind {
-        DrillKind::Upgrade => crate::drill::DrillKind::Upgrade,
-        DrillKind::Rollback => crate::drill::DrillKind::Rollback,
-        DrillKind::PowerCut => crate::drill::DrillKind::Powercut {
-            at: crate::drill::CutPoint::Random,
-        },
-        DrillKind::Switch => {
-            let to = input
+    // The recipe is what the guest runs now (the engine's drill workflow finds it).
+    let make = |recipe: &crate::recipe::Recipe| -> anyhow::Result<crate::drill::DrillKind> {
+        Ok(match kind {
+            DrillKind::Upgrade => crate::drill::DrillKind::Upgrade,
+            DrillKind::Rollback => crate::drill::DrillKind::Rollback,
+            DrillKind::PowerCut => crate::drill::DrillKind::Powercut {
+                at: crate::drill::CutPoint::Random,
+            },
+            // Another recipe's image; on bootc the VM's own recipe too: its last version, by tag.
+            DrillKind::Switch => {
+                let bootc = recipe.file.family == crate::recipe::Family::Bootc;
+                let to = input
                 .switch_to
                 .clone()
-                .filter(|r| r.name() != recipe.name())
+                .filter(|r| bootc || r.name() != recipe.name())
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "select the recipe to switch to in the Recipes view (1) — another one than {}",
                         recipe.name()
                     )
                 })?;
-            crate::drill::DrillKind::Switch { to: Box::new(to) }
-        }
+                let (version, via) = if to.name() == recipe.name() {
+                    let last = to.file.versions.last().map(|v| v.id.clone());
+                    (last, crate::drill::Via::Tag)
+                } else {
+                    (None, crate::drill::Via::Stable)
+                };
+                crate::drill::DrillKind::Switch {
+                    to: Box::new(to),
+                    version,
+                    via,
+                }
+            }
+        })
     };
-    let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
-    let spec = crate::drill::DrillSpec::new(kind, name, recipe);
-    let report = crate::drill::run_drill(&spec, &mut guest, &mut host, ev, cancel).await;
+    let report = crate::workflow::drill(paths, name, make, ev, cancel).await?;
     Ok(JobOutput::Verdict(verdict_of(&report)))
 }
 

@@ -92,6 +92,31 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The bootlab recipe this deployment was made from, as its origin says: an ostree origin
+    /// `bootlab:bootlab/<recipe>` (the update share's branch), or a bootc image in the share,
+    /// `/var/mnt/share/<recipe>.oci:<tag>` or `/var/mnt/share/<recipe>-<version>.oci-archive`.
+    /// None for anything else (a bare-checksum origin, a registry image): the caller keeps what
+    /// it knew.
+    pub fn recipe_hint(&self) -> Option<String> {
+        if let Some(o) = &self.origin_refspec {
+            let branch = o.split_once(':').map_or(o.as_str(), |(_, b)| b);
+            if let Some(r) = branch.strip_prefix("bootlab/") {
+                return Some(r.to_string());
+            }
+        }
+        let img = self.image.as_ref()?;
+        let file = img.image.rsplit('/').next()?;
+        match img.transport.as_str() {
+            "oci" => file.split_once(".oci:").map(|(r, _)| r.to_string()),
+            // `<recipe>-<version>`: the version is the last dash-separated word.
+            "oci-archive" => file
+                .strip_suffix(".oci-archive")
+                .and_then(|s| s.rsplit_once('-'))
+                .map(|(r, _)| r.to_string()),
+            _ => None,
+        }
+    }
+
     pub fn new(index: usize, checksum: impl Into<String>) -> Deployment {
         Deployment {
             index,
@@ -294,4 +319,46 @@ pub fn parse_any(text: &str) -> Result<HostStatus, StatusParseError> {
         return bootc::parse_yaml(text);
     }
     ostree::parse_text(text)
+}
+
+#[cfg(test)]
+mod recipe_hint_tests {
+    use super::*;
+
+    fn with(origin: Option<&str>, image: Option<(&str, &str)>) -> Deployment {
+        let mut d = Deployment::new(0, "c");
+        d.origin_refspec = origin.map(str::to_string);
+        d.image = image.map(|(t, i)| ImageRef {
+            transport: t.into(),
+            image: i.into(),
+        });
+        d
+    }
+
+    #[test]
+    fn the_origin_names_the_recipe() {
+        let hint = |o, i| with(o, i).recipe_hint();
+        assert_eq!(
+            hint(Some("bootlab:bootlab/debian-web"), None).as_deref(),
+            Some("debian-web")
+        );
+        // A rollback by redeploy leaves a bare checksum: nothing to say.
+        assert_eq!(hint(Some("0123abcd"), None), None);
+        assert_eq!(
+            hint(None, Some(("oci", "/var/mnt/share/debian-bootc.oci:v3"))).as_deref(),
+            Some("debian-bootc")
+        );
+        assert_eq!(
+            hint(
+                None,
+                Some(("oci-archive", "/var/mnt/share/debian-bootc-v3.oci-archive"))
+            )
+            .as_deref(),
+            Some("debian-bootc")
+        );
+        assert_eq!(
+            hint(None, Some(("registry", "quay.io/fedora/fedora-bootc:42"))),
+            None
+        );
+    }
 }

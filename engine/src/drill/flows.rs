@@ -1,7 +1,7 @@
 //! The four drills as sequences of steps. Each step records its commands and checks; a failed
 //! check that makes the rest meaningless ends the drill with a FAIL verdict.
 
-use super::ops::{GuestOps, HostOps, Published, UPDATES_MOUNT};
+use super::ops::{GuestOps, HostOps, Published, UPDATES_MOUNT, Via};
 use super::run::{Run, StepRec, argv};
 use super::{CutPoint, DrillSpec, Tooling};
 use crate::deploy::{Deployment, HostStatus, admin};
@@ -268,7 +268,9 @@ pub async fn upgrade<G: GuestOps, H: HostOps>(
 
     // 2. Host: the next version, built, committed, published.
     let mut s = run.begin(&format!("host: publish {target}"));
-    let p = run.publish(&mut s, spec.recipe.name(), &target).await?;
+    let p = run
+        .publish(&mut s, spec.recipe.name(), &target, Via::Stable)
+        .await?;
     run.end(s, p.summary.clone());
     if let Some(c) = &p.commit {
         run.fact("new.commit", c.clone());
@@ -477,8 +479,8 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
                 crate::deploy::bootc::rollback_argv(),
                 &["Next boot", "rollback"],
             )
-                .await?
-                .0
+            .await?
+            .0
         }
         Tooling::Ostree => {
             let mut s = s;
@@ -607,7 +609,10 @@ pub async fn switch<G: GuestOps, H: HostOps>(
     spec: &DrillSpec,
     t: Tooling,
     to: &Recipe,
+    to_version: Option<&str>,
+    via: Via,
 ) -> Result<String> {
+    let version = to.resolve_version(to_version)?.id.clone();
     let s = run.begin("read deployments before");
     let (s, before) = read_status(run, s, t).await?;
     let booted = before.booted().cloned();
@@ -627,9 +632,8 @@ pub async fn switch<G: GuestOps, H: HostOps>(
 
     write_markers(run, spec).await?;
 
-    let version = to.default_version().id.clone();
     let mut s = run.begin(&format!("host: publish {} {version}", to.name()));
-    let p = run.publish(&mut s, to.name(), &version).await?;
+    let p = run.publish(&mut s, to.name(), &version, via).await?;
     run.end(s, p.summary.clone());
 
     let s = run.begin("switch");
@@ -691,6 +695,16 @@ pub async fn switch<G: GuestOps, H: HostOps>(
         found(new.as_ref()),
     )?;
     let new = new.expect("checked");
+    if let (Tooling::Bootc, Some(d)) = (t, &p.digest) {
+        // An oci-archive is written anew, so only layout tags have a digest known beforehand.
+        s = run.require(
+            s,
+            "staged digest is the published one",
+            new.digest.as_deref() == Some(d.as_str()),
+            d.clone(),
+            new.digest.clone().unwrap_or_else(|| "none".into()),
+        )?;
+    }
     if t == Tooling::Ostree {
         let o = new.origin_refspec.clone().unwrap_or_default();
         run.check(
@@ -762,6 +776,14 @@ pub async fn switch<G: GuestOps, H: HostOps>(
                 target_desc.clone(),
                 img,
             );
+            let v = nb.as_ref().and_then(|d| d.version.clone());
+            run.check(
+                &mut s,
+                "booted image version",
+                v.as_deref().is_some_and(|v| version_matches(v, &version)),
+                version.clone(),
+                v.unwrap_or_else(|| "none".into()),
+            );
         }
     }
     let r = now
@@ -781,7 +803,7 @@ pub async fn switch<G: GuestOps, H: HostOps>(
         "deployments, origin, version, /etc, /var and /usr checked",
     );
     Ok(format!(
-        "{} → {}: booted {}",
+        "{} → {} {version}: booted {}",
         spec.recipe.name(),
         to.name(),
         describe(&new)
@@ -843,7 +865,9 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
     run.fact("new.version", target.clone());
 
     let mut s = run.begin(&format!("host: publish {target}"));
-    let p = run.publish(&mut s, spec.recipe.name(), &target).await?;
+    let p = run
+        .publish(&mut s, spec.recipe.name(), &target, Via::Stable)
+        .await?;
     run.end(s, p.summary.clone());
     if t == Tooling::Ostree {
         prepare_ostree_pull(run, &booted, &p).await?;

@@ -23,7 +23,7 @@ use crate::deploy::{Deployment, HostStatus};
 use crate::events::{CancellationToken, Emitter};
 use crate::recipe::{Family, Recipe};
 pub use flows::{background_upgrade_argv, marker_argv, poll_argv, verify_argvs, version_matches};
-pub use ops::{ExecOutput, GuestOps, HostOps, Published};
+pub use ops::{ExecOutput, GuestOps, HostOps, Published, Via};
 pub use report::{Report, Verdict};
 
 /// Which drill.
@@ -31,9 +31,13 @@ pub use report::{Report, Verdict};
 pub enum DrillKind {
     Upgrade,
     Rollback,
-    /// Switch the guest to another recipe's image.
+    /// Switch the guest to a recipe's image: another recipe, or on bootc another version of
+    /// the same one (its own tag) or another transport (an oci-archive).
     Switch {
         to: Box<Recipe>,
+        /// The version to switch to; the recipe's default when None.
+        version: Option<String>,
+        via: Via,
     },
     /// Start an upgrade and cut the power at `at`.
     Powercut {
@@ -180,7 +184,9 @@ pub async fn run_drill<G: GuestOps, H: HostOps>(
     let result = match &spec.kind {
         DrillKind::Upgrade => flows::upgrade(&mut run, spec, tooling).await,
         DrillKind::Rollback => flows::rollback(&mut run, spec, tooling).await,
-        DrillKind::Switch { to } => flows::switch(&mut run, spec, tooling, to).await,
+        DrillKind::Switch { to, version, via } => {
+            flows::switch(&mut run, spec, tooling, to, version.as_deref(), *via).await
+        }
         DrillKind::Powercut { at } => flows::powercut(&mut run, spec, tooling, *at).await,
         DrillKind::Tamper => tamper::tamper(&mut run).await,
     };

@@ -71,13 +71,30 @@ pub struct Published {
     pub summary: String,
 }
 
+/// How a bootc version is published, i.e. what the guest is then told to follow. The offline
+/// family always moves its recipe's branch in the update repo, whatever is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// The recipe's OCI layout, tagged with the version and `stable` (the tag guests installed
+    /// from bootlab's disks follow): what `bootc upgrade` fetches.
+    #[default]
+    Stable,
+    /// The layout under the version's own tag only: a `bootc switch --transport oci` target that
+    /// pins that version (`stable` is not moved).
+    Tag,
+    /// An oci-archive file in the share: a `bootc switch --transport oci-archive` target.
+    Archive,
+}
+
 /// The host side of a drill.
 pub trait HostOps: Send {
     /// Build `version` of `recipe` (a cache hit when already built), commit it and publish it to
-    /// the update share.
+    /// the update share the way `via` says.
     fn publish(
         &mut self,
         recipe: &str,
         version: &str,
+        via: Via,
     ) -> impl Future<Output = anyhow::Result<Published>> + Send;
 }

@@ -3,7 +3,7 @@
 //! For what cannot run here (real bootc on Fedora/CentOS), the recordings are real `bootc status`
 //! documents.
 
-use super::ops::{ExecOutput, GuestOps, HostOps, Published};
+use super::ops::{ExecOutput, GuestOps, HostOps, Published, Via};
 use anyhow::{Result, anyhow};
 use std::collections::VecDeque;
 
@@ -130,7 +130,7 @@ impl ReplayHost {
 }
 
 impl HostOps for ReplayHost {
-    async fn publish(&mut self, recipe: &str, version: &str) -> Result<Published> {
+    async fn publish(&mut self, recipe: &str, version: &str, _via: Via) -> Result<Published> {
         self.asked.push((recipe.to_string(), version.to_string()));
         self.results
             .pop_front()

@@ -1,6 +1,6 @@
 //! The bookkeeping every drill shares: steps with timings, evidence, checks, events.
 
-use super::ops::{ExecOutput, GuestOps, HostOps, Published};
+use super::ops::{ExecOutput, GuestOps, HostOps, Published, Via};
 use super::report::{Check, Evidence, Report, Side, Step, Verdict, excerpt};
 use crate::events::{CancellationToken, Emitter, Event, Stream, cancellable};
 use std::collections::BTreeMap;
@@ -297,9 +297,10 @@ impl<'a, G: GuestOps, H: HostOps> Run<'a, G, H> {
         s: &mut StepRec,
         recipe: &str,
         version: &str,
+        via: Via,
     ) -> anyhow::Result<Published> {
         let t = Instant::now();
-        let p = cancellable(&self.cancel, self.host.publish(recipe, version)).await?;
+        let p = cancellable(&self.cancel, self.host.publish(recipe, version, via)).await?;
         s.evidence.push(Evidence {
             side: Side::Host,
             command: vec![format!("build, commit and publish {recipe} {version}")],

@@ -1,7 +1,7 @@
 //! The real [`GuestOps`] and [`HostOps`]: a bootlab VM driven through its supervisor (guest agent,
 //! QMP), and the offline pipeline (build, commit, publish to the update share).
 
-use super::ops::{ExecOutput, GuestOps, HostOps, Published, UPDATES_MOUNT};
+use super::ops::{ExecOutput, GuestOps, HostOps, Published, UPDATES_MOUNT, Via};
 use crate::events::{CancellationToken, Emitter};
 use crate::paths::Paths;
 use crate::recipe::{Family, Recipe};
@@ -50,6 +50,51 @@ impl VmGuest {
 
     pub fn client(&self) -> &VmClient {
         &self.client
+    }
+
+    /// Make the VM record follow the guest: the recipe its booted deployment's origin names
+    /// (when it is one this bootlab knows) and the version it reports. Returns the recipe when
+    /// it changed. Without this, after a switch the next drill would build the recorded recipe
+    /// and point the guest back at it unasked.
+    pub async fn follow_booted(&mut self, family: Family) -> Result<Option<Recipe>> {
+        let live = crate::deploy::live::read_deployments(self, family).await?;
+        let Some(booted) = live.best().and_then(|st| st.booted()).cloned() else {
+            return Ok(None);
+        };
+        let rec = self.client.status().await?;
+        // A bare-checksum origin (a redeploy) or a registry image names no recipe: keep it.
+        let name = booted.recipe_hint().or(rec.recipe.clone());
+        let Some(r) = name.as_deref().and_then(|n| crate::recipe::find(n).ok()) else {
+            return Ok(None);
+        };
+        let version = booted.version.as_deref().and_then(|meta| {
+            r.version_ids()
+                .into_iter()
+                .find(|id| crate::drill::version_matches(meta, id))
+                .map(str::to_string)
+        });
+        let changed = rec.recipe.as_deref() != Some(r.name());
+        if !changed && (version.is_none() || rec.version == version) {
+            return Ok(None);
+        }
+        self.client.set_recipe(r.name(), version.as_deref()).await?;
+        self.ev.note(
+            &format!("vm:{}", self.name),
+            format!(
+                "the guest booted {}{}: the VM record follows (was {}{})",
+                r.name(),
+                version
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default(),
+                rec.recipe.as_deref().unwrap_or("none"),
+                rec.version
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default(),
+            ),
+        );
+        Ok(changed.then_some(r))
     }
 }
 
@@ -157,11 +202,11 @@ impl PipelineHost {
 }
 
 impl HostOps for PipelineHost {
-    async fn publish(&mut self, recipe: &str, version: &str) -> Result<Published> {
+    async fn publish(&mut self, recipe: &str, version: &str, via: Via) -> Result<Published> {
         let r = crate::recipe::find(recipe)?;
         let v = r.resolve_version(Some(version))?;
         if r.file.family == Family::Bootc {
-            return crate::drill::bootc::publish(&self.paths, &r, v, true, &self.ev, &self.cancel)
+            return crate::drill::bootc::publish(&self.paths, &r, v, via, &self.ev, &self.cancel)
                 .await;
         }
         let b = crate::pipeline::build_image(&self.paths, &r, v, &self.ev, &self.cancel).await?;

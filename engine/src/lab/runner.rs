@@ -16,7 +16,7 @@
 use super::check::{Captured, DeploymentsSeen, Observation, Verdict, evaluate_check};
 use super::model::{Action, Check, Lab, Probe, RetryPolicy, Step};
 use crate::deploy::{Deployment, HostStatus, admin};
-use crate::drill::ops::{GuestOps, HostOps};
+use crate::drill::ops::{GuestOps, HostOps, Via};
 use crate::drill::vm_ops::{PipelineHost, VmGuest};
 use crate::events::{CancellationToken, Emitter, Event, Stream};
 use crate::paths::Paths;
@@ -565,38 +565,25 @@ impl LabRunner {
     }
 
     /// Build + publish `version` of `recipe` where the guest sees it (the update share, mounted
-    /// first): the offline family's branch in the update repo, a bootc recipe's OCI layout (as
-    /// `stable` when `follow_stable`, else only under the version's tag). Returns what the guest
-    /// is told to follow: the branch, or the bootc target `oci:/var/mnt/share/…:tag`.
+    /// first): the offline family's branch in the update repo, a bootc recipe's OCI layout as
+    /// `via` says. Returns what the guest is told to follow: the branch, or the bootc target
+    /// (`oci:/var/mnt/share/…:tag`).
     async fn publish_to_guest(
         &mut self,
         stage: &str,
         recipe: &Recipe,
         version: &str,
-        follow_stable: bool,
+        via: Via,
     ) -> Result<String> {
-        let (target, summary) = if recipe.file.family == Family::Bootc {
-            let v = recipe.resolve_version(Some(version))?;
-            let p = crate::drill::bootc::publish(
-                &self.paths,
-                recipe,
-                v,
-                follow_stable,
-                &self.ev,
-                &self.cancel,
-            )
-            .await?;
-            let img = p
+        let mut host = PipelineHost::new(self.paths.clone(), self.ev.clone(), self.cancel.clone());
+        let p = host.publish(recipe.name(), version, via).await?;
+        let target = match recipe.file.family {
+            Family::Bootc => p
                 .image
-                .ok_or_else(|| anyhow!("no image reference was published for {}", recipe.name()))?;
-            (img, p.summary)
-        } else {
-            let mut host =
-                PipelineHost::new(self.paths.clone(), self.ev.clone(), self.cancel.clone());
-            let p = host.publish(recipe.name(), version).await?;
-            (p.branch, p.summary)
+                .ok_or_else(|| anyhow!("no image reference was published for {}", recipe.name()))?,
+            Family::DebianOstree => p.branch,
         };
-        self.ev.note(stage, summary);
+        self.ev.note(stage, p.summary);
         let line = self.guest().await?.mount_updates().await?;
         self.ev.note(stage, line);
         Ok(target)
@@ -639,7 +626,7 @@ impl LabRunner {
                     .clone()
             }
         };
-        let target = self.publish_to_guest(stage, &r, &to, true).await?;
+        let target = self.publish_to_guest(stage, &r, &to, Via::Stable).await?;
         let cmds = match r.file.family {
             Family::Bootc => vec![crate::deploy::bootc::upgrade_argv()],
             Family::DebianOstree => {
@@ -675,7 +662,7 @@ impl LabRunner {
             );
         }
         let v = to.resolve_version(version)?.id.clone();
-        let target = self.publish_to_guest(stage, &to, &v, false).await?;
+        let target = self.publish_to_guest(stage, &to, &v, Via::Tag).await?;
         let cmds = match to.file.family {
             Family::Bootc => vec![crate::deploy::bootc::switch_argv(&target)],
             Family::DebianOstree => admin::switch(&target),

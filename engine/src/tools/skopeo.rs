@@ -33,3 +33,40 @@ pub async fn copy_to_oci_layout(
         })?;
     Ok(())
 }
+
+/// `skopeo copy containers-storage:IMAGE oci-archive:ARCHIVE`: one tar file holding the image,
+/// written under a temp name beside `archive` and renamed when complete.
+pub async fn copy_to_oci_archive(
+    image: &str,
+    archive: &Path,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let parent = archive
+        .parent()
+        .with_context(|| format!("{} has no folder", archive.display()))?;
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(
+        ".{}.partial",
+        archive
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let r = HostCmd::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("containers-storage:{image}"))
+        .arg(format!("oci-archive:{}", tmp.display()))
+        .run(stage, ev, cancel)
+        .await
+        .with_context(|| format!("skopeo could not write {image} to {}", archive.display()));
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, archive)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), archive.display()))?;
+    Ok(())
+}

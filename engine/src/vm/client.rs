@@ -241,6 +241,14 @@ impl VmClient {
                 .await?,
         )
     }
+    /// The guest now runs `recipe` at `version`: the supervisor records it.
+    pub async fn set_recipe(&self, recipe: &str, version: Option<&str>) -> Result<()> {
+        let req = Request::SetRecipe {
+            recipe: recipe.to_string(),
+            version: version.map(str::to_string),
+        };
+        self.call(&req, Duration::from_secs(10)).await.map(drop)
+    }
     pub async fn unmount_share(&self) -> Result<bool> {
         Self::data(
             self.call(&Request::UnmountShare, Duration::from_secs(120))

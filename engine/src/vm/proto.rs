@@ -46,6 +46,13 @@ pub enum Request {
     },
     MountShare,
     UnmountShare,
+    /// Record that the guest now runs `recipe` at `version` (after an upgrade, a switch, a
+    /// rollback): the record follows the guest's booted deployment.
+    SetRecipe {
+        recipe: String,
+        #[serde(default)]
+        version: Option<String>,
+    },
     Screendump {
         path: String,
     },

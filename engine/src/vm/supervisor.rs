@@ -744,6 +744,15 @@ impl Sup {
                     .await?,
             )?,
             Request::MountShare => to_value(self.mount_share().await?)?,
+            Request::SetRecipe { recipe, version } => {
+                {
+                    let mut r = self.rec.lock().unwrap();
+                    r.recipe = Some(recipe);
+                    r.version = version;
+                }
+                self.save();
+                serde_json::Value::Null
+            }
             Request::UnmountShare => {
                 let r = self.unmount_share().await?;
                 self.share_wanted.store(false, Ordering::Relaxed);

@@ -203,6 +203,47 @@ pub async fn boot(
     lifecycle::up(paths, opts, ev, cancel).await
 }
 
+/// A drill on a running VM, the way every face runs it: the recipe is the one the guest runs
+/// (the record, corrected first from the booted deployment's origin), `kind` is made for it,
+/// the drill runs to its report, and afterwards the VM record follows what the guest booted (a
+/// switch changes the recipe; a later drill must not point the guest back unasked).
+pub async fn drill(
+    paths: &Paths,
+    vm: &str,
+    kind: impl FnOnce(&Recipe) -> Result<crate::drill::DrillKind>,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<crate::drill::Report> {
+    use crate::drill::vm_ops::{PipelineHost, VmGuest};
+    let (mut guest, recorded) = VmGuest::connect(paths, vm, ev).await?;
+    let recorded = recorded.ok_or_else(|| {
+        anyhow::anyhow!("VM {vm} records no recipe: a drill needs to know what to build next")
+    })?;
+    let recipe = match guest.follow_booted(recorded.file.family).await {
+        Ok(Some(now)) => now,
+        Ok(None) => recorded,
+        Err(e) => {
+            ev.note(
+                "drill",
+                format!("could not read what the guest booted: {e:#}"),
+            );
+            recorded
+        }
+    };
+    let spec = crate::drill::DrillSpec::new(kind(&recipe)?, vm, recipe.clone());
+    let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
+    let report = crate::drill::run_drill(&spec, &mut guest, &mut host, ev, cancel).await;
+    if !cancel.is_cancelled()
+        && let Err(e) = guest.follow_booted(recipe.file.family).await
+    {
+        ev.note(
+            "drill",
+            format!("could not read what the guest booted: {e:#}"),
+        );
+    }
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,6 +150,47 @@ pub async fn publish_oci(
     })
 }
 
+/// The oci-archive of one version on the host: `<update share>/<recipe>-<version>.oci-archive`.
+pub fn archive_path(paths: &Paths, recipe: &str, version: &str) -> PathBuf {
+    paths
+        .update_share()
+        .join(format!("{recipe}-{version}.oci-archive"))
+}
+
+/// The same archive as the guest sees it.
+pub fn guest_archive(recipe: &str, version: &str) -> String {
+    format!("{GUEST_SHARE_DIR}/{recipe}-{version}.oci-archive")
+}
+
+/// Write `build` as an oci-archive in the update share (the other transport `bootc switch`
+/// takes), unless the archive there already holds this image (its image id is kept beside it).
+/// Returns the host path and whether it was written now.
+pub async fn publish_archive(
+    paths: &Paths,
+    build: &BuildResult,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<(PathBuf, bool)> {
+    let stage = "publish";
+    let archive = archive_path(paths, &build.recipe, &build.version);
+    let _lock = HostLock::acquire(&format!("oci-{}", build.recipe), ev, cancel).await?;
+    let id_file = archive.with_extension("oci-archive.image-id");
+    let known = std::fs::read_to_string(&id_file).ok();
+    if archive.is_file() && known.as_deref().map(str::trim) == Some(build.image_id.as_str()) {
+        ev.note(
+            stage,
+            format!("{} already holds this image", archive.display()),
+        );
+        return Ok((archive, false));
+    }
+    // The id goes first: an archive with a stale id beside it is written again, never trusted.
+    let _ = std::fs::remove_file(&id_file);
+    crate::tools::skopeo::copy_to_oci_archive(&build.image_tag, &archive, stage, ev, cancel)
+        .await?;
+    crate::paths::write_atomic(&id_file, build.image_id.as_bytes())?;
+    Ok((archive, true))
+}
+
 fn short(d: &str) -> &str {
     let d = d.strip_prefix("sha256:").unwrap_or(d);
     &d[..d.len().min(12)]
