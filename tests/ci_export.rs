@@ -269,12 +269,23 @@ fn a_learners_recipes_export_with_their_repository_paths() {
         ("my-debian", "debian-web"),
     ] {
         ok(bootlab(&home).args(["--recipes", own_s, "recipe", "new", name, "--from", from]));
+        // A build arg of its own on the last version (v2): passed on that version's build only.
+        let toml = own.join(name).join("recipe.toml");
+        let mut src = std::fs::read_to_string(&toml).unwrap();
+        src.push_str("build_args = { GREETING = \"hello there\" }\n");
+        std::fs::write(&toml, src).unwrap();
         let (text, _) =
             ok(bootlab(&home).args(["--recipes", own_s, "ci", "export", name, "--github"]));
         let mut r = bootlab::recipe::Recipe::load(&own.join(name)).unwrap();
         r.origin = bootlab::recipe::Origin::Yours;
         let v = check_shape(&text, &r, &format!("os/recipes/{name}"));
-        if Route::of(&r) == Route::Bootlab {
+        assert_eq!(r.file.versions[1].build_args.len(), 1);
+        if Route::of(&r) == Route::Registry {
+            assert!(
+                scripts(&v).contains("  v2) extra=(--build-arg 'GREETING=hello there') ;;"),
+                "{text}"
+            );
+        } else {
             assert!(
                 scripts(&v).contains(&format!(
                     "./target/release/bootlab --recipes os/recipes image build {name}"
