@@ -204,6 +204,10 @@ fn every_shipped_recipe_exports_a_workflow_actionlint_passes() {
         ]));
         assert!(err.contains("wrote"), "{err}");
         let text = std::fs::read_to_string(&out).unwrap();
+        // A file to commit: readable by all, like the rest of a checkout.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "{}", out.display());
         // Without --output the same text goes to stdout.
         let (stdout, _) = ok(bootlab(&home).args(["ci", "export", r.name(), "--github"]));
         assert_eq!(stdout, text);

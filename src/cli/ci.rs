@@ -37,7 +37,7 @@ pub fn run(c: CiCmd) -> anyhow::Result<ExitCode> {
             match output {
                 None => print!("{text}"),
                 Some(path) => {
-                    crate::paths::write_atomic(&path, text.as_bytes())
+                    crate::paths::write_atomic_shared(&path, text.as_bytes())
                         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
                     eprintln!("wrote {}", path.display());
                 }
