@@ -6,7 +6,7 @@
 //! tests and the benchmark name them as `bootlab::vm`, `bootlab::drill`, ….
 
 pub use bootlab_engine::{
-    deploy, diag, doctor, drill, events, lab, paths, pipeline, recipe, tools, vm, workflow,
+    ci, deploy, diag, doctor, drill, events, lab, paths, pipeline, recipe, tools, vm, workflow,
 };
 
 pub mod cli;

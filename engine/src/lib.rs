@@ -4,6 +4,7 @@
 //! stop when their [`events::Job`] is cancelled. The TUI and the CLI (crate `bootlab`) are thin
 //! faces over it.
 
+pub mod ci;
 pub mod deploy;
 pub mod diag;
 pub mod doctor;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod ci;
 mod doctor;
 mod drill;
 mod image;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Verified upgrade / rollback / switch / power-cut drills.
     #[command(subcommand)]
     Drill(drill::DrillCmd),
+    /// CI workflows that build a recipe, push its image and make its disk.
+    #[command(subcommand)]
+    Ci(ci::CiCmd),
 }
 
 pub fn main() -> ExitCode {
@@ -87,6 +91,7 @@ pub fn main() -> ExitCode {
         Some(Command::Status(a)) => drill::run_status(a),
         Some(Command::Diff(a)) => drill::run_diff(a),
         Some(Command::Drill(c)) => drill::run(c),
+        Some(Command::Ci(c)) => ci::run(c),
     };
     match result {
         Ok(code) => code,
