@@ -54,13 +54,14 @@ fn starter_labs_pass_selftest_on_a_real_guest() {
     );
 }
 
-/// The labs on real bootc (debian-bootc): `bootc upgrade`, `bootc switch`, `bootc rollback` in
-/// the guest, every check of every step on what the guest really did.
+/// The labs on real bootc (debian-bootc): `bootc upgrade`, `bootc switch`, `bootc rollback` and
+/// a tampered composefs object in the guest, every check of every step on what the guest
+/// really did.
 #[test]
 fn bootc_labs_pass_selftest_on_real_bootc() {
     selftest_passes(
-        &["10-bootc-upgrade", "11-bootc-switch-rollback"],
-        &["bootc-upgrade", "bootc-switch-rollback"],
+        &["10-bootc-upgrade", "11-bootc-switch-rollback", "12-composefs"],
+        &["bootc-upgrade", "bootc-switch-rollback", "composefs"],
     );
 }
 

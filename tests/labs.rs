@@ -40,12 +40,13 @@ fn shipped_labs_validate() {
             "upgrade",
             "rollback",
             "bootc-upgrade",
-            "bootc-switch-rollback"
+            "bootc-switch-rollback",
+            "composefs"
         ]
     );
     for l in &labs {
         // The starter labs run on the offline guest, the bootc labs on real bootc.
-        let want = if l.id.starts_with("bootc-") {
+        let want = if l.id.starts_with("bootc-") || l.id == "composefs" {
             "debian-bootc"
         } else {
             "debian-minimal"
@@ -349,7 +350,7 @@ fn cli_validate_shipped_labs() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "6 labs ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "7 labs ok\n");
     }
 }
 
@@ -406,7 +407,7 @@ fn cli_list_text_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     assert_eq!(rows[1]["id"], "first-boot");
     assert_eq!(rows[1]["steps"], 7);
     assert_eq!(rows[1]["minutes"], 25);
@@ -463,7 +464,7 @@ fn cli_show_by_id_stem_and_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, bootc-upgrade, bootc-switch-rollback)"
+            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, bootc-upgrade, bootc-switch-rollback, composefs)"
         ),
         "{stderr}"
     );
