@@ -60,7 +60,11 @@ fn starter_labs_pass_selftest_on_a_real_guest() {
 #[test]
 fn bootc_labs_pass_selftest_on_real_bootc() {
     selftest_passes(
-        &["10-bootc-upgrade", "11-bootc-switch-rollback", "12-composefs"],
+        &[
+            "10-bootc-upgrade",
+            "11-bootc-switch-rollback",
+            "12-composefs",
+        ],
         &["bootc-upgrade", "bootc-switch-rollback", "composefs"],
     );
 }
