@@ -87,3 +87,46 @@ pub fn ppid(pid: i32) -> Option<i32> {
     let (_, rest) = s.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// When `pid` started, in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid it
+/// names one process for good (a reused pid has another start time).
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces and parentheses: state is field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// "<pid>.<start ticks>" of this process: what bootlab stamps on what it leaves running (a
+/// container's `bootlab.owner` label) so a later bootlab can tell whether its owner is gone.
+pub fn owner_stamp() -> String {
+    let pid = std::process::id();
+    format!("{pid}.{}", start_ticks(pid).unwrap_or(0))
+}
+
+/// Is the process an [`owner_stamp`] names still running (same pid, same start, not a zombie)?
+pub fn owner_alive(stamp: &str) -> bool {
+    let Some((pid, ticks)) = stamp.split_once('.') else {
+        return false;
+    };
+    let (Ok(pid), Ok(ticks)) = (pid.parse::<u32>(), ticks.parse::<u64>()) else {
+        return false;
+    };
+    start_ticks(pid) == Some(ticks) && !is_zombie(pid as i32)
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_stamp_names_this_process_only() {
+        let me = owner_stamp();
+        assert!(owner_alive(&me), "{me}");
+        let pid = std::process::id();
+        // Same pid, another start: a reused pid is not the owner.
+        assert!(!owner_alive(&format!("{pid}.1")));
+        assert!(!owner_alive("4194304.5"));
+        assert!(!owner_alive("garbage"));
+    }
+}

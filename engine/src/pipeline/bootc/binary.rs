@@ -205,6 +205,9 @@ pub async fn ensure_bootc(
     }
     let tc = rust::probe(MIN_RUST, ev).await?;
     let podman = Podman::probe(paths, ev, cancel).await?;
+    // Under the build lock no other build runs: a build container still there belongs to a
+    // bootlab that was killed, and would compete for both cores with this one.
+    podman.reap_orphans("bootc", ev).await?;
     let mut timings = vec![ensure_buildroot(paths, &podman, ev, cancel).await?];
 
     let timer = StageTimer::start(ev, "bootc");
@@ -262,6 +265,7 @@ pub async fn ensure_bootc(
             "--name",
             container.as_str(),
         ])
+        .args(Podman::owner_label_args())
         .args(podman.choice.ulimit_args())
         .arg("-v")
         .arg(bind(&tc.sysroot, true))

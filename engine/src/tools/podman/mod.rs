@@ -9,6 +9,9 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+/// The label on every container bootlab runs: who started it ([`crate::vm::procs::owner_stamp`]).
+pub const OWNER_LABEL: &str = "bootlab.owner";
+
 /// podman with the runtime and ulimits the probe chose.
 #[derive(Debug, Clone)]
 pub struct Podman {
@@ -332,7 +335,8 @@ impl Podman {
         let name = format!("bootlab-run-{}", fastrand::u64(..));
         let mut cmd = self
             .cmd()
-            .args(["run", "--rm", "--network=none", "--name", &name]);
+            .args(["run", "--rm", "--network=none", "--name", &name])
+            .args(Self::owner_label_args());
         if privileged {
             cmd = cmd.args(["--privileged", "--security-opt", "label=disable"]);
         }
@@ -348,6 +352,48 @@ impl Podman {
             self.remove_left_behind(&name, stage, ev).await;
         }
         r.map(|_| ())
+    }
+
+    /// Containers bootlab started whose owner (the `bootlab.owner` label, see
+    /// [`crate::vm::procs::owner_stamp`]) is gone: a bootlab killed mid-run leaves its
+    /// `run --rm` container behind (seen: a bootc compile running on for minutes after its test
+    /// was killed). Each is removed; returns their names.
+    pub async fn reap_orphans(&self, stage: &str, ev: &Emitter) -> Result<Vec<String>> {
+        let out = self
+            .cmd()
+            .args(["ps", "-a", "--filter"])
+            .arg(format!("label={OWNER_LABEL}"))
+            .args(["--format"])
+            .arg(format!(
+                "{{{{.Names}}}} {{{{index .Labels \"{OWNER_LABEL}\"}}}}"
+            ))
+            .capture()
+            .run("podman", &Emitter::null(), &CancellationToken::new())
+            .await?;
+        let mut reaped = Vec::new();
+        for line in out.stdout.lines() {
+            let Some((name, owner)) = line.trim().split_once(' ') else {
+                continue;
+            };
+            if crate::vm::procs::owner_alive(owner.trim()) {
+                continue;
+            }
+            ev.note(
+                stage,
+                format!("removing container {name}: the bootlab that started it ({owner}) is gone"),
+            );
+            self.remove_left_behind(name, stage, ev).await;
+            reaped.push(name.to_string());
+        }
+        Ok(reaped)
+    }
+
+    /// `--label bootlab.owner=<this process>` for a container bootlab starts.
+    pub fn owner_label_args() -> [String; 2] {
+        [
+            "--label".into(),
+            format!("{OWNER_LABEL}={}", crate::vm::procs::owner_stamp()),
+        ]
     }
 
     /// A `run --rm` container whose podman client was cancelled or killed mid-run: --rm did not
@@ -375,6 +421,7 @@ impl Podman {
         let r = self
             .cmd()
             .args(["run", "--rm", "--network=none", "--name", &name])
+            .args(Self::owner_label_args())
             .args(self.choice.ulimit_args())
             .arg(image)
             .args(argv.iter().copied())
