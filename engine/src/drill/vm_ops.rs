@@ -67,12 +67,11 @@ impl VmGuest {
         let Some(r) = name.as_deref().and_then(|n| crate::recipe::find(n).ok()) else {
             return Ok(None);
         };
-        let version = booted.version.as_deref().and_then(|meta| {
-            r.version_ids()
-                .into_iter()
-                .find(|id| crate::drill::version_matches(meta, id))
-                .map(str::to_string)
-        });
+        let version = booted
+            .version
+            .as_deref()
+            .and_then(|meta| r.version_named_by(meta))
+            .map(str::to_string);
         let changed = rec.recipe.as_deref() != Some(r.name());
         if !changed && (version.is_none() || rec.version == version) {
             return Ok(None);

@@ -476,9 +476,9 @@ impl LabRunner {
         Ok(c)
     }
 
-    /// The guest's deployments as `ostree admin status` (or bootc) shows them.
-    async fn status(&mut self) -> Result<HostStatus> {
-        let family = self.vm_recipe()?.file.family;
+    /// The guest's deployments as `ostree admin status` (or, for `family` bootc, bootc) shows
+    /// them.
+    async fn status(&mut self, family: Family) -> Result<HostStatus> {
         let g = self.guest().await?;
         // A lab's checks read deployments often; composefs facts are for people (status, TUI).
         let live = crate::deploy::live::read_deployments(g, family).await?;
@@ -630,7 +630,7 @@ impl LabRunner {
         let cmds = match r.file.family {
             Family::Bootc => vec![crate::deploy::bootc::upgrade_argv()],
             Family::DebianOstree => {
-                let st = self.status().await?;
+                let st = self.status(Family::DebianOstree).await?;
                 admin::upgrade(st.booted(), &target)
             }
         };
@@ -679,7 +679,7 @@ impl LabRunner {
         let cmds = match self.vm_recipe()?.file.family {
             Family::Bootc => vec![crate::deploy::bootc::rollback_argv()],
             Family::DebianOstree => {
-                let st = self.status().await?;
+                let st = self.status(Family::DebianOstree).await?;
                 let v = self.guest_ok(stage, admin::version_argv()).await?;
                 admin::rollback(&st, &v.stdout)?.1
             }
@@ -692,23 +692,18 @@ impl LabRunner {
 
     /// What a deployment is called in checks: its recipe version id when its `version` metadata
     /// names one, else the metadata, else its short checksum.
-    fn slot_name(recipe: Option<&Recipe>, d: &Deployment) -> String {
-        match (&d.version, recipe) {
-            (Some(meta), Some(r)) => r
-                .version_ids()
-                .into_iter()
-                .find(|id| crate::drill::version_matches(meta, id))
-                .map(str::to_string)
-                .unwrap_or_else(|| meta.clone()),
-            (Some(meta), None) => meta.clone(),
-            (None, _) => short(&d.checksum).to_string(),
+    fn slot_name(recipe: &Recipe, d: &Deployment) -> String {
+        match &d.version {
+            Some(meta) => recipe
+                .version_named_by(meta)
+                .map_or_else(|| meta.clone(), str::to_string),
+            None => short(&d.checksum).to_string(),
         }
     }
 
-    async fn observe_deployments(&mut self) -> Result<DeploymentsSeen> {
-        let recipe = self.vm_recipe().ok();
-        let st = self.status().await?;
-        let name = |d: Option<&Deployment>| d.map(|d| Self::slot_name(recipe.as_ref(), d));
+    async fn observe_deployments(&mut self, recipe: &Recipe) -> Result<DeploymentsSeen> {
+        let st = self.status(recipe.file.family).await?;
+        let name = |d: Option<&Deployment>| d.map(|d| Self::slot_name(recipe, d));
         Ok(DeploymentsSeen {
             booted: name(st.booted()),
             staged: name(st.staged().or(st.pending())),
@@ -771,12 +766,14 @@ impl Prober for LabRunner {
                     }))
                 }
                 Probe::Deployments(_) => {
-                    let family = self.vm_recipe()?.file.family;
+                    let recipe = self.vm_recipe()?;
                     self.ev.emit(Event::Command {
                         stage: "check guest".into(),
-                        argv: crate::drill::Tooling::of(family).status_argv(),
+                        argv: crate::drill::Tooling::of(recipe.file.family).status_argv(),
                     });
-                    Ok(Observation::Deployments(self.observe_deployments().await?))
+                    Ok(Observation::Deployments(
+                        self.observe_deployments(&recipe).await?,
+                    ))
                 }
             }
         }

@@ -145,6 +145,12 @@ impl Recipe {
     pub fn version_ids(&self) -> Vec<&str> {
         self.file.versions.iter().map(|v| v.id.as_str()).collect()
     }
+    /// The version id a deployment's `version` metadata names (`v2`, `debian-minimal v2`), if any.
+    pub fn version_named_by(&self, meta: &str) -> Option<&str> {
+        self.version_ids()
+            .into_iter()
+            .find(|id| crate::drill::version_matches(meta, id))
+    }
     /// The version after `id`, for an upgrade drill.
     pub fn next_version(&self, id: &str) -> Option<&Version> {
         let i = self.file.versions.iter().position(|v| v.id == id)?;

@@ -257,16 +257,7 @@ pub async fn ensure_bootc(
         format!("{p}:{p}{}", if ro { ":ro" } else { "" })
     };
     let cmd = podman
-        .cmd()
-        .args([
-            "run",
-            "--rm",
-            "--network=none",
-            "--name",
-            container.as_str(),
-        ])
-        .args(Podman::owner_label_args())
-        .args(podman.choice.ulimit_args())
+        .run_rm_cmd(&container)
         .arg("-v")
         .arg(bind(&tc.sysroot, true))
         .arg("-v")
@@ -314,10 +305,8 @@ pub async fn ensure_bootc(
     let _ = forward.await;
     if let Err(e) = result {
         // A cancelled client leaves the container running: it is ours, remove it.
-        let _ = podman
-            .cmd()
-            .args(["rm", "-f", container.as_str()])
-            .run_unchecked("bootc", &Emitter::null(), &CancellationToken::new())
+        podman
+            .remove_left_behind(&container, "bootc", &Emitter::null())
             .await;
         if let Some(f) = e.downcast_ref::<CmdFailed>() {
             bail!(

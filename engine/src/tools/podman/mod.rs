@@ -333,15 +333,11 @@ impl Podman {
         cancel: &CancellationToken,
     ) -> Result<()> {
         let name = format!("bootlab-run-{}", fastrand::u64(..));
-        let mut cmd = self
-            .cmd()
-            .args(["run", "--rm", "--network=none", "--name", &name])
-            .args(Self::owner_label_args());
+        let mut cmd = self.run_rm_cmd(&name);
         if privileged {
             cmd = cmd.args(["--privileged", "--security-opt", "label=disable"]);
         }
         let r = cmd
-            .args(self.choice.ulimit_args())
             .arg("-v")
             .arg(format!("{}:/out", host_dir.display()))
             .arg(image)
@@ -388,17 +384,21 @@ impl Podman {
         Ok(reaped)
     }
 
-    /// `--label bootlab.owner=<this process>` for a container bootlab starts.
-    pub fn owner_label_args() -> [String; 2] {
-        [
-            "--label".into(),
-            format!("{OWNER_LABEL}={}", crate::vm::procs::owner_stamp()),
-        ]
+    /// `podman run --rm --network=none --name NAME`, labelled with this bootlab as its owner
+    /// (so [`Self::reap_orphans`] can tell a container left behind by a killed bootlab) and with
+    /// the runtime's ulimit pins: what every throw-away container starts from; the caller adds
+    /// mounts, the image and its command.
+    pub fn run_rm_cmd(&self, name: &str) -> HostCmd {
+        self.cmd()
+            .args(["run", "--rm", "--network=none", "--name", name])
+            .arg("--label")
+            .arg(format!("{OWNER_LABEL}={}", crate::vm::procs::owner_stamp()))
+            .args(self.choice.ulimit_args())
     }
 
     /// A `run --rm` container whose podman client was cancelled or killed mid-run: --rm did not
     /// get its chance, so remove it by name.
-    async fn remove_left_behind(&self, name: &str, stage: &str, ev: &Emitter) {
+    pub async fn remove_left_behind(&self, name: &str, stage: &str, ev: &Emitter) {
         let _ = self
             .cmd()
             .args(["rm", "-f", "--ignore", name])
@@ -419,10 +419,7 @@ impl Podman {
     ) -> Result<crate::tools::cmd::CmdOutput> {
         let name = format!("bootlab-run-{}", fastrand::u64(..));
         let r = self
-            .cmd()
-            .args(["run", "--rm", "--network=none", "--name", &name])
-            .args(Self::owner_label_args())
-            .args(self.choice.ulimit_args())
+            .run_rm_cmd(&name)
             .arg(image)
             .args(argv.iter().copied())
             .capture()
