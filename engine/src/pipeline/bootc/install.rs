@@ -150,16 +150,19 @@ pub async fn publish_oci(
     })
 }
 
+/// The file name of one version's oci-archive in the update share.
+fn archive_name(recipe: &str, version: &str) -> String {
+    format!("{recipe}-{version}.oci-archive")
+}
+
 /// The oci-archive of one version on the host: `<update share>/<recipe>-<version>.oci-archive`.
 pub fn archive_path(paths: &Paths, recipe: &str, version: &str) -> PathBuf {
-    paths
-        .update_share()
-        .join(format!("{recipe}-{version}.oci-archive"))
+    paths.update_share().join(archive_name(recipe, version))
 }
 
 /// The same archive as the guest sees it.
 pub fn guest_archive(recipe: &str, version: &str) -> String {
-    format!("{GUEST_SHARE_DIR}/{recipe}-{version}.oci-archive")
+    format!("{GUEST_SHARE_DIR}/{}", archive_name(recipe, version))
 }
 
 /// Write `build` as an oci-archive in the update share (the other transport `bootc switch`
@@ -183,7 +186,8 @@ pub async fn publish_archive(
         );
         return Ok((archive, false));
     }
-    // The id goes first: an archive with a stale id beside it is written again, never trusted.
+    // The old id goes before the archive is rewritten: a half-written archive is never left
+    // beside an id that vouches for it.
     let _ = std::fs::remove_file(&id_file);
     crate::tools::skopeo::copy_to_oci_archive(&build.image_tag, &archive, stage, ev, cancel)
         .await?;
