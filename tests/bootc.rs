@@ -225,63 +225,40 @@ async fn debian_bootc_boots_upgrades_rolls_back_and_switches() {
 
     let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
     let recipe = target.recipe.clone();
-    let t_d = Instant::now();
-    let up = run_drill(
-        &DrillSpec::new(DrillKind::Upgrade, VM, recipe.clone()),
-        &mut guest,
-        &mut host,
-        &ev,
-        &cancel,
-    )
-    .await;
-    eprintln!(
-        "{}\nupgrade drill {:.0}s",
-        up.render(),
-        t_d.elapsed().as_secs_f64()
-    );
-    assert_eq!(up.verdict, Verdict::Pass, "{}", up.reason);
+    let mut drill = async |kind: DrillKind| {
+        let t_d = Instant::now();
+        let r = run_drill(
+            &DrillSpec::new(kind, VM, recipe.clone()),
+            &mut guest,
+            &mut host,
+            &ev,
+            &cancel,
+        )
+        .await;
+        eprintln!(
+            "{}\n{} drill {:.0}s",
+            r.render(),
+            r.drill,
+            t_d.elapsed().as_secs_f64()
+        );
+        assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+        r
+    };
+    let up = drill(DrillKind::Upgrade).await;
     assert_eq!(up.facts["new.version"], "v2");
 
-    let t_d = Instant::now();
-    let rb = run_drill(
-        &DrillSpec::new(DrillKind::Rollback, VM, recipe.clone()),
-        &mut guest,
-        &mut host,
-        &ev,
-        &cancel,
-    )
-    .await;
-    eprintln!(
-        "{}\nrollback drill {:.0}s",
-        rb.render(),
-        t_d.elapsed().as_secs_f64()
-    );
-    assert_eq!(rb.verdict, Verdict::Pass, "{}", rb.reason);
+    let rb = drill(DrillKind::Rollback).await;
     assert_eq!(rb.facts["new.version"], "v1");
 
     // The switch drill to v3's own tag (`stable` not moved): `bootc switch --transport oci
     // …:v3`, reboot, v3 booted from that tag. (`--archive`, the oci-archive transport, passed
     // live in 391 s; its `bootc switch` alone takes ~4 min under TCG, too long for every run.)
-    let t_d = Instant::now();
-    let kind = DrillKind::Switch {
+    let sw = drill(DrillKind::Switch {
         to: Box::new(recipe.clone()),
         version: Some("v3".into()),
         via: bootlab::drill::Via::Tag,
-    };
-    let sw = run_drill(
-        &DrillSpec::new(kind, VM, recipe.clone()),
-        &mut guest,
-        &mut host,
-        &ev,
-        &cancel,
-    )
+    })
     .await;
-    eprintln!(
-        "{}\nswitch drill (v3 tag) {:.0}s",
-        sw.render(),
-        t_d.elapsed().as_secs_f64()
-    );
-    assert_eq!(sw.verdict, Verdict::Pass, "{}", sw.reason);
     assert_eq!(
         sw.facts["to.target"],
         "oci:/var/mnt/share/debian-bootc.oci:v3"
