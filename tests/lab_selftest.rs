@@ -46,11 +46,18 @@ fn testcases(xml: &str, suite: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The labs on the offline guest: the four starters and the /var pitfall (nginx).
 #[test]
-fn starter_labs_pass_selftest_on_a_real_guest() {
+fn offline_labs_pass_selftest_on_a_real_guest() {
     selftest_passes(
-        &["00-tour", "01-first-boot", "02-upgrade", "03-rollback"],
-        &["tour", "first-boot", "upgrade", "rollback"],
+        &[
+            "00-tour",
+            "01-first-boot",
+            "02-upgrade",
+            "03-rollback",
+            "04-var-pitfall",
+        ],
+        &["tour", "first-boot", "upgrade", "rollback", "var-pitfall"],
     );
 }
 

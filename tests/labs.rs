@@ -39,15 +39,19 @@ fn shipped_labs_validate() {
             "first-boot",
             "upgrade",
             "rollback",
+            "var-pitfall",
             "bootc-upgrade",
             "bootc-switch-rollback",
             "composefs"
         ]
     );
     for l in &labs {
-        // The starter labs run on the offline guest, the bootc labs on real bootc.
+        // The starter labs run on the offline guest, the bootc labs on real bootc, the /var
+        // pitfall on its own nginx recipe.
         let want = if l.id.starts_with("bootc-") || l.id == "composefs" {
             "debian-bootc"
+        } else if l.id == "var-pitfall" {
+            "debian-web-var"
         } else {
             "debian-minimal"
         };
@@ -173,14 +177,14 @@ broken_case!(
     unknown_recipe,
     "unknown-recipe.toml",
     [
-        "unknown-recipe.toml:14:36: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, fedora-bootc-core)"
+        "unknown-recipe.toml:14:36: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
     ]
 );
 broken_case!(
     unknown_lab_recipe,
     "unknown-lab-recipe.toml",
     [
-        "unknown-lab-recipe.toml:8:10: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, fedora-bootc-core)"
+        "unknown-lab-recipe.toml:8:10: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
     ]
 );
 broken_case!(
@@ -350,7 +354,7 @@ fn cli_validate_shipped_labs() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "7 labs ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "8 labs ok\n");
     }
 }
 
@@ -407,7 +411,7 @@ fn cli_list_text_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 7);
+    assert_eq!(rows.len(), 8);
     assert_eq!(rows[1]["id"], "first-boot");
     assert_eq!(rows[1]["steps"], 7);
     assert_eq!(rows[1]["minutes"], 25);
@@ -464,7 +468,7 @@ fn cli_show_by_id_stem_and_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, bootc-upgrade, bootc-switch-rollback, composefs)"
+            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, bootc-upgrade, bootc-switch-rollback, composefs)"
         ),
         "{stderr}"
     );

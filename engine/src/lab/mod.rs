@@ -32,7 +32,10 @@ pub use runner::{CheckResult, LabRunner, StepOutcome};
 /// The environment a runner gives `host` commands of a lab (documented in `labs/README.md`):
 /// bootlab's folders and the host OSTree repository, so checks need no hard-coded paths.
 pub fn host_env(paths: &crate::paths::Paths) -> Vec<(&'static str, std::path::PathBuf)> {
+    // This very executable, so a lab's `"$BOOTLAB" recipe lint …` needs no bootlab on PATH.
+    let exe = std::env::current_exe().unwrap_or_else(|_| "bootlab".into());
     vec![
+        ("BOOTLAB", exe),
         ("BOOTLAB_CACHE", paths.cache.clone()),
         ("BOOTLAB_STATE", paths.state.clone()),
         ("BOOTLAB_OSTREE_REPO", paths.ostree_repo()),
