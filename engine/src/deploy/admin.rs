@@ -8,10 +8,7 @@
 use super::{Deployment, HostStatus};
 use anyhow::{Result, anyhow};
 
-/// The remote every bootlab disk's repo has; its URL is the update share in the guest.
-pub const REMOTE: &str = "bootlab";
-/// Where the host's update share (an archive repo) is mounted in the guest.
-pub const UPDATES_MOUNT: &str = "/run/bootlab/updates";
+pub use crate::pipeline::REMOTE;
 
 fn argv(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
@@ -34,7 +31,7 @@ pub fn retarget_origin(booted: Option<&Deployment>, branch: &str) -> Option<Vec<
             "set-origin",
             "--set=gpg-verify=false",
             REMOTE,
-            &format!("file://{UPDATES_MOUNT}/repo"),
+            &crate::pipeline::guest_remote_url(),
             branch,
         ])
     })

@@ -1,7 +1,7 @@
 //! The four drills as sequences of steps. Each step records its commands and checks; a failed
 //! check that makes the rest meaningless ends the drill with a FAIL verdict.
 
-use super::ops::{GuestOps, HostOps, Published, UPDATES_MOUNT, Via};
+use super::ops::{GUEST_SHARE_DIR, GuestOps, HostOps, Published, Via};
 use super::run::{Run, StepRec, argv};
 use super::{CutPoint, DrillSpec, Tooling};
 use crate::deploy::{Deployment, HostStatus, admin};
@@ -192,7 +192,7 @@ async fn prepare_ostree_pull<G: GuestOps, H: HostOps>(
     let mut s = run.begin("guest sees the published commit");
     run.mount_updates(&mut s).await?;
     // The ref file itself: no ostree repo locking on a read-only 9p mount.
-    let ref_file = format!("{UPDATES_MOUNT}/repo/refs/heads/{}", p.branch);
+    let ref_file = format!("{GUEST_SHARE_DIR}/repo/refs/heads/{}", p.branch);
     let (mut s, out) = run.exec_ok(s, argv(&["cat", &ref_file]), &[]).await?;
     let seen = out.stdout.trim().to_string();
     if let Some(c) = &p.commit {

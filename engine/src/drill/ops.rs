@@ -5,7 +5,8 @@
 use std::future::Future;
 
 /// The update share's mount point in the guest and the ostree remote guests pull from.
-pub use crate::deploy::admin::{REMOTE, UPDATES_MOUNT};
+pub use crate::deploy::admin::REMOTE;
+pub use crate::tools::qemu::GUEST_SHARE_DIR;
 
 /// A finished guest command.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -49,7 +50,7 @@ pub trait GuestOps: Send {
     /// disk outlives QEMU)? Asked before a power-cut drill sends anything to the guest; runs no
     /// guest command itself.
     fn power_cycle_ready(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
-    /// Make sure the host's update share is mounted at [`UPDATES_MOUNT`]; returns a line
+    /// Make sure the host's update share is mounted at [`GUEST_SHARE_DIR`]; returns a line
     /// describing what was done (evidence for the timeline).
     fn mount_updates(&mut self) -> impl Future<Output = anyhow::Result<String>> + Send;
 }

@@ -1,7 +1,7 @@
 //! The real [`GuestOps`] and [`HostOps`]: a bootlab VM driven through its supervisor (guest agent,
 //! QMP), and the offline pipeline (build, commit, publish to the update share).
 
-use super::ops::{ExecOutput, GuestOps, HostOps, Published, UPDATES_MOUNT, Via};
+use super::ops::{ExecOutput, GUEST_SHARE_DIR, GuestOps, HostOps, Published, Via};
 use crate::events::{CancellationToken, Emitter};
 use crate::paths::Paths;
 use crate::recipe::{Family, Recipe};
@@ -178,7 +178,7 @@ impl GuestOps for VmGuest {
         // Where depends on the family (bootc guests see it at /var/mnt/share): the record says.
         let at = crate::vm::VmRecord::load(&self.paths, &self.name)
             .map(|r| r.share_dir().to_string())
-            .unwrap_or_else(|_| UPDATES_MOUNT.to_string());
+            .unwrap_or_else(|_| GUEST_SHARE_DIR.to_string());
         Ok(if newly {
             format!("mounted the update share at {at} (9p, read-only)")
         } else {

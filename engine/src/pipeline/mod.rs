@@ -39,8 +39,6 @@ pub const GIB: u64 = 1024 * 1024 * 1024;
 
 /// Name of the remote every golden disk's repo has, pointing at the update share in the guest.
 pub const REMOTE: &str = "bootlab";
-/// Where the vm module mounts [`Paths::update_share`] in the guest (read-only 9p).
-pub const GUEST_SHARE_MOUNT: &str = "/run/bootlab/updates";
 /// The stateroot (`ostree admin os-init`) of every offline disk.
 pub const STATEROOT: &str = "debian";
 /// Filesystem labels of the golden disk's partitions (the fstab and `root=` use them).
@@ -54,7 +52,7 @@ pub fn branch(recipe: &str) -> String {
 
 /// The URL of the update repo as the guest sees it.
 pub fn guest_remote_url() -> String {
-    format!("file://{GUEST_SHARE_MOUNT}/repo")
+    format!("file://{}/repo", crate::tools::qemu::GUEST_SHARE_DIR)
 }
 
 pub use crate::paths::Paths;

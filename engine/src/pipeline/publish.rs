@@ -1,5 +1,5 @@
 //! Publishing a commit to the update share: `Paths::update_share()/repo`, an `archive` repo the
-//! vm module shares read-only into guests at [`super::GUEST_SHARE_MOUNT`]. Every golden disk has
+//! vm module shares read-only into guests at [`crate::tools::qemu::GUEST_SHARE_DIR`]. Every golden disk has
 //! the remote [`super::REMOTE`] pointing there, so in the guest
 //! `ostree admin upgrade` (origin `bootlab:bootlab/<recipe>`) or
 //! `ostree pull bootlab bootlab/<recipe>` finds exactly the published commit.

@@ -69,7 +69,7 @@ impl UpOptions {
         self.version = Some(version.to_string());
         self.ssh = r.file.guest.ssh;
         if r.file.family == crate::recipe::Family::Bootc {
-            self.share_dir = Some(crate::pipeline::bootc::install::GUEST_SHARE_DIR.to_string());
+            self.share_dir = Some(crate::pipeline::bootc::install::BOOTC_SHARE_DIR.to_string());
         }
         self.known_password = r
             .file

@@ -2,7 +2,7 @@
 //!
 //! Updates travel with no registry: the host writes each version of a recipe with skopeo into
 //! one OCI layout, `<update share>/<recipe>.oci`, tagged with the version id (`v1`, `v2`, …) and
-//! [`STABLE_TAG`] (what the guests follow). The guest sees the share at [`GUEST_SHARE_DIR`]
+//! [`STABLE_TAG`] (what the guests follow). The guest sees the share at [`BOOTC_SHARE_DIR`]
 //! (a plain 9p mount: under an automount bootc fails "too many levels of symbolic links").
 //!
 //! A disk: bootlab's own MBR disk (as the offline family's: /boot ext4 without 64bit for
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Where a bootc guest mounts the update share (and where bootc looks for its image).
-pub const GUEST_SHARE_DIR: &str = "/var/mnt/share";
+pub const BOOTC_SHARE_DIR: &str = "/var/mnt/share";
 /// The tag bootc guests follow (`bootc upgrade` looks here).
 pub const STABLE_TAG: &str = "stable";
 /// bootc's default stateroot.
@@ -44,7 +44,7 @@ pub fn layout_path(paths: &Paths, recipe: &str) -> PathBuf {
 
 /// The same layout as the guest sees it, with a tag: `/var/mnt/share/<recipe>.oci:<tag>`.
 pub fn guest_imgref(recipe: &str, tag: &str) -> String {
-    format!("{GUEST_SHARE_DIR}/{recipe}.oci:{tag}")
+    format!("{BOOTC_SHARE_DIR}/{recipe}.oci:{tag}")
 }
 
 /// The manifest digest of `tag` in an OCI layout (what `bootc status` calls `imageDigest`).
@@ -162,7 +162,7 @@ pub fn archive_path(paths: &Paths, recipe: &str, version: &str) -> PathBuf {
 
 /// The same archive as the guest sees it.
 pub fn guest_archive(recipe: &str, version: &str) -> String {
-    format!("{GUEST_SHARE_DIR}/{}", archive_name(recipe, version))
+    format!("{BOOTC_SHARE_DIR}/{}", archive_name(recipe, version))
 }
 
 /// Write `build` as an oci-archive in the update share (the other transport `bootc switch`
@@ -378,7 +378,7 @@ async fn fill(
         .args(podman.choice.ulimit_args())
         .args(["--security-opt", "label=disable", "-v", "/dev:/dev"])
         .arg("-v")
-        .arg(format!("{}:{GUEST_SHARE_DIR}", share.display()))
+        .arg(format!("{}:{BOOTC_SHARE_DIR}", share.display()))
         .arg("-v")
         .arg(format!("{}:/target", mnt.display()))
         .arg(&build.image_tag)

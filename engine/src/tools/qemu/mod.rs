@@ -10,6 +10,9 @@ use std::path::PathBuf;
 pub const QEMU: &str = "qemu-system-x86_64";
 /// 9p mount tag of the host update folder; the guest mounts it at [`GUEST_SHARE_DIR`].
 pub const SHARE_TAG: &str = "bootlab-updates";
+/// Where an offline guest mounts the share: the one definition (the disk's remote URL, the
+/// drills and the supervisor's mount use it). bootc guests use
+/// [`crate::pipeline::bootc::install::BOOTC_SHARE_DIR`], which their image references name.
 pub const GUEST_SHARE_DIR: &str = "/run/bootlab/updates";
 /// Block node name of the VM's disk (snapshot jobs name it).
 pub const DISK_NODE: &str = "disk0";
