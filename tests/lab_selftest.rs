@@ -46,7 +46,8 @@ fn testcases(xml: &str, suite: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// The labs on the offline guest: the four starters and the /var pitfall (nginx).
+/// The labs on the offline guest: the four starters, the /var pitfall (nginx) and the guest
+/// that updates itself from its own timer.
 #[test]
 fn offline_labs_pass_selftest_on_a_real_guest() {
     selftest_passes(
@@ -56,8 +57,16 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
             "02-upgrade",
             "03-rollback",
             "04-var-pitfall",
+            "05-auto-update",
         ],
-        &["tour", "first-boot", "upgrade", "rollback", "var-pitfall"],
+        &[
+            "tour",
+            "first-boot",
+            "upgrade",
+            "rollback",
+            "var-pitfall",
+            "auto-update",
+        ],
     );
 }
 

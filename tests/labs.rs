@@ -40,6 +40,7 @@ fn shipped_labs_validate() {
             "upgrade",
             "rollback",
             "var-pitfall",
+            "auto-update",
             "bootc-upgrade",
             "bootc-switch-rollback",
             "composefs"
@@ -47,11 +48,13 @@ fn shipped_labs_validate() {
     );
     for l in &labs {
         // The starter labs run on the offline guest, the bootc labs on real bootc, the /var
-        // pitfall on its own nginx recipe.
+        // pitfall and the automatic updates on their own recipes.
         let want = if l.id.starts_with("bootc-") || l.id == "composefs" {
             "debian-bootc"
         } else if l.id == "var-pitfall" {
             "debian-web-var"
+        } else if l.id == "auto-update" {
+            "debian-auto-update"
         } else {
             "debian-minimal"
         };
@@ -163,7 +166,7 @@ broken_case!(
     unknown_action_kind,
     "unknown-action.toml",
     [
-        "unknown-action.toml:14:19: unknown action kind \"reboooot\": expected one of none, build, disk, boot, reboot, power-cut, guest, host, upgrade, switch, rollback"
+        "unknown-action.toml:14:19: unknown action kind \"reboooot\": expected one of none, build, disk, boot, reboot, power-cut, guest, host, publish, upgrade, switch, rollback"
     ]
 );
 broken_case!(
@@ -177,14 +180,14 @@ broken_case!(
     unknown_recipe,
     "unknown-recipe.toml",
     [
-        "unknown-recipe.toml:14:36: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
+        "unknown-recipe.toml:14:36: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
     ]
 );
 broken_case!(
     unknown_lab_recipe,
     "unknown-lab-recipe.toml",
     [
-        "unknown-lab-recipe.toml:8:10: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
+        "unknown-lab-recipe.toml:8:10: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
     ]
 );
 broken_case!(
@@ -354,7 +357,7 @@ fn cli_validate_shipped_labs() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "8 labs ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "9 labs ok\n");
     }
 }
 
@@ -411,7 +414,7 @@ fn cli_list_text_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 8);
+    assert_eq!(rows.len(), 9);
     assert_eq!(rows[1]["id"], "first-boot");
     assert_eq!(rows[1]["steps"], 7);
     assert_eq!(rows[1]["minutes"], 25);
@@ -468,7 +471,7 @@ fn cli_show_by_id_stem_and_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, bootc-upgrade, bootc-switch-rollback, composefs)"
+            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, bootc-upgrade, bootc-switch-rollback, composefs)"
         ),
         "{stderr}"
     );

@@ -41,6 +41,7 @@ fn shipped_recipes_load() {
         names,
         [
             "centos-bootc",
+            "debian-auto-update",
             "debian-bootc",
             "debian-minimal",
             "debian-web",
@@ -262,7 +263,7 @@ fn cli_recipe_list() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     let web = rows.iter().find(|r| r["name"] == "debian-web").unwrap();
     assert_eq!(web["family"], "debian-ostree");
     assert_eq!(web["lab_use_only"], true);
@@ -309,5 +310,5 @@ fn cli_recipe_show() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no recipe named \"debian-maximal\" (known: centos-bootc, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"), "{stderr}");
+    assert!(stderr.contains("no recipe named \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"), "{stderr}");
 }

@@ -146,6 +146,13 @@ pub enum Action {
     Guest { run: String },
     /// A shell command on the host (always shown to the learner before it runs).
     Host { run: String },
+    /// Build and publish `to` of `recipe` (default: the guest's recipe and its next version)
+    /// where the guest's updates come from, and nothing else: the guest finds it itself (an
+    /// update timer) or a later step upgrades. Before a boot it sets what the new guest sees.
+    Publish {
+        recipe: Option<String>,
+        to: Option<String>,
+    },
     /// Build and publish `to` (default: the next version), then upgrade the guest to it;
     /// `apply` reboots into it.
     Upgrade {
@@ -183,6 +190,7 @@ impl Action {
             Action::PowerCut => "power-cut",
             Action::Guest { .. } => "guest",
             Action::Host { .. } => "host",
+            Action::Publish { .. } => "publish",
             Action::Upgrade { .. } => "upgrade",
             Action::Switch { .. } => "switch",
             Action::Rollback { .. } => "rollback",
@@ -199,6 +207,7 @@ impl Action {
         "power-cut",
         "guest",
         "host",
+        "publish",
         "upgrade",
         "switch",
         "rollback",
@@ -227,6 +236,10 @@ impl Action {
             Action::Disk { recipe, version } => Action::Disk {
                 recipe: fill(recipe),
                 version: version.clone(),
+            },
+            Action::Publish { recipe, to } => Action::Publish {
+                recipe: fill(recipe),
+                to: to.clone(),
             },
             Action::Boot {
                 recipe,
@@ -273,6 +286,7 @@ impl Action {
             Action::PowerCut => "power-cut".into(),
             Action::Guest { run } => format!("guest: {run}"),
             Action::Host { run } => format!("host: {run}"),
+            Action::Publish { recipe, to } => format!("publish{}", rv(recipe, to)),
             Action::Upgrade { to, apply: a } => {
                 format!("upgrade{}{}", rv(&None, to), apply(*a))
             }
@@ -451,6 +465,14 @@ mod tests {
             .reboots()
         );
         assert!(!Action::Guest { run: "ls".into() }.reboots());
-        assert_eq!(Action::KINDS.len(), 11);
+        // Publishing sends the guest nothing; a guest that reboots on its own marks its step.
+        assert!(
+            !Action::Publish {
+                recipe: None,
+                to: None
+            }
+            .reboots()
+        );
+        assert_eq!(Action::KINDS.len(), 12);
     }
 }

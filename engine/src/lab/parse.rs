@@ -626,6 +626,9 @@ fn parse_action(cx: &mut Ctx, lr: &LabRecipe, v: Spanned<DeValue>) -> Option<Act
         Action::Upgrade { to, .. } => {
             check_recipe_version(cx, lr, &t, span, None, to.as_deref(), "to")
         }
+        Action::Publish { recipe, to } => {
+            check_recipe_version(cx, lr, &t, span, recipe.as_deref(), to.as_deref(), "to")
+        }
         Action::Switch {
             recipe, version, ..
         } => check_recipe_version(
@@ -652,6 +655,7 @@ fn action_fields(kind: &str) -> &'static [&'static str] {
         "build" | "disk" => &["recipe", "version"],
         "boot" => &["recipe", "version", "fresh"],
         "guest" | "host" => &["run"],
+        "publish" => &["recipe", "to"],
         "upgrade" => &["to", "apply"],
         "switch" => &["recipe", "version", "apply"],
         "rollback" => &["apply"],
@@ -1160,6 +1164,50 @@ fail = "look"
         assert_eq!(
             e[0].message,
             "recipe debian-web has no version \"v3\" (it has: v1, v2)"
+        );
+    }
+
+    #[test]
+    fn publish_takes_the_lab_recipe_and_checks_its_version() {
+        let lab = parse(
+            r#"
+[[steps]]
+id = "p"
+title = "Publish"
+text = "x"
+action = { kind = "publish", to = "v2" }
+[[steps.checks]]
+title = "c"
+guest = "true"
+fail = "look"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            lab.action_of(&lab.steps[0]),
+            Action::Publish {
+                recipe: Some("debian-minimal".into()),
+                to: Some("v2".into())
+            }
+        );
+        let e = parse(
+            r#"
+[[steps]]
+id = "p"
+title = "Publish"
+text = "x"
+action = { kind = "publish", recipe = "debian-web", to = "v3", apply = true }
+[[steps.checks]]
+title = "c"
+guest = "true"
+fail = "look"
+"#,
+        )
+        .unwrap_err();
+        let msgs: Vec<&str> = e.iter().map(|e| e.message.as_str()).collect();
+        assert!(
+            msgs.iter().any(|m| m.contains("apply")),
+            "publish takes no `apply`: {msgs:?}"
         );
     }
 

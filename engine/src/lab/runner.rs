@@ -16,7 +16,7 @@
 use super::check::{Captured, DeploymentsSeen, Observation, Verdict, evaluate_check};
 use super::model::{Action, Check, Lab, Probe, RetryPolicy, Step};
 use crate::deploy::{Deployment, HostStatus, admin};
-use crate::drill::ops::{GuestOps, HostOps, Via};
+use crate::drill::ops::{GuestOps, HostOps, Published, Via};
 use crate::drill::vm_ops::{PipelineHost, VmGuest};
 use crate::events::{CancellationToken, Emitter, Event, Stream};
 use crate::paths::Paths;
@@ -532,6 +532,9 @@ impl LabRunner {
                 let c = self.host_cmd(run)?;
                 c.run(stage, &self.ev, &self.cancel).await.map(drop)
             }
+            Action::Publish { recipe, to } => {
+                self.publish(stage, recipe.as_deref(), to.as_deref()).await
+            }
             Action::Upgrade { to, apply } => self.upgrade(stage, to.as_deref(), *apply).await,
             Action::Switch {
                 recipe,
@@ -575,18 +578,66 @@ impl LabRunner {
         version: &str,
         via: Via,
     ) -> Result<String> {
-        let mut host = PipelineHost::new(self.paths.clone(), self.ev.clone(), self.cancel.clone());
-        let p = host.publish(recipe.name(), version, via).await?;
+        let p = self.publish_on_host(stage, recipe, version, via).await?;
         let target = match recipe.file.family {
             Family::Bootc => p
                 .image
                 .ok_or_else(|| anyhow!("no image reference was published for {}", recipe.name()))?,
             Family::DebianOstree => p.branch,
         };
-        self.ev.note(stage, p.summary);
         let line = self.guest().await?.mount_updates().await?;
         self.ev.note(stage, line);
         Ok(target)
+    }
+
+    /// `to`, or the version after the booted one (the recipe's default when the guest's is not
+    /// one of the recipe's).
+    async fn version_to_publish(
+        &mut self,
+        stage: &str,
+        r: &Recipe,
+        to: Option<&str>,
+    ) -> Result<String> {
+        if let Some(t) = to {
+            return Ok(t.to_string());
+        }
+        let cur = self
+            .booted_version(stage)
+            .await?
+            .filter(|c| r.version(c).is_some())
+            .unwrap_or_else(|| r.default_version().id.clone());
+        Ok(r.next_version(&cur)
+            .ok_or_else(|| anyhow!("{cur} is the last version of {}", r.name()))?
+            .id
+            .clone())
+    }
+
+    /// Publish `to` (or the guest's next version) where the guest's updates come from (the
+    /// update repo's branch, or the layout's `stable` tag on bootc) and touch nothing in the
+    /// guest. `recipe` is the lab's; without one, the guest's.
+    async fn publish(&mut self, stage: &str, recipe: Option<&str>, to: Option<&str>) -> Result<()> {
+        let r = match recipe {
+            Some(name) => crate::recipe::find(name)?,
+            None => self.vm_recipe()?,
+        };
+        let to = self.version_to_publish(stage, &r, to).await?;
+        self.publish_on_host(stage, &r, &to, Via::Stable)
+            .await
+            .map(drop)
+    }
+
+    /// Build (if needed) and publish one version on the host; the summary goes to the log.
+    async fn publish_on_host(
+        &mut self,
+        stage: &str,
+        recipe: &Recipe,
+        version: &str,
+        via: Via,
+    ) -> Result<Published> {
+        let mut host = PipelineHost::new(self.paths.clone(), self.ev.clone(), self.cancel.clone());
+        let p = host.publish(recipe.name(), version, via).await?;
+        self.ev.note(stage, p.summary.clone());
+        Ok(p)
     }
 
     async fn booted_version(&mut self, stage: &str) -> Result<Option<String>> {
@@ -612,20 +663,7 @@ impl LabRunner {
     /// the guest's `spec.image` names (`stable`, unless a switch pinned another tag).
     async fn upgrade(&mut self, stage: &str, to: Option<&str>, apply: bool) -> Result<()> {
         let r = self.vm_recipe()?;
-        let to = match to {
-            Some(t) => t.to_string(),
-            None => {
-                let cur = self
-                    .booted_version(stage)
-                    .await?
-                    .filter(|c| r.version(c).is_some())
-                    .unwrap_or_else(|| r.default_version().id.clone());
-                r.next_version(&cur)
-                    .ok_or_else(|| anyhow!("{cur} is the last version of {}", r.name()))?
-                    .id
-                    .clone()
-            }
-        };
+        let to = self.version_to_publish(stage, &r, to).await?;
         let target = self.publish_to_guest(stage, &r, &to, Via::Stable).await?;
         let cmds = match r.file.family {
             Family::Bootc => vec![crate::deploy::bootc::upgrade_argv()],
