@@ -60,6 +60,26 @@ async fn a_killed_bootlabs_containers_are_reaped_a_live_ones_kept() {
         "{live} belongs to a running bootlab and must stay"
     );
 
+    // The export container of a build carries this bootlab as its owner, so a build killed
+    // while exporting leaves nothing the next build cannot reap.
+    let t = p
+        .create_temp(img, "test", &ev, &CancellationToken::new())
+        .await
+        .unwrap();
+    let o = podman(&[
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{OWNER_LABEL}\"}}}}"),
+        &t.name,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        bootlab::vm::procs::owner_stamp(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    t.remove("test", &ev).await.unwrap();
+
     podman(&["rm", "-f", &live]);
     podman(&["rmi", "-f", img]);
 }

@@ -209,6 +209,8 @@ pub async fn build_image(
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(p)).await;
         }
     }
+    // So is an export container of a killed bootlab (its owner label names a process now gone).
+    podman.reap_orphans("build", ev).await?;
     // The exported tar and its unpacked tree (~800 MB each, briefly both).
     check_free_space(&work_root, 2 * GIB, "exporting and committing an image")?;
     let work = tempfile::Builder::new()

@@ -268,7 +268,8 @@ impl Podman {
     }
 
     /// Create a (never started) container from `image` so its rootfs can be exported; the
-    /// returned guard removes it when dropped, whatever happens in between.
+    /// returned guard removes it when dropped, whatever happens in between — and if this bootlab
+    /// is killed first, its owner label lets the next build reap it.
     pub async fn create_temp(
         &self,
         image: &str,
@@ -279,6 +280,8 @@ impl Podman {
         let name = format!("bootlab-export-{}", fastrand::u64(..));
         self.cmd()
             .args(["create", "--name", &name])
+            .arg("--label")
+            .arg(format!("{OWNER_LABEL}={}", crate::vm::procs::owner_stamp()))
             .args(self.choice.ulimit_args())
             .args([image, "/bin/true"])
             .run(stage, ev, cancel)
