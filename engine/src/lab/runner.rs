@@ -365,6 +365,9 @@ impl LabRunner {
             });
             checks.push(r);
         }
+        if failed.is_none() && step.spans_reboot() {
+            self.follow_guest(&step.id).await;
+        }
         let passed = failed.is_none()
             && checks.iter().all(|c| c.passed)
             && before_solve
@@ -417,6 +420,26 @@ impl LabRunner {
         {
             Some(r) => crate::recipe::find(&r),
             None => self.recipe_named(&None),
+        }
+    }
+
+    /// After a reboot (an action's, or the guest's own: an update timer) the guest may run
+    /// another recipe or version than its VM record says; the record follows the booted
+    /// deployment, so the next action publishes and upgrades what the guest really is.
+    async fn follow_guest(&mut self, step: &str) {
+        let Ok(family) = self.vm_recipe().map(|r| r.file.family) else {
+            return;
+        };
+        let stage = self.stage(step);
+        let r = match self.guest().await {
+            Ok(g) => g.follow_booted(family).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            self.ev.note(
+                &stage,
+                format!("could not read what the guest booted: {e:#}"),
+            );
         }
     }
 
@@ -552,7 +575,8 @@ impl LabRunner {
         for (k, v) in super::host_env(&self.paths) {
             c = c.env(k, v);
         }
-        Ok(c)
+        // The lab's VM, whatever the face named it (`lab-<id>`, `--vm NAME`).
+        Ok(c.env("BOOTLAB_VM", &self.vm))
     }
 
     /// Stop and remove the lab's VM if there is one (nothing left running).
