@@ -46,8 +46,8 @@ fn testcases(xml: &str, suite: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// The labs on the offline guest: the four starters, the /var pitfall (nginx) and the guest
-/// that updates itself from its own timer.
+/// The labs on the offline guest: the four starters, the /var pitfall (nginx), the guest that
+/// updates itself from its own timer, and disks, consoles and rewinding a snapshot.
 #[test]
 fn offline_labs_pass_selftest_on_a_real_guest() {
     selftest_passes(
@@ -58,6 +58,7 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
             "03-rollback",
             "04-var-pitfall",
             "05-auto-update",
+            "06-disks-consoles",
         ],
         &[
             "tour",
@@ -66,6 +67,7 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
             "rollback",
             "var-pitfall",
             "auto-update",
+            "disks-consoles",
         ],
     );
 }
