@@ -146,9 +146,10 @@ pub enum Action {
     Guest { run: String },
     /// A shell command on the host (always shown to the learner before it runs).
     Host { run: String },
-    /// Build and publish `to` of `recipe` (default: the guest's recipe and its next version)
-    /// where the guest's updates come from, and nothing else: the guest finds it itself (an
-    /// update timer) or a later step upgrades. Before a boot it sets what the new guest sees.
+    /// Build and publish `to` of `recipe` (default: the lab's recipe, and the version after the
+    /// booted one) where the guest's updates come from, and nothing else: the guest finds it
+    /// itself (an update timer) or a later step upgrades. Before a boot it sets what the new
+    /// guest will find.
     Publish {
         recipe: Option<String>,
         to: Option<String>,

@@ -638,7 +638,7 @@ impl LabRunner {
 
     /// Publish `to` (or the guest's next version) where the guest's updates come from (the
     /// update repo's branch, or the layout's `stable` tag on bootc) and touch nothing in the
-    /// guest. `recipe` is the lab's; without one, the guest's.
+    /// guest. `recipe` is the action's (the lab's when it names none); without one, the guest's.
     async fn publish(&mut self, stage: &str, recipe: Option<&str>, to: Option<&str>) -> Result<()> {
         let r = match recipe {
             Some(name) => crate::recipe::find(name)?,
