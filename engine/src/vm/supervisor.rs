@@ -543,6 +543,8 @@ impl Sup {
     }
 
     async fn snapshot_save(&self, tag: &str) -> Result<SnapshotDone> {
+        const UNMOUNTED_FOR_SAVE: &str =
+            "unmounted the 9p update share: a mounted VirtFS export blocks saving VM state";
         let st = self.state();
         if st != VmState::Ready {
             bail!("can only save a snapshot of a ready VM (state: {st})");
@@ -551,39 +553,38 @@ impl Sup {
         let was_mounted = self.rec.lock().unwrap().share_mounted;
         let t = Instant::now();
         let mut tries = 0;
-        let mut r =
-            loop {
-                tries += 1;
-                // A mounted VirtFS export blocks saving VM state. Look in the guest instead of
-                // trusting the record: the guest may mount the share itself (an update timer's
-                // mount unit), also between our umount and the save — then we try again.
-                match self.unmount_share().await {
-                Ok(true) => self.note(
-                    "unmounted the 9p update share: a mounted VirtFS export blocks saving VM state",
-                ),
+        let mut r = loop {
+            tries += 1;
+            // A mounted VirtFS export blocks saving VM state. Look in the guest instead of
+            // trusting the record: the guest may mount the share itself (an update timer's
+            // mount unit), also between our umount and the save — then we try again.
+            match self.unmount_share().await {
+                Ok(true) => self.note(UNMOUNTED_FOR_SAVE),
                 Ok(false) => {}
                 Err(e) if tries < 3 => {
-                    self.note(format!("could not unmount the 9p share ({e:#}); trying again"));
+                    self.note(format!(
+                        "could not unmount the 9p share ({e:#}); trying again"
+                    ));
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     continue;
                 }
                 Err(e) => return Err(e),
             }
-                // The agent's connection is part of nothing saved, but the guest will be frozen
-                // for a moment: drop it so nothing half-answered survives.
-                self.drop_agent().await;
-                self.set_state(VmState::Saving, format!("saving snapshot {tag}"));
-                let r = self.snapshot_job("save", tag).await;
-                match &r {
-                    Err(e) if tries < 3 && e.to_string().contains("VirtFS") => {
-                        self.set_state(
-                            VmState::Ready,
-                            "the guest mounted the 9p share again before the save; once more",
-                        );
-                    }
-                    _ => break r,
+            // The agent's connection is part of nothing saved, but the guest will be frozen
+            // for a moment: drop it so nothing half-answered survives.
+            self.drop_agent().await;
+            self.set_state(VmState::Saving, format!("saving snapshot {tag}"));
+            let r = self.snapshot_job("save", tag).await;
+            match &r {
+                Err(e) if tries < 3 && e.to_string().contains("VirtFS") => {
+                    self.set_state(
+                        VmState::Ready,
+                        "the guest mounted the 9p share again before the save; once more",
+                    );
                 }
-            };
+                _ => break r,
+            }
+        };
         if let Err(e) = &r
             && e.to_string().contains("already exists")
         {
