@@ -245,7 +245,7 @@ pub async fn ensure_bootc(
     ev.note(
         "bootc",
         format!(
-            "compiling bootc {BOOTC_VERSION} ({total} locked crates) with {}: 8–12 min on 2 cores, once per source",
+            "compiling bootc {BOOTC_VERSION} ({total} locked crates) with {}: 5–8 min on 2 cores, once per source",
             tc.version
         ),
     );
