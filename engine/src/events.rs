@@ -35,14 +35,64 @@ pub enum Event {
         secs: f64,
         cached: bool,
     },
-    /// A VM (or other object) changed state.
+    /// A VM changed state (`starting`, `running`, `stopped`, …; `accelerator` with the reason
+    /// in `detail`).
+    VmState {
+        vm: String,
+        state: String,
+        detail: String,
+    },
+    /// Something else changed state (a drill's step, its guest rebooting).
     State {
         object: String,
         state: String,
         detail: String,
     },
+    /// A lab step started.
+    LabStep { lab: String, step: String },
+    /// A lab check finished or is being tried again. `detail`: for a failure the reason and the
+    /// check's advice, for a retry the attempt and why it failed.
+    Check {
+        lab: String,
+        step: String,
+        title: String,
+        outcome: CheckOutcome,
+        detail: String,
+    },
     /// A free-form note worth showing (why TCG was chosen, what was reused).
     Note { stage: String, text: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    Passed,
+    Failed,
+    Retrying,
+}
+
+/// The stage of a VM's own lines (its console, its supervisor's notes, its start): faces show
+/// them with the VM, not in the log of whatever job was running. The one place that spells it.
+pub fn vm_stage(vm: &str) -> String {
+    format!("vm:{vm}")
+}
+
+/// The VM a stage belongs to, when it is one made by [`vm_stage`].
+pub fn vm_of_stage(stage: &str) -> Option<&str> {
+    stage.strip_prefix("vm:")
+}
+
+/// The stage of a lab's own notes (its actions, hints), per step or for the whole lab.
+pub fn lab_stage(lab: &str, step: Option<&str>) -> String {
+    match step {
+        Some(s) => format!("lab:{lab}/{s}"),
+        None => format!("lab:{lab}"),
+    }
+}
+
+/// Whether a stage is one made by [`lab_stage`].
+pub fn is_lab_stage(stage: &str) -> bool {
+    stage.starts_with("lab:")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

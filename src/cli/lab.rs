@@ -1,6 +1,8 @@
 //! `bootlab lab …`: list, show and validate step files. Formatting only; see `crate::lab`.
 
-use crate::events::{CancellationToken, Emitter, Event, Stamped};
+use crate::events::{
+    CancellationToken, CheckOutcome, Emitter, Event, Stamped, is_lab_stage, lab_stage,
+};
 use crate::lab::{self, Lab, Probe, Progress, Slot};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -270,40 +272,32 @@ fn lab_printer(
     tokio::spawn(async move {
         while let Some(s) = rx.recv().await {
             match s.event {
-                Event::State {
-                    object,
-                    state,
-                    detail,
-                } if state == "step" => {
-                    let id = object.trim_start_matches("lab:");
-                    let l = labs.iter().find(|l| l.id == id);
-                    let step = l.and_then(|l| l.steps.iter().position(|s| s.id == detail));
+                Event::LabStep { lab, step } => {
+                    let l = labs.iter().find(|l| l.id == lab);
+                    let step = l.and_then(|l| l.steps.iter().position(|s| s.id == step));
                     if let (Some(l), Some(i)) = (l, step) {
                         let st = &l.steps[i];
                         println!("\n{}. {} — {}", i + 1, st.id, st.title);
                         print!("{}", indent(&st.text, "   │ "));
                     }
                 }
-                Event::State {
-                    object,
-                    state,
+                Event::Check {
+                    title,
+                    outcome,
                     detail,
-                } if object.starts_with("check:") => {
-                    let mut lines = detail.lines();
-                    let title = lines.next().unwrap_or_default();
-                    match state.as_str() {
-                        "passed" => println!("   ✓ {title}"),
-                        "failed" => {
-                            println!("   ✗ {title}");
-                            for l in lines {
-                                println!("       {l}");
-                            }
+                    ..
+                } => match outcome {
+                    CheckOutcome::Passed => println!("   ✓ {title}"),
+                    CheckOutcome::Failed => {
+                        println!("   ✗ {title}");
+                        for l in detail.lines() {
+                            println!("       {l}");
                         }
-                        _ if verbose => println!("     … {detail}"),
-                        _ => {}
                     }
-                }
-                Event::Note { stage, text } if stage.starts_with("lab:") => {
+                    CheckOutcome::Retrying if verbose => println!("     … {title}: {detail}"),
+                    CheckOutcome::Retrying => {}
+                },
+                Event::Note { stage, text } if is_lab_stage(&stage) => {
                     println!("   · {text}")
                 }
                 Event::Command { stage, argv } => {
@@ -403,7 +397,7 @@ fn run_lab(
             if hints {
                 // Printed through the event printer so they follow the step's header.
                 for (n, h) in step.hints.iter().take(progress.hints_shown(&step.id)).enumerate() {
-                    ev.note(&format!("lab:{}/{}", l.id, step.id), format!("hint {}: {h}", n + 1));
+                    ev.note(&lab_stage(&l.id, Some(&step.id)), format!("hint {}: {h}", n + 1));
                 }
             }
             let o = runner.run_step(step, solve).await;
@@ -415,7 +409,7 @@ fn run_lab(
                 if hints && shown < step.hints.len() {
                     let n = progress.reveal_hint(&step.id, step.hints.len());
                     ev.note(
-                        &format!("lab:{}/{}", l.id, step.id),
+                        &lab_stage(&l.id, Some(&step.id)),
                         format!("hint {n}: {}", step.hints[n - 1]),
                     );
                     progress.save(&paths)?;

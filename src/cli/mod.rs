@@ -149,6 +149,16 @@ pub(crate) fn print_events(
                     state,
                     detail,
                 } => eprintln!("[{object}] {state} {detail}"),
+                Event::VmState { vm, state, detail } => {
+                    eprintln!("[{}] {state} {detail}", crate::events::vm_stage(&vm))
+                }
+                Event::LabStep { lab, step } => eprintln!("[lab {lab}] step {step}"),
+                Event::Check {
+                    title,
+                    outcome,
+                    detail,
+                    ..
+                } => eprintln!("[check] {outcome:?} {title} {detail}"),
                 Event::Note { stage, text } => eprintln!("[{stage}] {text}"),
             }
         }

@@ -9,7 +9,7 @@ use super::views::drills::{DrillRun, DrillsView, Verdict};
 use super::views::labs::{CheckStatus, LabModel, LabsView};
 use super::views::recipes::RecipesView;
 use super::views::vm::{VmInfo, VmView};
-use crate::events::{Event, Stamped, Stream};
+use crate::events::{CheckOutcome, Event, Stamped, Stream, lab_stage, vm_of_stage};
 use crate::recipe::Recipe;
 use std::time::SystemTime;
 
@@ -715,16 +715,44 @@ impl App {
                         .timeline(s.at, &format!("{stage} finished in {secs:.1}s"));
                 }
             }
+            Event::VmState { vm, state, detail } => {
+                self.vm.on_state(&vm, &state, &detail);
+                if let Some(JobKind::Drill(_)) = kind {
+                    self.drills
+                        .timeline(s.at, &format!("{vm}: {state} {detail}"));
+                }
+            }
             Event::State {
                 object,
                 state,
                 detail,
             } => {
-                self.vm.on_state(&object, &state, &detail);
                 if let Some(JobKind::Drill(_)) = kind {
                     self.drills
                         .timeline(s.at, &format!("{object}: {state} {detail}"));
                 }
+            }
+            Event::LabStep { lab, step } => {
+                self.labs
+                    .log
+                    .push(&lab_stage(&lab, None), &format!("step {step}"), false)
+            }
+            Event::Check {
+                lab,
+                step,
+                title,
+                outcome,
+                detail,
+            } => {
+                let why = detail.lines().next().unwrap_or_default();
+                let (line, err) = match outcome {
+                    CheckOutcome::Passed => (format!("✓ {title}"), false),
+                    CheckOutcome::Failed => (format!("✗ {title}: {why}"), true),
+                    CheckOutcome::Retrying => (format!("… {title}: {why}"), false),
+                };
+                self.labs
+                    .log
+                    .push(&lab_stage(&lab, Some(&step)), &line, err)
             }
             Event::Note { stage, text } => {
                 if let Some(JobKind::Drill(_)) = kind {
@@ -739,7 +767,7 @@ impl App {
     /// The pane a line belongs in: a VM's own lines go to its console pane, the rest to the pane
     /// of the job that produced them.
     fn pane_for(&mut self, stage: &str, kind: Option<&JobKind>) -> &mut LogPane {
-        if stage.starts_with("vm:") {
+        if vm_of_stage(stage).is_some() {
             return &mut self.vm.console;
         }
         self.log_for(kind)

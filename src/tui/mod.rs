@@ -216,7 +216,9 @@ async fn attach_engine_state(app: &mut App, paths: &Paths) {
     app.vm.host_accel = engine::host_accel(paths).await;
     if let Some(rec) = engine::running_vm(paths) {
         for l in crate::vm::console::tail(&rec.console_log, 300) {
-            app.vm.console.push(&format!("vm:{}", rec.name), &l, false);
+            app.vm
+                .console
+                .push(&crate::events::vm_stage(&rec.name), &l, false);
         }
         app.vm.vm = Some(engine::vm_info(&rec));
     }

@@ -78,7 +78,7 @@ impl VmGuest {
         }
         self.client.set_recipe(r.name(), version.as_deref()).await?;
         self.ev.note(
-            &format!("vm:{}", self.name),
+            &crate::events::vm_stage(&self.name),
             format!(
                 "the guest booted {}{}: the VM record follows (was {}{})",
                 r.name(),

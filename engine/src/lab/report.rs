@@ -91,7 +91,7 @@ pub async fn selftest(
     }
     if let Err(e) = runner.stop_vm().await {
         ev.note(
-            &format!("lab:{}", lab.id),
+            &crate::events::lab_stage(&lab.id, None),
             format!("could not stop VM {}: {e:#}", runner.vm),
         );
         report

@@ -3,11 +3,10 @@
 //! a face shows arrives as [`Event`]s, and every step returns a [`StepOutcome`].
 //!
 //! Events, so a face can render a lab without knowing the runner:
-//! - `State { object: "lab:<lab>", state: "step", detail: <step id> }` when a step starts;
-//! - `Note { stage: "lab:<lab>/<step>", text: "action: …" }` before each action;
+//! - `LabStep` when a step starts;
+//! - `Note { stage: lab_stage(lab, step), text: "action: …" }` before each action;
 //! - `Command { .. }` before every host and guest command (learners see every command first);
-//! - `State { object: "check:<lab>/<step>", state: "passed" | "failed" | "retrying", detail }`
-//!   for each check (`detail` is the title, then the learner-facing reason when it failed).
+//! - `Check` for each check: passed, failed (with the learner-facing reason) or retrying.
 //!
 //! Upgrades, rollbacks and switches send the guest the same commands the drills do: `ostree
 //! admin` on the offline family (`deploy::admin`), bootc itself on the bootc family
@@ -18,7 +17,7 @@ use super::model::{Action, Check, Lab, Probe, RetryPolicy, Step};
 use crate::deploy::{Deployment, HostStatus, admin};
 use crate::drill::ops::{GuestOps, HostOps, Published, Via};
 use crate::drill::vm_ops::{PipelineHost, VmGuest};
-use crate::events::{CancellationToken, Emitter, Event, Stream};
+use crate::events::{CancellationToken, CheckOutcome, Emitter, Event, Stream};
 use crate::paths::Paths;
 use crate::recipe::{Family, Recipe};
 use crate::tools::cmd::HostCmd;
@@ -195,7 +194,7 @@ impl LabRunner {
     }
 
     fn stage(&self, step: &str) -> String {
-        format!("lab:{}/{step}", self.lab.id)
+        crate::events::lab_stage(&self.lab.id, Some(step))
     }
 
     /// Run one step: its action (and with `solve`, its solve actions), then its checks. A failed
@@ -283,10 +282,9 @@ impl LabRunner {
     }
 
     fn begin_step(&self, step: &Step) {
-        self.ev.emit(Event::State {
-            object: format!("lab:{}", self.lab.id),
-            state: "step".into(),
-            detail: step.id.clone(),
+        self.ev.emit(Event::LabStep {
+            lab: self.lab.id.clone(),
+            step: step.id.clone(),
         });
     }
 
@@ -329,7 +327,14 @@ impl LabRunner {
         before_solve: Option<BeforeSolve>,
         t0: Instant,
     ) -> StepOutcome {
-        let object = format!("check:{}/{}", self.lab.id, step.id);
+        let lab_id = self.lab.id.clone();
+        let check_event = |title: &str, outcome, detail| Event::Check {
+            lab: lab_id.clone(),
+            step: step.id.clone(),
+            title: title.to_string(),
+            outcome,
+            detail,
+        };
         let mut checks = Vec::new();
         for c in &step.checks {
             let r = match &failed {
@@ -343,26 +348,28 @@ impl LabRunner {
                 },
                 None => {
                     let ev = self.ev.clone();
-                    let (o2, title) = (object.clone(), c.title.clone());
+                    let retrying = check_event(&c.title, CheckOutcome::Retrying, String::new());
                     let cancel = self.cancel.clone();
                     run_check(c, self, &cancel, move |n, why| {
-                        ev.emit(Event::State {
-                            object: o2.clone(),
-                            state: "retrying".into(),
-                            detail: format!("{title}: attempt {n}: {why}"),
-                        })
+                        let mut e = retrying.clone();
+                        if let Event::Check { detail, .. } = &mut e {
+                            *detail = format!("attempt {n}: {why}");
+                        }
+                        ev.emit(e)
                     })
                     .await
                 }
             };
-            self.ev.emit(Event::State {
-                object: object.clone(),
-                state: if r.passed { "passed" } else { "failed" }.into(),
-                detail: match &r.message {
-                    None => r.title.clone(),
-                    Some(m) => format!("{}\n{m}", r.title),
-                },
-            });
+            let outcome = if r.passed {
+                CheckOutcome::Passed
+            } else {
+                CheckOutcome::Failed
+            };
+            self.ev.emit(check_event(
+                &r.title,
+                outcome,
+                r.message.clone().unwrap_or_default(),
+            ));
             checks.push(r);
         }
         if failed.is_none() && step.spans_reboot() {

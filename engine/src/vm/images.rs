@@ -111,7 +111,7 @@ pub async fn booted_image(
     }
     let _ = std::fs::remove_file(&dest);
     let name = format!("booted-{}", fastrand::u32(..));
-    let stage = format!("vm:{name}");
+    let stage = crate::events::vm_stage(&name);
     ev.note(
         &stage,
         format!(

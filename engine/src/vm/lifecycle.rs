@@ -186,7 +186,7 @@ async fn start(
     cancel: &CancellationToken,
 ) -> Result<VmRecord> {
     let dir = VmRecord::dir(paths, &opts.name);
-    let stage = format!("vm:{}", opts.name);
+    let stage = crate::events::vm_stage(&opts.name);
     crate::paths::create_private_dir(&dir)?;
     let overlay = dir.join("disk.qcow2");
     let mut golden = None;

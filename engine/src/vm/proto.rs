@@ -124,22 +124,22 @@ impl VmStamped {
     pub fn to_engine(&self, vm: &str) -> crate::events::Stamped {
         use crate::events::{Event, Stream};
         let event = match &self.event {
-            VmEvent::State { state, detail } => Event::State {
-                object: format!("vm:{vm}"),
+            VmEvent::State { state, detail } => Event::VmState {
+                vm: vm.to_string(),
                 state: state.to_string(),
                 detail: detail.clone(),
             },
             VmEvent::Console { line } => Event::Log {
-                stage: format!("vm:{vm}"),
+                stage: crate::events::vm_stage(vm),
                 stream: Stream::Console,
                 line: line.clone(),
             },
             VmEvent::Qmp { event, detail } => Event::Note {
-                stage: format!("vm:{vm}"),
+                stage: crate::events::vm_stage(vm),
                 text: format!("QMP {event} {detail}").trim_end().to_string(),
             },
             VmEvent::Note { text } => Event::Note {
-                stage: format!("vm:{vm}"),
+                stage: crate::events::vm_stage(vm),
                 text: text.clone(),
             },
         };

@@ -192,7 +192,7 @@ pub async fn boot(
                         return Err(e);
                     }
                     ev.note(
-                        &format!("vm:{name}"),
+                        &crate::events::vm_stage(&name),
                         format!("no booted snapshot ({e:#}); cold boot"),
                     );
                     opts.golden = Some(golden);

@@ -60,11 +60,10 @@ impl Default for VmView {
 }
 
 impl VmView {
-    /// A `State` event from the engine about `object` (a VM name).
-    pub fn on_state(&mut self, object: &str, state: &str, detail: &str) {
-        let object = object.strip_prefix("vm:").unwrap_or(object);
+    /// A `VmState` event from the engine about VM `vm`.
+    pub fn on_state(&mut self, vm: &str, state: &str, detail: &str) {
         if let Some(v) = &mut self.vm
-            && v.name == object
+            && v.name == vm
         {
             if state == "accelerator" {
                 // detail: "TCG: why" — the accelerator, then the reason it was chosen.
