@@ -47,7 +47,8 @@ fn testcases(xml: &str, suite: &str) -> Vec<(String, Option<String>)> {
 }
 
 /// The labs on the offline guest: the four starters, the /var pitfall (nginx), the guest that
-/// updates itself from its own timer, and disks, consoles and rewinding a snapshot.
+/// updates itself from its own timer, disks, consoles and rewinding a snapshot, and a switch to
+/// debian-web and back.
 #[test]
 fn offline_labs_pass_selftest_on_a_real_guest() {
     selftest_passes(
@@ -59,6 +60,7 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
             "04-var-pitfall",
             "05-auto-update",
             "06-disks-consoles",
+            "07-switch",
         ],
         &[
             "tour",
@@ -68,6 +70,7 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
             "var-pitfall",
             "auto-update",
             "disks-consoles",
+            "switch",
         ],
     );
 }

@@ -42,6 +42,7 @@ fn shipped_labs_validate() {
             "var-pitfall",
             "auto-update",
             "disks-consoles",
+            "switch",
             "bootc-upgrade",
             "bootc-switch-rollback",
             "composefs"
@@ -358,7 +359,7 @@ fn cli_validate_shipped_labs() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "10 labs ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "11 labs ok\n");
     }
 }
 
@@ -415,7 +416,7 @@ fn cli_list_text_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 10);
+    assert_eq!(rows.len(), 11);
     assert_eq!(rows[1]["id"], "first-boot");
     assert_eq!(rows[1]["steps"], 7);
     assert_eq!(rows[1]["minutes"], 25);
@@ -472,7 +473,7 @@ fn cli_show_by_id_stem_and_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, bootc-upgrade, bootc-switch-rollback, composefs)"
+            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, switch, bootc-upgrade, bootc-switch-rollback, composefs)"
         ),
         "{stderr}"
     );
