@@ -177,9 +177,10 @@ async fn builds_two_versions_commits_them_and_makes_a_bootable_disk() {
 
     // A per-VM overlay on it.
     let t = tempfile::tempdir().unwrap();
-    let o = pipeline::overlay(&d.path, &t.path().join("vm.qcow2"), &ev, &c)
-        .await
-        .unwrap();
+    let o =
+        bootlab::tools::qemu::img::overlay(&d.path, &t.path().join("vm.qcow2"), "overlay", &ev, &c)
+            .await
+            .unwrap();
     let info = sh(&format!("qemu-img info -U {}", o.display()));
     assert!(info.contains(&d.path.display().to_string()), "{info}");
 

@@ -460,35 +460,6 @@ async fn fill_disk(
     })
 }
 
-/// A qcow2 overlay backed by the (read-only) golden raw disk: each VM starts clean in
-/// milliseconds and never changes the golden. Made under a temp name, renamed when complete.
-pub async fn overlay(
-    golden: &Path,
-    dest: &Path,
-    ev: &Emitter,
-    cancel: &CancellationToken,
-) -> Result<PathBuf> {
-    let golden = std::fs::canonicalize(golden)
-        .with_context(|| format!("golden disk {}", golden.display()))?;
-    let dir = dest.parent().context("overlay path has no folder")?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        dest.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut guard = TempFile(Some(tmp.clone()));
-    HostCmd::new("qemu-img")
-        .args(["create", "-f", "qcow2", "-b"])
-        .arg(&golden)
-        .args(["-F", "raw"])
-        .arg(&tmp)
-        .run("overlay", ev, cancel)
-        .await?;
-    std::fs::rename(&tmp, dest)?;
-    guard.0 = None;
-    Ok(dest.to_path_buf())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -524,43 +495,5 @@ mod tests {
     fn syslinux_head_has_serial_and_no_prompt() {
         assert!(SYSLINUX_HEAD.starts_with("SERIAL 0 115200"));
         assert!(SYSLINUX_HEAD.contains("PROMPT 0"));
-    }
-
-    #[tokio::test]
-    async fn overlay_is_backed_by_the_golden() {
-        if std::process::Command::new("qemu-img")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("SKIPPED: no qemu-img");
-            return;
-        }
-        let t = tempfile::tempdir().unwrap();
-        let golden = t.path().join("g.raw");
-        std::fs::File::create(&golden)
-            .unwrap()
-            .set_len(64 * MIB)
-            .unwrap();
-        let o = overlay(
-            &golden,
-            &t.path().join("vm/o.qcow2"),
-            &Emitter::null(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        let info = std::process::Command::new("qemu-img")
-            .args(["info", "-U"])
-            .arg(&o)
-            .output()
-            .unwrap();
-        let info = String::from_utf8_lossy(&info.stdout);
-        assert!(
-            info.contains("backing file: ") && info.contains("g.raw"),
-            "{info}"
-        );
-        assert!(info.contains("backing file format: raw"), "{info}");
-        assert_eq!(std::fs::read_dir(t.path().join("vm")).unwrap().count(), 1);
     }
 }

@@ -13,7 +13,7 @@
 //! - [`publish`]`(paths, recipe, commit, ev, cancel) -> PublishResult` — puts that commit on
 //!   the recipe's branch in the update share's archive repo, where a guest's
 //!   `ostree admin upgrade` (remote [`REMOTE`]) finds it.
-//! - [`disk::overlay`]`(golden, dest, ev, cancel)` — a qcow2 overlay for one VM.
+//! - [`crate::tools::qemu::img::overlay`] — a qcow2 overlay of a golden disk for one VM.
 //!
 //! Nothing half-made is ever registered: builds are tagged and recorded only after the commit
 //! exists, disks are made under a temp name and renamed when complete.
@@ -28,7 +28,7 @@ pub mod publish;
 
 pub use base::{BASE_TAG, BaseResult, ensure_base};
 pub use build::{BuildResult, build_image};
-pub use disk::{DiskResult, make_disk, overlay};
+pub use disk::{DiskResult, make_disk};
 pub use publish::{PublishResult, publish};
 
 use crate::events::{CancellationToken, Cancelled, Emitter};

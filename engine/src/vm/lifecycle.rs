@@ -209,12 +209,7 @@ async fn start(
                 .ok_or_else(|| anyhow!("no disk: give a golden disk or an image"))?;
             let g =
                 std::fs::canonicalize(g).with_context(|| format!("golden disk {}", g.display()))?;
-            HostCmd::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                .arg(&g)
-                .arg(&overlay)
-                .run(&stage, ev, cancel)
-                .await?;
+            qemu::img::overlay(&g, &overlay, &stage, ev, cancel).await?;
             golden = Some(g);
         }
     }

@@ -1,8 +1,9 @@
-//! qemu-system-x86_64: command lines, accelerator choice, the KVM probe.
+//! qemu-system-x86_64: command lines, accelerator choice, the KVM probe; qemu-img in [`img`].
 //!
 //! Only the command line lives here; the process itself is owned by a VM supervisor
 //! (`vm::supervisor`), which is the one place QEMU is spawned.
 
+pub mod img;
 pub mod kvm_probe;
 
 use std::path::PathBuf;
