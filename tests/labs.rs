@@ -268,7 +268,7 @@ broken_case!(
     misspelled_steps,
     "no-steps.toml",
     [
-        "no-steps.toml:10:3: unknown field `stepz`, expected one of `schema`, `id`, `title`, `minutes`, `summary`, `requires`, `steps`",
+        "no-steps.toml:10:3: unknown field `stepz`, expected one of `schema`, `id`, `title`, `minutes`, `summary`, `intro`, `finish`, `requires`, `steps`",
         "no-steps.toml:16:3: `steps` must be an array of tables ([[steps]]), not a table",
     ]
 );
@@ -292,7 +292,7 @@ broken_case!(
     [
         "every-wrong-key.toml:4:11: invalid type: string \"ten\", expected a whole number like 10",
         "every-wrong-key.toml:5:11: invalid type: integer `5`, expected a string",
-        "every-wrong-key.toml:6:1: unknown field `colour`, expected one of `schema`, `id`, `title`, `minutes`, `summary`, `requires`, `steps`",
+        "every-wrong-key.toml:6:1: unknown field `colour`, expected one of `schema`, `id`, `title`, `minutes`, `summary`, `intro`, `finish`, `requires`, `steps`",
         "every-wrong-key.toml:10:1: unknown field `hosttools`, expected one of `recipe`, `family`, `host_tools`",
         "every-wrong-key.toml:14:9: invalid type: integer `3`, expected a string",
         "every-wrong-key.toml:16:1: unknown field `hint`, expected one of `id`, `title`, `text`, `hints`, `reboot`, `action`, `checks`, `solve`",

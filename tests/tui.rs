@@ -91,6 +91,8 @@ fn sample_lab() -> LabModel {
         id: "first-boot".into(),
         title: "First boot".into(),
         summary: "Build, boot and look at your first deployment".into(),
+        intro: Some("You will boot **v1** and read its deployment.".into()),
+        finish: Some("You booted a deployment. Next: *Upgrade*.".into()),
         steps: vec![
             StepModel {
                 id: "boot".into(),
@@ -620,6 +622,34 @@ fn ctrl_c_cancels_the_job_from_anywhere() {
         keymap::lookup(&a, &Key::ctrl('c').to_event()),
         Some(Action::CancelJob)
     );
+}
+
+/// The intro sits above the first step until it is done; the finish page shows once every
+/// step has passed.
+#[test]
+fn a_lab_opens_with_its_intro_and_ends_with_its_finish() {
+    let mut a = app_with_labs(vec![sample_lab()]);
+    a.update(Action::GoTab(Tab::Labs));
+    a.update(Action::Enter);
+    let s = screen(&a);
+    assert!(s.contains("before you start"), "{s}");
+    assert!(
+        s.contains("You will boot v1 and read its deployment."),
+        "{s}"
+    );
+    assert!(!s.contains("lab complete"), "{s}");
+    let p = a.labs.progress.entry("first-boot".into()).or_default();
+    p.mark_passed("boot", Some("upgrade"));
+    let s = screen(&a);
+    assert!(
+        !s.contains("before you start"),
+        "only before the first step is done:\n{s}"
+    );
+    let p = a.labs.progress.get_mut("first-boot").unwrap();
+    p.mark_passed("upgrade", None);
+    let s = screen(&a);
+    assert!(s.contains("lab complete"), "{s}");
+    assert!(s.contains("You booted a deployment. Next: Upgrade."), "{s}");
 }
 
 #[test]

@@ -186,6 +186,10 @@ fn render(l: &Lab) -> String {
     }
     o.push('\n');
     o.push_str(&indent(&l.summary, ""));
+    if let Some(t) = &l.intro {
+        o.push_str("\nbefore you start:\n");
+        o.push_str(&indent(t, "   │ "));
+    }
     for (i, s) in l.steps.iter().enumerate() {
         o.push_str(&format!("\n{}. {} — {}\n", i + 1, s.id, s.title));
         o.push_str(&indent(&s.text, "   │ "));
@@ -226,6 +230,10 @@ fn render(l: &Lab) -> String {
             let solve: Vec<String> = s.solve.iter().map(|a| a.describe()).collect();
             o.push_str(&format!("   solve: {}\n", solve.join("; ")));
         }
+    }
+    if let Some(t) = &l.finish {
+        o.push_str("\nwhen every step passed:\n");
+        o.push_str(&indent(t, "   │ "));
     }
     o
 }
@@ -389,6 +397,9 @@ fn run_lab(
         let mut runner = lab::LabRunner::new(l.clone(), vm, paths.clone(), ev.clone(), cancel);
         println!("{} — {}", l.id, l.title);
         println!("VM {} (a lab VM: root's console password is known)", runner.vm);
+        if let (0, Some(t)) = (start, &l.intro) {
+            print!("\n{}", indent(t, "   "));
+        }
         progress.vm = Some(runner.vm.clone());
         let mut ok = true;
         for (i, step) in l.steps.iter().enumerate().skip(start) {
@@ -423,6 +434,9 @@ fn run_lab(
         let _ = printer.await;
         if ok {
             println!("\nlab {} complete", l.id);
+            if let Some(t) = &l.finish {
+                print!("{}", indent(t, "   "));
+            }
         } else {
             println!(
                 "\nstopped at step {}: fix what the failed check says, then `bootlab lab run {}` resumes there{}",

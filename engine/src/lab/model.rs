@@ -22,6 +22,10 @@ pub struct Lab {
     pub minutes: u32,
     /// One or two sentences for the lab list.
     pub summary: String,
+    /// Markdown shown before the first step: what the learner will do and learn.
+    pub intro: Option<String>,
+    /// Markdown shown once every step has passed: what they learned, what comes next.
+    pub finish: Option<String>,
     pub requires: Requires,
     pub steps: Vec<Step>,
     /// The file it came from.

@@ -34,6 +34,10 @@ struct RawHeader {
     minutes: u32,
     summary: String,
     #[serde(default)]
+    intro: Option<String>,
+    #[serde(default)]
+    finish: Option<String>,
+    #[serde(default)]
     requires: RawRequires,
     #[allow(dead_code)]
     steps: Option<IgnoredAny>,
@@ -442,6 +446,8 @@ fn parse_into(cx: &mut Ctx) -> Option<Lab> {
         title: h.title,
         minutes: h.minutes,
         summary: h.summary,
+        intro: h.intro,
+        finish: h.finish,
         requires,
         steps,
         path: cx.path.to_path_buf(),

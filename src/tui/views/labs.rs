@@ -18,6 +18,10 @@ pub struct LabModel {
     pub id: String,
     pub title: String,
     pub summary: String,
+    /// Markdown before the first step (what you will learn) and after the last (what you
+    /// learned, what's next).
+    pub intro: Option<String>,
+    pub finish: Option<String>,
     pub steps: Vec<StepModel>,
 }
 
@@ -46,6 +50,8 @@ impl From<&crate::lab::Lab> for LabModel {
             id: l.id.clone(),
             title: l.title.clone(),
             summary: format!("{} (~{} min)", l.summary, l.minutes),
+            intro: l.intro.clone(),
+            finish: l.finish.clone(),
             steps: l
                 .steps
                 .iter()
@@ -370,11 +376,30 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
     };
     let p = v.progress_of(&lab.id);
     let title = format!("{} — step {}/{}", lab.title, p.step + 1, lab.steps.len());
+    // The lab's intro above its first step until that step is done; its finish above the last
+    // step once every step has passed.
+    let page = if p.done.len() >= lab.steps.len() && !lab.steps.is_empty() {
+        lab.finish.as_ref().map(|t| ("lab complete", t))
+    } else if p.step == 0 && p.done.is_empty() {
+        lab.intro.as_ref().map(|t| ("before you start", t))
+    } else {
+        None
+    };
     let with_heading = |scale: Scale| {
-        let mut t = Text::from(vec![
-            Line::styled(step.title.clone(), Style::new().fg(Color::Cyan).bold()),
-            Line::raw(""),
-        ]);
+        let mut t = Text::default();
+        if let Some((heading, body)) = page {
+            t.lines.push(Line::styled(
+                heading,
+                Style::new().fg(Color::LightGreen).bold(),
+            ));
+            t.lines.extend(markdown::render(body, scale).lines);
+            t.lines.push(Line::raw(""));
+        }
+        t.lines.push(Line::styled(
+            step.title.clone(),
+            Style::new().fg(Color::Cyan).bold(),
+        ));
+        t.lines.push(Line::raw(""));
         if scale == Scale::Presenter {
             t.lines.push(Line::raw(""));
         }
