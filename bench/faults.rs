@@ -10,6 +10,8 @@
 //!   of its start. Survived when the next bootlab command either adopts the VM (its supervisor
 //!   lives on and the guest answers) or has reaped it (no record left starting, no QEMU), and no
 //!   loop device, mount or podman container was left behind. Recovery: kill → usable or clean.
+//! - `kill-tui`: the TUI (in a tmux pane) killed with SIGKILL at a random moment of a boot it
+//!   started from the VM view. Survived as for `kill-cli`.
 //! - `kill-supervisor`: SIGKILL to a running VM's supervisor. Survived when its QEMU is gone too
 //!   (PR_SET_PDEATHSIG), the next bootlab command records the VM stopped, the kept overlay passes
 //!   `qemu-img check`, and the VM starts again from it. Recovery: kill → QEMU gone.
@@ -22,6 +24,11 @@
 //!   random length (what a crash of the file system under it leaves). Survived when the next
 //!   `bootlab disk make` (and `bootlab doctor` for the KVM probe) succeeds, the golden disk is
 //!   whole and its record reads, and the run after that reuses it. Recovery: the first command.
+//!
+//! - `disk-full`: BOOTLAB_HOME on a small loop-mounted ext4; after a good v1 disk, `disk make`
+//!   of v2 while a ballast file takes every free byte at a random moment. Survived when the
+//!   failure says why, nothing half-made is registered or left, v1 is intact and reused, and the
+//!   make succeeds once there is space again. Recovery: space back → v2's disk made.
 //!
 //! Not a timed test: under TCG on a shared 2-core machine times vary; the counts must not.
 //! A lost run makes the run exit 1.
@@ -208,58 +215,196 @@ fn kill_cli(runs: u32, rng: &mut Lcg) -> Tally {
         std::thread::sleep(at);
         let _ = child.kill();
         let _ = child.wait();
-        let killed = Instant::now();
-        // The next bootlab start (`vm ls` reaps what is stale and says so).
-        let (_, _, said) = run(&["vm", "ls"]);
-        let outcome = (|| {
-            let rec = record(name);
-            let sup = rec
-                .as_ref()
-                .and_then(|r| r.supervisor_pid)
-                .filter(|p| alive(*p));
-            if sup.is_some() {
-                // Adopted: the supervisor outlived the CLI; the VM must become usable.
-                let (ok, _, err) = run(&["vm", "exec", name, "--timeout", "240", "--", "true"]);
-                if !ok {
-                    return Err(format!("adopted VM does not answer: {}", err.trim()));
-                }
-            } else {
-                if let Some(r) = &rec
-                    && r.state != bootlab::vm::VmState::Stopped
-                {
-                    return Err(format!(
-                        "record says {:?} with no live supervisor ({})",
-                        r.state,
-                        said.trim()
-                    ));
-                }
-                let q = qemu_of(name);
-                if !q.is_empty() {
-                    return Err(format!("QEMU {q:?} outlived its supervisor"));
-                }
+        t.record(after_kill("kill-cli", name, i, at, &base));
+    }
+    t
+}
+
+/// What the next bootlab start must find after a bootlab that started VM `name` was killed:
+/// the VM adopted (its supervisor lives on and the guest answers) or reaped (no record left
+/// starting, no QEMU), and — once it is cleaned up — nothing else left behind than `base`.
+/// Ok: kill → usable or clean.
+fn after_kill(
+    label: &str,
+    name: &str,
+    run_index: u32,
+    at: Duration,
+    base: &Leftovers,
+) -> Result<Duration, String> {
+    let killed = Instant::now();
+    // The next bootlab start (`vm ls` reaps what is stale and says so).
+    let (_, _, said) = run(&["vm", "ls"]);
+    let outcome = (|| {
+        let rec = record(name);
+        let sup = rec
+            .as_ref()
+            .and_then(|r| r.supervisor_pid)
+            .filter(|p| alive(*p));
+        if sup.is_some() {
+            // Adopted: the supervisor outlived bootlab; the VM must become usable.
+            let (ok, _, err) = run(&["vm", "exec", name, "--timeout", "240", "--", "true"]);
+            if !ok {
+                return Err(format!("adopted VM does not answer: {}", err.trim()));
             }
-            Ok(killed.elapsed())
-        })();
-        eprintln!(
-            "[kill-cli] run {} killed at {:.1}s: {}",
-            i + 1,
-            at.as_secs_f64(),
-            match &outcome {
-                Ok(_) if record(name).is_some_and(|r| r.supervisor_pid.is_some_and(alive)) =>
-                    "adopted".to_string(),
-                Ok(_) => "reaped".to_string(),
-                Err(e) => e.clone(),
+        } else {
+            if let Some(r) = &rec
+                && r.state != bootlab::vm::VmState::Stopped
+            {
+                return Err(format!(
+                    "record says {:?} with no live supervisor ({})",
+                    r.state,
+                    said.trim()
+                ));
             }
+            let q = qemu_of(name);
+            if !q.is_empty() {
+                return Err(format!("QEMU {q:?} outlived its supervisor"));
+            }
+        }
+        Ok(killed.elapsed())
+    })();
+    eprintln!(
+        "[{label}] run {} killed at {:.1}s: {}",
+        run_index + 1,
+        at.as_secs_f64(),
+        match &outcome {
+            Ok(_) if record(name).is_some_and(|r| r.supervisor_pid.is_some_and(alive)) =>
+                "adopted".to_string(),
+            Ok(_) => "reaped".to_string(),
+            Err(e) => e.clone(),
+        }
+    );
+    clean_up(name);
+    let now = leftovers();
+    outcome.and_then(|d| {
+        if now == *base {
+            Ok(d)
+        } else {
+            Err(format!("left behind: before {base:?}, after {now:?}"))
+        }
+    })
+}
+
+/// The TUI in a tmux pane of its own (own socket: no other tmux is touched), `exec`ed so the
+/// pane's process is bootlab itself.
+struct Tui {
+    socket: String,
+}
+
+impl Tui {
+    fn start() -> Tui {
+        let socket = format!("bootlab-fault-{}-{}", std::process::id(), fastrand::u32(..));
+        let t = Tui { socket };
+        // The pane gets the bench's BOOTLAB_HOME, so both see the same VMs.
+        let home = std::env::var("BOOTLAB_HOME").unwrap_or_default();
+        let script = format!(
+            "exec env BOOTLAB_HOME='{home}' '{}'",
+            env!("CARGO_BIN_EXE_bootlab")
         );
-        clean_up(name);
-        let now = leftovers();
-        t.record(outcome.and_then(|d| {
-            if now == base {
-                Ok(d)
-            } else {
-                Err(format!("left behind: before {base:?}, after {now:?}"))
+        let ok = t
+            .tmux()
+            .args(["new-session", "-d", "-s", "t", "-x", "120", "-y", "40"])
+            .args(["-e", "TERM=xterm-256color", "sh", "-c", &script])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "tmux new-session failed (is tmux installed?)");
+        t
+    }
+    fn tmux(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket, "-f", "/dev/null"]);
+        c
+    }
+    fn send(&self, key: &str) {
+        let _ = self.tmux().args(["send-keys", "-t", "t", key]).status();
+    }
+    fn screen(&self) -> String {
+        self.tmux()
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+    fn wait_for(&self, text: &str, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if self.screen().contains(text) {
+                return true;
             }
-        }));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+    fn pid(&self) -> Option<i32> {
+        let o = self
+            .tmux()
+            .args(["list-panes", "-t", "t", "-F", "#{pane_pid}"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    }
+    /// Open the VM view and boot the recipe selected in Recipes (debian-minimal, the first).
+    fn boot(&self) {
+        assert!(
+            self.wait_for("▶ debian-minimal", Duration::from_secs(30)),
+            "the TUI did not show its recipes:\n{}",
+            self.screen()
+        );
+        self.send("2");
+        self.send("b");
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        // The server is usually gone already (its only pane's process died): say nothing.
+        let _ = self
+            .tmux()
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `kill -9` of the TUI at a random moment of a boot it started (VM view, `b`).
+fn kill_tui(runs: u32, rng: &mut Lcg) -> Tally {
+    let mut t = Tally::new("kill -9 the TUI during a boot");
+    let name = bootlab::workflow::vm_name(bootlab::workflow::VmFor::Recipe(RECIPE));
+    clean_up(&name);
+    // One uninterrupted boot first (it makes what is missing), timed from the key press.
+    let tui = Tui::start();
+    tui.boot();
+    let t0 = Instant::now();
+    let done = tui.wait_for(&format!("done: booting {RECIPE}"), Duration::from_secs(900));
+    assert!(
+        done,
+        "a boot without faults must work first:\n{}",
+        tui.screen()
+    );
+    let full = t0.elapsed();
+    drop(tui);
+    clean_up(&name);
+    eprintln!(
+        "[kill-tui] an uninterrupted boot from the TUI takes {:.1}s",
+        full.as_secs_f64()
+    );
+    let base = leftovers();
+    for i in 0..runs {
+        let tui = Tui::start();
+        let pid = tui.pid().expect("the pane's pid");
+        tui.boot();
+        let at = full.mul_f64(rng.next_f64());
+        std::thread::sleep(at);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let gone = Instant::now();
+        while alive(pid) && gone.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(tui);
+        t.record(after_kill("kill-tui", &name, i, at, &base));
     }
     t
 }
@@ -455,6 +600,209 @@ fn corrupt_cache(runs: u32, rng: &mut Lcg) -> Tally {
     t
 }
 
+/// A bootlab command with `BOOTLAB_HOME` at `home`; (success, stdout, stderr).
+fn run_in(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let o = bootlab()
+        .env("BOOTLAB_HOME", home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bootlab");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The disk `disk make` printed (`disk    PATH`).
+fn disk_printed(out: &str) -> Option<PathBuf> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("disk    "))
+        .map(PathBuf::from)
+}
+
+/// A disk and its record, both whole.
+fn disk_ok(raw: &std::path::Path) -> Result<(), String> {
+    if !bootlab::pipeline::disk::whole_disk(raw) {
+        return Err(format!("{} is not whole", raw.display()));
+    }
+    let meta = std::fs::read_to_string(raw.with_extension("json")).unwrap_or_default();
+    serde_json::from_str::<bootlab::pipeline::disk::DiskMeta>(&meta)
+        .map(drop)
+        .map_err(|e| format!("the record of {} does not read: {e}", raw.display()))
+}
+
+/// Files under `dir` whose name says they are half-made (`.tmp-…`, `*.tmp`).
+fn half_made(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(".tmp") || n.ends_with(".tmp") {
+            v.push(e.path());
+        }
+    }
+    v
+}
+
+/// A small ext4 file system on a loop device, mounted for the run and removed after it.
+struct SmallFs {
+    _dir: tempfile::TempDir,
+    mnt: PathBuf,
+}
+
+impl SmallFs {
+    fn new(gib: u64) -> SmallFs {
+        let dir = tempfile::tempdir_in("/var/tmp").expect("temp dir");
+        let img = dir.path().join("fs.img");
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(gib << 30))
+            .expect("image file");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+        assert!(ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)));
+        assert!(ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt)));
+        SmallFs { _dir: dir, mnt }
+    }
+    fn free(&self) -> u64 {
+        nix::sys::statvfs::statvfs(&self.mnt)
+            .map(|s| s.blocks_available() * s.fragment_size())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // An auto-cleared loop device: unmounting detaches it.
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// `disk-full`: BOOTLAB_HOME on a small file system. A good v1 disk first; then `disk make` of
+/// v2 while, at a random moment, a ballast file takes every free byte. Survived when the failed
+/// command said why (no space), no v2 disk is registered unless it is whole, v1's disk and
+/// record are intact and reused, nothing half-made or mounted is left, and once the ballast is
+/// gone `disk make` of v2 succeeds. Recovery: ballast removed → v2's disk made.
+fn disk_full(runs: u32, rng: &mut Lcg) -> Tally {
+    let mut t = Tally::new("disk full during disk make");
+    let fs = SmallFs::new(8);
+    let home = fs.mnt.join("home");
+    let (ok, out, err) = run_in(&home, &["disk", "make", RECIPE, "--version", "v1"]);
+    assert!(ok, "a disk make without faults must work first: {err}");
+    let v1 = disk_printed(&out).expect("disk make printed its disk");
+    let disks = v1.parent().unwrap().to_path_buf();
+    // v2's image and commit are made once here: each run below makes only v2's golden disk
+    // again (the big write), and the fill lands anywhere within that make.
+    let (ok, out, err) = run_in(&home, &["disk", "make", RECIPE, "--version", "v2"]);
+    assert!(ok, "v2 without faults: {err}");
+    let v2_first = disk_printed(&out).unwrap();
+    let _ = std::fs::remove_file(&v2_first);
+    let _ = std::fs::remove_file(v2_first.with_extension("json"));
+    let t0 = Instant::now();
+    let (ok, _, err) = run_in(&home, &["disk", "make", RECIPE, "--version", "v2"]);
+    assert!(ok, "v2's disk again: {err}");
+    let full = t0.elapsed();
+    eprintln!(
+        "[disk-full] v2's disk takes {:.1}s; the file system has {:.1} GiB free",
+        full.as_secs_f64(),
+        fs.free() as f64 / (1u64 << 30) as f64
+    );
+    let base = leftovers();
+    for i in 0..runs {
+        // v2's disk goes, so the next make writes it again.
+        let _ = std::fs::remove_file(&v2_first);
+        let _ = std::fs::remove_file(v2_first.with_extension("json"));
+        let child = bootlab()
+            .env("BOOTLAB_HOME", &home)
+            .args(["disk", "make", RECIPE, "--version", "v2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bootlab");
+        let at = full.mul_f64(rng.next_f64());
+        std::thread::sleep(at);
+        let ballast = fs.mnt.join("ballast");
+        let filled = Command::new("fallocate")
+            .args(["-l", &fs.free().to_string()])
+            .arg(&ballast)
+            .status()
+            .is_ok_and(|s| s.success());
+        let o = child.wait_with_output().expect("wait for disk make");
+        let (ok, out, err) = (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        let outcome = (|| {
+            let said = if ok {
+                // It finished before the disk filled (or fitted): the disk must be whole.
+                let p = disk_printed(&out).ok_or("disk make printed no disk")?;
+                disk_ok(&p)?;
+                "finished before the fill".to_string()
+            } else {
+                let last = err.lines().last().unwrap_or_default().to_string();
+                if !err.to_lowercase().contains("space") {
+                    return Err(format!("failed without saying the disk is full: {last}"));
+                }
+                for e in std::fs::read_dir(&disks).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    let n = p
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    if n.starts_with(&format!("{RECIPE}-v2-"))
+                        && n.ends_with(".json")
+                        && disk_ok(&p.with_extension("raw")).is_err()
+                    {
+                        return Err(format!("a v2 disk that is not whole is registered: {n}"));
+                    }
+                }
+                format!("refused: {last}")
+            };
+            disk_ok(&v1).map_err(|e| format!("v1 damaged: {e}"))?;
+            let left = half_made(&disks);
+            if !left.is_empty() {
+                return Err(format!("half-made files left: {left:?}"));
+            }
+            let now = leftovers();
+            if now != base {
+                return Err(format!("left behind: before {base:?}, after {now:?}"));
+            }
+            let _ = std::fs::remove_file(&ballast);
+            let recovered = Instant::now();
+            let (ok, out, err) = run_in(&home, &["disk", "make", RECIPE, "--version", "v2"]);
+            if !ok {
+                return Err(format!(
+                    "with space again, disk make v2 failed: {}",
+                    err.lines().last().unwrap_or_default()
+                ));
+            }
+            disk_ok(&disk_printed(&out).ok_or("no disk printed")?)?;
+            let took = recovered.elapsed();
+            let (ok, _, err) = run_in(&home, &["disk", "make", RECIPE, "--version", "v1", "-v"]);
+            if !ok || !err.contains("reusing") {
+                return Err("v1's disk was not reused".into());
+            }
+            eprintln!(
+                "[disk-full] run {} filled at {:.1}s{}: {said}",
+                i + 1,
+                at.as_secs_f64(),
+                if filled { "" } else { " (fallocate failed)" }
+            );
+            Ok(took)
+        })();
+        let _ = std::fs::remove_file(&ballast);
+        t.record(outcome);
+    }
+    t
+}
+
 fn main() {
     let runs: u32 = std::env::var("BOOTLAB_FAULT_RUNS")
         .ok()
@@ -472,11 +820,17 @@ fn main() {
     if want("kill-cli") {
         tallies.push(kill_cli(runs, &mut rng));
     }
+    if want("kill-tui") {
+        tallies.push(kill_tui(runs, &mut rng));
+    }
     if want("kill-supervisor") {
         tallies.push(kill_supervisor(runs));
     }
     if want("powercut") {
         tallies.push(powercut(runs));
+    }
+    if want("disk-full") {
+        tallies.push(disk_full(runs, &mut rng));
     }
     if want("corrupt-cache") {
         tallies.push(corrupt_cache(runs, &mut rng));

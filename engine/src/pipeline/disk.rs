@@ -217,10 +217,13 @@ pub async fn make_disk(
         ev,
         cancel,
     )
-    .await?;
+    .await
+    .map_err(|e| super::explain_full_disk(e, &dir, "a golden disk"))?;
     meta.make_secs = started.elapsed().as_secs_f64();
 
-    std::fs::File::open(&tmp_path)?.sync_all()?;
+    std::fs::File::open(&tmp_path)?
+        .sync_all()
+        .map_err(|e| super::explain_full_disk(e.into(), &dir, "a golden disk"))?;
     std::fs::rename(&tmp_path, &dest).with_context(|| format!("rename to {}", dest.display()))?;
     tmp.0 = None;
     crate::paths::write_atomic(

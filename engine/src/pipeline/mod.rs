@@ -76,6 +76,28 @@ pub fn check_free_space(path: &Path, need: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Free bytes on the file system holding `path` (its nearest existing ancestor).
+pub fn free_space(path: &Path) -> Option<u64> {
+    let probe = path.ancestors().find(|p| p.exists())?;
+    let st = nix::sys::statvfs::statvfs(probe).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// `e`, said plainly when the file system holding `dir` has filled up while writing there.
+/// A disk image is written through a loop device, and a loop device over a file whose file
+/// system is full reports "Input/output error", not "No space left on device".
+pub fn explain_full_disk(e: anyhow::Error, dir: &Path, what: &str) -> anyhow::Error {
+    const NEARLY_FULL: u64 = 64 << 20;
+    match free_space(dir) {
+        Some(free) if free < NEARLY_FULL => e.context(format!(
+            "the file system holding {} is full ({} MiB free) while writing {what}; free some space or point BOOTLAB_HOME elsewhere",
+            dir.display(),
+            free >> 20
+        )),
+        _ => e,
+    }
+}
+
 /// A host-wide exclusive lock (flock on a file in the temp dir) for work on shared resources
 /// such as podman's image store. Waiting is cancellable.
 pub struct HostLock(#[allow(dead_code)] std::fs::File);

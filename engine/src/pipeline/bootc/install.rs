@@ -304,9 +304,14 @@ pub async fn make_bootc_disk(
     let tmp_path = dir.join(format!(".tmp-{name}-{}.raw", fastrand::u32(..)));
     let mut tmp = TempFile(Some(tmp_path.clone()));
     let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
-    let mut meta = fill(paths, &tmp_path, mnt.path(), build, ev, cancel).await?;
+    let full = |e| crate::pipeline::explain_full_disk(e, &dir, "a golden disk");
+    let mut meta = fill(paths, &tmp_path, mnt.path(), build, ev, cancel)
+        .await
+        .map_err(full)?;
     meta.make_secs = started.elapsed().as_secs_f64();
-    std::fs::File::open(&tmp_path)?.sync_all()?;
+    std::fs::File::open(&tmp_path)?
+        .sync_all()
+        .map_err(|e| full(e.into()))?;
     std::fs::rename(&tmp_path, &dest).with_context(|| format!("rename to {}", dest.display()))?;
     tmp.0 = None;
     crate::paths::write_atomic(
