@@ -45,11 +45,11 @@ fn bootlab() -> Command {
 
 /// Run bootlab to the end; (success, stdout, stderr).
 fn run(args: &[&str]) -> (bool, String, String) {
-    let o = bootlab()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run bootlab");
+    run_cmd(bootlab().args(args))
+}
+
+fn run_cmd(c: &mut Command) -> (bool, String, String) {
+    let o = c.stdin(Stdio::null()).output().expect("run bootlab");
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -602,17 +602,7 @@ fn corrupt_cache(runs: u32, rng: &mut Lcg) -> Tally {
 
 /// A bootlab command with `BOOTLAB_HOME` at `home`; (success, stdout, stderr).
 fn run_in(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let o = bootlab()
-        .env("BOOTLAB_HOME", home)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run bootlab");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    run_cmd(bootlab().env("BOOTLAB_HOME", home).args(args))
 }
 
 /// The disk `disk make` printed (`disk    PATH`).
