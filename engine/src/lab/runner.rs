@@ -327,13 +327,16 @@ impl LabRunner {
         before_solve: Option<BeforeSolve>,
         t0: Instant,
     ) -> StepOutcome {
-        let lab_id = self.lab.id.clone();
-        let check_event = |title: &str, outcome, detail| Event::Check {
-            lab: lab_id.clone(),
-            step: step.id.clone(),
-            title: title.to_string(),
-            outcome,
-            detail,
+        // Owns its ids, so a copy can go into the retry callback below.
+        let check_event = {
+            let (lab, step) = (self.lab.id.clone(), step.id.clone());
+            move |title: &str, outcome, detail| Event::Check {
+                lab: lab.clone(),
+                step: step.clone(),
+                title: title.to_string(),
+                outcome,
+                detail,
+            }
         };
         let mut checks = Vec::new();
         for c in &step.checks {
@@ -347,15 +350,15 @@ impl LabRunner {
                     message: Some(format!("not checked: {why}\n{}", c.fail)),
                 },
                 None => {
-                    let ev = self.ev.clone();
-                    let retrying = check_event(&c.title, CheckOutcome::Retrying, String::new());
+                    let (ev, retrying, title) =
+                        (self.ev.clone(), check_event.clone(), c.title.clone());
                     let cancel = self.cancel.clone();
                     run_check(c, self, &cancel, move |n, why| {
-                        let mut e = retrying.clone();
-                        if let Event::Check { detail, .. } = &mut e {
-                            *detail = format!("attempt {n}: {why}");
-                        }
-                        ev.emit(e)
+                        ev.emit(retrying(
+                            &title,
+                            CheckOutcome::Retrying,
+                            format!("attempt {n}: {why}"),
+                        ))
                     })
                     .await
                 }

@@ -206,6 +206,7 @@ pub async fn make_disk(
     let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
 
     let podman = crate::tools::podman::Podman::probe(paths, ev, cancel).await?;
+    let full = |e| super::explain_full_disk(e, &dir, "a golden disk");
     let mut meta = fill_disk(
         &podman,
         &tmp_path,
@@ -218,12 +219,12 @@ pub async fn make_disk(
         cancel,
     )
     .await
-    .map_err(|e| super::explain_full_disk(e, &dir, "a golden disk"))?;
+    .map_err(full)?;
     meta.make_secs = started.elapsed().as_secs_f64();
 
     std::fs::File::open(&tmp_path)?
         .sync_all()
-        .map_err(|e| super::explain_full_disk(e.into(), &dir, "a golden disk"))?;
+        .map_err(|e| full(e.into()))?;
     std::fs::rename(&tmp_path, &dest).with_context(|| format!("rename to {}", dest.display()))?;
     tmp.0 = None;
     crate::paths::write_atomic(

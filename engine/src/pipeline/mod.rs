@@ -59,12 +59,7 @@ pub use crate::paths::Paths;
 
 /// Fail early, with a clear message, when `path`'s filesystem has less than `need` bytes free.
 pub fn check_free_space(path: &Path, need: u64, what: &str) -> Result<()> {
-    let probe = path
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let st = nix::sys::statvfs::statvfs(probe)?;
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let (probe, free) = free_space_at(path)?;
     if free < need {
         anyhow::bail!(
             "not enough free disk space for {what}: {} has {:.1} GiB free, {:.1} GiB needed (free some space or point BOOTLAB_HOME elsewhere)",
@@ -76,11 +71,17 @@ pub fn check_free_space(path: &Path, need: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Free bytes on the file system holding `path` (its nearest existing ancestor).
-pub fn free_space(path: &Path) -> Option<u64> {
-    let probe = path.ancestors().find(|p| p.exists())?;
-    let st = nix::sys::statvfs::statvfs(probe).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+/// The nearest existing ancestor of `path` (or `/`) and the free bytes of its file system.
+fn free_space_at(path: &Path) -> Result<(&Path, u64)> {
+    let probe = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let st = nix::sys::statvfs::statvfs(probe)?;
+    Ok((
+        probe,
+        st.blocks_available() as u64 * st.fragment_size() as u64,
+    ))
 }
 
 /// `e`, said plainly when the file system holding `dir` has filled up while writing there.
@@ -88,8 +89,8 @@ pub fn free_space(path: &Path) -> Option<u64> {
 /// system is full reports "Input/output error", not "No space left on device".
 pub fn explain_full_disk(e: anyhow::Error, dir: &Path, what: &str) -> anyhow::Error {
     const NEARLY_FULL: u64 = 64 << 20;
-    match free_space(dir) {
-        Some(free) if free < NEARLY_FULL => e.context(format!(
+    match free_space_at(dir) {
+        Ok((_, free)) if free < NEARLY_FULL => e.context(format!(
             "the file system holding {} is full ({} MiB free) while writing {what}; free some space or point BOOTLAB_HOME elsewhere",
             dir.display(),
             free >> 20
