@@ -445,6 +445,18 @@ fn cli_show_by_id_stem_and_path() {
         assert!(text.contains("action: boot debian-minimal v1\n"), "{text}");
         assert!(text.contains("     [ ] v2 is booted and v1 is the rollback\n         deployments: booted v2, no staged, rollback v1"), "{text}");
         assert!(text.contains("action: rollback (and reboot)"), "{text}");
+        // The intro before step 1, the finish after the last step.
+        let intro = text
+            .find("before you start:\n   │ You will change /etc and /var on v1")
+            .expect(&text);
+        let finish = text
+            .find("when every step passed:\n   │ You saw what an upgrade keeps")
+            .expect(&text);
+        assert!(
+            intro < text.find("1. boot-v1").expect(&text)
+                && finish > text.find("7. ").expect(&text),
+            "{text}"
+        );
     }
     let out = common::bootlab()
         .args(["lab", "show", "first-boot", "--json"])

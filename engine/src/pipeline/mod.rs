@@ -229,6 +229,42 @@ mod tests {
         check_free_space(Path::new("/nonexistent/below"), 1, "x").unwrap();
     }
 
+    /// A disk write that failed on a full file system says so first; elsewhere the error is
+    /// left as it was. The full one is a 1 MiB tmpfs filled to the last byte (root only).
+    #[test]
+    fn a_failure_on_a_full_file_system_says_it_is_full() {
+        let cause = || anyhow::anyhow!("syncfs: Input/output error");
+        let roomy = tempfile::tempdir().unwrap();
+        let e = explain_full_disk(cause(), roomy.path(), "a golden disk");
+        assert_eq!(format!("{e:#}"), "syncfs: Input/output error");
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIPPED the full file system: needs root to mount a tmpfs");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            t.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
+        // Fill it: write until the file system refuses.
+        let mut f = std::fs::File::create(t.path().join("ballast")).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while std::io::Write::write_all(&mut f, &block).is_ok() {}
+        let e = explain_full_disk(cause(), t.path(), "a golden disk");
+        let _ = nix::mount::umount2(t.path(), nix::mount::MntFlags::MNT_DETACH);
+        let msg = format!("{e:#}");
+        let want = format!(
+            "the file system holding {} is full (0 MiB free) while writing a golden disk",
+            t.path().display()
+        );
+        assert!(msg.starts_with(&want), "{msg}");
+        assert!(msg.ends_with(": syncfs: Input/output error"), "{msg}");
+    }
+
     #[test]
     fn names() {
         assert_eq!(branch("debian-minimal"), "bootlab/debian-minimal");
