@@ -506,3 +506,83 @@ async fn boot_timeout_and_cancel_leave_nothing_behind() {
     assert!(!VmRecord::dir(&paths, &name).exists());
     drop(guard);
 }
+
+/// Two `bootlab vm up` processes for the same name at the same moment (a presenter's double
+/// click, a script run twice): exactly one starts the VM and its guest answers, the other is
+/// refused with a message that says why, and there is only ever one QEMU for the name. Three
+/// rounds, started from the booted snapshot so the two really overlap.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_racing_to_start_one_vm() {
+    if !common::require_root() {
+        return;
+    }
+    let _lock = common::heavy_lock();
+    let paths = paths();
+    let golden = golden(&paths).await;
+    // Made once (cached); both racers then start from it.
+    let img = images::booted_image(
+        &paths,
+        &golden,
+        &options("race-prep"),
+        &Emitter::null(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("booted image");
+    assert!(img.exists());
+    for round in 0..3 {
+        let name = format!("race-{}-{round}", std::process::id());
+        let guard = NoLeftovers::new(&paths, &name);
+        let spawn = || {
+            common::bootlab()
+                .args(["vm", "up", "debian-minimal", "--name", &name])
+                .arg("--disk")
+                .arg(&golden)
+                .args(["--from-snapshot", "booted"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let won: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+        let lost: Vec<_> = outs.iter().filter(|o| !o.status.success()).collect();
+        let text = |o: &std::process::Output| {
+            format!(
+                "exit {:?}\n{}{}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        };
+        assert_eq!(
+            (won.len(), lost.len()),
+            (1, 1),
+            "round {round}: one start, one refusal\n{}\n---\n{}",
+            text(&outs[0]),
+            text(&outs[1])
+        );
+        let refusal = String::from_utf8_lossy(&lost[0].stderr).into_owned();
+        assert!(
+            refusal.contains("being started by another bootlab process")
+                || refusal.contains("already runs")
+                || refusal.contains("is running"),
+            "round {round}: the refusal says why: {refusal}"
+        );
+        let rec = VmRecord::load(&paths, &name).unwrap();
+        assert_eq!(rec.state, VmState::Ready, "round {round}");
+        let dir = VmRecord::dir(&paths, &name);
+        assert_eq!(procs::qemus_under(&dir).len(), 1, "round {round}: one QEMU");
+        let c = VmClient::connect(&paths, &name).await.unwrap();
+        assert!(c.exec(&["true"]).await.unwrap().success(), "round {round}");
+        eprintln!(
+            "round {round}: refused with: {}",
+            refusal.lines().last().unwrap_or_default()
+        );
+        vm::down(&paths, &name, true, Duration::from_secs(30))
+            .await
+            .unwrap();
+        drop(guard);
+    }
+}
