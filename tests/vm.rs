@@ -6,6 +6,7 @@ mod common;
 
 use bootlab::events::{CancellationToken, Emitter, Event};
 use bootlab::paths::Paths;
+use bootlab::tools::qemu::img::Format;
 use bootlab::vm::{self, UpOptions, VmClient, VmEvent, VmRecord, VmState, images, procs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -103,10 +104,21 @@ async fn boot_exec_snapshot_restore_powerdown() {
     let _lock = common::heavy_lock();
     let paths = paths();
     let golden = golden(&paths).await;
+    // The golden disk as qcow2 (what `disk make --format qcow2` writes): the guest boots, saves
+    // and restores its state over it as over the raw disk (a vmdk one boots but cannot save:
+    // `golden_disk_in_every_format`).
+    let qcow2 = bootlab::pipeline::disk::in_format(
+        &golden,
+        Format::Qcow2,
+        &Emitter::null(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let name = format!("e2e-{}", std::process::id());
     let _guard = NoLeftovers::new(&paths, &name);
     let mut o = options(&name);
-    o.golden = Some(golden);
+    o.golden = Some(qcow2);
 
     let (ev, rx) = Emitter::channel();
     let events = print(rx);
@@ -124,6 +136,14 @@ async fn boot_exec_snapshot_restore_powerdown() {
             .any(|e| matches!(e, Event::Log { line, .. } if !line.is_empty())),
         "console lines arrive as events while booting"
     );
+
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U"])
+        .arg(&rec.overlay)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("backing file format: qcow2"), "{info}");
 
     let c = VmClient::connect(&paths, &name).await.unwrap();
     let st = c.exec(&["ostree", "admin", "status"]).await.unwrap();
@@ -585,4 +605,138 @@ async fn two_processes_racing_to_start_one_vm() {
             .unwrap();
         drop(guard);
     }
+}
+
+/// `disk make --format F` writes the golden disk as each format a learner may take elsewhere;
+/// each holds exactly the golden's bytes (`qemu-img compare`), is named with its purpose, and is
+/// reused on the next call. The vmdk one boots to a guest that answers, and saving its state is
+/// refused with the reason (QEMU cannot migrate vmdk, vhdx or vdi). The qcow2 one boots, saves
+/// and restores in `boot_exec_snapshot_restore_powerdown`.
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_disk_in_every_format() {
+    if !common::require_root() {
+        return;
+    }
+    let _lock = common::heavy_lock();
+    let paths = paths();
+    let golden = golden(&paths).await;
+    for f in [Format::Qcow2, Format::Vmdk, Format::Vhdx, Format::Vdi] {
+        let t = Instant::now();
+        let out = common::bootlab()
+            .args([
+                "disk",
+                "make",
+                "debian-minimal",
+                "--version",
+                "v1",
+                "--format",
+            ])
+            .arg(f.name())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(f.name()))
+            .unwrap_or_else(|| panic!("no {} line in:\n{text}", f.name()));
+        let path = PathBuf::from(line.split_whitespace().nth(1).unwrap());
+        assert!(line.contains(f.purpose()), "{line}");
+        assert_eq!(path.extension().unwrap(), f.name(), "{}", path.display());
+        let info = std::process::Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let info = String::from_utf8_lossy(&info.stdout);
+        assert!(
+            info.contains(&format!("\"format\": \"{}\"", f.name())),
+            "{info}"
+        );
+        let cmp = std::process::Command::new("qemu-img")
+            .args(["compare", "-U", "-f", "raw", "-F", f.name()])
+            .arg(&golden)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            cmp.status.success(),
+            "{} differs from the golden: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&cmp.stdout),
+            String::from_utf8_lossy(&cmp.stderr)
+        );
+        let size = std::fs::metadata(&path).unwrap().len();
+        eprintln!(
+            "{}: {} ({:.0} MB) in {:.1}s, identical to the golden",
+            f.name(),
+            path.display(),
+            size as f64 / 1e6,
+            t.elapsed().as_secs_f64()
+        );
+        // Made once: the next call reuses it.
+        let again = common::bootlab()
+            .args([
+                "disk",
+                "make",
+                "debian-minimal",
+                "--version",
+                "v1",
+                "--format",
+            ])
+            .arg(f.name())
+            .output()
+            .unwrap();
+        assert!(again.status.success());
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("reusing")
+                || String::from_utf8_lossy(&again.stdout).contains("reusing"),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+    }
+    let name = format!("vmdk-{}", std::process::id());
+    let guard = NoLeftovers::new(&paths, &name);
+    let mut o = options(&name);
+    o.golden = Some(golden.with_extension("vmdk"));
+    vm::up(&paths, o, &Emitter::null(), &CancellationToken::new())
+        .await
+        .expect("boots from the vmdk");
+    let c = VmClient::connect(&paths, &name).await.unwrap();
+    let v = c
+        .exec(&["cat", "/usr/share/bootlab/version"])
+        .await
+        .unwrap();
+    assert_eq!(v.stdout.trim(), "v1");
+    let save = common::bootlab()
+        .args(["vm", "snapshot", &name, "save", "s1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&save.stderr);
+    assert!(!save.status.success(), "{err}");
+    assert!(
+        err.contains("cannot save VM state over") && err.contains("vmdk"),
+        "{err}"
+    );
+    // Refused, not broken: the guest still answers.
+    assert!(c.exec(&["true"]).await.unwrap().success());
+    vm::down(&paths, &name, true, Duration::from_secs(30))
+        .await
+        .unwrap();
+    drop(guard);
+
+    let bad = common::bootlab()
+        .args(["disk", "make", "debian-minimal", "--format", "iso"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("possible values"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

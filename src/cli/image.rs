@@ -39,6 +39,10 @@ pub enum DiskCmd {
         recipe: String,
         #[arg(long)]
         version: Option<String>,
+        /// Also write it as another format: qcow2 (QEMU/libvirt), vmdk (VMware), vhdx
+        /// (Hyper-V), vdi (VirtualBox); `bootlab vm up RECIPE --disk FILE` boots any of them.
+        #[arg(long, value_parser = ["raw", "qcow2", "vmdk", "vhdx", "vdi"])]
+        format: Option<String>,
         #[arg(short, long)]
         verbose: bool,
     },
@@ -142,8 +146,13 @@ pub fn run_disk(c: DiskCmd) -> anyhow::Result<ExitCode> {
         DiskCmd::Make {
             recipe,
             version,
+            format,
             verbose,
         } => {
+            let format = format
+                .as_deref()
+                .map(crate::tools::qemu::img::Format::parse)
+                .transpose()?;
             let t = crate::workflow::Target::find(&recipe, version.as_deref())?;
             let recipe = &t.recipe;
             // The build is normally a cache hit here; it gives the commit to deploy.
@@ -152,6 +161,12 @@ pub fn run_disk(c: DiskCmd) -> anyhow::Result<ExitCode> {
                     crate::workflow::ensure_disk(&paths, &t, ev, cancel).await
                 })?;
             println!("disk    {}", d.path.display());
+            if let Some(f) = format.filter(|f| *f != crate::tools::qemu::img::Format::Raw) {
+                let p = with_job(verbose, async |ev, cancel| {
+                    crate::pipeline::disk::in_format(&d.path, f, ev, cancel).await
+                })?;
+                println!("{:<7} {} — {}", f.name(), p.display(), f.purpose());
+            }
             println!("commit  {} ({} {})", d.commit, d.recipe, d.version);
             if recipe.file.guest.known_password.is_some() {
                 println!(

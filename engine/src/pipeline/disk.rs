@@ -29,6 +29,7 @@ use crate::paths::Paths;
 use crate::tools::cmd::HostCmd;
 use crate::tools::disk::{self, LoopDevice, MIB, MbrLayout, Mount};
 use crate::tools::ostree::{self, Repo};
+use crate::tools::qemu::img::Format;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -236,6 +237,34 @@ pub async fn make_disk(
 
 /// Undo what a killed disk maker left in `dir`: mounts under `.mnt-*`, loop devices over
 /// `.tmp-*.raw`, and the files themselves.
+/// The golden disk `golden` in another format (for VMware, Hyper-V, VirtualBox, libvirt),
+/// beside it with the format's extension. Made once per golden disk: reused while it is newer
+/// than the golden (a golden made again is newer, and the conversion is made again).
+pub async fn in_format(
+    golden: &Path,
+    format: Format,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<PathBuf> {
+    if format == Format::Raw {
+        return Ok(golden.to_path_buf());
+    }
+    let dest = golden.with_extension(format.name());
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+    let golden_t = modified(golden).with_context(|| format!("golden disk {}", golden.display()))?;
+    if modified(&dest).is_ok_and(|t| t >= golden_t) {
+        ev.note(
+            "disk",
+            format!("reusing {} (made from this golden disk)", dest.display()),
+        );
+        return Ok(dest);
+    }
+    let t = StageTimer::start(ev, "convert");
+    let r = crate::tools::qemu::img::convert(golden, format, &dest, "convert", ev, cancel).await;
+    t.finish(false);
+    r
+}
+
 pub async fn reap_leftovers(dir: &Path, ev: &Emitter) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

@@ -16,10 +16,14 @@ pub const BOOTED_TAG: &str = "booted";
 /// Path of the booted image for `golden` with this machine shape. The machine shape is in the
 /// name because a snapshot only loads into the same devices, memory and accelerator.
 pub fn booted_path(golden: &Path, o: &UpOptions, accel: crate::tools::qemu::Accel) -> PathBuf {
-    let stem = golden
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    // `x.raw` → `x.booted-…`; a converted golden keeps its extension (`x.vmdk.booted-…`), so
+    // the two never share (and keep remaking) one booted image.
+    let stem = match golden.extension() {
+        Some(e) if e == "raw" => golden.file_stem(),
+        _ => golden.file_name(),
+    }
+    .map(|s| s.to_string_lossy().into_owned())
+    .unwrap_or_default();
     golden.with_file_name(format!(
         "{stem}.booted-{}-{}m-{}c{}.qcow2",
         accel.as_str(),

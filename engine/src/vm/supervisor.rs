@@ -600,13 +600,16 @@ impl Sup {
         // Saving pauses the guest and resumes it; the agent answers at once.
         self.set_state(
             VmState::Ready,
-            format!("snapshot {tag} saved in {secs:.1}s"),
+            match &r {
+                Ok(()) => format!("snapshot {tag} saved in {secs:.1}s"),
+                Err(_) => format!("snapshot {tag} not saved"),
+            },
         );
         if was_mounted {
             self.mount_share().await?;
             self.note("mounted the 9p update share again");
         }
-        r?;
+        r.map_err(explain_save_refused)?;
         Ok(SnapshotDone {
             tag: tag.into(),
             secs,
@@ -1001,4 +1004,17 @@ async fn mount_now(sup: &Sup) -> Result<()> {
     sup.rec.lock().unwrap().share_mounted = true;
     sup.save();
     Ok(())
+}
+
+/// QEMU saves a VM's state only when every disk in the chain can be migrated: a VM whose golden
+/// disk is vmdk, vhdx or vdi (a converted disk) boots, but its state cannot be saved.
+fn explain_save_refused(e: anyhow::Error) -> anyhow::Error {
+    if e.to_string().contains("does not support live migration") {
+        e.context(
+            "this VM's golden disk is in a format QEMU cannot save VM state over (vmdk, vhdx \
+and vdi block it); boot the raw or qcow2 disk for snapshots",
+        )
+    } else {
+        e
+    }
 }

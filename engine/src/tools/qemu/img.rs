@@ -5,9 +5,122 @@ use crate::tools::cmd::HostCmd;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-/// A qcow2 overlay backed by the (read-only) raw disk `backing`: a VM starts clean in
-/// milliseconds and never changes the golden disk. The backing path is made absolute (the
-/// overlay must find it from anywhere). Made under a temp name, renamed when complete.
+/// The disk formats a golden disk can be turned into, each for the hypervisor a learner may
+/// take it to. QEMU boots every one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Raw,
+    Qcow2,
+    Vmdk,
+    Vhdx,
+    Vdi,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [
+        Format::Raw,
+        Format::Qcow2,
+        Format::Vmdk,
+        Format::Vhdx,
+        Format::Vdi,
+    ];
+    /// The name qemu-img uses (and the file extension bootlab gives it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhdx => "vhdx",
+            Format::Vdi => "vdi",
+        }
+    }
+    /// One line for a learner: where this format goes.
+    pub fn purpose(self) -> &'static str {
+        match self {
+            Format::Raw => {
+                "every byte of the disk: `dd` it to a USB stick or a cloud's image import"
+            }
+            Format::Qcow2 => {
+                "QEMU/libvirt's own: sparse, snapshots, backing files (bootlab's overlays)"
+            }
+            Format::Vmdk => "VMware (Workstation, ESXi)",
+            Format::Vhdx => "Hyper-V",
+            Format::Vdi => "VirtualBox",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Format> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown disk format {s:?}: one of {}",
+                    Format::ALL.map(Format::name).join(", ")
+                )
+            })
+    }
+}
+
+/// The format of a disk image. A `.raw` file is raw without probing (a probed raw disk whose
+/// first bytes look like another format's header would be misread: QEMU's own warning);
+/// anything else as qemu-img reads it (`-U`: a running VM's disk may be read).
+pub async fn format_of(path: &Path, stage: &str, ev: &Emitter) -> Result<Format> {
+    if path.extension().is_some_and(|e| e == "raw") {
+        return Ok(Format::Raw);
+    }
+    #[derive(serde::Deserialize)]
+    struct Info {
+        format: String,
+    }
+    let out = HostCmd::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(path)
+        .output(stage, ev)
+        .await?;
+    let info: Info = serde_json::from_str(&out)
+        .with_context(|| format!("qemu-img info of {}", path.display()))?;
+    Format::parse(&info.format).with_context(|| format!("disk image {}", path.display()))
+}
+
+/// `src` (a golden disk) written as `format` to `dest`, under a temp name renamed when
+/// complete, so a cancelled or failed conversion never leaves a file that looks whole.
+pub async fn convert(
+    src: &Path,
+    format: Format,
+    dest: &Path,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<PathBuf> {
+    let src_format = format_of(src, stage, ev).await?;
+    let dir = dest.parent().context("disk path has no folder")?;
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut cmd = HostCmd::new("qemu-img")
+        .args(["convert", "-f", src_format.name(), "-O", format.name()])
+        .arg(src);
+    // Hyper-V and VMware read only some subformats: the defaults are the widely read ones,
+    // except VHDX, whose default 32 MiB blocks waste space on a sparse disk.
+    if format == Format::Vhdx {
+        cmd = cmd.args(["-o", "subformat=dynamic"]);
+    }
+    let r = cmd
+        .arg(&tmp)
+        .run(stage, ev, cancel)
+        .await
+        .and_then(|_| std::fs::rename(&tmp, dest).map_err(Into::into));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map(|_| dest.to_path_buf())
+}
+
+/// A qcow2 overlay backed by the (read-only) golden disk `backing` (raw as bootlab makes it, or
+/// any format qemu-img reads, e.g. a converted one): a VM starts clean in milliseconds and never
+/// changes the golden disk. The backing path is made absolute (the overlay must find it from
+/// anywhere). Made under a temp name, renamed when complete.
 pub async fn overlay(
     backing: &Path,
     dest: &Path,
@@ -23,8 +136,9 @@ pub async fn overlay(
         ".tmp-{}",
         dest.file_name().unwrap_or_default().to_string_lossy()
     ));
+    let fmt = format_of(&backing, stage, ev).await?;
     let r = HostCmd::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .args(["create", "-q", "-f", "qcow2", "-F", fmt.name(), "-b"])
         .arg(&backing)
         .arg(&tmp)
         .run(stage, ev, cancel)
