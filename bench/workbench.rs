@@ -104,7 +104,9 @@ fn main() {
     let mut rows = match only.as_str() {
         "tui" => Vec::new(),
         // The build and disk rows only: no VM (a minute or two).
-        "disk" => rt.block_on(build_and_disk(&paths)).0,
+        "disk" => rt.block_on(build_and_disk(&paths)).rows,
+        // The drill round trip only (two fresh guests from the booted snapshot, a few minutes).
+        "drill" => rt.block_on(drill_rows(&paths)),
         _ => rt.block_on(run(&paths)),
     };
     rows.extend(tui_rows(&paths));
@@ -151,20 +153,127 @@ fn main() {
 }
 
 async fn run(paths: &Paths) -> Vec<Row> {
-    let (mut rows, d, bench_disks) = build_and_disk(paths).await;
-    rows.extend(boot_rows(paths, &d, bench_disks).await);
+    let b = build_and_disk(paths).await;
+    let rows = boot_rows(paths, b).await;
+    let mut rows = rows;
+    rows.extend(drill_rows(paths).await);
     rows
+}
+
+/// A fresh debian-minimal v1 guest started from its booted snapshot (as labs and drills start).
+async fn fresh_guest(paths: &Paths, name: &str) {
+    use bootlab::workflow::{self, BootPlan, Existing, Start, Target};
+    let mut plan = BootPlan::new(Target::find("debian-minimal", Some("v1")).unwrap(), name);
+    plan.start = Start::Booted;
+    plan.existing = Existing::Replace;
+    workflow::boot(paths, plan, &Emitter::null(), &CancellationToken::new())
+        .await
+        .expect("fresh guest");
+}
+
+/// The upgrade + rollback drill round trip (what `bootlab drill upgrade` then `drill rollback`
+/// do, with every check in the guest) vs the sum of its parts run bare on another fresh guest:
+/// mount the share, `ostree admin upgrade`, reboot, deploy the old commit again (ostree 2022.7
+/// has no set-default), reboot. v2 is built and published before either is timed.
+async fn drill_rows(paths: &Paths) -> Vec<Row> {
+    use bootlab::drill::ops::GuestOps;
+    use bootlab::drill::{DrillKind, Verdict};
+    let ev = Emitter::null();
+    let cancel = CancellationToken::new();
+    let recipe = bootlab::recipe::find("debian-minimal").unwrap();
+    let mut commits = Vec::new();
+    for v in ["v1", "v2"] {
+        let v = recipe.version(v).unwrap().clone();
+        let b = bootlab::pipeline::build_image(paths, &recipe, &v, &ev, &cancel)
+            .await
+            .expect("build");
+        commits.push(b.commit);
+    }
+    bootlab::pipeline::publish(paths, "debian-minimal", &commits[1], &ev, &cancel)
+        .await
+        .expect("publish v2");
+    let name = format!("bench-drill-{}", std::process::id());
+
+    // The parts, bare.
+    fresh_guest(paths, &name).await;
+    let (mut g, _) = bootlab::drill::vm_ops::VmGuest::connect(paths, &name, &ev)
+        .await
+        .unwrap();
+    let must = |what: &str, o: bootlab::drill::ops::ExecOutput| {
+        assert!(o.success(), "{what}: exit {} {}", o.exit, o.stderr);
+    };
+    let t = Instant::now();
+    g.mount_updates().await.expect("mount the share");
+    let up = bootlab::deploy::admin::upgrade_argv();
+    must("upgrade", g.exec(&up).await.unwrap());
+    g.reboot().await.expect("reboot");
+    let deploy_old: Vec<String> = [
+        "ostree",
+        "admin",
+        "deploy",
+        &format!("--os={}", bootlab::pipeline::STATEROOT),
+        &commits[0],
+    ]
+    .map(String::from)
+    .to_vec();
+    must("deploy the old commit", g.exec(&deploy_old).await.unwrap());
+    g.reboot().await.expect("reboot");
+    let parts_s = t.elapsed().as_secs_f64();
+    let v = g
+        .exec(&["cat".into(), "/usr/share/bootlab/version".into()])
+        .await
+        .unwrap();
+    assert_eq!(v.stdout.trim(), "v1", "the parts ended on v1");
+    drop(g);
+
+    // The drills, through the same workflow every face calls.
+    fresh_guest(paths, &name).await;
+    let t = Instant::now();
+    for kind in [DrillKind::Upgrade, DrillKind::Rollback] {
+        let r = bootlab::workflow::drill(paths, &name, |_| Ok(kind), &ev, &cancel)
+            .await
+            .expect("drill");
+        assert_eq!(r.verdict, Verdict::Pass, "{}", r.render());
+    }
+    let drills_s = t.elapsed().as_secs_f64();
+    vm::down(paths, &name, true, Duration::from_secs(30))
+        .await
+        .unwrap();
+    vec![
+        Row {
+            what: "upgrade+rollback round trip",
+            slow: ("two drills", drills_s),
+            fast: ("bare parts", parts_s),
+            unit: "s",
+            goal: Some(Goal::RatioAtMost(1.1)),
+        },
+        Row::value(
+            "upgrade+rollback drills",
+            "both drills",
+            drills_s,
+            "s",
+            Goal::AtMost(60.0),
+        ),
+    ]
 }
 
 /// Rows 1 and 2 and container → disk vs a plain copy; returns the bench disk for the boot rows
 /// and the files to remove afterwards.
-async fn build_and_disk(
-    paths: &Paths,
-) -> (
-    Vec<Row>,
-    bootlab::pipeline::DiskResult,
-    Vec<std::path::PathBuf>,
-) {
+/// The bench's private recipe (a copy of debian-minimal, edited) and what rows 1–2 measured of it.
+struct Bench {
+    rows: Vec<Row>,
+    disk: bootlab::pipeline::DiskResult,
+    /// Files to remove afterwards (the bench recipe's disks).
+    disks: Vec<std::path::PathBuf>,
+    recipe: Recipe,
+    /// Holds the recipe folder `bench-minimal` (kept until the script rows ran on it).
+    dir: tempfile::TempDir,
+    /// Seconds of the build after an edit and of the new disk.
+    build_s: f64,
+    disk_s: f64,
+}
+
+async fn build_and_disk(paths: &Paths) -> Bench {
     let ev = Emitter::null();
     let cancel = CancellationToken::new();
     let mut rows = Vec::new();
@@ -233,7 +342,15 @@ async fn build_and_disk(
                 .is_some_and(|n| n.to_string_lossy().starts_with("bench-minimal-"))
         })
         .collect();
-    (rows, d, bench_disks)
+    Bench {
+        rows,
+        disk: d,
+        disks: bench_disks,
+        recipe,
+        dir: tmp,
+        build_s: cold_s,
+        disk_s,
+    }
 }
 
 /// container → disk (bootlab's `make_disk` for a new commit, measured above) vs a plain copy of
@@ -273,14 +390,11 @@ async fn plain_copy_row(paths: &Paths, commit: &str, disk_s: f64) -> Row {
     }
 }
 
-async fn boot_rows(
-    paths: &Paths,
-    d: &bootlab::pipeline::DiskResult,
-    bench_disks: Vec<std::path::PathBuf>,
-) -> Vec<Row> {
+async fn boot_rows(paths: &Paths, mut b: Bench) -> Vec<Row> {
     let ev = Emitter::null();
     let cancel = CancellationToken::new();
-    let mut rows = Vec::new();
+    let mut rows = std::mem::take(&mut b.rows);
+    let d = &b.disk;
 
     // 3: cold boot vs snapshot start, on the same golden disk.
     let mut o = UpOptions::new(format!("bench-boot-{}", std::process::id()));
@@ -343,8 +457,9 @@ async fn boot_rows(
         "s",
         Goal::AtMost(15.0),
     ));
-    for p in bench_disks {
-        let _ = std::fs::remove_file(&p);
+    rows.extend(script_rows(paths, &b, boot_s).await);
+    for p in &b.disks {
+        let _ = std::fs::remove_file(p);
     }
     for e in std::fs::read_dir(paths.disks()).unwrap().flatten() {
         if e.file_name()
@@ -381,6 +496,106 @@ async fn boot_rows(
         goal: Some(Goal::RatioAtLeast(10.0)),
     });
     rows
+}
+
+/// Runs `bench/pick-to-guest.sh` (the same host tools, driven by a plain script with no cache of
+/// its own) on the bench recipe; returns its TOTAL seconds.
+fn script_total(dir: &Path) -> f64 {
+    // A QEMU that dies under the script is the script's failure, not a measurement: once more.
+    for attempt in 1..=2 {
+        match script_once(dir) {
+            Ok(s) => return s,
+            Err(e) if attempt == 1 => eprintln!("the plain script failed, once more: {e}"),
+            Err(e) => panic!("the plain script failed twice: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+fn script_once(dir: &Path) -> Result<f64, String> {
+    let work = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pick-to-guest.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .arg(work.path().join("w"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {text}{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    eprint!("{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("TOTAL "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no TOTAL line in: {text}"))
+}
+
+/// Pick → guest answering, bootlab vs the plain script, twice:
+/// - the same work (an edited recipe: build, commit, new disk, cold boot): bootlab's rows above
+///   summed, vs the script on the recipe edited again (so podman rebuilds the same layers);
+/// - warm (nothing changed since the last run): bootlab through the workflow every face calls
+///   (image and disk cache hits, start from the booted snapshot) vs the script run again (podman's
+///   layer cache hits; everything else it does again, having no cache).
+async fn script_rows(paths: &Paths, b: &Bench, boot_s: f64) -> Vec<Row> {
+    use bootlab::workflow::{self, BootPlan, Existing, Start, Target};
+    let dir = b.dir.path().join("bench-minimal");
+    let motd = dir.join("motd");
+    let built = std::fs::read(&motd).unwrap();
+    let nonce = format!("bench script run {}\n", chrono::Utc::now().to_rfc3339());
+    std::fs::write(&motd, nonce).unwrap();
+    let script_cold = script_total(&dir);
+    let script_warm = script_total(&dir);
+    // bootlab warm: the recipe as bootlab built it above; one pick untimed (it makes the booted
+    // snapshot if this VM shape has none), then the timed one.
+    std::fs::write(&motd, built).unwrap();
+    let target = Target::new(&b.recipe, Some("v1")).unwrap();
+    let name = format!("bench-pick-{}", std::process::id());
+    let plan = |target: Target| {
+        let mut p = BootPlan::new(target, &name);
+        p.start = Start::Booted;
+        p.existing = Existing::Replace;
+        p
+    };
+    let ev = Emitter::null();
+    let cancel = CancellationToken::new();
+    workflow::boot(paths, plan(target.clone()), &ev, &cancel)
+        .await
+        .expect("pick (cold, not timed)");
+    vm::down(paths, &name, true, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    workflow::boot(paths, plan(target), &ev, &cancel)
+        .await
+        .expect("pick (warm)");
+    let c = VmClient::connect(paths, &name).await.unwrap();
+    assert!(c.exec(&["true"]).await.unwrap().success());
+    let warm = t.elapsed().as_secs_f64();
+    vm::down(paths, &name, true, Duration::from_secs(30))
+        .await
+        .unwrap();
+    vec![
+        Row {
+            what: "pick -> guest, same work",
+            slow: ("bootlab", b.build_s + b.disk_s + boot_s),
+            fast: ("plain script", script_cold),
+            unit: "s",
+            goal: Some(Goal::RatioAtMost(1.15)),
+        },
+        Row {
+            what: "pick -> guest, warm cache",
+            slow: ("bootlab", warm),
+            fast: ("plain script", script_warm),
+            unit: "s",
+            goal: Some(Goal::RatioAtMost(1.15)),
+        },
+    ]
 }
 
 fn copy_dir(from: &Path, to: &Path) {
