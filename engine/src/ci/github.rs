@@ -319,9 +319,18 @@ fn bootlab_steps(recipe: &Recipe, opts: &ExportOptions, steps: &mut Vec<Step>) {
         "bootlab image build",
         format!("{bootlab} image build {name} --version \"$VERSION\"\n"),
     ));
+    // `disk make --format qcow2` writes the golden disk as qcow2 too and prints its path on the
+    // line starting `qcow2` (the same conversion `bootlab disk make` does here).
     steps.push(Step::run(
-        "bootlab disk make",
-        format!("{bootlab} disk make {name} --version \"$VERSION\"\n"),
+        "bootlab disk make (and its qcow2 for upload)",
+        format!(
+            "out=$({bootlab} disk make {name} --version \"$VERSION\" --format qcow2)\n\
+             echo \"$out\"\n\
+             disk=$(echo \"$out\" | awk '$1 == \"qcow2\" {{print $2}}')\n\
+             mkdir -p output\n\
+             sudo cp \"$disk\" output/disk.qcow2\n\
+             sudo chown \"$(id -u):$(id -g)\" output/disk.qcow2\n"
+        ),
     ));
     steps.push(Step::run(
         "Tag bootlab's image for ghcr.io",
@@ -331,21 +340,6 @@ fn bootlab_steps(recipe: &Recipe, opts: &ExportOptions, steps: &mut Vec<Step>) {
         ),
     ));
     login_and_push(steps);
-    // Golden disks are `<recipe>-<version>-<commit or image id>.raw` (pipeline::disk).
-    steps.push(Step::run(
-        "Disk as qcow2 for upload",
-        format!(
-            "shopt -s nullglob\n\
-             disks=(\"$BOOTLAB_HOME\"/cache/disks/{name}-\"$VERSION\"-*.raw)\n\
-             if [ \"${{#disks[@]}}\" != 1 ]; then\n  \
-             echo \"expected one disk of {name} $VERSION, found ${{#disks[@]}}\" >&2\n  \
-             exit 1\n\
-             fi\n\
-             mkdir -p output\n\
-             sudo qemu-img convert -O qcow2 \"${{disks[0]}}\" output/disk.qcow2\n\
-             sudo chown \"$(id -u):$(id -g)\" output/disk.qcow2\n"
-        ),
-    ));
 }
 
 /// The comment block above the YAML: provenance, what the steps are, what they cannot do.
