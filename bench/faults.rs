@@ -30,6 +30,17 @@
 //!   failure says why, nothing half-made is registered or left, v1 is intact and reused, and the
 //!   make succeeds once there is space again. Recovery: space back → v2's disk made.
 //!
+//! - `build-full`: the same small file system under BOOTLAB_HOME, and a recipe of the member's
+//!   own edited and built again while a ballast file takes every free byte at a random moment.
+//!   Survived when the failure says why, the build record never names a commit the repo lacks,
+//!   `ostree fsck` passes, no staging folder or container is left, and the build succeeds (and
+//!   the next is a cache hit) once there is space again. Recovery: space back → image committed.
+//!
+//! - `snapshot-full`: a kept VM on that small file system saves its state while a ballast file
+//!   takes every free byte. Survived when the failure says why, the guest still answers (not
+//!   left paused), a save succeeds once there is space and an earlier snapshot restores, and
+//!   the overlay passes `qemu-img check`. Recovery: space back → saved again and restored.
+//!
 //! Not a timed test: under TCG on a shared 2-core machine times vary; the counts must not.
 //! A lost run makes the run exit 1.
 
@@ -651,12 +662,35 @@ impl SmallFs {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
-        assert!(ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)));
+        // No blocks reserved for root: bootlab runs as root and would write on into them.
+        assert!(ok(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&img)));
         assert!(ok(Command::new("mount")
             .args(["-o", "loop"])
             .arg(&img)
             .arg(&mnt)));
         SmallFs { _dir: dir, mnt }
+    }
+    /// Take every free byte, as ballast files (a few tries: the command under test writes
+    /// meanwhile, and a fallocate of the exact free size can then fail). True when it ended full.
+    fn fill(&self) -> bool {
+        let dir = self.mnt.join("ballast");
+        let _ = std::fs::create_dir_all(&dir);
+        for k in 0..16u64 {
+            let free = self.free();
+            if free < 1 << 20 {
+                return true;
+            }
+            let _ = Command::new("fallocate")
+                .args(["-l", &free.saturating_sub(k << 22).to_string()])
+                .arg(dir.join(k.to_string()))
+                .status();
+        }
+        self.free() < 1 << 20
+    }
+    fn unfill(&self) {
+        let _ = std::fs::remove_dir_all(self.mnt.join("ballast"));
     }
     fn free(&self) -> u64 {
         nix::sys::statvfs::statvfs(&self.mnt)
@@ -716,12 +750,7 @@ fn disk_full(runs: u32, rng: &mut Lcg) -> Tally {
             .expect("spawn bootlab");
         let at = full.mul_f64(rng.next_f64());
         std::thread::sleep(at);
-        let ballast = fs.mnt.join("ballast");
-        let filled = Command::new("fallocate")
-            .args(["-l", &fs.free().to_string()])
-            .arg(&ballast)
-            .status()
-            .is_ok_and(|s| s.success());
+        let filled = fs.fill();
         let o = child.wait_with_output().expect("wait for disk make");
         let (ok, out, err) = (
             o.status.success(),
@@ -764,7 +793,7 @@ fn disk_full(runs: u32, rng: &mut Lcg) -> Tally {
             if now != base {
                 return Err(format!("left behind: before {base:?}, after {now:?}"));
             }
-            let _ = std::fs::remove_file(&ballast);
+            fs.unfill();
             let recovered = Instant::now();
             let (ok, out, err) = run_in(&home, &["disk", "make", RECIPE, "--version", "v2"]);
             if !ok {
@@ -783,14 +812,297 @@ fn disk_full(runs: u32, rng: &mut Lcg) -> Tally {
                 "[disk-full] run {} filled at {:.1}s{}: {said}",
                 i + 1,
                 at.as_secs_f64(),
-                if filled { "" } else { " (fallocate failed)" }
+                if filled { "" } else { " (not full)" }
             );
             Ok(took)
         })();
-        let _ = std::fs::remove_file(&ballast);
+        fs.unfill();
         t.record(outcome);
     }
     t
+}
+
+/// A file's text with a fresh line, so the next `image build` of the recipe really rebuilds.
+fn edit_motd(recipe_dir: &std::path::Path, i: u32) {
+    std::fs::write(
+        recipe_dir.join("motd"),
+        format!(
+            "fault bench edit {i} at {:?}\n",
+            std::time::SystemTime::now()
+        ),
+    )
+    .expect("edit the recipe");
+}
+
+/// `build-full`: BOOTLAB_HOME (its OSTree repo and build staging) on a small file system, and a
+/// recipe of the member's own (`--recipes`: a copy of debian-minimal). After a good build, the
+/// recipe is edited and built again while, at a random moment, a ballast file takes every free
+/// byte. Survived when the command either finished (its commit in the repo) or failed saying the
+/// disk is full; the build record never names a commit the repo lacks; `ostree fsck` passes;
+/// no staging folder, mount, loop device or container is left; and once the ballast is gone the
+/// build succeeds and the next one is a cache hit. Recovery: space back → the image committed.
+fn build_full(runs: u32, rng: &mut Lcg) -> Tally {
+    const NAME: &str = "fault-build";
+    let mut t = Tally::new("disk full during image build");
+    let fs = SmallFs::new(8);
+    let home = fs.mnt.join("home");
+    let recipes = tempfile::tempdir().expect("recipes folder");
+    let dir = recipes.path().join(NAME);
+    let src = bootlab::paths::recipes_dir().join(RECIPE);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let toml = std::fs::read_to_string(dir.join("recipe.toml")).unwrap();
+    std::fs::write(
+        dir.join("recipe.toml"),
+        toml.replace(
+            &format!("name = \"{RECIPE}\""),
+            &format!("name = \"{NAME}\""),
+        ),
+    )
+    .unwrap();
+    let recipes_arg = recipes.path().to_string_lossy().into_owned();
+    let build = |verbose: bool| {
+        let mut a = vec!["image", "build", NAME, "--version", "v1", "--recipes"];
+        a.push(&recipes_arg);
+        if verbose {
+            a.push("-v");
+        }
+        run_in(&home, &a)
+    };
+    let p = bootlab::paths::Paths::under(&home);
+    let repo = p.ostree_repo();
+    let ostree = |args: &[&str]| {
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(args)
+            .output()
+            .expect("run ostree")
+    };
+    let (ok, _, err) = build(false);
+    assert!(ok, "a build without faults must work first: {err}");
+    edit_motd(&dir, 0);
+    let t0 = Instant::now();
+    let (ok, _, err) = build(false);
+    assert!(ok, "a rebuild without faults: {err}");
+    let full = t0.elapsed();
+    eprintln!(
+        "[build-full] a rebuild after an edit takes {:.1}s; the file system has {:.1} GiB free",
+        full.as_secs_f64(),
+        fs.free() as f64 / (1u64 << 30) as f64
+    );
+    let base = leftovers();
+    for i in 0..runs {
+        edit_motd(&dir, i + 1);
+        let child = bootlab()
+            .env("BOOTLAB_HOME", &home)
+            .args(["image", "build", NAME, "--version", "v1", "--recipes"])
+            .arg(recipes.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bootlab");
+        let at = full.mul_f64(rng.next_f64());
+        std::thread::sleep(at);
+        let filled = fs.fill();
+        let o = child.wait_with_output().expect("wait for image build");
+        let (ok, out, err) = (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        let outcome = (|| {
+            let said = if ok {
+                let commit = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("commit  "))
+                    .and_then(|l| l.split_whitespace().next())
+                    .ok_or("image build printed no commit")?;
+                if !ostree(&["show", commit]).status.success() {
+                    return Err(format!("the printed commit {commit} is not in the repo"));
+                }
+                "finished before the fill".to_string()
+            } else {
+                // bootlab's error line (after the progress lines) says the disk is full first.
+                let line = err
+                    .lines()
+                    .find(|l| l.starts_with("bootlab: "))
+                    .unwrap_or_else(|| err.lines().last().unwrap_or_default())
+                    .to_string();
+                if !line.contains("is full") {
+                    return Err(format!("failed without saying the disk is full: {err}"));
+                }
+                format!("refused: {line}")
+            };
+            if let Some(rec) = bootlab::pipeline::build::last_build(&p, NAME, "v1")
+                && !ostree(&["show", &rec.commit]).status.success()
+            {
+                return Err(format!(
+                    "the build record names commit {} the repo lacks",
+                    rec.commit
+                ));
+            }
+            let fsck = ostree(&["fsck", "--quiet"]);
+            if !fsck.status.success() {
+                return Err(format!(
+                    "ostree fsck: {}",
+                    String::from_utf8_lossy(&fsck.stderr).trim()
+                ));
+            }
+            let left: Vec<_> = std::fs::read_dir(p.cache.join("builds"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".work-"))
+                .map(|e| e.path())
+                .collect();
+            if !left.is_empty() {
+                return Err(format!("staging folders left: {left:?}"));
+            }
+            let now = leftovers();
+            if now != base {
+                return Err(format!("left behind: before {base:?}, after {now:?}"));
+            }
+            fs.unfill();
+            let recovered = Instant::now();
+            let (ok, _, err) = build(false);
+            if !ok {
+                return Err(format!(
+                    "with space again, image build failed: {}",
+                    err.lines().last().unwrap_or_default()
+                ));
+            }
+            let took = recovered.elapsed();
+            let (ok, _, err) = build(true);
+            if !ok || !err.contains("unchanged") {
+                return Err("the next build was not a cache hit".into());
+            }
+            eprintln!(
+                "[build-full] run {} filled at {:.1}s{}: {said}",
+                i + 1,
+                at.as_secs_f64(),
+                if filled { "" } else { " (not full)" }
+            );
+            Ok(took)
+        })();
+        fs.unfill();
+        t.record(outcome);
+    }
+    let _ = Command::new("podman")
+        .args(["rmi", "--ignore", &format!("localhost/bootlab/{NAME}:v1")])
+        .output();
+    t
+}
+
+/// `snapshot-full`: a kept VM whose folder (BOOTLAB_HOME) is on a small file system saves its
+/// state while, at a random moment, a ballast file takes every free byte. Survived when the save
+/// either finished or failed saying the disk is full; the guest still answers (QEMU pauses a VM
+/// whose disk write fails for want of space: the VM must not be left paused); once the ballast
+/// is gone a save succeeds and the snapshot saved before the runs restores; after the runs the
+/// overlay passes `qemu-img check`. Recovery: space back → saved again and restored.
+fn snapshot_full(runs: u32, rng: &mut Lcg) -> Tally {
+    let mut t = Tally::new("disk full during snapshot save");
+    let fs = SmallFs::new(8);
+    let home = fs.mnt.join("home");
+    let name = "fault-snap";
+    let vm = |args: &[&str]| run_in(&home, args);
+    let (ok, _, err) = vm(&up_argv(name, true));
+    assert!(ok, "the VM must start first: {err}");
+    let (ok, _, err) = vm(&["vm", "snapshot", name, "save", "good"]);
+    assert!(ok, "a save without faults: {err}");
+    let t0 = Instant::now();
+    let (ok, _, err) = vm(&["vm", "snapshot", name, "save", "run"]);
+    assert!(ok, "a second save: {err}");
+    let full = t0.elapsed();
+    eprintln!(
+        "[snapshot-full] a save takes {:.1}s; the file system has {:.1} GiB free",
+        full.as_secs_f64(),
+        fs.free() as f64 / (1u64 << 30) as f64
+    );
+    let answers = || vm(&["vm", "exec", name, "--timeout", "60", "--", "true"]).0;
+    for i in 0..runs {
+        let child = bootlab()
+            .env("BOOTLAB_HOME", &home)
+            .args(["vm", "snapshot", name, "save", "run"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bootlab");
+        let at = full.mul_f64(rng.next_f64());
+        std::thread::sleep(at);
+        let filled = fs.fill();
+        let o = child.wait_with_output().expect("wait for the save");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let outcome = (|| {
+            let said = if o.status.success() {
+                "finished before the fill".to_string()
+            } else {
+                let last = err.lines().last().unwrap_or_default().to_string();
+                let e = err.to_lowercase();
+                if !(e.contains("space") || e.contains("is full")) {
+                    return Err(format!("failed without saying the disk is full: {last}"));
+                }
+                format!("refused: {last}")
+            };
+            if !answers() {
+                return Err(format!(
+                    "the guest does not answer after the fill ({said}); state {:?}",
+                    record_in(&home, name).map(|r| r.state)
+                ));
+            }
+            fs.unfill();
+            let recovered = Instant::now();
+            let (ok, _, err) = vm(&["vm", "snapshot", name, "save", "run"]);
+            if !ok {
+                return Err(format!(
+                    "with space again, the save failed: {}",
+                    err.lines().last().unwrap_or_default()
+                ));
+            }
+            let (ok, _, err) = vm(&["vm", "snapshot", name, "restore", "good"]);
+            if !ok || !answers() {
+                return Err(format!(
+                    "the earlier snapshot does not restore: {}",
+                    err.lines().last().unwrap_or_default()
+                ));
+            }
+            let took = recovered.elapsed();
+            eprintln!(
+                "[snapshot-full] run {} filled at {:.1}s{}: {said}",
+                i + 1,
+                at.as_secs_f64(),
+                if filled { "" } else { " (not full)" }
+            );
+            Ok(took)
+        })();
+        fs.unfill();
+        t.record(outcome);
+    }
+    let _ = vm(&["vm", "down", name]);
+    if let Some(r) = record_in(&home, name) {
+        let chk = Command::new("qemu-img")
+            .args(["check", "-q"])
+            .arg(&r.overlay)
+            .output()
+            .expect("qemu-img");
+        if !chk.status.success() {
+            t.record(Err(format!(
+                "after the runs the overlay is damaged: {}",
+                String::from_utf8_lossy(&chk.stdout).trim()
+            )));
+        }
+    }
+    let _ = vm(&["vm", "down", name, "--force"]);
+    let _ = vm(&["vm", "rm", name]);
+    t
+}
+
+/// A VM's record under another BOOTLAB_HOME.
+fn record_in(home: &std::path::Path, name: &str) -> Option<bootlab::vm::VmRecord> {
+    bootlab::vm::VmRecord::load(&bootlab::paths::Paths::under(home), name).ok()
 }
 
 fn main() {
@@ -818,6 +1130,12 @@ fn main() {
     }
     if want("powercut") {
         tallies.push(powercut(runs));
+    }
+    if want("build-full") {
+        tallies.push(build_full(runs, &mut rng));
+    }
+    if want("snapshot-full") {
+        tallies.push(snapshot_full(runs, &mut rng));
     }
     if want("disk-full") {
         tallies.push(disk_full(runs, &mut rng));

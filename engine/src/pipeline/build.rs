@@ -268,7 +268,9 @@ pub async fn build_image(
     // export
     let t = StageTimer::start(ev, "export");
     let tree = work.path().join("tree");
-    export_rootfs(&podman, &image_id, work.path(), &tree, ev, cancel).await?;
+    export_rootfs(&podman, &image_id, work.path(), &tree, ev, cancel)
+        .await
+        .map_err(|e| super::explain_full_disk(e, &work_root, "the image's exported rootfs"))?;
     timings.push(t.finish(false));
 
     // convert+commit
@@ -320,7 +322,8 @@ pub async fn build_image(
             ev,
             cancel,
         )
-        .await?;
+        .await
+        .map_err(|e| super::explain_full_disk(e, &paths.ostree_repo(), "the OSTree commit"))?;
     timings.push(t.finish(false));
 
     // Register: tag, then the record.

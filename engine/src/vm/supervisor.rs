@@ -609,7 +609,19 @@ impl Sup {
             self.mount_share().await?;
             self.note("mounted the 9p update share again");
         }
-        r.map_err(explain_save_refused)?;
+        // QEMU reports a full disk under the state it writes as "Input/output error".
+        let overlay_dir = self
+            .rec
+            .lock()
+            .unwrap()
+            .overlay
+            .parent()
+            .map(Path::to_path_buf);
+        r.map_err(explain_save_refused)
+            .map_err(|e| match &overlay_dir {
+                Some(d) => crate::pipeline::explain_full_disk(e, d, "the VM's saved state"),
+                None => e,
+            })?;
         Ok(SnapshotDone {
             tag: tag.into(),
             secs,
