@@ -706,6 +706,49 @@ impl Drop for SmallFs {
     }
 }
 
+/// What a command did while the file system filled under it.
+struct FilledRun {
+    ok: bool,
+    out: String,
+    err: String,
+    /// When the fill began, after the start.
+    at: Duration,
+    /// Whether the file system ended full.
+    filled: bool,
+}
+
+impl SmallFs {
+    /// Runs bootlab with `args` and BOOTLAB_HOME at `home`, fills the file system at a random
+    /// moment within `within` of the start, and waits for the command to end.
+    fn run_filling(
+        &self,
+        home: &std::path::Path,
+        args: &[&str],
+        within: Duration,
+        rng: &mut Lcg,
+    ) -> FilledRun {
+        let child = bootlab()
+            .env("BOOTLAB_HOME", home)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bootlab");
+        let at = within.mul_f64(rng.next_f64());
+        std::thread::sleep(at);
+        let filled = self.fill();
+        let o = child.wait_with_output().expect("wait for bootlab");
+        FilledRun {
+            ok: o.status.success(),
+            out: String::from_utf8_lossy(&o.stdout).into_owned(),
+            err: String::from_utf8_lossy(&o.stderr).into_owned(),
+            at,
+            filled,
+        }
+    }
+}
+
 /// `disk-full`: BOOTLAB_HOME on a small file system. A good v1 disk first; then `disk make` of
 /// v2 while, at a random moment, a ballast file takes every free byte. Survived when the failed
 /// command said why (no space), no v2 disk is registered unless it is whole, v1's disk and
@@ -740,22 +783,17 @@ fn disk_full(runs: u32, rng: &mut Lcg) -> Tally {
         // v2's disk goes, so the next make writes it again.
         let _ = std::fs::remove_file(&v2_first);
         let _ = std::fs::remove_file(v2_first.with_extension("json"));
-        let child = bootlab()
-            .env("BOOTLAB_HOME", &home)
-            .args(["disk", "make", RECIPE, "--version", "v2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bootlab");
-        let at = full.mul_f64(rng.next_f64());
-        std::thread::sleep(at);
-        let filled = fs.fill();
-        let o = child.wait_with_output().expect("wait for disk make");
-        let (ok, out, err) = (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
+        let FilledRun {
+            ok,
+            out,
+            err,
+            at,
+            filled,
+        } = fs.run_filling(
+            &home,
+            &["disk", "make", RECIPE, "--version", "v2"],
+            full,
+            rng,
         );
         let outcome = (|| {
             let said = if ok {
@@ -895,23 +933,25 @@ fn build_full(runs: u32, rng: &mut Lcg) -> Tally {
     let base = leftovers();
     for i in 0..runs {
         edit_motd(&dir, i + 1);
-        let child = bootlab()
-            .env("BOOTLAB_HOME", &home)
-            .args(["image", "build", NAME, "--version", "v1", "--recipes"])
-            .arg(recipes.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bootlab");
-        let at = full.mul_f64(rng.next_f64());
-        std::thread::sleep(at);
-        let filled = fs.fill();
-        let o = child.wait_with_output().expect("wait for image build");
-        let (ok, out, err) = (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
+        let FilledRun {
+            ok,
+            out,
+            err,
+            at,
+            filled,
+        } = fs.run_filling(
+            &home,
+            &[
+                "image",
+                "build",
+                NAME,
+                "--version",
+                "v1",
+                "--recipes",
+                &recipes_arg,
+            ],
+            full,
+            rng,
         );
         let outcome = (|| {
             let said = if ok {
@@ -1023,21 +1063,15 @@ fn snapshot_full(runs: u32, rng: &mut Lcg) -> Tally {
     );
     let answers = || vm(&["vm", "exec", name, "--timeout", "60", "--", "true"]).0;
     for i in 0..runs {
-        let child = bootlab()
-            .env("BOOTLAB_HOME", &home)
-            .args(["vm", "snapshot", name, "save", "run"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bootlab");
-        let at = full.mul_f64(rng.next_f64());
-        std::thread::sleep(at);
-        let filled = fs.fill();
-        let o = child.wait_with_output().expect("wait for the save");
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let FilledRun {
+            ok,
+            err,
+            at,
+            filled,
+            ..
+        } = fs.run_filling(&home, &["vm", "snapshot", name, "save", "run"], full, rng);
         let outcome = (|| {
-            let said = if o.status.success() {
+            let said = if ok {
                 "finished before the fill".to_string()
             } else {
                 let last = err.lines().last().unwrap_or_default().to_string();

@@ -160,15 +160,21 @@ async fn run(paths: &Paths) -> Vec<Row> {
     rows
 }
 
-/// A fresh debian-minimal v1 guest started from its booted snapshot (as labs and drills start).
-async fn fresh_guest(paths: &Paths, name: &str) {
-    use bootlab::workflow::{self, BootPlan, Existing, Start, Target};
-    let mut plan = BootPlan::new(Target::find("debian-minimal", Some("v1")).unwrap(), name);
+/// A fresh guest of `target`, started from its booted snapshot (as labs and drills start),
+/// through the workflow every face calls: the image and disk ensured first (cache hits when
+/// warm), an older VM of that name replaced.
+async fn fresh_guest(paths: &Paths, target: bootlab::workflow::Target, name: &str) {
+    use bootlab::workflow::{self, BootPlan, Existing, Start};
+    let mut plan = BootPlan::new(target, name);
     plan.start = Start::Booted;
     plan.existing = Existing::Replace;
     workflow::boot(paths, plan, &Emitter::null(), &CancellationToken::new())
         .await
         .expect("fresh guest");
+}
+
+fn minimal_v1() -> bootlab::workflow::Target {
+    bootlab::workflow::Target::find("debian-minimal", Some("v1")).unwrap()
 }
 
 /// The upgrade + rollback drill round trip (what `bootlab drill upgrade` then `drill rollback`
@@ -195,7 +201,7 @@ async fn drill_rows(paths: &Paths) -> Vec<Row> {
     let name = format!("bench-drill-{}", std::process::id());
 
     // The parts, bare.
-    fresh_guest(paths, &name).await;
+    fresh_guest(paths, minimal_v1(), &name).await;
     let (mut g, _) = bootlab::drill::vm_ops::VmGuest::connect(paths, &name, &ev)
         .await
         .unwrap();
@@ -227,7 +233,7 @@ async fn drill_rows(paths: &Paths) -> Vec<Row> {
     drop(g);
 
     // The drills, through the same workflow every face calls.
-    fresh_guest(paths, &name).await;
+    fresh_guest(paths, minimal_v1(), &name).await;
     let t = Instant::now();
     for kind in [DrillKind::Upgrade, DrillKind::Rollback] {
         let r = bootlab::workflow::drill(paths, &name, |_| Ok(kind), &ev, &cancel)
@@ -263,8 +269,6 @@ async fn drill_rows(paths: &Paths) -> Vec<Row> {
 struct Bench {
     rows: Vec<Row>,
     disk: bootlab::pipeline::DiskResult,
-    /// Files to remove afterwards (the bench recipe's disks).
-    disks: Vec<std::path::PathBuf>,
     recipe: Recipe,
     /// Holds the recipe folder `bench-minimal` (kept until the script rows ran on it).
     dir: tempfile::TempDir,
@@ -333,19 +337,9 @@ async fn build_and_disk(paths: &Paths) -> Bench {
         goal: Some(Goal::RatioAtLeast(10.0)),
     });
     rows.push(plain_copy_row(paths, &cold.commit, disk_s).await);
-    // The bench's disk and its booted image are not worth keeping.
-    let bench_disks: Vec<_> = std::fs::read_dir(paths.disks())
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("bench-minimal-"))
-        })
-        .collect();
     Bench {
         rows,
         disk: d,
-        disks: bench_disks,
         recipe,
         dir: tmp,
         build_s: cold_s,
@@ -458,9 +452,7 @@ async fn boot_rows(paths: &Paths, mut b: Bench) -> Vec<Row> {
         Goal::AtMost(15.0),
     ));
     rows.extend(script_rows(paths, &b, boot_s).await);
-    for p in &b.disks {
-        let _ = std::fs::remove_file(p);
-    }
+    // The bench recipe's disks and booted images are not worth keeping.
     for e in std::fs::read_dir(paths.disks()).unwrap().flatten() {
         if e.file_name()
             .to_string_lossy()
@@ -543,7 +535,6 @@ fn script_once(dir: &Path) -> Result<f64, String> {
 ///   (image and disk cache hits, start from the booted snapshot) vs the script run again (podman's
 ///   layer cache hits; everything else it does again, having no cache).
 async fn script_rows(paths: &Paths, b: &Bench, boot_s: f64) -> Vec<Row> {
-    use bootlab::workflow::{self, BootPlan, Existing, Start, Target};
     let dir = b.dir.path().join("bench-minimal");
     let motd = dir.join("motd");
     let built = std::fs::read(&motd).unwrap();
@@ -554,26 +545,14 @@ async fn script_rows(paths: &Paths, b: &Bench, boot_s: f64) -> Vec<Row> {
     // bootlab warm: the recipe as bootlab built it above; one pick untimed (it makes the booted
     // snapshot if this VM shape has none), then the timed one.
     std::fs::write(&motd, built).unwrap();
-    let target = Target::new(&b.recipe, Some("v1")).unwrap();
+    let target = bootlab::workflow::Target::new(&b.recipe, Some("v1")).unwrap();
     let name = format!("bench-pick-{}", std::process::id());
-    let plan = |target: Target| {
-        let mut p = BootPlan::new(target, &name);
-        p.start = Start::Booted;
-        p.existing = Existing::Replace;
-        p
-    };
-    let ev = Emitter::null();
-    let cancel = CancellationToken::new();
-    workflow::boot(paths, plan(target.clone()), &ev, &cancel)
-        .await
-        .expect("pick (cold, not timed)");
+    fresh_guest(paths, target.clone(), &name).await;
     vm::down(paths, &name, true, Duration::from_secs(30))
         .await
         .unwrap();
     let t = Instant::now();
-    workflow::boot(paths, plan(target), &ev, &cancel)
-        .await
-        .expect("pick (warm)");
+    fresh_guest(paths, target, &name).await;
     let c = VmClient::connect(paths, &name).await.unwrap();
     assert!(c.exec(&["true"]).await.unwrap().success());
     let warm = t.elapsed().as_secs_f64();

@@ -93,11 +93,6 @@ pub async fn convert(
     cancel: &CancellationToken,
 ) -> Result<PathBuf> {
     let src_format = format_of(src, stage, ev).await?;
-    let dir = dest.parent().context("disk path has no folder")?;
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        dest.file_name().unwrap_or_default().to_string_lossy()
-    ));
     let mut cmd = HostCmd::new("qemu-img")
         .args(["convert", "-f", src_format.name(), "-O", format.name()])
         .arg(src);
@@ -106,6 +101,25 @@ pub async fn convert(
     if format == Format::Vhdx {
         cmd = cmd.args(["-o", "subformat=dynamic"]);
     }
+    write_then_rename(cmd, dest, stage, ev, cancel).await
+}
+
+/// Runs `cmd` with a temp path beside `dest` as its last argument (the file it writes), then
+/// renames it to `dest`; on failure or cancel the temp file goes, so `dest` is whole or absent.
+async fn write_then_rename(
+    cmd: HostCmd,
+    dest: &Path,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<PathBuf> {
+    let dir = dest
+        .parent()
+        .with_context(|| format!("{} has no folder", dest.display()))?;
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    ));
     let r = cmd
         .arg(&tmp)
         .run(stage, ev, cancel)
@@ -132,22 +146,11 @@ pub async fn overlay(
         .with_context(|| format!("golden disk {}", backing.display()))?;
     let dir = dest.parent().context("overlay path has no folder")?;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        dest.file_name().unwrap_or_default().to_string_lossy()
-    ));
     let fmt = format_of(&backing, stage, ev).await?;
-    let r = HostCmd::new("qemu-img")
+    let cmd = HostCmd::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", fmt.name(), "-b"])
-        .arg(&backing)
-        .arg(&tmp)
-        .run(stage, ev, cancel)
-        .await
-        .and_then(|_| std::fs::rename(&tmp, dest).map_err(Into::into));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.map(|_| dest.to_path_buf())
+        .arg(&backing);
+    write_then_rename(cmd, dest, stage, ev, cancel).await
 }
 
 #[cfg(test)]
