@@ -125,7 +125,12 @@ pub async fn ensure_base(
     let tar = work.path().join("rootfs.tar");
     // No mirror argument: mmdebstrap's default for bookworm adds -updates and -security.
     let mut cmd = HostCmd::new("mmdebstrap")
-        .args(["--variant=minbase", "--mode=root", "--format=tar"])
+        .args([
+            "--variant=minbase",
+            "--mode=root",
+            "--format=tar",
+            "--verbose",
+        ])
         .arg(format!("--include={}", PACKAGES.join(",")))
         .arg(format!("--customize-hook={CUSTOMIZE_HOOK}"))
         .arg(SUITE)
@@ -134,31 +139,7 @@ pub async fn ensure_base(
         // For hosts whose default mirror is unreachable; the default is better (see notes).
         cmd = cmd.arg(v);
     }
-    // A relay turns mmdebstrap's and apt's lines into progress: the phase, packages set up of
-    // the total apt announced, and the elapsed time (the build is minutes of otherwise silence).
-    let (relay, mut rx) = Emitter::channel();
-    let forward = {
-        let ev = ev.clone();
-        tokio::spawn(async move {
-            let mut p = MmdebstrapProgress::new();
-            while let Some(s) = rx.recv().await {
-                if let Event::Log { line, .. } = &s.event
-                    && let Some((done, total, label)) = p.observe(line)
-                {
-                    ev.emit(Event::Progress {
-                        stage: "base".into(),
-                        done,
-                        total,
-                        label,
-                    });
-                }
-                ev.emit(s.event);
-            }
-        })
-    };
-    let r = cmd.run("base", &relay, cancel).await;
-    drop(relay);
-    let _ = forward.await;
+    let r = run_mmdebstrap(cmd, "base", ev, cancel).await;
     r.context("mmdebstrap could not make the Debian base rootfs")?;
 
     let changes = vec![
@@ -182,6 +163,43 @@ pub async fn ensure_base(
         cached: false,
         timings: vec![timer.finish(false)],
     })
+}
+
+/// Runs an mmdebstrap command line (given `--verbose`, so apt's and dpkg's lines are there to
+/// count) through a relay that turns its lines into progress for `stage`: the phase, packages
+/// set up of the total apt announced, and the elapsed time — a base build is minutes of
+/// otherwise silence.
+pub async fn run_mmdebstrap(
+    cmd: HostCmd,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<crate::tools::cmd::CmdOutput> {
+    let (relay, mut rx) = Emitter::channel();
+    let forward = {
+        let ev = ev.clone();
+        let stage = stage.to_string();
+        tokio::spawn(async move {
+            let mut p = MmdebstrapProgress::new();
+            while let Some(s) = rx.recv().await {
+                if let Event::Log { line, .. } = &s.event
+                    && let Some((done, total, label)) = p.observe(line)
+                {
+                    ev.emit(Event::Progress {
+                        stage: stage.clone(),
+                        done,
+                        total,
+                        label,
+                    });
+                }
+                ev.emit(s.event);
+            }
+        })
+    };
+    let r = cmd.run(stage, &relay, cancel).await;
+    drop(relay);
+    let _ = forward.await;
+    r
 }
 
 /// What mmdebstrap is doing, read from its output: its `I:` phase lines, apt's "N newly
@@ -220,7 +238,7 @@ impl MmdebstrapProgress {
             } else if i.contains("installing") {
                 "install"
             } else if i.contains("customize-hook") {
-                "customize (initramfs)"
+                "customize"
             } else if i.contains("cleaning") || i.contains("creating tarball") {
                 "pack"
             } else {
@@ -237,7 +255,8 @@ impl MmdebstrapProgress {
             self.total += n;
         } else if l.starts_with("Setting up ") {
             self.done += 1;
-        } else if l.starts_with("dracut:") && self.phase != "customize (initramfs)" {
+        } else if l.starts_with("dracut:") && self.phase != "initramfs" {
+            // The base's customize hook (or the kernel's postinst) running dracut.
             self.phase = "initramfs".into();
         } else {
             return None;
@@ -301,7 +320,12 @@ mod tests {
         let (_, _, l) = p
             .observe("I: running --customize-hook in shell: sh -c 'x'")
             .unwrap();
-        assert!(l.starts_with("customize (initramfs)"), "{l}");
+        assert!(l.starts_with("customize: 2 of 120"), "{l}");
+        let (_, _, l) = p
+            .observe("dracut: Executing: /usr/bin/dracut --force")
+            .unwrap();
+        assert!(l.starts_with("initramfs: 2 of 120"), "{l}");
+        assert_eq!(p.observe("dracut: *** Including module: base ***"), None);
     }
 
     #[test]

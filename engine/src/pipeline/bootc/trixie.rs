@@ -67,7 +67,7 @@ pub async fn make_rootfs(
         testing_hook.push_str(p);
     }
     let mut cmd = HostCmd::new("mmdebstrap")
-        .args(["--variant=minbase", "--mode=root", "--format=tar"])
+        .args(["--variant=minbase", "--mode=root", "--format=tar", "--verbose"])
         .arg(format!("--include={}", spec.include.join(",")))
         .arg(format!("--customize-hook={testing_hook}"))
         .arg(format!(
@@ -84,7 +84,7 @@ pub async fn make_rootfs(
         // Without a mirror argument mmdebstrap also adds trixie-updates and -security.
         cmd = cmd.arg(&mirror);
     }
-    match cmd.run(stage, ev, cancel).await {
+    match crate::pipeline::base::run_mmdebstrap(cmd, stage, ev, cancel).await {
         Ok(_) => Ok(()),
         Err(e) => {
             let tail = e
