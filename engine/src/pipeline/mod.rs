@@ -72,7 +72,7 @@ pub fn check_free_space(path: &Path, need: u64, what: &str) -> Result<()> {
 }
 
 /// The nearest existing ancestor of `path` (or `/`) and the free bytes of its file system.
-fn free_space_at(path: &Path) -> Result<(&Path, u64)> {
+pub(crate) fn free_space_at(path: &Path) -> Result<(&Path, u64)> {
     let probe = path
         .ancestors()
         .find(|p| p.exists())

@@ -161,9 +161,34 @@ impl VmRecord {
     /// Written atomically: a reader never sees half a record.
     pub fn save_dir(&self, dir: &Path) -> Result<()> {
         let f = Self::file(dir);
-        write_atomic(&f, serde_json::to_string_pretty(self)?.as_bytes())
-            .with_context(|| format!("writing {}", f.display()))
+        let bytes = serde_json::to_string_pretty(self)?;
+        match write_atomic(&f, bytes.as_bytes()) {
+            // By kind: the temp file's errors wrap the OS error with its path.
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                // The folder's file system is full (a guest paused for want of space is just
+                // when the record must say so): write over the record's own blocks instead.
+                overwrite_within_blocks(&f, bytes.as_bytes())
+                    .with_context(|| format!("writing {} (its file system is full)", f.display()))
+            }
+            r => r.with_context(|| format!("writing {}", f.display())),
+        }
     }
+}
+
+/// Writes `bytes` over the existing file `f` when they fit in the blocks it already has, so no
+/// new block is needed; refused otherwise (a write that ran out of space half-way would leave
+/// a torn file).
+fn overwrite_within_blocks(f: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(f)?;
+    if bytes.len() as u64 > meta.blocks() * 512 {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).open(f)?;
+    file.write_all(bytes)?;
+    file.set_len(bytes.len() as u64)?;
+    file.sync_all()
 }
 
 /// Valid VM names: short, and safe in paths and QEMU options.
@@ -197,5 +222,25 @@ pub fn socket_paths(dir: &Path) -> Sockets {
         qmp: base.join("qmp.sock"),
         qga: base.join("qga.sock"),
         serial: base.join("serial.sock"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_record_is_written_over_its_own_blocks_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("vm.json");
+        std::fs::write(&f, "x".repeat(1500)).unwrap();
+        // Shorter: fits the block the file has; written whole and cut to length.
+        overwrite_within_blocks(&f, b"{\"state\": \"paused\"}").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"{\"state\": \"paused\"}");
+        // Larger than every block it has: refused, the file untouched.
+        let huge = vec![b'y'; 1 << 20];
+        let e = overwrite_within_blocks(&f, &huge).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(std::fs::read(&f).unwrap(), b"{\"state\": \"paused\"}");
     }
 }

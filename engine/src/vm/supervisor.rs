@@ -3,6 +3,16 @@
 //! drains the console log, holds the QMP and guest-agent connections, keeps `vm.json` current
 //! and answers [`super::client::VmClient`]s on the control socket.
 
+/// A line for the supervisor's log (its stderr, a file in the VM folder). `eprintln!` panics when
+/// the write fails — and the folder's file system may be full: a VM on a full disk is exactly
+/// when the supervisor must keep serving.
+macro_rules! log_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 use super::proto::{Reply, Request, SnapshotDone, VmEvent, VmStamped};
 use super::{VmRecord, VmState, console};
 use crate::tools::qemu::{self, DISK_NODE, QemuSpec, SHARE_TAG};
@@ -22,6 +32,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 const CONSOLE_RING: usize = 200;
+/// Free space under the overlay at which a guest QEMU paused for want of it is resumed.
+const ROOM_TO_RESUME: u64 = 64 << 20;
 
 /// Entry point of the hidden `vm supervise` subcommand. Runs until QEMU exits.
 pub fn main(dir: &Path) -> Result<()> {
@@ -36,7 +48,7 @@ pub fn main(dir: &Path) -> Result<()> {
             rec.detail
         );
     }
-    eprintln!(
+    log_line!(
         "supervisor {} for VM {} starting ({} — {})",
         std::process::id(),
         rec.name,
@@ -68,7 +80,7 @@ pub fn main(dir: &Path) -> Result<()> {
         loadvm: rec.loadvm.clone(),
     };
     let args = spec.args();
-    eprintln!(
+    log_line!(
         "$ {} {}",
         qemu::QEMU,
         args.iter()
@@ -124,7 +136,7 @@ pub fn main(dir: &Path) -> Result<()> {
     let r = rt.block_on(run(dir.to_path_buf(), rec, exit_rx));
     rt.shutdown_timeout(Duration::from_secs(1));
     if let Err(e) = &r {
-        eprintln!("supervisor: {e:#}");
+        log_line!("supervisor: {e:#}");
     }
     r
 }
@@ -148,6 +160,9 @@ struct Sup {
     clock: Mutex<Instant>,
     last_shutdown: Mutex<Option<String>>,
     before_pause: Mutex<Option<VmState>>,
+    /// Set while QEMU holds the guest paused because a disk write found the file system under
+    /// the overlay full; the main loop resumes it once there is room again.
+    paused_full: AtomicBool,
 }
 
 async fn run(
@@ -208,6 +223,7 @@ async fn run(
         clock: Mutex::new(Instant::now()),
         last_shutdown: Mutex::new(None),
         before_pause: Mutex::new(None),
+        paused_full: AtomicBool::new(false),
     });
     {
         let r = sup.rec.lock().unwrap().clone();
@@ -243,8 +259,11 @@ async fn run(
             _ = tick.tick() => {
                 // A supervisor whose record was removed has nothing left to serve.
                 if !VmRecord::file(&dir).exists() {
-                    eprintln!("record removed; ending the VM");
+                    log_line!("record removed; ending the VM");
                     sup.cut("VM record removed").await;
+                }
+                if sup.paused_full.load(Ordering::Relaxed) {
+                    sup.resume_when_room().await;
                 }
             }
         }
@@ -256,7 +275,7 @@ async fn run(
         Some(r) => format!("QEMU exited ({status}) after SHUTDOWN {r}"),
         None => format!("QEMU exited ({status})"),
     };
-    eprintln!("{detail}");
+    log_line!("{detail}");
     {
         let mut r = sup.rec.lock().unwrap();
         r.qemu_pid = None;
@@ -286,15 +305,127 @@ impl Sup {
     }
     fn note(&self, text: impl Into<String>) {
         let text = text.into();
-        eprintln!("note: {text}");
+        log_line!("note: {text}");
         self.emit(VmEvent::Note { text });
     }
     fn state(&self) -> VmState {
         *self.state_tx.borrow()
     }
+
+    /// The folder of the VM's overlay (and of its saved states).
+    fn overlay_dir(&self) -> PathBuf {
+        let o = self.rec.lock().unwrap().overlay.clone();
+        o.parent().map(Path::to_path_buf).unwrap_or(o)
+    }
+
+    /// QEMU stopped the guest on a failed disk write (a virtio disk's default `werror=enospc`:
+    /// rather than fail a write for want of space, which would turn the guest's file system
+    /// read-only, QEMU pauses it and retries the write on `cont`). Said in the record, so a
+    /// guest that stopped answering is not a mystery.
+    fn paused_on_io_error(&self, device: &str, operation: &str, nospace: bool, reason: &str) {
+        let st = self.state();
+        if st != VmState::Paused {
+            // A save ends by resuming the guest: the state to go back to is ready.
+            let back = if st == VmState::Saving {
+                VmState::Ready
+            } else {
+                st
+            };
+            *self.before_pause.lock().unwrap() = Some(back);
+        }
+        if !nospace {
+            self.set_state(
+                VmState::Paused,
+                format!("QEMU paused the guest: {operation} error on disk {device}: {reason}"),
+            );
+            return;
+        }
+        if self.paused_full.swap(true, Ordering::Relaxed) {
+            return; // every failed request reports; once is enough
+        }
+        self.set_state(
+            VmState::Paused,
+            format!(
+                "the file system holding {} is full: QEMU paused the guest rather than fail its {operation} on disk {device}; it goes on by itself once {} MiB are free there",
+                self.overlay_dir().display(),
+                ROOM_TO_RESUME >> 20
+            ),
+        );
+    }
+
+    /// Called every tick while [`Sup::paused_full`]: once the overlay's file system has room
+    /// again, `cont` (QEMU retries the failed writes) and go back to the state before.
+    async fn resume_when_room(self: &Arc<Self>) {
+        if self.state() != VmState::Paused {
+            // Resumed by hand, or gone.
+            self.paused_full.store(false, Ordering::Relaxed);
+            return;
+        }
+        let dir = self.overlay_dir();
+        let free = crate::pipeline::free_space_at(&dir).map_or(0, |(_, f)| f);
+        if free < ROOM_TO_RESUME {
+            return;
+        }
+        if let Err(e) = self.qmp().cont().await {
+            self.note(format!(
+                "room again on {}, but `cont` failed: {e:#}",
+                dir.display()
+            ));
+            return;
+        }
+        self.paused_full.store(false, Ordering::Relaxed);
+        let back = self
+            .before_pause
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or(VmState::Ready);
+        self.set_state(
+            back,
+            format!(
+                "{} MiB free again on {}: guest resumed (QEMU retried its writes)",
+                free >> 20,
+                dir.display()
+            ),
+        );
+        if back != VmState::Ready {
+            return;
+        }
+        // Not on the main loop: guest commands can take their time. Requests made while the
+        // guest was paused timed out and left the agent's connection unusable; connect again
+        // (the agent answers the backlog first), then mount the share when it was wanted.
+        let sup = self.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            for _ in 0..4 {
+                match sup.agent().await {
+                    Ok(q) => match q.ping(Duration::from_secs(10)).await {
+                        Ok(()) => {
+                            last = None;
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    },
+                    Err(e) => last = Some(e),
+                }
+            }
+            if let Some(e) = last {
+                sup.note(format!(
+                    "after the resume the guest agent does not answer: {e:#}"
+                ));
+                return;
+            }
+            if sup.share_wanted.load(Ordering::Relaxed)
+                && !sup.rec.lock().unwrap().share_mounted
+                && let Err(e) = sup.mount_share().await
+            {
+                sup.note(format!("could not mount the 9p update share again: {e:#}"));
+            }
+        });
+    }
     fn set_state(&self, state: VmState, detail: impl Into<String>) {
         let detail = detail.into();
-        eprintln!("state: {state} {detail}");
+        log_line!("state: {state} {detail}");
         {
             let mut r = self.rec.lock().unwrap();
             r.state = state;
@@ -302,7 +433,7 @@ impl Sup {
             if VmRecord::file(&self.dir).exists()
                 && let Err(e) = r.save_dir(&self.dir)
             {
-                eprintln!("cannot save record: {e:#}");
+                log_line!("cannot save record: {e:#}");
             }
         }
         self.state_tx.send_replace(state);
@@ -340,6 +471,16 @@ impl Sup {
         let mut a = self.agent.lock().await;
         if let Some(q) = a.as_ref().filter(|q| !q.is_poisoned()) {
             return Ok(q.clone());
+        }
+        if let Some(old) = a.take() {
+            // QEMU's agent socket serves one connection at a time: a new one gets no answer
+            // (or EAGAIN) until the poisoned one is closed, which happens when its last user —
+            // a call still waiting out its timeout — lets go.
+            let until = Instant::now() + Duration::from_secs(12);
+            while Arc::strong_count(&old) > 1 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(old);
         }
         let st = self.state();
         if !matches!(st, VmState::Ready | VmState::Saving) {
@@ -436,7 +577,7 @@ impl Sup {
     async fn cut(&self, why: &str) {
         self.set_state(VmState::Stopping, why.to_string());
         if let Err(e) = self.qmp().quit().await {
-            eprintln!("quit: {e:#}");
+            log_line!("quit: {e:#}");
         }
         if tokio::time::timeout(Duration::from_secs(10), self.exited.cancelled())
             .await
@@ -543,11 +684,23 @@ impl Sup {
     }
 
     async fn snapshot_save(&self, tag: &str) -> Result<SnapshotDone> {
+        let r = self.snapshot_save_ready(tag).await;
+        // The guest may have been paused for want of space during the save's own guest
+        // commands (they then time out): say that first.
+        if r.is_err() && self.paused_full.load(Ordering::Relaxed) {
+            let detail = self.rec.lock().unwrap().detail.clone();
+            return r.context(format!("the guest is paused: {detail}"));
+        }
+        r
+    }
+
+    async fn snapshot_save_ready(&self, tag: &str) -> Result<SnapshotDone> {
         const UNMOUNTED_FOR_SAVE: &str =
             "unmounted the 9p update share: a mounted VirtFS export blocks saving VM state";
         let st = self.state();
         if st != VmState::Ready {
-            bail!("can only save a snapshot of a ready VM (state: {st})");
+            let detail = self.rec.lock().unwrap().detail.clone();
+            bail!("can only save a snapshot of a ready VM (state: {st}: {detail})");
         }
         // Whether *we* mounted the share (then we mount it again afterwards).
         let was_mounted = self.rec.lock().unwrap().share_mounted;
@@ -597,17 +750,20 @@ impl Sup {
             }
         }
         let secs = t.elapsed().as_secs_f64();
-        // Saving pauses the guest and resumes it; the agent answers at once.
-        self.set_state(
-            VmState::Ready,
-            match &r {
-                Ok(()) => format!("snapshot {tag} saved in {secs:.1}s"),
-                Err(_) => format!("snapshot {tag} not saved"),
-            },
-        );
-        if was_mounted {
-            self.mount_share().await?;
-            self.note("mounted the 9p update share again");
+        let said = match &r {
+            Ok(()) => format!("snapshot {tag} saved in {secs:.1}s"),
+            Err(_) => format!("snapshot {tag} not saved"),
+        };
+        // Saving pauses the guest and resumes it; the agent answers at once. Unless the guest,
+        // resumed onto a full file system, was paused again by QEMU: that state stays.
+        if self.paused_full.load(Ordering::Relaxed) {
+            self.note(said);
+        } else {
+            self.set_state(VmState::Ready, said);
+            if was_mounted {
+                self.mount_share().await?;
+                self.note("mounted the 9p update share again");
+            }
         }
         // QEMU reports a full disk under the state it writes as "Input/output error".
         let overlay_dir = self
@@ -732,6 +888,13 @@ impl Sup {
             }
             Request::Powerdown { timeout_secs } => {
                 let prev = self.state();
+                if prev == VmState::Paused {
+                    // A paused guest cannot see the power button.
+                    let detail = self.rec.lock().unwrap().detail.clone();
+                    bail!(
+                        "the guest is paused ({detail}): resume it first, or cut the power (--force)"
+                    );
+                }
                 self.set_state(VmState::Stopping, "ACPI power button (system_powerdown)");
                 self.qmp().system_powerdown().await?;
                 if tokio::time::timeout(Duration::from_secs(timeout_secs), self.exited.cancelled())
@@ -768,6 +931,8 @@ impl Sup {
                 serde_json::Value::Null
             }
             Request::Resume => {
+                // A pause for want of space that comes back reports afresh.
+                self.paused_full.store(false, Ordering::Relaxed);
                 self.qmp().cont().await?;
                 let prev = self
                     .before_pause
@@ -815,7 +980,7 @@ async fn serve(sup: Arc<Sup>, listener: UnixListener) {
         let sup = sup.clone();
         tokio::spawn(async move {
             if let Err(e) = connection(sup, conn).await {
-                eprintln!("client: {e:#}");
+                log_line!("client: {e:#}");
             }
         });
     }
@@ -896,7 +1061,7 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
             }
         };
         let (name, detail) = describe_event(&ev);
-        eprintln!("qmp: {name} {detail}");
+        log_line!("qmp: {name} {detail}");
         sup.emit(VmEvent::Qmp {
             event: name,
             detail: detail.clone(),
@@ -917,6 +1082,19 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
                         format!("guest reset ({})", enum_name(&data.reason)),
                     );
                 }
+            }
+            QmpEvent::BLOCK_IO_ERROR { data, .. } if enum_name(&data.action) == "stop" => {
+                // Disks given as -blockdev have no device name, only their node's.
+                let disk = match (data.device.as_str(), &data.node_name) {
+                    ("", Some(node)) => node.as_str(),
+                    (d, _) => d,
+                };
+                sup.paused_on_io_error(
+                    disk,
+                    &enum_name(&data.operation),
+                    data.nospace == Some(true),
+                    &data.reason,
+                );
             }
             QmpEvent::SHUTDOWN { data, .. } => {
                 *sup.last_shutdown.lock().unwrap() = Some(format!(

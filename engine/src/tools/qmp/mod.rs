@@ -80,7 +80,11 @@ impl Qmp {
                         // A message the 9.1 schema cannot parse ends the stream in tokio-util;
                         // report it and let the owner reconnect.
                         Err(e) => {
-                            eprintln!("qmp: event stream error: {e}");
+                            {
+                                // Not eprintln!: it panics when the log's disk is full.
+                                use std::io::Write as _;
+                                let _ = writeln!(std::io::stderr(), "qmp: event stream error: {e}");
+                            }
                             break;
                         }
                     }
