@@ -353,25 +353,25 @@ impl Sup {
         );
     }
 
-    /// Called every tick while [`Sup::paused_full`]: once the overlay's file system has room
-    /// again, `cont` (QEMU retries the failed writes) and go back to the state before.
-    async fn resume_when_room(self: &Arc<Self>) {
+    /// When the guest is paused for want of space and there is room again: `cont` (QEMU
+    /// retries the failed writes), go back to the state before and return it.
+    async fn resume_if_room(&self) -> Option<VmState> {
         if self.state() != VmState::Paused {
             // Resumed by hand, or gone.
             self.paused_full.store(false, Ordering::Relaxed);
-            return;
+            return None;
         }
         let dir = self.overlay_dir();
         let free = crate::pipeline::free_space_at(&dir).map_or(0, |(_, f)| f);
         if free < ROOM_TO_RESUME {
-            return;
+            return None;
         }
         if let Err(e) = self.qmp().cont().await {
             self.note(format!(
                 "room again on {}, but `cont` failed: {e:#}",
                 dir.display()
             ));
-            return;
+            return None;
         }
         self.paused_full.store(false, Ordering::Relaxed);
         let back = self
@@ -388,6 +388,15 @@ impl Sup {
                 dir.display()
             ),
         );
+        Some(back)
+    }
+
+    /// Called every tick while [`Sup::paused_full`]: once the overlay's file system has room
+    /// again, `cont` (QEMU retries the failed writes) and go back to the state before.
+    async fn resume_when_room(self: &Arc<Self>) {
+        let Some(back) = self.resume_if_room().await else {
+            return;
+        };
         if back != VmState::Ready {
             return;
         }
@@ -697,6 +706,10 @@ impl Sup {
     async fn snapshot_save_ready(&self, tag: &str) -> Result<SnapshotDone> {
         const UNMOUNTED_FOR_SAVE: &str =
             "unmounted the 9p update share: a mounted VirtFS export blocks saving VM state";
+        if self.paused_full.load(Ordering::Relaxed) {
+            // Space may be back since the last tick: a save asked for now need not wait for it.
+            self.resume_if_room().await;
+        }
         let st = self.state();
         if st != VmState::Ready {
             let detail = self.rec.lock().unwrap().detail.clone();
