@@ -147,6 +147,35 @@ impl Emitter {
             line: line.into(),
         });
     }
+
+    /// An emitter to hand a tool's command: every event goes on to this one, and each log line
+    /// `observe` reads as (done, total, label) becomes a [`Event::Progress`] of `stage` first.
+    /// Drop the relay when the command ends, then await the handle: all is forwarded by then.
+    pub fn progress_relay(
+        &self,
+        stage: &str,
+        mut observe: impl FnMut(&str) -> Option<(u64, u64, String)> + Send + 'static,
+    ) -> (Emitter, tokio::task::JoinHandle<()>) {
+        let (relay, mut rx) = Emitter::channel();
+        let ev = self.clone();
+        let stage = stage.to_string();
+        let forward = tokio::spawn(async move {
+            while let Some(s) = rx.recv().await {
+                if let Event::Log { line, .. } = &s.event
+                    && let Some((done, total, label)) = observe(line)
+                {
+                    ev.emit(Event::Progress {
+                        stage: stage.clone(),
+                        done,
+                        total,
+                        label,
+                    });
+                }
+                ev.emit(s.event);
+            }
+        });
+        (relay, forward)
+    }
 }
 
 /// A running stage's timer; reports `StageStarted` now and `StageFinished` on [`StageTimer::finish`].
@@ -264,6 +293,37 @@ mod tests {
         assert!(t.contains("hit"));
         assert!(t.contains("miss"));
         assert!(t.contains("3.50"), "{t}");
+    }
+
+    #[tokio::test]
+    async fn a_progress_relay_adds_progress_before_the_line_and_forwards_everything() {
+        let (ev, mut rx) = Emitter::channel();
+        let (relay, forward) = ev.progress_relay("base", |line| {
+            line.strip_prefix("Setting up ")
+                .map(|p| (1, 2, format!("set up {p}")))
+        });
+        relay.log("base", Stream::Stdout, "Get:1 x");
+        relay.log("base", Stream::Stdout, "Setting up dracut");
+        relay.note("base", "done");
+        drop(relay);
+        forward.await.unwrap();
+        let mut got = vec![];
+        while let Ok(s) = rx.try_recv() {
+            got.push(s.event);
+        }
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(matches!(&got[0], Event::Log { line, .. } if line == "Get:1 x"));
+        assert_eq!(
+            got[1],
+            Event::Progress {
+                stage: "base".into(),
+                done: 1,
+                total: 2,
+                label: "set up dracut".into()
+            }
+        );
+        assert!(matches!(&got[2], Event::Log { line, .. } if line == "Setting up dracut"));
+        assert!(matches!(&got[3], Event::Note { text, .. } if text == "done"));
     }
 
     #[tokio::test]

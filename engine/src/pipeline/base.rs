@@ -6,7 +6,7 @@
 //! shared by all of them).
 
 use super::{GIB, check_free_space};
-use crate::events::{CancellationToken, Emitter, Event, StageTimer, StageTiming};
+use crate::events::{CancellationToken, Emitter, StageTimer, StageTiming};
 use crate::paths::Paths;
 use crate::tools::cmd::HostCmd;
 use crate::tools::podman::Podman;
@@ -175,27 +175,8 @@ pub async fn run_mmdebstrap(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<crate::tools::cmd::CmdOutput> {
-    let (relay, mut rx) = Emitter::channel();
-    let forward = {
-        let ev = ev.clone();
-        let stage = stage.to_string();
-        tokio::spawn(async move {
-            let mut p = MmdebstrapProgress::new();
-            while let Some(s) = rx.recv().await {
-                if let Event::Log { line, .. } = &s.event
-                    && let Some((done, total, label)) = p.observe(line)
-                {
-                    ev.emit(Event::Progress {
-                        stage: stage.clone(),
-                        done,
-                        total,
-                        label,
-                    });
-                }
-                ev.emit(s.event);
-            }
-        })
-    };
+    let mut p = MmdebstrapProgress::new();
+    let (relay, forward) = ev.progress_relay(stage, move |line| p.observe(line));
     let r = cmd.run(stage, &relay, cancel).await;
     drop(relay);
     let _ = forward.await;

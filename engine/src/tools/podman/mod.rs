@@ -3,7 +3,7 @@
 
 pub mod runtime;
 
-use crate::events::{CancellationToken, Emitter, Event};
+use crate::events::{CancellationToken, Emitter};
 use crate::tools::cmd::{CmdFailed, HostCmd};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -192,29 +192,15 @@ impl Podman {
 
         // A relay between the tool and the caller's emitter: turns STEP lines into progress and
         // remembers the last one for the error message.
-        let (relay, mut rx) = Emitter::channel();
         let last_step: Arc<Mutex<Option<String>>> = Arc::default();
-        let forward = {
-            let ev = ev.clone();
+        let (relay, forward) = ev.progress_relay(stage, {
             let last_step = last_step.clone();
-            let stage = stage.to_string();
-            tokio::spawn(async move {
-                while let Some(s) = rx.recv().await {
-                    if let Event::Log { line, .. } = &s.event
-                        && let Some((done, total, label)) = parse_step(line)
-                    {
-                        *last_step.lock().unwrap() = Some(line.clone());
-                        ev.emit(Event::Progress {
-                            stage: stage.clone(),
-                            done,
-                            total,
-                            label,
-                        });
-                    }
-                    ev.emit(s.event);
-                }
-            })
-        };
+            move |line| {
+                let step = parse_step(line)?;
+                *last_step.lock().unwrap() = Some(line.to_string());
+                Some(step)
+            }
+        });
         // A killed `podman build` leaves its buildah working container behind; builds are
         // serialized host-wide so the ones that appear meanwhile are ours to remove.
         let _lock = crate::pipeline::HostLock::acquire("podman-build", ev, cancel).await?;
