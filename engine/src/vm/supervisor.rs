@@ -3,16 +3,6 @@
 //! drains the console log, holds the QMP and guest-agent connections, keeps `vm.json` current
 //! and answers [`super::client::VmClient`]s on the control socket.
 
-/// A line for the supervisor's log (its stderr, a file in the VM folder). `eprintln!` panics when
-/// the write fails — and the folder's file system may be full: a VM on a full disk is exactly
-/// when the supervisor must keep serving.
-macro_rules! log_line {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
-    }};
-}
-
 use super::proto::{Reply, Request, SnapshotDone, VmEvent, VmStamped};
 use super::{VmRecord, VmState, console};
 use crate::tools::qemu::{self, DISK_NODE, QemuSpec, SHARE_TAG};
@@ -366,29 +356,45 @@ impl Sup {
         if free < ROOM_TO_RESUME {
             return None;
         }
-        if let Err(e) = self.qmp().cont().await {
-            self.note(format!(
-                "room again on {}, but `cont` failed: {e:#}",
-                dir.display()
-            ));
-            return None;
+        let said = format!(
+            "{} MiB free again on {}: guest resumed (QEMU retried its writes)",
+            free >> 20,
+            dir.display()
+        );
+        match self.resume(VmState::Ready, said).await {
+            Ok(back) => Some(back),
+            Err(e) => {
+                self.note(format!(
+                    "room again on {}, but `cont` failed: {e:#}",
+                    dir.display()
+                ));
+                None
+            }
         }
-        self.paused_full.store(false, Ordering::Relaxed);
+    }
+
+    /// `cont`, then back to the state before the pause (`otherwise` when none was recorded).
+    async fn resume(&self, otherwise: VmState, detail: String) -> Result<VmState> {
+        // Cleared before `cont`: a pause for want of space that comes right back reports
+        // afresh. Kept when `cont` fails: the guest is still paused for that reason.
+        let was_full = self.paused_full.swap(false, Ordering::Relaxed);
+        if let Err(e) = self.qmp().cont().await {
+            self.paused_full.store(was_full, Ordering::Relaxed);
+            return Err(e);
+        }
         let back = self
             .before_pause
             .lock()
             .unwrap()
             .take()
-            .unwrap_or(VmState::Ready);
-        self.set_state(
-            back,
-            format!(
-                "{} MiB free again on {}: guest resumed (QEMU retried its writes)",
-                free >> 20,
-                dir.display()
-            ),
-        );
-        Some(back)
+            .unwrap_or(otherwise);
+        self.set_state(back, detail);
+        Ok(back)
+    }
+
+    /// The record's detail line (why the VM is in its state).
+    fn detail(&self) -> String {
+        self.rec.lock().unwrap().detail.clone()
     }
 
     /// Called every tick while [`Sup::paused_full`]: once the overlay's file system has room
@@ -697,7 +703,7 @@ impl Sup {
         // The guest may have been paused for want of space during the save's own guest
         // commands (they then time out): say that first.
         if r.is_err() && self.paused_full.load(Ordering::Relaxed) {
-            let detail = self.rec.lock().unwrap().detail.clone();
+            let detail = self.detail();
             return r.context(format!("the guest is paused: {detail}"));
         }
         r
@@ -712,7 +718,7 @@ impl Sup {
         }
         let st = self.state();
         if st != VmState::Ready {
-            let detail = self.rec.lock().unwrap().detail.clone();
+            let detail = self.detail();
             bail!("can only save a snapshot of a ready VM (state: {st}: {detail})");
         }
         // Whether *we* mounted the share (then we mount it again afterwards).
@@ -779,18 +785,9 @@ impl Sup {
             }
         }
         // QEMU reports a full disk under the state it writes as "Input/output error".
-        let overlay_dir = self
-            .rec
-            .lock()
-            .unwrap()
-            .overlay
-            .parent()
-            .map(Path::to_path_buf);
-        r.map_err(explain_save_refused)
-            .map_err(|e| match &overlay_dir {
-                Some(d) => crate::pipeline::explain_full_disk(e, d, "the VM's saved state"),
-                None => e,
-            })?;
+        r.map_err(explain_save_refused).map_err(|e| {
+            crate::pipeline::explain_full_disk(e, &self.overlay_dir(), "the VM's saved state")
+        })?;
         Ok(SnapshotDone {
             tag: tag.into(),
             secs,
@@ -903,7 +900,7 @@ impl Sup {
                 let prev = self.state();
                 if prev == VmState::Paused {
                     // A paused guest cannot see the power button.
-                    let detail = self.rec.lock().unwrap().detail.clone();
+                    let detail = self.detail();
                     bail!(
                         "the guest is paused ({detail}): resume it first, or cut the power (--force)"
                     );
@@ -944,16 +941,8 @@ impl Sup {
                 serde_json::Value::Null
             }
             Request::Resume => {
-                // A pause for want of space that comes back reports afresh.
-                self.paused_full.store(false, Ordering::Relaxed);
-                self.qmp().cont().await?;
-                let prev = self
-                    .before_pause
-                    .lock()
-                    .unwrap()
-                    .take()
-                    .unwrap_or(VmState::Booting);
-                self.set_state(prev, "vCPUs running");
+                self.resume(VmState::Booting, "vCPUs running".into())
+                    .await?;
                 serde_json::Value::Null
             }
             Request::SnapshotSave { tag } => to_value(self.snapshot_save(&tag).await?)?,

@@ -80,11 +80,7 @@ impl Qmp {
                         // A message the 9.1 schema cannot parse ends the stream in tokio-util;
                         // report it and let the owner reconnect.
                         Err(e) => {
-                            {
-                                // Not eprintln!: it panics when the log's disk is full.
-                                use std::io::Write as _;
-                                let _ = writeln!(std::io::stderr(), "qmp: event stream error: {e}");
-                            }
+                            log_line!("qmp: event stream error: {e}");
                             break;
                         }
                     }
