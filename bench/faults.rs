@@ -37,10 +37,11 @@
 //!   the next is a cache hit) once there is space again. Recovery: space back → image committed.
 //!
 //! - `snapshot-full`: a kept VM on that small file system saves its state while a ballast file
-//!   takes every free byte. Survived when the failure says why, the guest still answers or is
-//!   paused by QEMU with a record that says the file system is full and resumes by itself once
-//!   there is room, a save succeeds then and an earlier snapshot restores, and the overlay
-//!   passes `qemu-img check` (leaked clusters are reported, not counted as damage). Recovery: space back → saved again and restored.
+//!   takes every free byte, and the guest writes meanwhile. Survived when the failure says why,
+//!   the guest still answers or is paused by QEMU with a record that says the file system is
+//!   full and resumes by itself once there is room, a save succeeds then and an earlier snapshot
+//!   restores, and the overlay passes `qemu-img check` (leaked clusters are reported, not
+//!   counted as damage). Recovery: space back → resumed, saved again and restored.
 //!
 //! Not a timed test: under TCG on a shared 2-core machine times vary; the counts must not.
 //! A lost run makes the run exit 1.
@@ -1111,15 +1112,13 @@ fn snapshot_full(runs: u32, rng: &mut Lcg) -> Tally {
             let paused = match paused_full() {
                 Some(d) => Some(d),
                 None if answers() => None,
-                None => match paused_full() {
-                    Some(d) => Some(d),
-                    None => {
-                        return Err(format!(
-                            "the guest does not answer after the fill ({said}) and is not paused; state {:?}",
-                            record_in(&home, name).map(|r| r.state)
-                        ));
-                    }
-                },
+                // The pause may have come while it was asked.
+                None => Some(paused_full().ok_or_else(|| {
+                    format!(
+                        "the guest does not answer after the fill ({said}) and is not paused; state {:?}",
+                        record_in(&home, name).map(|r| r.state)
+                    )
+                })?),
             };
             if let Some(d) = &paused
                 && !d.contains("is full")
