@@ -73,6 +73,17 @@ pub struct BuildRecord {
     /// `bootc container lint`'s findings (bootc family).
     #[serde(default)]
     pub lint: Vec<String>,
+    /// [`super::initramfs::recipe_id`] of the small initramfs in the commit ("" before it was
+    /// recorded): a change in how it is made makes the commit again.
+    #[serde(default)]
+    pub initramfs: String,
+}
+
+impl BuildRecord {
+    /// Made the way this bootlab converts (layout and initramfs): its commit can be reused.
+    fn converted_as_now(&self) -> bool {
+        self.conversion == CONVERSION_VERSION && self.initramfs == super::initramfs::recipe_id()
+    }
 }
 
 pub fn record_path(paths: &Paths, recipe: &str, version: &str) -> PathBuf {
@@ -109,7 +120,8 @@ fn cache_key(recipe: &Recipe, version: &Version, base_id: &str) -> Result<String
     h.update(base_id);
     h.update("\0");
     h.update(serde_json::to_string(version)?);
-    h.update(format!("\0conversion {CONVERSION_VERSION}"));
+    h.update(format!("\0conversion {CONVERSION_VERSION}\0"));
+    h.update(super::initramfs::recipe_id());
     Ok(hex::encode(h.finalize())[..24].to_string())
 }
 
@@ -179,7 +191,7 @@ pub async fn build_image(
         let previous = last_build(paths, recipe.name(), &version.id);
         if let Some(rec) = &previous
             && rec.key == key
-            && rec.conversion == CONVERSION_VERSION
+            && rec.converted_as_now()
             && podman.image_id(&tag, cancel).await?.as_deref() == Some(rec.image_id.as_str())
             && repo.has_commit(&rec.commit, cancel).await?
         {
@@ -242,7 +254,7 @@ pub async fn build_image(
     // still right.
     if let Some(rec) = &previous
         && rec.image_id == image_id
-        && rec.conversion == CONVERSION_VERSION
+        && rec.converted_as_now()
         && repo.has_commit(&rec.commit, cancel).await?
     {
         ev.note(
@@ -342,6 +354,7 @@ pub async fn build_image(
             .sum(),
         conversion: CONVERSION_VERSION,
         lint: Vec::new(),
+        initramfs: super::initramfs::recipe_id(),
     };
     crate::paths::write_atomic(
         &record_path(paths, recipe.name(), &version.id),

@@ -194,7 +194,8 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     })
 }
 
-/// Units masked in every offline guest: housekeeping no lab uses, which under TCG costs seconds
+/// Units masked in every guest bootlab builds (the offline family here, the bootc base in
+/// `pipeline::bootc::guest::bootc_layer`): housekeeping no lab uses, which under TCG costs seconds
 /// of a boot (e2scrub_reap alone ~8 s) or wakes the guest later. What the labs teach stays:
 /// ostree-prepare-root, ostree-remount, /etc merge, /var, the guest agent, sshd, the 9p mount.
 /// A learner can `systemctl unmask` any of them: the masks are in /etc.

@@ -4,8 +4,9 @@
 //!   initramfs with the ostree module in /usr/lib/modules, composefs on, the state folders in
 //!   /var, podman and skopeo (bootc needs podman at run time). No bootc: the offline ostree family
 //!   can build on it too.
-//! - [`BOOTC_BASE_TAG`]: that plus bootc from [`super::binary`], laid out as upstream does, and
-//!   `containers.bootc=1`. `debian-bootc` recipes build FROM it.
+//! - [`BOOTC_BASE_TAG`]: that plus bootc from [`super::binary`], laid out as upstream does,
+//!   `containers.bootc=1`, the small initramfs of [`crate::pipeline::initramfs`] and the
+//!   housekeeping units masked as in the offline family's guests. `debian-bootc` recipes build FROM it.
 //!
 //! Both carry a key label and are reused while the key is the same.
 
@@ -150,7 +151,7 @@ async fn finish_base(
 }
 
 /// The Containerfile that puts bootc on the ostree base.
-pub const BOOTC_LAYER: &str = r#"FROM localhost/bootlab/debian-ostree-base:trixie
+const BOOTC_LAYER_HEAD: &str = r#"FROM localhost/bootlab/debian-ostree-base:trixie
 # bootc as upstream's `make install install-ostree-hooks` lays it out (built by bootlab).
 COPY root/ /
 # What every bootc base has (lint baseimage-root): the sysroot mount point, /ostree into it;
@@ -162,6 +163,35 @@ RUN for r in / /usr/share/doc/bootc/baseimage/base/; do \
  && (systemctl enable qemu-guest-agent.service 2>/dev/null || true)
 LABEL containers.bootc=1
 "#;
+
+/// [`BOOTC_LAYER_HEAD`] plus the small initramfs the offline family's guests boot with
+/// (`pipeline::initramfs`): the base's generic one is 40 MB of gzip -9 that the firmware reads
+/// through BIOS calls and the kernel inflates under TCG on every boot. The deployment's
+/// initramfs comes from the image here (bootc installs and upgrades the image as it is), so it
+/// is made in the image.
+pub fn bootc_layer() -> String {
+    use crate::pipeline::initramfs::{INITRD_TRIGGER, INITRD_TRIGGER_SRC, dracut_args};
+    let args = dracut_args(true)
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // One line for the Containerfile: printf turns the \n back into line breaks.
+    let trigger = INITRD_TRIGGER.replace('\n', "\\n");
+    // Masked in /etc as in the offline family's guests (a learner can unmask them).
+    let masks = crate::pipeline::layout::MASKED_UNITS
+        .iter()
+        .map(|u| format!("ln -sfn /dev/null /etc/systemd/system/{u}"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    format!(
+        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks}\n\
+         RUN kver=$(ls /usr/lib/modules) && mkdir -p /out \\\n \
+         && printf '%b' '{trigger}' > {INITRD_TRIGGER_SRC} \\\n \
+         && dracut {args} --kver \"$kver\" \"/usr/lib/modules/$kver/initramfs.img\" \\\n \
+         && chmod 0644 \"/usr/lib/modules/$kver/initramfs.img\" && rm -rf /out\n"
+    )
+}
 
 /// The bootc base: the ostree base plus bootc (built or cached first).
 pub async fn ensure_bootc_base(
@@ -180,7 +210,7 @@ pub async fn ensure_bootc_base(
         h.update("\0");
         h.update(&bootc.key);
         h.update("\0");
-        h.update(BOOTC_LAYER);
+        h.update(bootc_layer());
         hex::encode(h.finalize())[..16].to_string()
     };
     let mut timings = base.timings.clone();
@@ -199,7 +229,7 @@ pub async fn ensure_bootc_base(
             .prefix(".bootc-base-")
             .tempdir_in(paths.base())?;
         let ctx = work.path();
-        std::fs::write(ctx.join("Containerfile"), BOOTC_LAYER)?;
+        std::fs::write(ctx.join("Containerfile"), bootc_layer())?;
         crate::tools::fetch::copy_tree(&bootc.root, &ctx.join("root"), stage, ev, cancel).await?;
         let iid = ctx.join("iid");
         let id = podman
@@ -251,4 +281,40 @@ pub async fn ensure_bootc_base(
         },
         bootc,
     ))
+}
+
+#[cfg(test)]
+mod layer_tests {
+    use super::*;
+
+    /// The layer's last RUN makes the small initramfs with the narrowed initrd trigger: one
+    /// Containerfile instruction (every line but the last continued), the drop-in written where
+    /// dracut's `--include` takes it from, nothing left behind in /out; the housekeeping units
+    /// are masked as in the offline family.
+    #[test]
+    fn the_bootc_layer_makes_the_small_initramfs_with_the_initrd_trigger() {
+        let l = bootc_layer();
+        let run = &l[l.rfind("RUN kver=").unwrap()..];
+        let lines: Vec<&str> = run.lines().collect();
+        assert!(lines.len() > 1, "{run}");
+        for line in &lines[..lines.len() - 1] {
+            assert!(line.ends_with('\\'), "{line}");
+        }
+        assert!(
+            run.contains(
+                "printf '%b' '[Service]\\nExecStart=\\nExecStart=-udevadm trigger --type=devices"
+            ),
+            "{run}"
+        );
+        assert!(run.contains("> /out/udev-trigger.conf"), "{run}");
+        assert!(run.contains("'--include' '/out/udev-trigger.conf' '/etc/systemd/system/systemd-udev-trigger.service.d/bootlab-initrd.conf'"), "{run}");
+        assert!(run.contains("'-m' 'systemd systemd-initrd"), "{run}");
+        assert!(run.trim_end().ends_with("rm -rf /out"), "{run}");
+        for u in crate::pipeline::layout::MASKED_UNITS {
+            assert!(
+                l.contains(&format!("ln -sfn /dev/null /etc/systemd/system/{u}")),
+                "{u} not masked in\n{l}"
+            );
+        }
+    }
 }
