@@ -73,16 +73,17 @@ pub struct BuildRecord {
     /// `bootc container lint`'s findings (bootc family).
     #[serde(default)]
     pub lint: Vec<String>,
-    /// [`super::initramfs::recipe_id`] of the small initramfs in the commit ("" before it was
+    /// [`super::initramfs::method_id`] of the small initramfs in the commit ("" before it was
     /// recorded): a change in how it is made makes the commit again.
-    #[serde(default)]
-    pub initramfs: String,
+    #[serde(default, alias = "initramfs")]
+    pub initramfs_method: String,
 }
 
 impl BuildRecord {
     /// Made the way this bootlab converts (layout and initramfs): its commit can be reused.
     fn converted_as_now(&self) -> bool {
-        self.conversion == CONVERSION_VERSION && self.initramfs == super::initramfs::recipe_id()
+        self.conversion == CONVERSION_VERSION
+            && self.initramfs_method == super::initramfs::method_id()
     }
 }
 
@@ -121,7 +122,7 @@ fn cache_key(recipe: &Recipe, version: &Version, base_id: &str) -> Result<String
     h.update("\0");
     h.update(serde_json::to_string(version)?);
     h.update(format!("\0conversion {CONVERSION_VERSION}\0"));
-    h.update(super::initramfs::recipe_id());
+    h.update(super::initramfs::method_id());
     Ok(hex::encode(h.finalize())[..24].to_string())
 }
 
@@ -354,7 +355,7 @@ pub async fn build_image(
             .sum(),
         conversion: CONVERSION_VERSION,
         lint: Vec::new(),
-        initramfs: super::initramfs::recipe_id(),
+        initramfs_method: super::initramfs::method_id(),
     };
     crate::paths::write_atomic(
         &record_path(paths, recipe.name(), &version.id),

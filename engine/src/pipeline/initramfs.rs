@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Bumped when the way the initramfs is made changes in a way the arguments do not show.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// dracut modules of the initramfs (`-m` replaces dracut's default list).
 pub const DRACUT_MODULES: &[&str] = &[
@@ -58,6 +58,9 @@ pub const INITRD_TRIGGER_DEST: &str =
 /// memory block, tty, input and ACPI device; measured on the trixie guest, its udevd spent 7 s of
 /// TCG CPU in the initramfs and found the root disk 3.4 s after the trigger. The real root's
 /// udev coldplugs everything again (consoles, the power button, the agent's port).
+/// The name dracut's `--include` leaves in the cpio when the drop-in went in: dracut skips a
+/// missing `--include` source without a word, so the result is checked for it.
+pub const INITRD_TRIGGER_NAME: &str = "bootlab-initrd.conf";
 pub const INITRD_TRIGGER: &str = "[Service]\nExecStart=\nExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=pci --subsystem-match=virtio --subsystem-match=block\n";
 
 /// dracut's arguments, without the kernel version and output path. [`INITRD_TRIGGER`] must be
@@ -98,8 +101,9 @@ pub struct InitramfsReport {
 }
 
 /// How the small initramfs is made, for both families (format, dracut's arguments, the initrd's
-/// udev trigger): part of every build's cache key, so a change makes the commits again.
-pub fn recipe_id() -> String {
+/// udev trigger): part of the offline builds' cache key and of the bootc base's, so a change
+/// makes them again.
+pub fn method_id() -> String {
     let mut h = Sha256::new();
     h.update(format!("format {FORMAT}\0"));
     for composefs in [false, true] {
@@ -265,6 +269,13 @@ async fn make(
         .with_context(|| format!("dracut wrote no {}", made.display()))?
         .len();
     anyhow::ensure!(len > 1024 * 1024, "dracut's initramfs is only {len} bytes");
+    // Uncompressed cpio: the member names are plain bytes.
+    let cpio = std::fs::read(&made)?;
+    anyhow::ensure!(
+        cpio.windows(INITRD_TRIGGER_NAME.len())
+            .any(|w| w == INITRD_TRIGGER_NAME.as_bytes()),
+        "dracut left the udev trigger drop-in ({INITRD_TRIGGER_SRC}) out of the initramfs"
+    );
     std::fs::rename(&made, dest)?;
     Ok(())
 }
@@ -292,6 +303,19 @@ mod tests {
             c.contains("ext4 crc32c_generic crc32c_intel erofs loop overlay"),
             "{c}"
         );
+    }
+
+    /// The bootc layer puts the arguments and the drop-in in single quotes (and the drop-in
+    /// through `printf %b`): neither may hold a quote or a backslash.
+    #[test]
+    fn args_and_trigger_need_no_shell_escaping() {
+        for a in dracut_args(true)
+            .iter()
+            .chain([&INITRD_TRIGGER.to_string()])
+        {
+            assert!(!a.contains('\'') && !a.contains('\\'), "{a}");
+        }
+        assert!(INITRD_TRIGGER_DEST.ends_with(INITRD_TRIGGER_NAME));
     }
 
     #[test]

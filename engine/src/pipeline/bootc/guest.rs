@@ -170,7 +170,9 @@ LABEL containers.bootc=1
 /// initramfs comes from the image here (bootc installs and upgrades the image as it is), so it
 /// is made in the image.
 pub fn bootc_layer() -> String {
-    use crate::pipeline::initramfs::{INITRD_TRIGGER, INITRD_TRIGGER_SRC, dracut_args};
+    use crate::pipeline::initramfs::{
+        INITRD_TRIGGER, INITRD_TRIGGER_NAME, INITRD_TRIGGER_SRC, dracut_args,
+    };
     let args = dracut_args(true)
         .iter()
         .map(|a| format!("'{a}'"))
@@ -186,10 +188,11 @@ pub fn bootc_layer() -> String {
         .join(" && ");
     format!(
         "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks}\n\
-         RUN kver=$(ls /usr/lib/modules) && mkdir -p /out \\\n \
-         && printf '%b' '{trigger}' > {INITRD_TRIGGER_SRC} \\\n \
-         && dracut {args} --kver \"$kver\" \"/usr/lib/modules/$kver/initramfs.img\" \\\n \
-         && chmod 0644 \"/usr/lib/modules/$kver/initramfs.img\" && rm -rf /out\n"
+         RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
+         && kver=$(basename \"$(dirname \"$1\")\") && img=/usr/lib/modules/$kver/initramfs.img \\\n \
+         && mkdir -p /out && printf '%b' '{trigger}' > {INITRD_TRIGGER_SRC} \\\n \
+         && dracut {args} --kver \"$kver\" \"$img\" \\\n \
+         && grep -qF {INITRD_TRIGGER_NAME} \"$img\" && chmod 0644 \"$img\" && rm -rf /out\n"
     )
 }
 
@@ -211,6 +214,7 @@ pub async fn ensure_bootc_base(
         h.update(&bootc.key);
         h.update("\0");
         h.update(bootc_layer());
+        h.update(crate::pipeline::initramfs::method_id());
         hex::encode(h.finalize())[..16].to_string()
     };
     let mut timings = base.timings.clone();
@@ -294,7 +298,7 @@ mod layer_tests {
     #[test]
     fn the_bootc_layer_makes_the_small_initramfs_with_the_initrd_trigger() {
         let l = bootc_layer();
-        let run = &l[l.rfind("RUN kver=").unwrap()..];
+        let run = &l[l.rfind("RUN set -- /usr/lib/modules/*/vmlinuz").unwrap()..];
         let lines: Vec<&str> = run.lines().collect();
         assert!(lines.len() > 1, "{run}");
         for line in &lines[..lines.len() - 1] {
@@ -310,6 +314,13 @@ mod layer_tests {
         assert!(run.contains("'--include' '/out/udev-trigger.conf' '/etc/systemd/system/systemd-udev-trigger.service.d/bootlab-initrd.conf'"), "{run}");
         assert!(run.contains("'-m' 'systemd systemd-initrd"), "{run}");
         assert!(run.trim_end().ends_with("rm -rf /out"), "{run}");
+        // Exactly one kernel, and dracut's output checked for the drop-in (dracut skips a
+        // missing --include source silently).
+        assert!(run.contains("[ $# -eq 1 ]"), "{run}");
+        assert!(
+            run.contains("grep -qF bootlab-initrd.conf \"$img\""),
+            "{run}"
+        );
         for u in crate::pipeline::layout::MASKED_UNITS {
             assert!(
                 l.contains(&format!("ln -sfn /dev/null /etc/systemd/system/{u}")),

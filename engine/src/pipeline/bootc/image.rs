@@ -209,7 +209,7 @@ pub async fn build_bootc_image(
         conversion: 0,
         lint: found.lines,
         // The bootc base carries the small initramfs itself (the base's key covers it).
-        initramfs: String::new(),
+        initramfs_method: String::new(),
     };
     crate::paths::write_atomic(
         &record_path(paths, recipe.name(), &version.id),
