@@ -48,20 +48,20 @@ pub const DRIVERS: &[&str] = &[
 /// deployment's `.ostree.cfs` (erofs, through a loop device) under an overlay.
 pub const COMPOSEFS_DRIVERS: &[&str] = &["erofs", "loop", "overlay"];
 
-/// Where dracut finds [`INITRD_TRIGGER`] (in the container that runs it) and where it goes in
-/// the initramfs.
-pub const INITRD_TRIGGER_SRC: &str = "/out/udev-trigger.conf";
-pub const INITRD_TRIGGER_DEST: &str =
-    "/etc/systemd/system/systemd-udev-trigger.service.d/bootlab-initrd.conf";
 /// The initramfs's udev coldplug, narrowed to what finds the root disk: the PCI bus (virtio_pci),
 /// the virtio devices (virtio_blk) and the block devices. The stock trigger replays every CPU,
 /// memory block, tty, input and ACPI device; measured on the trixie guest, its udevd spent 7 s of
 /// TCG CPU in the initramfs and found the root disk 3.4 s after the trigger. The real root's
 /// udev coldplugs everything again (consoles, the power button, the agent's port).
+pub const INITRD_TRIGGER: &str = "[Service]\nExecStart=\nExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=pci --subsystem-match=virtio --subsystem-match=block\n";
+/// Where dracut finds [`INITRD_TRIGGER`] (in the container that runs it, under the `/out` its
+/// results leave by) and where it goes in the initramfs.
+pub const INITRD_TRIGGER_SRC: &str = "/out/udev-trigger.conf";
+pub const INITRD_TRIGGER_DEST: &str =
+    "/etc/systemd/system/systemd-udev-trigger.service.d/bootlab-initrd.conf";
 /// The name dracut's `--include` leaves in the cpio when the drop-in went in: dracut skips a
 /// missing `--include` source without a word, so the result is checked for it.
 pub const INITRD_TRIGGER_NAME: &str = "bootlab-initrd.conf";
-pub const INITRD_TRIGGER: &str = "[Service]\nExecStart=\nExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=pci --subsystem-match=virtio --subsystem-match=block\n";
 
 /// dracut's arguments, without the kernel version and output path. [`INITRD_TRIGGER`] must be
 /// at [`INITRD_TRIGGER_SRC`] when dracut runs.
@@ -114,13 +114,11 @@ pub fn method_id() -> String {
     hex::encode(h.finalize())[..16].to_string()
 }
 
-/// The cache key: kernel version, the image's package database, dracut's arguments.
+/// The cache key: how it is made ([`method_id`]), the kernel version, composefs or not, the
+/// image's package database.
 pub fn cache_key(kver: &str, dpkg_status: &[u8], composefs: bool) -> String {
     let mut h = Sha256::new();
-    h.update(format!("format {FORMAT}\0{kver}\0"));
-    h.update(dracut_args(composefs).join(" "));
-    h.update(INITRD_TRIGGER);
-    h.update("\0");
+    h.update(format!("{}\0{kver}\0composefs {composefs}\0", method_id()));
     h.update(dpkg_status);
     hex::encode(h.finalize())[..24].to_string()
 }
@@ -256,7 +254,10 @@ async fn make(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let work = tempfile::Builder::new().prefix(".tmp-").tempdir_in(dir)?;
-    std::fs::write(work.path().join("udev-trigger.conf"), INITRD_TRIGGER)?;
+    let trigger = INITRD_TRIGGER_SRC
+        .strip_prefix("/out/")
+        .context("the trigger's source is not under /out")?;
+    std::fs::write(work.path().join(trigger), INITRD_TRIGGER)?;
     let mut argv = vec!["dracut".to_string()];
     argv.extend(dracut_args(composefs));
     argv.extend(["--kver".into(), kver.into(), "/out/initramfs.img".into()]);
