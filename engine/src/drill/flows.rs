@@ -5,6 +5,7 @@ use super::ops::{GUEST_SHARE_DIR, GuestOps, HostOps, Published, Via};
 use super::run::{Run, StepRec, argv};
 use super::{CutPoint, DrillSpec, Tooling};
 use crate::deploy::{Deployment, HostStatus, admin};
+use crate::pipeline::bootc::install::BOOTC_SHARE_DIR;
 use crate::recipe::Recipe;
 use anyhow::{Context, Result, anyhow};
 
@@ -226,6 +227,67 @@ async fn prepare_ostree_pull<G: GuestOps, H: HostOps>(
     Ok(())
 }
 
+/// bootc family, the image in the update share: the share mounted and the published image
+/// visible as the guest sees it (the tag's digest in the layout's index.json, or the archive).
+/// bootc reads the share itself, so a share the guest lost would only show as bootc's
+/// "no such file". An image elsewhere (a registry) needs neither.
+async fn prepare_bootc_pull<G: GuestOps, H: HostOps>(
+    run: &mut Run<'_, G, H>,
+    p: &Published,
+) -> Result<()> {
+    let Some(img) = p.image.as_deref() else {
+        return Ok(());
+    };
+    let (transport, image) = crate::deploy::bootc::split_target(img);
+    if !image.starts_with(&format!("{BOOTC_SHARE_DIR}/")) {
+        return Ok(());
+    }
+    let mut s = run.begin("guest sees the published image");
+    run.mount_updates(&mut s).await?;
+    match (transport.as_str(), p.digest.as_deref()) {
+        ("oci", Some(want)) => {
+            let (layout, tag) = image
+                .rsplit_once(':')
+                .with_context(|| format!("{image} names no tag"))?;
+            let index = format!("{layout}/index.json");
+            let (s2, out) = run.exec_ok(s, argv(&["cat", &index]), &[]).await?;
+            let seen = crate::pipeline::bootc::install::index_digest(&out.stdout, tag)
+                .ok()
+                .flatten();
+            let s2 = run.require(
+                s2,
+                "update share has the published image",
+                seen.as_deref() == Some(want),
+                format!("{tag} → {want}"),
+                match &seen {
+                    Some(d) => format!("{tag} → {d}"),
+                    None => format!("no tag {tag} in {index}"),
+                },
+            )?;
+            let d = want.strip_prefix("sha256:").unwrap_or(want);
+            run.end(s2, format!("{image} is {}", short(d)));
+        }
+        _ => {
+            let (s2, _) = run.exec_ok(s, argv(&["test", "-s", &image]), &[]).await?;
+            run.end(s2, format!("{image} is there"));
+        }
+    }
+    Ok(())
+}
+
+/// What the guest needs before it pulls what the host published.
+async fn prepare_pull<G: GuestOps, H: HostOps>(
+    run: &mut Run<'_, G, H>,
+    t: Tooling,
+    booted: &Deployment,
+    p: &Published,
+) -> Result<()> {
+    match t {
+        Tooling::Ostree => prepare_ostree_pull(run, booted, p).await,
+        Tooling::Bootc => prepare_bootc_pull(run, p).await,
+    }
+}
+
 pub async fn upgrade<G: GuestOps, H: HostOps>(
     run: &mut Run<'_, G, H>,
     spec: &DrillSpec,
@@ -275,9 +337,7 @@ pub async fn upgrade<G: GuestOps, H: HostOps>(
     if let Some(c) = &p.commit {
         run.fact("new.commit", c.clone());
     }
-    if t == Tooling::Ostree {
-        prepare_ostree_pull(run, &booted, &p).await?;
-    }
+    prepare_pull(run, t, &booted, &p).await?;
 
     // 3. Guest: pull and deploy.
     let s = run.begin("upgrade");
@@ -636,6 +696,9 @@ pub async fn switch<G: GuestOps, H: HostOps>(
     let p = run.publish(&mut s, to.name(), &version, via).await?;
     run.end(s, p.summary.clone());
 
+    if t == Tooling::Bootc {
+        prepare_bootc_pull(run, &p).await?;
+    }
     let s = run.begin("switch");
     let (s, target_desc) = match t {
         Tooling::Ostree => {
@@ -869,9 +932,7 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
         .publish(&mut s, spec.recipe.name(), &target, Via::Stable)
         .await?;
     run.end(s, p.summary.clone());
-    if t == Tooling::Ostree {
-        prepare_ostree_pull(run, &booted, &p).await?;
-    }
+    prepare_pull(run, t, &booted, &p).await?;
 
     write_markers(run, spec).await?;
 

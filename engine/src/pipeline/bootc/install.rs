@@ -55,8 +55,13 @@ pub fn layout_digest(layout: &Path, tag: &str) -> Result<Option<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
     };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    index_digest(&text, tag).with_context(|| format!("parsing {}", p.display()))
+}
+
+/// The manifest digest of `tag` in the text of an OCI layout's `index.json` (the host reads the
+/// file; a drill reads it as the guest sees it through the share).
+pub fn index_digest(index_json: &str, tag: &str) -> Result<Option<String>> {
+    let v: serde_json::Value = serde_json::from_str(index_json)?;
     Ok(v["manifests"].as_array().and_then(|ms| {
         ms.iter()
             .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
@@ -478,6 +483,24 @@ async fn fill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_digest_finds_a_tag() {
+        // As skopeo writes a layout's index.json: one manifest per tag.
+        let idx = r#"{"schemaVersion":2,"manifests":[
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":1,"annotations":{"org.opencontainers.image.ref.name":"v1"}},
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:bb","size":1,"annotations":{"org.opencontainers.image.ref.name":"stable"}}]}"#;
+        assert_eq!(
+            index_digest(idx, "stable").unwrap().as_deref(),
+            Some("sha256:bb")
+        );
+        assert_eq!(
+            index_digest(idx, "v1").unwrap().as_deref(),
+            Some("sha256:aa")
+        );
+        assert_eq!(index_digest(idx, "v2").unwrap(), None);
+        assert!(index_digest("cat: no such file", "v1").is_err());
+    }
 
     #[test]
     fn bls_entry_to_syslinux() {
