@@ -281,7 +281,7 @@ fn cli_recipe_show() {
     assert!(text.contains("lab use only: known password"), "{text}");
     assert!(text.contains("family:        debian-ostree"), "{text}");
     assert!(
-        text.contains("base:          localhost/bootlab/debian-base:bookworm"),
+        text.contains("base:          localhost/bootlab/debian-ostree-base:trixie"),
         "{text}"
     );
     assert!(

@@ -167,7 +167,7 @@ fn snapshot_recipes_building() {
         ],
     }));
     for l in [
-        "STEP 1/4: FROM localhost/bootlab/debian-base:bookworm",
+        "STEP 1/4: FROM localhost/bootlab/debian-ostree-base:trixie",
         "STEP 2/4: RUN apt-get install -y ostree",
         "Reading package lists...",
         "STEP 3/4: COPY motd /etc/bootlab/motd",

@@ -430,7 +430,7 @@ mod tests {
         assert_eq!(Route::of(&r), Route::Bootlab);
         let r = recipe(
             "debian-ostree",
-            "localhost/bootlab/debian-base:bookworm",
+            "localhost/bootlab/debian-ostree-base:trixie",
             "",
         );
         assert_eq!(Route::of(&r), Route::Bootlab);

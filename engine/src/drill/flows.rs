@@ -141,8 +141,8 @@ async fn verify_state<G: GuestOps, H: HostOps>(
         if merged {
             run.check(s, what, got == spec.token, spec.token.clone(), got);
         } else {
-            // `bootc rollback` boots the old deployment with its own /etc: an edit made on the
-            // newer one stays there (only /var is shared).
+            // `bootc rollback` and `ostree admin set-default` boot the old deployment with its
+            // own /etc: an edit made on the newer one stays there (only /var is shared).
             run.check(
                 s,
                 "/etc is the rollback deployment's own (the edit stays with the newer one)",
@@ -655,7 +655,22 @@ pub async fn rollback<G: GuestOps, H: HostOps>(
         );
     }
     run.fact("new.version", v_now.clone());
-    verify_state(run, &mut s, spec, t != Tooling::Bootc).await?;
+    if reorders {
+        // The must-show of a real rollback: after the reboot still the same deployments.
+        let (mut was, mut now_ids) = (admin::deployment_ids(&before), admin::deployment_ids(&now));
+        was.sort();
+        now_ids.sort();
+        run.check(
+            &mut s,
+            "after the reboot still the same deployments (none new)",
+            was == now_ids,
+            was.join(" "),
+            admin::deployment_ids(&now).join(" "),
+        );
+    }
+    // A redeploy (ostree before 2023.6) merges /etc into the new deployment; a real rollback
+    // (bootc, set-default) boots the old deployment with its own /etc.
+    verify_state(run, &mut s, spec, t == Tooling::Ostree && !reorders).await?;
     run.end(s, "deployments, version, /etc, /var and /usr checked");
     Ok(format!(
         "{} → {v_now}: booted {}",

@@ -1,169 +1,11 @@
-//! The Debian base image: a rootfs made with mmdebstrap (everything an OSTree-booted guest needs),
-//! imported into podman as [`BASE_TAG`]. Recipes of the offline family build `FROM` it.
-//!
-//! Cache: the image carries a label with the hash of the package list and the hook script; when
-//! the tagged image has the same hash, it is reused (across bootlab homes: podman's storage is
-//! shared by all of them).
+//! What the guest bases share: mmdebstrap run with its progress shown. The offline family's
+//! base is the trixie one of [`super::bootc::guest`] (ostree from testing: `set-default`, staged
+//! deployments, composefs); its bootc base builds on it. A bookworm base (ostree 2022.7) was
+//! the offline family's until the labs had to show what only a newer ostree does.
 
-use super::{GIB, check_free_space};
-use crate::events::{CancellationToken, Emitter, StageTimer, StageTiming};
-use crate::paths::Paths;
+use crate::events::{CancellationToken, Emitter};
 use crate::tools::cmd::HostCmd;
-use crate::tools::podman::Podman;
-use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
-
-/// The podman tag of the base image.
-pub const BASE_TAG: &str = "localhost/bootlab/debian-base:bookworm";
-/// Label on the base image holding its cache key.
-pub const KEY_LABEL: &str = "bootlab.base-key";
-pub const SUITE: &str = "bookworm";
-
-/// Packages on top of minbase. dracut (not initramfs-tools) because ostree-boot ships the dracut
-/// module that runs ostree-prepare-root in the initramfs.
-pub const PACKAGES: &[&str] = &[
-    "dracut",
-    "linux-image-amd64",
-    "systemd-sysv",
-    "udev",
-    "dbus",
-    "ostree",
-    "ostree-boot",
-    "qemu-guest-agent",
-    "openssh-server",
-    "e2fsprogs",
-    "iproute2",
-    "procps",
-    "less",
-    "kmod",
-];
-
-/// Runs inside mmdebstrap's customize phase with the rootfs as `$1`.
-/// - initramfs again now that ostree-boot is installed (its dracut module must be in it);
-///   generic (not host-only): it boots in QEMU, not on this host.
-/// - a hostname, root's known password "bootlab" (recipes label it), autologin on the serial
-///   console so a lab starts at a shell.
-/// - no 9p mount here: the vm module mounts the update share through the guest agent.
-pub const CUSTOMIZE_HOOK: &str = r#"set -eu
-root="$1"
-for kver in $(ls "$root/lib/modules"); do
-  chroot "$root" dracut --force --no-hostonly --add ostree --kver "$kver" "/boot/initrd.img-$kver"
-done
-echo bootlab > "$root/etc/hostname"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\tbootlab\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
-echo 'root:bootlab' | chroot "$root" chpasswd
-mkdir -p "$root/etc/systemd/system/serial-getty@ttyS0.service.d"
-printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 %%I $TERM\n' \
-  > "$root/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
-rm -rf "$root/var/lib/apt/lists/"* "$root/var/cache/apt/"*.bin
-"#;
-
-/// What `ensure_base` found or made.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct BaseResult {
-    pub tag: String,
-    pub image_id: String,
-    pub key: String,
-    pub cached: bool,
-    pub timings: Vec<StageTiming>,
-}
-
-/// The cache key of the base: suite, package list and hook script.
-pub fn base_key() -> String {
-    let mut h = Sha256::new();
-    h.update(SUITE);
-    h.update("\0");
-    h.update(PACKAGES.join(","));
-    h.update("\0");
-    h.update(CUSTOMIZE_HOOK);
-    hex::encode(h.finalize())[..16].to_string()
-}
-
-/// Build the base once, or reuse it. `rebuild` forces a new one.
-pub async fn ensure_base(
-    paths: &Paths,
-    rebuild: bool,
-    ev: &Emitter,
-    cancel: &CancellationToken,
-) -> Result<BaseResult> {
-    let timer = StageTimer::start(ev, "base");
-    let podman = Podman::probe(paths, ev, cancel).await?;
-    let key = base_key();
-    // One base build at a time on this host (podman's storage is host-wide).
-    let _lock = super::HostLock::acquire("base", ev, cancel).await?;
-    if !rebuild && let Some(found) = podman.image_label(BASE_TAG, KEY_LABEL, cancel).await? {
-        if found == key {
-            let image_id = podman.image_id(BASE_TAG, cancel).await?.unwrap_or_default();
-            ev.note("base", format!("reusing {BASE_TAG} (key {key})"));
-            return Ok(BaseResult {
-                tag: BASE_TAG.into(),
-                image_id,
-                key,
-                cached: true,
-                timings: vec![timer.finish(true)],
-            });
-        }
-        ev.note(
-            "base",
-            format!(
-                "{BASE_TAG} has key {found:?}, want {key}: package list or hook changed, rebuilding"
-            ),
-        );
-    }
-
-    let dir = paths.base();
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    // The rootfs tarball (~750 MB) and podman's copy of it (same again) must fit.
-    check_free_space(&dir, 2 * GIB, "the Debian base rootfs")?;
-    check_free_space(
-        &podman_storage_root(),
-        2 * GIB,
-        "podman's copy of the base image",
-    )?;
-
-    let work = tempfile::Builder::new().prefix(".base-").tempdir_in(&dir)?;
-    let tar = work.path().join("rootfs.tar");
-    // No mirror argument: mmdebstrap's default for bookworm adds -updates and -security.
-    let mut cmd = HostCmd::new("mmdebstrap")
-        .args([
-            "--variant=minbase",
-            "--mode=root",
-            "--format=tar",
-            "--verbose",
-        ])
-        .arg(format!("--include={}", PACKAGES.join(",")))
-        .arg(format!("--customize-hook={CUSTOMIZE_HOOK}"))
-        .arg(SUITE)
-        .arg(&tar);
-    if let Some(v) = std::env::var_os("BOOTLAB_MMDEBSTRAP_MIRROR") {
-        // For hosts whose default mirror is unreachable; the default is better (see notes).
-        cmd = cmd.arg(v);
-    }
-    let r = run_mmdebstrap(cmd, "base", ev, cancel).await;
-    r.context("mmdebstrap could not make the Debian base rootfs")?;
-
-    let changes = vec![
-        "CMD [\"/bin/bash\"]".to_string(),
-        format!("LABEL {KEY_LABEL}={key}"),
-        "LABEL bootlab.known-password=root:bootlab".to_string(),
-    ];
-    podman
-        .import(&tar, BASE_TAG, &changes, "base", ev, cancel)
-        .await
-        .context("podman could not import the Debian base rootfs")?;
-    drop(work);
-    let image_id = podman
-        .image_id(BASE_TAG, cancel)
-        .await?
-        .context("the base image vanished right after import")?;
-    Ok(BaseResult {
-        tag: BASE_TAG.into(),
-        image_id,
-        key,
-        cached: false,
-        timings: vec![timer.finish(false)],
-    })
-}
+use anyhow::Result;
 
 /// Runs an mmdebstrap command line (given `--verbose`, so apt's and dpkg's lines are there to
 /// count) through a relay that turns its lines into progress for `stage`: the phase, packages
@@ -274,12 +116,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_is_stable_and_short() {
-        assert_eq!(base_key(), base_key());
-        assert_eq!(base_key().len(), 16);
-    }
-
-    #[test]
     fn mmdebstrap_lines_become_phase_and_package_counts() {
         let mut p = MmdebstrapProgress::new();
         assert_eq!(p.observe("Get:1 http://deb.debian.org x"), None);
@@ -307,12 +143,5 @@ mod tests {
             .unwrap();
         assert!(l.starts_with("initramfs: 2 of 120"), "{l}");
         assert_eq!(p.observe("dracut: *** Including module: base ***"), None);
-    }
-
-    #[test]
-    fn hook_regenerates_initramfs_with_ostree() {
-        assert!(CUSTOMIZE_HOOK.contains("dracut --force"));
-        assert!(CUSTOMIZE_HOOK.contains("--add ostree"));
-        assert!(PACKAGES.contains(&"ostree-boot"));
     }
 }

@@ -25,8 +25,9 @@ use std::path::{Path, PathBuf};
 
 /// Bumped whenever [`layout::convert`] (or the initramfs it is given) changes what it produces
 /// (invalidates build records). 3: the small initramfs also for a kernel already in
-/// usr/lib/modules (the trixie base), with composefs drivers.
-pub const CONVERSION_VERSION: u32 = 3;
+/// usr/lib/modules (the trixie base), with composefs drivers. 4: no fstab line for / (a
+/// composefs root that systemd-remount-fs cannot remount).
+pub const CONVERSION_VERSION: u32 = 4;
 
 /// What [`build_image`] made or found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,12 +144,8 @@ pub async fn build_image(
 
     // base
     let base_id = if recipe.file.base == super::BASE_TAG {
+        // trixie with ostree from testing (set-default, staged deployments, composefs).
         let b = super::ensure_base(paths, false, ev, cancel).await?;
-        timings.extend(b.timings);
-        b.image_id
-    } else if recipe.file.base == super::bootc::guest::OSTREE_BASE_TAG {
-        // trixie with ostree 2026.4 from testing (set-default, staged deployments, composefs).
-        let b = super::bootc::guest::ensure_ostree_base(paths, ev, cancel).await?;
         timings.extend(b.timings);
         b.image_id
     } else {

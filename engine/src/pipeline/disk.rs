@@ -12,8 +12,8 @@
 //! ostree-prepare-root refuses a deployment without the `.ostree.cfs` that only a
 //! composefs-aware ostree writes, and the host's 2022.7 writes none. Making composefs `maybe`
 //! instead would boot the disk's first deployment without composefs and every later one (deployed
-//! by the guest) with it — two different roots to teach from one lab. Other commits (bookworm,
-//! ostree 2022.7 like the host) are deployed by the host's ostree, as measured. Everything around
+//! by the guest) with it — two different roots to teach from one lab. Other commits (an older
+//! ostree with no such file, as the retired bookworm base) are deployed by the host's ostree. Everything around
 //! the deploy (repo, remote, pull) stays with the host's ostree: the repository format is shared.
 //!
 //! It is named by recipe, version and commit, made under a temp name and renamed when complete;

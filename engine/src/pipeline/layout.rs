@@ -1,13 +1,14 @@
-//! Container rootfs → the tree layout OSTree deploys and boots (Debian, ostree 2022.7).
+//! Container rootfs → the tree layout OSTree deploys and boots (Debian; the trixie base's
+//! ostree 2026.4 in the guest, the host's 2022.7 commits it).
 //!
 //! What changes, and why (each step was needed for a boot in our measurements):
 //! - kernel and initramfs move to `usr/lib/modules/$KVER/{vmlinuz,initramfs.img}` (0644):
 //!   that is where `ostree admin deploy` looks; `/boot` is left empty and the `/vmlinuz*`,
 //!   `/initrd.img*` symlinks go.
 //! - `etc` becomes `usr/etc`: ostree makes each deployment's /etc from it and 3-way merges
-//!   local changes on upgrade. It gets an fstab by label and an empty machine-id (each VM makes
+//!   local changes on upgrade. It gets an fstab for /boot by label and an empty machine-id (each VM makes
 //!   its own on first boot).
-//! - /var is not part of a deployment (ostree 2022.7 does not populate the stateroot's /var):
+//! - /var is not part of a deployment (the host's ostree 2022.7 does not populate the stateroot's /var):
 //!   a seed copy is kept at [`VAR_SEED`] (the disk maker copies it into the stateroot), and
 //!   tmpfiles.d lines create the /var directories the symlinks below point to.
 //! - home, root, opt, srv, mnt, usr/local become symlinks into /var (their content moves into
@@ -38,14 +39,12 @@ const VAR_LINKS: &[(&str, &str, &str)] = &[
 /// What the conversion needs to know about the target disk.
 #[derive(Debug, Clone)]
 pub struct LayoutOptions {
-    pub root_label: String,
     pub boot_label: String,
 }
 
 impl Default for LayoutOptions {
     fn default() -> Self {
         LayoutOptions {
-            root_label: super::ROOT_LABEL.into(),
             boot_label: super::BOOT_LABEL.into(),
         }
     }
@@ -120,11 +119,13 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     }
     fs::write(
         etc.join("fstab"),
+        // No line for /: ostree-prepare-root mounts the deployment (a read-only composefs on
+        // the trixie base), and systemd-remount-fs, given an ext4 line for /, fails remounting
+        // it and leaves the guest "degraded".
         format!(
             "# Written by bootlab: the deployment's root is mounted by ostree-prepare-root.\n\
-             LABEL={} / ext4 defaults 1 1\n\
              LABEL={} /boot ext4 defaults 1 2\n",
-            opts.root_label, opts.boot_label
+            opts.boot_label
         ),
     )?;
     fs::write(etc.join("machine-id"), "")?;
@@ -412,7 +413,7 @@ mod tests {
         );
         assert!(etc.join("ssh/sshd_config").is_file());
         let fstab = fs::read_to_string(etc.join("fstab")).unwrap();
-        assert!(fstab.contains("LABEL=bootlab-root / ext4"), "{fstab}");
+        assert!(!fstab.contains(" / "), "{fstab}");
         assert!(fstab.contains("LABEL=bootlab-boot /boot ext4"), "{fstab}");
         assert_eq!(fs::read(etc.join("machine-id")).unwrap(), b"");
         assert!(!etc.join("hosts").exists());

@@ -1,10 +1,10 @@
-//! The offline image pipeline: Debian base → recipe build → OSTree commit → bootable disk, and
+//! The offline image pipeline: Debian trixie base → recipe build → OSTree commit → bootable disk, and
 //! publishing a commit to the update share the guests pull from.
 //!
 //! The API the CLI, the TUI and the drills use (every call takes an [`Emitter`] for progress and
 //! a [`CancellationToken`]; every stage reports a [`StageTiming`]):
 //!
-//! - [`ensure_base`]`(paths, rebuild, ev, cancel) -> BaseResult` — the Debian base image.
+//! - [`ensure_base`]`(paths, rebuild, ev, cancel) -> BaseResult` — the Debian trixie base image.
 //! - [`build_image`]`(paths, recipe, version, ev, cancel) -> BuildResult` — podman build, export,
 //!   OSTree layout, commit on branch [`branch`]`(recipe)` in [`Paths::ostree_repo`]. An unchanged
 //!   recipe version is a cache hit (same commit back, nothing rebuilt).
@@ -26,7 +26,10 @@ pub mod initramfs;
 pub mod layout;
 pub mod publish;
 
-pub use base::{BASE_TAG, BaseResult, ensure_base};
+/// The offline family's base: trixie with ostree from testing (see [`bootc::guest`]).
+pub use bootc::guest::{
+    GuestBase as BaseResult, OSTREE_BASE_TAG as BASE_TAG, ensure_ostree_base as ensure_base,
+};
 pub use build::{BuildResult, build_image};
 pub use disk::{DiskResult, make_disk};
 pub use publish::{PublishResult, publish};
@@ -172,7 +175,7 @@ pub fn hash_dir(dir: &Path) -> Result<String> {
 pub const PREPARE_ROOT_CONF: &str = "usr/lib/ostree/prepare-root.conf";
 
 /// Does this `prepare-root.conf` turn composefs on (`enabled = true|yes|1|signed|verity`)? The
-/// trixie base's does; the bookworm base has no such file. `maybe` does not require it.
+/// trixie base's does; an older ostree's image has no such file. `maybe` does not require it.
 pub fn composefs_required(conf: &str) -> bool {
     let mut in_section = false;
     for line in conf.lines().map(str::trim) {

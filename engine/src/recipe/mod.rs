@@ -381,7 +381,7 @@ mod tests {
         std::fs::write(d.join("recipe.toml"), toml_src).unwrap();
         std::fs::write(
             d.join("Containerfile"),
-            "FROM localhost/bootlab/debian-base:bookworm\n",
+            "FROM localhost/bootlab/debian-ostree-base:trixie\n",
         )
         .unwrap();
         d
@@ -391,7 +391,7 @@ mod tests {
 title = "R one"
 summary = "s"
 family = "debian-ostree"
-base = "localhost/bootlab/debian-base:bookworm"
+base = "localhost/bootlab/debian-ostree-base:trixie"
 
 [[versions]]
 id = "v1"

@@ -102,7 +102,7 @@ title = "{name}: my own image"
 summary = "My own image-based Debian, built offline from the Debian base."
 # debian-ostree: built with podman, committed to OSTree, booted from a bootlab disk (offline).
 family = "debian-ostree"
-base = "localhost/bootlab/debian-base:bookworm"
+base = "localhost/bootlab/debian-ostree-base:trixie"
 default_version = "v1"
 
 [guest]
@@ -126,9 +126,10 @@ fn containerfile(name: &str) -> String {
         r#"# {name}: your own image. Each instruction is one layer; bootlab turns the image into an
 # OSTree commit and then a bootable disk, so what is written here is the whole OS.
 
-# FROM: what you build on. This base is Debian 12 made by `bootlab image base` with mmdebstrap:
-# kernel, systemd, OSTree and the guest agent, no container registry needed.
-FROM localhost/bootlab/debian-base:bookworm
+# FROM: what you build on. This base is Debian 13 (trixie) made by `bootlab image base` with
+# mmdebstrap: kernel, systemd, OSTree from testing (composefs) and the guest agent, no container
+# registry needed.
+FROM localhost/bootlab/debian-ostree-base:trixie
 
 # ARG: bootlab passes the version it builds (v1, v2, …): one file describes every version.
 ARG BOOTLAB_VERSION=v1

@@ -77,22 +77,25 @@ pub struct GuestBase {
     pub timings: Vec<StageTiming>,
 }
 
-/// The trixie ostree base (no bootc).
+/// The trixie ostree base (no bootc): the offline family builds FROM it, the bootc base on it.
+/// `rebuild` makes it again even when its key is the same.
 pub async fn ensure_ostree_base(
     paths: &Paths,
+    rebuild: bool,
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<GuestBase> {
     let podman = Podman::probe(paths, ev, cancel).await?;
-    let stage = "trixie-base";
+    let stage = "base";
     let timer = StageTimer::start(ev, stage);
     let key = ostree_base_key();
     let _lock = HostLock::acquire("base-trixie", ev, cancel).await?;
-    if podman
-        .image_label(OSTREE_BASE_TAG, KEY_LABEL, cancel)
-        .await?
-        .as_deref()
-        == Some(&key)
+    if !rebuild
+        && podman
+            .image_label(OSTREE_BASE_TAG, KEY_LABEL, cancel)
+            .await?
+            .as_deref()
+            == Some(&key)
     {
         ev.note(stage, format!("reusing {OSTREE_BASE_TAG} (key {key})"));
         return finish_base(&podman, key, true, timer, cancel).await;
@@ -203,7 +206,7 @@ pub async fn ensure_bootc_base(
     cancel: &CancellationToken,
 ) -> Result<(GuestBase, BootcBuild)> {
     let bootc = binary::ensure_bootc(paths, ev, cancel).await?;
-    let base = ensure_ostree_base(paths, ev, cancel).await?;
+    let base = ensure_ostree_base(paths, false, ev, cancel).await?;
     let podman = Podman::probe(paths, ev, cancel).await?;
     let stage = "bootc-base";
     let timer = StageTimer::start(ev, stage);
