@@ -264,6 +264,45 @@ fn snapshot_vm_empty_and_running() {
     snap!("vm_running", a);
 }
 
+/// A reboot's boot-phase line (the state's detail, from the supervisor reading the console)
+/// stands beside the state, and the agent's answer leaves the phases of the boot there.
+#[test]
+fn the_vm_view_shows_the_boot_phase_line() {
+    let mut a = app();
+    a.update(Action::GoTab(Tab::Vm));
+    a.vm.vm = Some(vm());
+    let name = a.vm.vm.as_ref().unwrap().name.clone();
+    let state = |s: &str, d: &str| {
+        ev(Event::VmState {
+            vm: name.clone(),
+            state: s.into(),
+            detail: d.into(),
+        })
+    };
+    a.on_msg(state(
+        "rebooting",
+        "initramfs since 9.1 s (firmware 0.9 s, bootloader 3.0 s, kernel 5.2 s)",
+    ));
+    let s = screen(&a);
+    assert!(
+        s.contains("rebooting  initramfs since 9.1 s (firmware 0.9 s"),
+        "{s}"
+    );
+    a.on_msg(state(
+        "ready",
+        "guest agent answered after 36.8s (firmware 0.9 s, bootloader 3.0 s, kernel 5.2 s, initramfs 7.6 s, systemd 20.1 s)",
+    ));
+    let s = screen(&a);
+    assert!(s.contains("ready  guest agent answered after 36.8s"), "{s}");
+    // Another VM's states are not this one's boot.
+    a.on_msg(ev(Event::VmState {
+        vm: "other".into(),
+        state: "booting".into(),
+        detail: "bootloader since 1.0 s".into(),
+    }));
+    assert!(!screen(&a).contains("bootloader since"));
+}
+
 #[test]
 fn snapshot_quit_confirmation_with_vm() {
     let mut a = app();

@@ -299,8 +299,14 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
             let c = VmClient::connect(&paths, &name).await?;
             let t = std::time::Instant::now();
             c.reboot_and_wait(Duration::from_secs(timeout)).await?;
+            // The ready detail holds the boot's phases (firmware … systemd).
+            let phases = c
+                .status()
+                .await
+                .map(|r| format!(": {}", r.detail))
+                .unwrap_or_default();
             println!(
-                "{name} rebooted and ready in {:.1}s",
+                "{name} rebooted and ready in {:.1}s{phases}",
                 t.elapsed().as_secs_f64()
             );
             Ok(ExitCode::SUCCESS)

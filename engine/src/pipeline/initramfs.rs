@@ -53,18 +53,47 @@ pub const COMPOSEFS_DRIVERS: &[&str] = &["erofs", "loop", "overlay"];
 /// memory block, tty, input and ACPI device; measured on the trixie guest, its udevd spent 7 s of
 /// TCG CPU in the initramfs and found the root disk 3.4 s after the trigger. The real root's
 /// udev coldplugs everything again (consoles, the power button, the agent's port).
-pub const INITRD_TRIGGER: &str = "[Service]\nExecStart=\nExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=pci --subsystem-match=virtio --subsystem-match=block\n";
-/// Where dracut finds [`INITRD_TRIGGER`] (in the container that runs it, under the `/out` its
-/// results leave by) and where it goes in the initramfs.
-pub const INITRD_TRIGGER_SRC: &str = "/out/udev-trigger.conf";
-pub const INITRD_TRIGGER_DEST: &str =
-    "/etc/systemd/system/systemd-udev-trigger.service.d/bootlab-initrd.conf";
-/// The name dracut's `--include` leaves in the cpio when the drop-in went in: dracut skips a
-/// missing `--include` source without a word, so the result is checked for it.
-pub const INITRD_TRIGGER_NAME: &str = "bootlab-initrd.conf";
+/// Before the trigger it writes the `initramfs` [boot phase mark](crate::vm::boot_phase).
+pub const INITRD_TRIGGER: &str = "[Service]\nExecStartPre=-/bin/sh -c \"read u r < /proc/uptime; echo bootlab-phase initramfs $$u > /dev/console\"\nExecStart=\nExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=pci --subsystem-match=virtio --subsystem-match=block\n";
+/// The initramfs's last act, switching to the real root, writes the `systemd` boot phase mark.
+pub const INITRD_SWITCH_ROOT: &str = "[Service]\nExecStartPre=-/bin/sh -c \"read u r < /proc/uptime; echo bootlab-phase systemd $$u > /dev/console\"\n";
 
-/// dracut's arguments, without the kernel version and output path. [`INITRD_TRIGGER`] must be
-/// at [`INITRD_TRIGGER_SRC`] when dracut runs.
+/// A systemd drop-in dracut puts into the initramfs (`--include`): written to `/out/<file>` in
+/// the container that runs dracut, found in the initramfs at `dest`. (`$$` is systemd's `$`.)
+pub struct InitrdDropIn {
+    pub file: &'static str,
+    pub dest: &'static str,
+    pub text: &'static str,
+}
+
+impl InitrdDropIn {
+    /// Where dracut reads it: under the `/out` its results leave by.
+    pub fn src(&self) -> String {
+        format!("/out/{}", self.file)
+    }
+    /// Its file name in the initramfs: dracut skips a missing `--include` source without a
+    /// word, so the result is checked for this name.
+    pub fn name(&self) -> &'static str {
+        self.dest.rsplit('/').next().unwrap_or(self.dest)
+    }
+}
+
+/// Every drop-in of the small initramfs.
+pub const INITRD_DROPINS: &[InitrdDropIn] = &[
+    InitrdDropIn {
+        file: "udev-trigger.conf",
+        dest: "/etc/systemd/system/systemd-udev-trigger.service.d/bootlab-initrd.conf",
+        text: INITRD_TRIGGER,
+    },
+    InitrdDropIn {
+        file: "switch-root.conf",
+        dest: "/etc/systemd/system/initrd-switch-root.service.d/bootlab-phase.conf",
+        text: INITRD_SWITCH_ROOT,
+    },
+];
+
+/// dracut's arguments, without the kernel version and output path. Each of [`INITRD_DROPINS`]
+/// must be at its `src()` when dracut runs.
 pub fn dracut_args(composefs: bool) -> Vec<String> {
     let mut a: Vec<String> = [
         "--force",
@@ -84,11 +113,9 @@ pub fn dracut_args(composefs: bool) -> Vec<String> {
         drivers.extend(COMPOSEFS_DRIVERS);
     }
     a.extend(["--drivers".into(), drivers.join(" ")]);
-    a.extend([
-        "--include".into(),
-        INITRD_TRIGGER_SRC.into(),
-        INITRD_TRIGGER_DEST.into(),
-    ]);
+    for d in INITRD_DROPINS {
+        a.extend(["--include".into(), d.src(), d.dest.into()]);
+    }
     a
 }
 
@@ -110,7 +137,10 @@ pub fn method_id() -> String {
         h.update(dracut_args(composefs).join(" "));
         h.update("\0");
     }
-    h.update(INITRD_TRIGGER);
+    for d in INITRD_DROPINS {
+        h.update(d.text);
+        h.update("\0");
+    }
     hex::encode(h.finalize())[..16].to_string()
 }
 
@@ -254,10 +284,9 @@ async fn make(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let work = tempfile::Builder::new().prefix(".tmp-").tempdir_in(dir)?;
-    let trigger = INITRD_TRIGGER_SRC
-        .strip_prefix("/out/")
-        .context("the trigger's source is not under /out")?;
-    std::fs::write(work.path().join(trigger), INITRD_TRIGGER)?;
+    for d in INITRD_DROPINS {
+        std::fs::write(work.path().join(d.file), d.text)?;
+    }
     let mut argv = vec!["dracut".to_string()];
     argv.extend(dracut_args(composefs));
     argv.extend(["--kver".into(), kver.into(), "/out/initramfs.img".into()]);
@@ -272,11 +301,15 @@ async fn make(
     anyhow::ensure!(len > 1024 * 1024, "dracut's initramfs is only {len} bytes");
     // Uncompressed cpio: the member names are plain bytes.
     let cpio = std::fs::read(&made)?;
-    anyhow::ensure!(
-        cpio.windows(INITRD_TRIGGER_NAME.len())
-            .any(|w| w == INITRD_TRIGGER_NAME.as_bytes()),
-        "dracut left the udev trigger drop-in ({INITRD_TRIGGER_SRC}) out of the initramfs"
-    );
+    for d in INITRD_DROPINS {
+        anyhow::ensure!(
+            cpio.windows(d.name().len())
+                .any(|w| w == d.name().as_bytes()),
+            "dracut left the drop-in {} ({}) out of the initramfs",
+            d.dest,
+            d.src()
+        );
+    }
     std::fs::rename(&made, dest)?;
     Ok(())
 }
@@ -293,12 +326,12 @@ mod tests {
         assert!(a.contains("--drivers virtio_pci virtio_blk ext4"), "{a}");
         assert!(a.contains("--no-compress"), "{a}");
         assert!(!a.contains("erofs"), "{a}");
-        assert!(
-            a.ends_with(&format!(
-                "--include {INITRD_TRIGGER_SRC} {INITRD_TRIGGER_DEST}"
-            )),
-            "{a}"
-        );
+        for d in INITRD_DROPINS {
+            assert!(
+                a.contains(&format!("--include {} {}", d.src(), d.dest)),
+                "{a}"
+            );
+        }
         let c = dracut_args(true).join(" ");
         assert!(
             c.contains("ext4 crc32c_generic crc32c_intel erofs loop overlay"),
@@ -312,11 +345,13 @@ mod tests {
     fn args_and_trigger_need_no_shell_escaping() {
         for a in dracut_args(true)
             .iter()
-            .chain([&INITRD_TRIGGER.to_string()])
+            .cloned()
+            .chain(INITRD_DROPINS.iter().map(|d| d.text.to_string()))
         {
             assert!(!a.contains('\'') && !a.contains('\\'), "{a}");
         }
-        assert!(INITRD_TRIGGER_DEST.ends_with(INITRD_TRIGGER_NAME));
+        let names: Vec<&str> = INITRD_DROPINS.iter().map(|d| d.name()).collect();
+        assert_eq!(names, ["bootlab-initrd.conf", "bootlab-phase.conf"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! the console into a log, keeps the record current and answers clients ([`client::VmClient`])
 //! on a unix socket with a small line-delimited JSON protocol ([`proto`]).
 
+pub mod boot_phase;
 pub mod client;
 pub mod console;
 pub mod images;

@@ -148,6 +148,8 @@ struct Sup {
     exited: CancellationToken,
     /// When the current boot / reboot / restore started (for ready_secs).
     clock: Mutex<Instant>,
+    /// The phases of the current boot, read from the console (the boot-phase line).
+    boot: Mutex<super::boot_phase::BootTimeline>,
     last_shutdown: Mutex<Option<String>>,
     before_pause: Mutex<Option<VmState>>,
     /// Set while QEMU holds the guest paused because a disk write found the file system under
@@ -211,6 +213,7 @@ async fn run(
         console: Mutex::new(VecDeque::new()),
         exited: exited.clone(),
         clock: Mutex::new(Instant::now()),
+        boot: Mutex::new(super::boot_phase::BootTimeline::new()),
         last_shutdown: Mutex::new(None),
         before_pause: Mutex::new(None),
         paused_full: AtomicBool::new(false),
@@ -462,6 +465,24 @@ impl Sup {
     }
     fn restart_clock(&self) {
         *self.clock.lock().unwrap() = Instant::now();
+        *self.boot.lock().unwrap() = super::boot_phase::BootTimeline::new();
+    }
+
+    /// A boot phase began: the state's detail says so (every face shows it), unless the state
+    /// moved on meanwhile (the agent may answer while a console line is read).
+    fn boot_progress(&self, st: VmState, detail: String) {
+        {
+            let mut r = self.rec.lock().unwrap();
+            if r.state != st {
+                return;
+            }
+            r.detail = detail.clone();
+            if VmRecord::file(&self.dir).exists() {
+                let _ = r.save_dir(&self.dir);
+            }
+        }
+        log_line!("boot: {detail}");
+        self.emit(VmEvent::State { state: st, detail });
     }
     fn console_tail(&self, n: usize) -> String {
         let c = self.console.lock().unwrap();
@@ -1125,6 +1146,17 @@ async fn console_loop(sup: Arc<Sup>) {
                 }
                 c.push_back(line.clone());
             }
+            let st = s2.state();
+            if matches!(st, VmState::Booting | VmState::Rebooting) {
+                let at = s2.clock.lock().unwrap().elapsed().as_secs_f64();
+                let began = {
+                    let mut b = s2.boot.lock().unwrap();
+                    b.observe(&line, at).then(|| b.line())
+                };
+                if let Some(l) = began {
+                    s2.boot_progress(st, l);
+                }
+            }
             s2.emit(VmEvent::Console { line });
             true
         })
@@ -1157,6 +1189,17 @@ async fn agent_loop(sup: Arc<Sup>) {
                 *sup.agent.lock().await = Some(Arc::new(q));
                 let secs = sup.clock.lock().unwrap().elapsed().as_secs_f64();
                 sup.rec.lock().unwrap().ready_secs = Some(secs);
+                // After a boot the console told about (not a snapshot load): its phases.
+                let phases = {
+                    let mut b = sup.boot.lock().unwrap();
+                    b.agent(secs);
+                    let told = b.began(super::boot_phase::BootPhase::Bootloader).is_some();
+                    if told && st != VmState::Restoring {
+                        format!(" ({})", b.summary())
+                    } else {
+                        String::new()
+                    }
+                };
                 if sup.share_wanted.load(Ordering::Relaxed) {
                     // The agent answers before the state says ready, so `guest()` can't be used.
                     match mount_now(&sup).await {
@@ -1168,7 +1211,7 @@ async fn agent_loop(sup: Arc<Sup>) {
                 }
                 sup.set_state(
                     VmState::Ready,
-                    format!("guest agent answered after {secs:.1}s"),
+                    format!("guest agent answered after {secs:.1}s{phases}"),
                 );
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,

@@ -47,6 +47,9 @@ pub struct VmView {
     /// The host's accelerator verdict from the last KVM probe: (KVM or TCG, why).
     pub host_accel: Option<(String, String)>,
     pub console: LogPane,
+    /// The boot-phase line of the VM's current (or last) boot: the detail of its booting,
+    /// rebooting and ready states ("initramfs since 9.1 s (firmware 0.9 s, …)").
+    pub boot_line: Option<String>,
 }
 
 impl Default for VmView {
@@ -55,6 +58,7 @@ impl Default for VmView {
             vm: None,
             host_accel: None,
             console: LogPane::console(5000),
+            boot_line: None,
         }
     }
 }
@@ -62,6 +66,11 @@ impl Default for VmView {
 impl VmView {
     /// A `VmState` event from the engine about VM `vm`.
     pub fn on_state(&mut self, vm: &str, state: &str, detail: &str) {
+        // Also before the VM's record arrives: a first boot is where the line matters most.
+        let ours = self.vm.as_ref().is_none_or(|v| v.name == vm);
+        if ours && matches!(state, "booting" | "rebooting" | "ready") && !detail.is_empty() {
+            self.boot_line = Some(detail.to_string());
+        }
         if let Some(v) = &mut self.vm
             && v.name == vm
         {
@@ -113,7 +122,14 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                         format!("booting {r}…"),
                         Style::new().bold().fg(Color::Yellow),
                     ),
-                    Line::raw(""),
+                    Line::from(vec![
+                        Span::styled(format!("{:<12}", "boot"), dim()),
+                        Span::raw(
+                            v.boot_line
+                                .clone()
+                                .unwrap_or_else(|| "starting QEMU".into()),
+                        ),
+                    ]),
                     Line::raw("the console below shows the boot; Ctrl-C cancels it"),
                     accel,
                 ]
@@ -144,6 +160,12 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                 Line::from(vec![
                     Span::styled(format!("{:<12}", "state"), dim()),
                     Span::styled(vm.state.clone(), state_style),
+                    Span::raw(
+                        v.boot_line
+                            .as_ref()
+                            .map(|b| format!("  {b}"))
+                            .unwrap_or_default(),
+                    ),
                 ]),
                 Line::from(vec![
                     Span::styled(format!("{:<12}", "accelerator"), dim()),

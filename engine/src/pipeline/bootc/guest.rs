@@ -173,16 +173,29 @@ LABEL containers.bootc=1
 /// initramfs comes from the image here (bootc installs and upgrades the image as it is), so it
 /// is made in the image.
 pub fn bootc_layer() -> String {
-    use crate::pipeline::initramfs::{
-        INITRD_TRIGGER, INITRD_TRIGGER_NAME, INITRD_TRIGGER_SRC, dracut_args,
-    };
+    use crate::pipeline::initramfs::{INITRD_DROPINS, dracut_args};
     let args = dracut_args(true)
         .iter()
         .map(|a| format!("'{a}'"))
         .collect::<Vec<_>>()
         .join(" ");
-    // One line for the Containerfile: printf turns the \n back into line breaks.
-    let trigger = INITRD_TRIGGER.replace('\n', "\\n");
+    // One line each for the Containerfile: printf turns the \n back into line breaks.
+    let dropins = INITRD_DROPINS
+        .iter()
+        .map(|d| {
+            format!(
+                "printf '%b' '{}' > {}",
+                d.text.replace('\n', "\\n"),
+                d.src()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let checks = INITRD_DROPINS
+        .iter()
+        .map(|d| format!("grep -qF {} \"$img\"", d.name()))
+        .collect::<Vec<_>>()
+        .join(" && ");
     // Masked in /etc as in the offline family's guests (a learner can unmask them).
     let masks = crate::pipeline::layout::MASKED_UNITS
         .iter()
@@ -193,9 +206,9 @@ pub fn bootc_layer() -> String {
         "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks}\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
          && kver=$(basename \"$(dirname \"$1\")\") && img=/usr/lib/modules/$kver/initramfs.img \\\n \
-         && mkdir -p /out && printf '%b' '{trigger}' > {INITRD_TRIGGER_SRC} \\\n \
+         && mkdir -p /out && {dropins} \\\n \
          && dracut {args} --kver \"$kver\" \"$img\" \\\n \
-         && grep -qF {INITRD_TRIGGER_NAME} \"$img\" && chmod 0644 \"$img\" && rm -rf /out\n"
+         && {checks} && chmod 0644 \"$img\" && rm -rf /out\n"
     )
 }
 
@@ -294,8 +307,9 @@ pub async fn ensure_bootc_base(
 mod layer_tests {
     use super::*;
 
-    /// The layer's last RUN makes the small initramfs with the narrowed initrd trigger: one
-    /// Containerfile instruction (every line but the last continued), the drop-in written where
+    /// The layer's last RUN makes the small initramfs with the narrowed initrd trigger and the
+    /// boot-phase marks: one Containerfile instruction (every line but the last continued), the
+    /// drop-ins written where
     /// dracut's `--include` takes it from, nothing left behind in /out; the housekeeping units
     /// are masked as in the offline family.
     #[test]
@@ -308,12 +322,11 @@ mod layer_tests {
             assert!(line.ends_with('\\'), "{line}");
         }
         assert!(
-            run.contains(
-                "printf '%b' '[Service]\\nExecStart=\\nExecStart=-udevadm trigger --type=devices"
-            ),
+            run.contains("printf '%b' '[Service]\\nExecStartPre=-/bin/sh -c \"read u r < /proc/uptime; echo bootlab-phase initramfs $$u > /dev/console\"\\nExecStart=\\nExecStart=-udevadm trigger --type=devices"),
             "{run}"
         );
         assert!(run.contains("> /out/udev-trigger.conf"), "{run}");
+        assert!(run.contains("> /out/switch-root.conf"), "{run}");
         assert!(run.contains("'--include' '/out/udev-trigger.conf' '/etc/systemd/system/systemd-udev-trigger.service.d/bootlab-initrd.conf'"), "{run}");
         assert!(run.contains("'-m' 'systemd systemd-initrd"), "{run}");
         assert!(run.trim_end().ends_with("rm -rf /out"), "{run}");
@@ -321,7 +334,9 @@ mod layer_tests {
         // missing --include source silently).
         assert!(run.contains("[ $# -eq 1 ]"), "{run}");
         assert!(
-            run.contains("grep -qF bootlab-initrd.conf \"$img\""),
+            run.contains(
+                "grep -qF bootlab-initrd.conf \"$img\" && grep -qF bootlab-phase.conf \"$img\""
+            ),
             "{run}"
         );
         for u in crate::pipeline::layout::MASKED_UNITS {

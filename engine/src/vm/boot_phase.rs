@@ -1,0 +1,218 @@
+//! The boot-phase line: where a booting guest is (firmware, bootloader, kernel, initramfs,
+//! systemd, agent), read from its serial console while it boots — under TCG a boot is half a
+//! minute of otherwise silent console.
+//!
+//! The kernel runs with `quiet`, so the console says little by itself: the bootloader's banner
+//! (`SYSLINUX 6.04 …`), then marks bootlab's small initramfs writes
+//! ([`crate::pipeline::initramfs::INITRD_DROPINS`]): `bootlab-phase initramfs <uptime>` when the
+//! initramfs's udev trigger starts and `bootlab-phase systemd <uptime>` when it switches to the
+//! real root. The uptime dates the kernel's start (the mark arrives `uptime` seconds after it),
+//! which the console cannot show live. The agent answering ends the boot. A guest without the
+//! marks (an image bootlab did not make the initramfs of) shows the phases it can.
+
+use std::fmt::Write;
+
+/// The phases, in boot order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BootPhase {
+    Firmware,
+    Bootloader,
+    Kernel,
+    Initramfs,
+    Systemd,
+    Agent,
+}
+
+impl BootPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            BootPhase::Firmware => "firmware",
+            BootPhase::Bootloader => "bootloader",
+            BootPhase::Kernel => "kernel",
+            BootPhase::Initramfs => "initramfs",
+            BootPhase::Systemd => "systemd",
+            BootPhase::Agent => "agent",
+        }
+    }
+}
+
+/// What the initramfs writes on the console (see the module docs).
+pub const MARK: &str = "bootlab-phase ";
+
+/// When each phase began, in seconds since the boot began (QEMU started or the guest reset).
+/// The firmware begins at 0.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BootTimeline {
+    began: [Option<f64>; 6],
+}
+
+impl BootTimeline {
+    pub fn new() -> BootTimeline {
+        let mut t = BootTimeline::default();
+        t.began[BootPhase::Firmware as usize] = Some(0.0);
+        t
+    }
+
+    pub fn began(&self, p: BootPhase) -> Option<f64> {
+        self.began[p as usize]
+    }
+
+    /// Phases begin once, and never before one that came earlier in the boot.
+    fn set(&mut self, p: BootPhase, at: f64) -> bool {
+        if self.began(p).is_some() {
+            return false;
+        }
+        let floor = self.began[..p as usize]
+            .iter()
+            .flatten()
+            .fold(0.0_f64, |a, b| a.max(*b));
+        self.began[p as usize] = Some(at.max(floor));
+        true
+    }
+
+    /// One console line seen `at` seconds into the boot. True when a phase began with it.
+    pub fn observe(&mut self, line: &str, at: f64) -> bool {
+        if line.contains("SYSLINUX ") || line.contains("EXTLINUX ") {
+            return self.set(BootPhase::Bootloader, at);
+        }
+        let Some(i) = line.find(MARK) else {
+            return false;
+        };
+        let mut w = line[i + MARK.len()..].split_whitespace();
+        let phase = match w.next() {
+            Some("initramfs") => BootPhase::Initramfs,
+            Some("systemd") => BootPhase::Systemd,
+            _ => return false,
+        };
+        // The kernel's uptime when the mark was written: the kernel began that long before.
+        if let Some(uptime) = w.next().and_then(|u| u.parse::<f64>().ok()) {
+            self.set(BootPhase::Kernel, at - uptime);
+        }
+        self.set(phase, at)
+    }
+
+    /// The guest agent answered `at` seconds into the boot.
+    pub fn agent(&mut self, at: f64) {
+        self.set(BootPhase::Agent, at);
+    }
+
+    /// The latest phase that began.
+    pub fn current(&self) -> BootPhase {
+        ALL.into_iter()
+            .rev()
+            .find(|p| self.began(*p).is_some())
+            .unwrap_or(BootPhase::Firmware)
+    }
+
+    /// How long each finished phase took: from its beginning to the next phase that began.
+    pub fn durations(&self) -> Vec<(BootPhase, f64)> {
+        let known: Vec<(BootPhase, f64)> = ALL
+            .into_iter()
+            .filter_map(|p| self.began(p).map(|t| (p, t)))
+            .collect();
+        known
+            .windows(2)
+            .map(|w| (w[0].0, w[1].1 - w[0].1))
+            .collect()
+    }
+
+    /// The live line: "initramfs since 6.1 s (firmware 0.4 s, bootloader 3.0 s, kernel 2.7 s)".
+    pub fn line(&self) -> String {
+        let cur = self.current();
+        let mut s = format!(
+            "{} since {:.1} s",
+            cur.name(),
+            self.began(cur).unwrap_or(0.0)
+        );
+        let d = self.durations();
+        if !d.is_empty() {
+            s.push_str(" (");
+            s.push_str(&Self::list(&d));
+            s.push(')');
+        }
+        s
+    }
+
+    /// Once the agent answered: "firmware 0.4 s, bootloader 3.0 s, kernel 2.7 s, …".
+    pub fn summary(&self) -> String {
+        Self::list(&self.durations())
+    }
+
+    fn list(d: &[(BootPhase, f64)]) -> String {
+        let mut s = String::new();
+        for (i, (p, secs)) in d.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "{} {secs:.1} s", p.name());
+        }
+        s
+    }
+}
+
+const ALL: [BootPhase; 6] = [
+    BootPhase::Firmware,
+    BootPhase::Bootloader,
+    BootPhase::Kernel,
+    BootPhase::Initramfs,
+    BootPhase::Systemd,
+    BootPhase::Agent,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines of a real debian-minimal boot's console (trixie, TCG), with the seconds since
+    /// QEMU started at which they came.
+    #[test]
+    fn a_boot_read_from_its_console() {
+        let mut t = BootTimeline::new();
+        assert_eq!(t.current(), BootPhase::Firmware);
+        assert!(!t.observe("", 0.3));
+        assert!(t.observe(
+            "SYSLINUX 6.04 20210613 Copyright (C) 1994-2015 H. Peter Anvin et al",
+            0.9
+        ));
+        assert_eq!(t.line(), "bootloader since 0.9 s (firmware 0.9 s)");
+        // A mark after ANSI leftovers on the same line; the kernel began 5.2 s before it.
+        assert!(t.observe("[!p]104[?7hbootlab-phase initramfs 5.21", 9.1));
+        assert_eq!(t.current(), BootPhase::Initramfs);
+        let k = t.began(BootPhase::Kernel).unwrap();
+        assert!((k - 3.89).abs() < 1e-9, "{k}");
+        assert_eq!(
+            t.line(),
+            "initramfs since 9.1 s (firmware 0.9 s, bootloader 3.0 s, kernel 5.2 s)"
+        );
+        assert!(!t.observe("[   18.277010] Module serio_raw is blacklisted", 20.0));
+        assert!(t.observe("bootlab-phase systemd 12.80", 16.7));
+        // The same mark again (a second console copy) changes nothing.
+        assert!(!t.observe("bootlab-phase systemd 12.90", 16.8));
+        t.agent(36.8);
+        assert_eq!(t.current(), BootPhase::Agent);
+        assert_eq!(
+            t.summary(),
+            "firmware 0.9 s, bootloader 3.0 s, kernel 5.2 s, initramfs 7.6 s, systemd 20.1 s"
+        );
+    }
+
+    #[test]
+    fn a_guest_without_marks_shows_what_it_can() {
+        let mut t = BootTimeline::new();
+        t.observe("SYSLINUX 6.04", 1.0);
+        t.agent(30.0);
+        assert_eq!(t.summary(), "firmware 1.0 s, bootloader 29.0 s");
+        assert!(!t.observe("bootlab-phase nonsense 1.0", 2.0));
+        assert!(!t.observe("bootlab-phase", 2.0));
+    }
+
+    #[test]
+    fn a_phase_never_begins_before_an_earlier_one() {
+        let mut t = BootTimeline::new();
+        t.observe("SYSLINUX 6.04", 2.0);
+        // An uptime larger than the time since the bootloader (clock skew): clamped.
+        t.observe("bootlab-phase initramfs 9.0", 5.0);
+        assert_eq!(t.began(BootPhase::Kernel), Some(2.0));
+        assert!(t.durations().iter().all(|(_, d)| *d >= 0.0));
+    }
+}
