@@ -152,7 +152,7 @@ async fn boot_exec_snapshot_restore_powerdown() {
     assert!(st.stdout.contains("* debian "), "{}", st.stdout);
     assert!(st.stdout.contains("Version: v1"), "{}", st.stdout);
     let osr = c.exec(&["cat", "/etc/os-release"]).await.unwrap();
-    assert!(osr.stdout.contains("Debian GNU/Linux 12"), "{}", osr.stdout);
+    assert!(osr.stdout.contains("Debian GNU/Linux 13"), "{}", osr.stdout);
 
     // Exit code and both streams come back as the guest produced them.
     let f = c.sh("echo out; echo err >&2; exit 3").await.unwrap();
