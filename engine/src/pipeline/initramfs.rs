@@ -48,15 +48,31 @@ pub const DRIVERS: &[&str] = &[
 /// deployment's `.ostree.cfs` (erofs, through a loop device) under an overlay.
 pub const COMPOSEFS_DRIVERS: &[&str] = &["erofs", "loop", "overlay"];
 
+/// A unit's `ExecStartPre` that writes the boot-phase mark `bootlab-phase <phase> <uptime>` on
+/// the console, as [`crate::vm::boot_phase`] reads it. (`$$` is systemd's `$`.)
+macro_rules! phase_mark {
+    ($phase:literal) => {
+        concat!(
+            "ExecStartPre=-/bin/sh -c \"read u r < /proc/uptime; echo bootlab-phase ",
+            $phase,
+            " $$u > /dev/console\"\n"
+        )
+    };
+}
+
 /// The initramfs's udev coldplug, narrowed to what finds the root disk: the PCI bus (virtio_pci),
 /// the virtio devices (virtio_blk) and the block devices. The stock trigger replays every CPU,
 /// memory block, tty, input and ACPI device; measured on the trixie guest, its udevd spent 7 s of
 /// TCG CPU in the initramfs and found the root disk 3.4 s after the trigger. The real root's
 /// udev coldplugs everything again (consoles, the power button, the agent's port).
 /// Before the trigger it writes the `initramfs` [boot phase mark](crate::vm::boot_phase).
-pub const INITRD_TRIGGER: &str = "[Service]\nExecStartPre=-/bin/sh -c \"read u r < /proc/uptime; echo bootlab-phase initramfs $$u > /dev/console\"\nExecStart=\nExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=pci --subsystem-match=virtio --subsystem-match=block\n";
+pub const INITRD_TRIGGER: &str = concat!(
+    "[Service]\n",
+    phase_mark!("initramfs"),
+    "ExecStart=\nExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=pci --subsystem-match=virtio --subsystem-match=block\n"
+);
 /// The initramfs's last act, switching to the real root, writes the `systemd` boot phase mark.
-pub const INITRD_SWITCH_ROOT: &str = "[Service]\nExecStartPre=-/bin/sh -c \"read u r < /proc/uptime; echo bootlab-phase systemd $$u > /dev/console\"\n";
+pub const INITRD_SWITCH_ROOT: &str = concat!("[Service]\n", phase_mark!("systemd"));
 
 /// A systemd drop-in dracut puts into the initramfs (`--include`): written to `/out/<file>` in
 /// the container that runs dracut, found in the initramfs at `dest`. (`$$` is systemd's `$`.)
@@ -341,6 +357,19 @@ mod tests {
 
     /// The bootc layer puts the arguments and the drop-in in single quotes (and the drop-in
     /// through `printf %b`): neither may hold a quote or a backslash.
+    /// The marks the drop-ins write are the ones the boot-phase line reads.
+    #[test]
+    fn the_drop_ins_write_the_marks_the_boot_phase_line_reads() {
+        use crate::vm::boot_phase::{BootPhase, MARK};
+        for (text, phase) in [
+            (INITRD_TRIGGER, BootPhase::Initramfs),
+            (INITRD_SWITCH_ROOT, BootPhase::Systemd),
+        ] {
+            let echo = format!("echo {MARK}{} $$u > /dev/console", phase.name());
+            assert!(text.contains(&echo), "{text}");
+        }
+    }
+
     #[test]
     fn args_and_trigger_need_no_shell_escaping() {
         for a in dracut_args(true)

@@ -442,10 +442,18 @@ impl Sup {
         });
     }
     fn set_state(&self, state: VmState, detail: impl Into<String>) {
-        let detail = detail.into();
-        log_line!("state: {state} {detail}");
+        self.write_state(state, detail.into(), false);
+    }
+    /// The record's state and detail, saved, then told to waiters and every face. With
+    /// `same_state` only the detail is new, for the state the VM is still in (a boot phase
+    /// began): nothing is written when the state moved on meanwhile (the agent may answer
+    /// while a console line is read), and the state's waiters are not woken.
+    fn write_state(&self, state: VmState, detail: String, same_state: bool) {
         {
             let mut r = self.rec.lock().unwrap();
+            if same_state && r.state != state {
+                return;
+            }
             r.state = state;
             r.detail = detail.clone();
             if VmRecord::file(&self.dir).exists()
@@ -454,7 +462,10 @@ impl Sup {
                 log_line!("cannot save record: {e:#}");
             }
         }
-        self.state_tx.send_replace(state);
+        log_line!("state: {state} {detail}");
+        if !same_state {
+            self.state_tx.send_replace(state);
+        }
         self.emit(VmEvent::State { state, detail });
     }
     fn save(&self) {
@@ -468,21 +479,9 @@ impl Sup {
         *self.boot.lock().unwrap() = super::boot_phase::BootTimeline::new();
     }
 
-    /// A boot phase began: the state's detail says so (every face shows it), unless the state
-    /// moved on meanwhile (the agent may answer while a console line is read).
+    /// A boot phase began: the state's detail says so (every face shows it).
     fn boot_progress(&self, st: VmState, detail: String) {
-        {
-            let mut r = self.rec.lock().unwrap();
-            if r.state != st {
-                return;
-            }
-            r.detail = detail.clone();
-            if VmRecord::file(&self.dir).exists() {
-                let _ = r.save_dir(&self.dir);
-            }
-        }
-        log_line!("boot: {detail}");
-        self.emit(VmEvent::State { state: st, detail });
+        self.write_state(st, detail, true);
     }
     fn console_tail(&self, n: usize) -> String {
         let c = self.console.lock().unwrap();
