@@ -4,7 +4,7 @@
 
 use bootlab::events::{Event, Stamped, Stream};
 use bootlab::tui::action::{Action, DrillKind, Tab};
-use bootlab::tui::app::{App, Init, JobKind, JobOutput, Modal, Msg};
+use bootlab::tui::app::{App, Effect, Init, JobKind, JobOutput, Modal, Msg};
 use bootlab::tui::keymap::{self, Key};
 use bootlab::tui::views::deployments::{DeploymentRow, DiffView};
 use bootlab::tui::views::drills::Verdict;
@@ -709,6 +709,154 @@ fn lab_progress_survives_a_restart() {
     b.update(Action::GoTab(Tab::Labs));
     b.update(Action::Enter);
     assert_eq!(b.labs.current(), Some(("first-boot".into(), 1)));
+}
+
+fn snapshot_of(step: &str) -> bootlab::lab::StepSnapshot {
+    bootlab::lab::StepSnapshot {
+        vm: "lab-first-boot".into(),
+        tag: format!("lab-step-{step}"),
+        vm_created_unix: 1,
+        saved_unix: 2,
+    }
+}
+
+fn starts_rewind(fx: &[Effect]) -> bool {
+    fx.iter()
+        .any(|e| matches!(e, Effect::Start(JobKind::LabRewind { .. })))
+}
+
+/// A step that passes leaves a snapshot (kept in the progress, shown under the checks). Moving
+/// to a step whose start snapshot the guest is not at asks the engine to restore it; moving
+/// where the guest already is restores nothing; reopening the lab (a restart) asks too.
+#[test]
+fn steps_are_snapshotted_and_moving_restores_the_start() {
+    use bootlab::tui::views::labs::LabGuest;
+    let mut a = app_with_labs(vec![sample_lab()]);
+    a.update(Action::GoTab(Tab::Labs));
+    assert!(
+        !starts_rewind(&a.update(Action::Enter)),
+        "nothing saved yet"
+    );
+    let passed = |a: &mut App, step: usize, guest: LabGuest| {
+        a.on_msg(Msg::JobDone {
+            kind: JobKind::LabChecks {
+                lab: "first-boot".into(),
+                step,
+            },
+            result: Ok(JobOutput::Checks(
+                vec![CheckStatus::Passed; if step == 0 { 2 } else { 0 }],
+                Some(guest),
+            )),
+        })
+    };
+    let boot_snapshot = [("boot".to_string(), snapshot_of("boot"))].into();
+    passed(
+        &mut a,
+        0,
+        LabGuest {
+            snapshots: boot_snapshot,
+            guest_at: Some("boot".into()),
+            line: "snapshot lab-step-boot saved".into(),
+        },
+    );
+    assert!(screen(&a).contains("guest: snapshot lab-step-boot saved"));
+    let p = a.labs.saved("first-boot");
+    assert_eq!(p.snapshots["boot"].tag, "lab-step-boot");
+    assert_eq!(a.labs.unsaved.as_deref(), Some("first-boot"));
+    // The guest is where step 2 starts: nothing to restore.
+    assert!(!starts_rewind(&a.update(Action::NextStep)));
+    // Step 2 passed with no VM running: the guest's place is unknown from then on.
+    let snaps = a.labs.saved("first-boot").snapshots;
+    passed(
+        &mut a,
+        1,
+        LabGuest {
+            snapshots: snaps,
+            guest_at: None,
+            line: "no VM running: no snapshot of this step".into(),
+        },
+    );
+    // Back to step 1: the first step starts from nothing saved.
+    assert!(!starts_rewind(&a.update(Action::PrevStep)));
+    // Ahead to step 2 again: its start (step 1's end) is restored.
+    let fx = a.update(Action::NextStep);
+    assert!(
+        fx.contains(&Effect::Start(JobKind::LabRewind {
+            lab: "first-boot".into(),
+            step: 1
+        })),
+        "{fx:?}"
+    );
+    a.on_msg(Msg::JobDone {
+        kind: JobKind::LabRewind {
+            lab: "first-boot".into(),
+            step: 1,
+        },
+        result: Ok(JobOutput::Rewound(
+            LabGuest {
+                snapshots: a.labs.saved("first-boot").snapshots,
+                guest_at: Some("boot".into()),
+                line: "the guest is back as step boot left it (snapshot restored in 2.1s)".into(),
+            },
+            None,
+        )),
+    });
+    assert_eq!(a.labs.saved("first-boot").guest_at.as_deref(), Some("boot"));
+    assert!(screen(&a).contains("the guest is back as step boot left it"));
+    // A restart: the lab reopens on step 2 and asks the engine to put the guest there (a
+    // stopped VM is started from the snapshot).
+    let mut b = app_with_labs(vec![sample_lab()]);
+    b.labs
+        .progress
+        .insert("first-boot".into(), a.labs.saved("first-boot"));
+    b.update(Action::GoTab(Tab::Labs));
+    assert!(starts_rewind(&b.update(Action::Enter)));
+}
+
+/// `x` lists the step's code blocks; Enter runs the picked one in the guest (a job that shows
+/// it first), `c` copies it to the clipboard.
+#[test]
+fn a_steps_code_block_runs_in_the_guest_or_is_copied() {
+    let mut a = app_with_labs(vec![sample_lab()]);
+    a.update(Action::GoTab(Tab::Labs));
+    a.update(Action::Enter);
+    assert!(screen(&a).contains("x runs or copies the command of the text"));
+    assert!(
+        keymap::bindings(&a)
+            .iter()
+            .any(|b| b.key == Key::ch('x') && b.help == "run/copy a command")
+    );
+    a.update(Action::Snippets);
+    let s = screen(&a);
+    assert!(s.contains("the step's commands"), "{s}");
+    assert!(s.contains("▶ ostree admin status"), "{s}");
+    let fx = a.update(Action::Confirm);
+    assert_eq!(
+        fx,
+        vec![Effect::Start(JobKind::LabSnippet {
+            lab: "first-boot".into(),
+            step: 0,
+            code: "ostree admin status".into()
+        })]
+    );
+    a.on_msg(Msg::JobDone {
+        kind: JobKind::LabSnippet {
+            lab: "first-boot".into(),
+            step: 0,
+            code: "ostree admin status".into(),
+        },
+        result: Ok(JobOutput::Done("the command exited 0 in the guest".into())),
+    });
+    a.update(Action::Snippets);
+    assert_eq!(
+        a.update(Action::CopySnippet),
+        vec![Effect::Copy("ostree admin status".into())]
+    );
+    assert!(a.modal.is_none());
+    // A step without code blocks offers no `x`.
+    a.update(Action::NextStep);
+    assert!(!keymap::bindings(&a).iter().any(|b| b.key == Key::ch('x')));
+    assert!(!screen(&a).contains("x runs or copies"));
 }
 
 /// After a build the build panel lists the lint's findings (their why goes to the build log).

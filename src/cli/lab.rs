@@ -33,8 +33,10 @@ pub enum LabCmd {
         /// The VM to use (default `lab-<lab id>`).
         #[arg(long)]
         vm: Option<String>,
-        /// Start at this step (the earlier ones are assumed done). Without it the lab resumes
-        /// where it stopped, in this command or in the TUI (the progress file is shared).
+        /// Start at this step, the guest restored as the step before left it (the snapshot taken
+        /// when that step passed; without one the guest stays as it is). Without it the lab
+        /// resumes where it stopped, in this command or in the TUI (the progress file is
+        /// shared), the stopped VM started from its snapshot.
         #[arg(long)]
         from: Option<String>,
         /// Print the hints already revealed at each step, and reveal (and print) the next one
@@ -368,7 +370,9 @@ fn run_lab(
         Some(f) => l.steps.iter().position(|s| &s.id == f).ok_or_else(|| {
             anyhow::anyhow!("lab {} has no step {f:?} (steps: {})", l.id, ids.join(", "))
         })?,
-        None if progress.is_complete(&ids) => {
+        // Finished (no current step): again from the start. A finished lab someone went back
+        // into and stopped at a failing step resumes there, like any other.
+        None if progress.is_complete(&ids) && progress.current.is_none() => {
             println!(
                 "every step of {} passed before: running it again from the start",
                 l.id
@@ -401,6 +405,16 @@ fn run_lab(
             print!("\n{}", indent(t, "   "));
         }
         progress.vm = Some(runner.vm.clone());
+        // Resuming, going back or skipping: the guest as the step before left it, from its
+        // snapshot (nothing happens when the guest is already there).
+        match runner.rewind_to(start, &mut progress).await {
+            Ok(r @ (lab::Rewind::Restored { .. } | lab::Rewind::Gone { .. })) => {
+                println!("{}", r.describe())
+            }
+            Ok(r) if verbose => println!("{}", r.describe()),
+            Ok(_) => {}
+            Err(e) => println!("could not restore the step's snapshot ({e:#}): the guest stays as it is"),
+        }
         let mut ok = true;
         for (i, step) in l.steps.iter().enumerate().skip(start) {
             progress.start_step(&step.id);
@@ -414,6 +428,13 @@ fn run_lab(
             let o = runner.run_step(step, solve).await;
             if o.passed {
                 progress.mark_passed(&step.id, l.steps.get(i + 1).map(|s| s.id.as_str()));
+                // The state the next step starts from, kept for going back and resuming.
+                if let Err(e) = runner.snapshot_step(&step.id, &mut progress).await {
+                    ev.note(
+                        &lab_stage(&l.id, Some(&step.id)),
+                        format!("no snapshot of this step ({e:#}): going back to it will not restore the guest"),
+                    );
+                }
                 progress.save(&paths)?;
             } else {
                 let shown = progress.hints_shown(&step.id);

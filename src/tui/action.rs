@@ -162,6 +162,10 @@ pub enum Action {
     Solve,
     NextStep,
     PrevStep,
+    /// The open step's code blocks: pick one to run in the guest or copy.
+    Snippets,
+    /// Copy the picked code block to the terminal's clipboard (OSC 52).
+    CopySnippet,
     // Confirmation popups.
     Confirm,
     /// The second choice of a confirmation (quit but keep the VMs running).

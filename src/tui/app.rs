@@ -4,9 +4,10 @@
 
 use super::action::{Action, DrillKind, Tab, VmControl};
 use super::logpane::LogPane;
+use super::markdown::Snippet;
 use super::views::deployments::{DeployView, DeploymentRow, DiffView};
 use super::views::drills::{DrillRun, DrillsView, Verdict};
-use super::views::labs::{CheckStatus, LabModel, LabsView};
+use super::views::labs::{CheckStatus, LabGuest, LabModel, LabsView};
 use super::views::recipes::RecipesView;
 use super::views::vm::{VmInfo, VmView};
 use crate::events::{CheckOutcome, Event, Stamped, Stream, lab_stage, vm_of_stage};
@@ -34,6 +35,13 @@ pub enum Modal {
         name: String,
         error: Option<String>,
     },
+    /// The open step's code blocks: the picked one runs in the guest (shown first) or is copied.
+    Snippets {
+        lab: String,
+        step: usize,
+        snippets: Vec<Snippet>,
+        selected: usize,
+    },
 }
 
 impl Modal {
@@ -44,6 +52,7 @@ impl Modal {
             Modal::ConfirmQuit { .. } => "quit",
             Modal::ConfirmSolve { .. } => "show and run the solution",
             Modal::NewRecipe { .. } => "make it and edit",
+            Modal::Snippets { .. } => "run it in the guest",
         }
     }
     /// A second way to say yes, when there is one.
@@ -58,15 +67,40 @@ impl Modal {
 /// The kinds of background work; one runs at a time (2 cores, one VM at a time).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobKind {
-    Build { recipe: String, version: String },
-    Boot { recipe: String },
+    Build {
+        recipe: String,
+        version: String,
+    },
+    Boot {
+        recipe: String,
+    },
     VmControl(VmControl),
     Refresh,
     Diff,
     Drill(DrillKind),
-    LabAction { lab: String, step: usize },
-    LabChecks { lab: String, step: usize },
-    LabSolve { lab: String, step: usize },
+    LabAction {
+        lab: String,
+        step: usize,
+    },
+    LabChecks {
+        lab: String,
+        step: usize,
+    },
+    LabSolve {
+        lab: String,
+        step: usize,
+    },
+    /// Put the lab's guest where the step starts (its start snapshot).
+    LabRewind {
+        lab: String,
+        step: usize,
+    },
+    /// One of the step's code blocks, run in the lab's guest.
+    LabSnippet {
+        lab: String,
+        step: usize,
+        code: String,
+    },
 }
 
 impl JobKind {
@@ -81,6 +115,8 @@ impl JobKind {
             JobKind::LabAction { .. } => "running the step's action".into(),
             JobKind::LabChecks { .. } => "checking".into(),
             JobKind::LabSolve { .. } => "running the solution".into(),
+            JobKind::LabRewind { .. } => "restoring the guest as the step starts".into(),
+            JobKind::LabSnippet { .. } => "running the command in the guest".into(),
         }
     }
 }
@@ -111,6 +147,8 @@ pub enum Effect {
     SaveLabProgress {
         lab: String,
     },
+    /// Put text on the terminal's clipboard (OSC 52: works over SSH too).
+    Copy(String),
 }
 
 /// What finished jobs hand back.
@@ -128,7 +166,10 @@ pub enum JobOutput {
     Deployments(Vec<DeploymentRow>),
     Diff(DiffView),
     Verdict(Verdict),
-    Checks(Vec<CheckStatus>),
+    /// A step's checks, and (when they all passed) the snapshot taken of the guest.
+    Checks(Vec<CheckStatus>, Option<LabGuest>),
+    /// The guest put where a lab step starts; the VM when it was started for it.
+    Rewound(LabGuest, Option<VmInfo>),
 }
 
 /// Messages from the runtime and from background jobs.
@@ -282,8 +323,45 @@ impl App {
                     self.presenter = false;
                 }
             }
+            Action::Up | Action::Down if matches!(self.modal, Some(Modal::Snippets { .. })) => {
+                if let Some(Modal::Snippets {
+                    snippets, selected, ..
+                }) = &mut self.modal
+                {
+                    let d = if action == Action::Up { -1 } else { 1 };
+                    *selected = step_index(*selected, d, snippets.len());
+                }
+            }
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
+            Action::Snippets => {
+                let snippets = self
+                    .labs
+                    .step()
+                    .map(|s| crate::tui::markdown::code_blocks(&s.text))
+                    .unwrap_or_default();
+                match self.labs.current() {
+                    Some((lab, step)) if !snippets.is_empty() => {
+                        self.modal = Some(Modal::Snippets {
+                            lab,
+                            step,
+                            snippets,
+                            selected: 0,
+                        })
+                    }
+                    _ => self.status = Some("this step's text has no code block".into()),
+                }
+            }
+            Action::CopySnippet => {
+                if let Some(Modal::Snippets {
+                    snippets, selected, ..
+                }) = self.modal.take()
+                    && let Some(s) = snippets.into_iter().nth(selected)
+                {
+                    self.status = Some(format!("copied to the clipboard: {}", s.summary()));
+                    return vec![Effect::Copy(s.code)];
+                }
+            }
             Action::LogPageUp => {
                 if let Some(l) = self.focused_log_mut() {
                     l.page_up()
@@ -407,14 +485,10 @@ impl App {
                     }
                 }
             }
-            Action::NextStep => {
-                if let Some(lab) = self.labs.go_step(1) {
-                    return vec![Effect::SaveLabProgress { lab }];
-                }
-            }
-            Action::PrevStep => {
-                if let Some(lab) = self.labs.go_step(-1) {
-                    return vec![Effect::SaveLabProgress { lab }];
+            Action::NextStep | Action::PrevStep => {
+                let d = if action == Action::NextStep { 1 } else { -1 };
+                if let Some(lab) = self.labs.go_step(d) {
+                    return self.after_step_move(lab);
                 }
             }
             Action::Confirm => match self.modal.take() {
@@ -432,6 +506,25 @@ impl App {
                 Some(Modal::NewRecipe { from, name, .. }) => {
                     return self.create_recipe(from, name);
                 }
+                Some(Modal::Snippets {
+                    lab,
+                    step,
+                    snippets,
+                    selected,
+                }) => match snippets.into_iter().nth(selected) {
+                    Some(s) if s.runnable => {
+                        return self.start(JobKind::LabSnippet {
+                            lab,
+                            step,
+                            code: s.code,
+                        });
+                    }
+                    Some(_) => {
+                        self.status =
+                            Some("not a shell command (a file's text): c copies it instead".into())
+                    }
+                    None => {}
+                },
                 _ => {}
             },
             Action::ConfirmAlt => {
@@ -555,6 +648,18 @@ impl App {
         }
     }
 
+    /// The learner went to another step: save where they are and, when that step starts from a
+    /// snapshot the guest is not at, restore it (going back or skipping ahead).
+    fn after_step_move(&mut self, lab: String) -> Vec<Effect> {
+        let mut fx = vec![Effect::SaveLabProgress { lab: lab.clone() }];
+        if self.labs.needs_rewind()
+            && let Some((_, step)) = self.labs.current()
+        {
+            fx.extend(self.start(JobKind::LabRewind { lab, step }));
+        }
+        fx
+    }
+
     fn lab_enter(&mut self) -> Vec<Effect> {
         if self.labs.open.is_none() {
             if self.labs.labs.is_empty() {
@@ -562,6 +667,12 @@ impl App {
                 return vec![];
             }
             self.labs.open_selected();
+            // Resuming: the guest as the step before left it (a stopped VM starts from it).
+            if self.labs.step_has_start_snapshot()
+                && let Some((lab, step)) = self.labs.current()
+            {
+                return self.start(JobKind::LabRewind { lab, step });
+            }
             return vec![];
         }
         match self.labs.current() {
@@ -639,8 +750,21 @@ impl App {
                     });
                 }
             }
-            (JobKind::LabChecks { .. } | JobKind::LabSolve { .. }, Ok(JobOutput::Checks(c))) => {
+            (
+                JobKind::LabChecks { lab, .. } | JobKind::LabSolve { lab, .. },
+                Ok(JobOutput::Checks(c, guest)),
+            ) => {
                 self.labs.set_checks(c);
+                if let Some(g) = guest {
+                    self.labs.apply_guest(&lab, g);
+                }
+            }
+            (JobKind::LabRewind { lab, .. }, Ok(JobOutput::Rewound(g, vm))) => {
+                self.status = Some(g.line.clone());
+                self.labs.apply_guest(&lab, g);
+                if vm.is_some() {
+                    self.vm.vm = vm;
+                }
             }
             (JobKind::LabChecks { .. } | JobKind::LabSolve { .. }, Err(_)) => {
                 self.labs.reset_running_checks()
@@ -778,7 +902,11 @@ impl App {
         match kind {
             Some(JobKind::Boot { .. } | JobKind::VmControl(_)) => &mut self.vm.console,
             Some(
-                JobKind::LabAction { .. } | JobKind::LabChecks { .. } | JobKind::LabSolve { .. },
+                JobKind::LabAction { .. }
+                | JobKind::LabChecks { .. }
+                | JobKind::LabSolve { .. }
+                | JobKind::LabRewind { .. }
+                | JobKind::LabSnippet { .. },
             ) => &mut self.labs.log,
             Some(JobKind::Drill(_)) => &mut self.drills.log,
             _ => &mut self.recipes.log,

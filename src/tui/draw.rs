@@ -180,6 +180,34 @@ fn draw_confirm(app: &App, m: &Modal, f: &mut Frame, area: Rect) {
             }
             ("new recipe", l)
         }
+        Modal::Snippets {
+            snippets, selected, ..
+        } => {
+            let mut l = vec![Line::styled(
+                "Runs in the lab's guest as root (sh -c), output in the log below the step.",
+                dim(),
+            )];
+            for (i, s) in snippets.iter().enumerate() {
+                let mark = if i == *selected { "▶ " } else { "  " };
+                let style = match (i == *selected, s.runnable) {
+                    (true, _) => Style::new().fg(Color::Cyan).bold(),
+                    (false, true) => Style::new(),
+                    (false, false) => dim(),
+                };
+                let note = if s.runnable { "" } else { "  [copy only]" };
+                l.push(Line::styled(format!("{mark}{}{note}", s.summary()), style));
+            }
+            if let Some(s) = snippets.get(*selected) {
+                l.push(Line::raw(""));
+                for c in s.code.lines() {
+                    l.push(Line::styled(
+                        format!("    {c}"),
+                        Style::new().fg(Color::LightGreen),
+                    ));
+                }
+            }
+            ("the step's commands", l)
+        }
         Modal::Help => return,
     };
     lines.push(Line::raw(""));

@@ -7,6 +7,7 @@ use super::action::DrillKind;
 use super::app::{App, JobKind, JobOutput};
 use super::views::deployments::{DeploymentRow, DiffView};
 use super::views::drills::Verdict;
+use super::views::labs::LabGuest;
 use super::views::vm::VmInfo;
 use crate::drill::vm_ops::VmGuest;
 use crate::events::{CancellationToken, Emitter};
@@ -36,6 +37,8 @@ pub struct JobInput {
     pub lab: Option<crate::lab::Lab>,
     /// The VM the open lab ran in before (its saved progress), in this TUI or `bootlab lab run`.
     pub lab_vm: Option<String>,
+    /// The open lab's progress (its step snapshots and where the guest is).
+    pub lab_progress: Option<crate::lab::Progress>,
 }
 
 impl JobInput {
@@ -68,6 +71,7 @@ impl JobInput {
                 .lab()
                 .and_then(|l| app.labs.progress.get(&l.id))
                 .and_then(|p| p.vm.clone()),
+            lab_progress: app.labs.lab().map(|l| app.labs.saved(&l.id)),
             kind,
         }
     }
@@ -90,6 +94,12 @@ pub async fn run(
         JobKind::LabAction { .. } => lab_action(&paths, &input, &emitter, &cancel).await,
         JobKind::LabChecks { .. } => lab_checks(&paths, &input, false, &emitter, &cancel).await,
         JobKind::LabSolve { .. } => lab_checks(&paths, &input, true, &emitter, &cancel).await,
+        JobKind::LabSnippet { code, .. } => {
+            lab_snippet(&paths, &input, code, &emitter, &cancel).await
+        }
+        JobKind::LabRewind { step, .. } => {
+            lab_rewind(&paths, &input, *step, &emitter, &cancel).await
+        }
     };
     r.map_err(|e| format!("{e:#}"))
 }
@@ -148,7 +158,84 @@ async fn lab_checks(
             CheckStatus::Failed(r.message.unwrap_or_default())
         });
     }
-    Ok(JobOutput::Checks(out))
+    // Passed: the guest as this step leaves it is where the next one starts, as in `lab run`.
+    let mut guest = None;
+    if !out.is_empty() && out.iter().all(|c| *c == CheckStatus::Passed) {
+        let mut p = lab_progress(input, &runner);
+        let line = match runner.snapshot_step(&step.id, &mut p).await {
+            Ok(Some(s)) => format!(
+                "snapshot {} saved: going back to the next step restores it",
+                s.tag
+            ),
+            Ok(None) => "no VM running: no snapshot of this step".to_string(),
+            Err(e) => format!("no snapshot of this step: {e:#}"),
+        };
+        guest = Some(LabGuest::of(&p, line));
+    }
+    Ok(JobOutput::Checks(out, guest))
+}
+
+/// The open lab's progress as the job started (fresh when the lab was never started).
+fn lab_progress(input: &JobInput, runner: &crate::lab::LabRunner) -> crate::lab::Progress {
+    input
+        .lab_progress
+        .clone()
+        .unwrap_or_else(|| crate::lab::Progress::new(&runner.lab.id))
+}
+
+/// One of the step's code blocks in the lab's guest: shown first, its output in the lab's log,
+/// its exit status the summary (a command the text expects to fail, like `touch /usr/x`, is no
+/// job failure).
+async fn lab_snippet(
+    paths: &Paths,
+    input: &JobInput,
+    code: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JobOutput> {
+    let mut runner = lab_runner(paths, input, ev, cancel)?;
+    let c = runner.run_in_guest("lab", code).await?;
+    Ok(JobOutput::Done(format!(
+        "the command exited {} in the guest",
+        c.exit
+    )))
+}
+
+/// Put the lab's guest where step `step` starts, from the snapshot taken when the step before
+/// it passed: loaded into the running VM, or the stopped VM started from it (not while another
+/// lab's VM runs: one lab VM at a time).
+async fn lab_rewind(
+    paths: &Paths,
+    input: &JobInput,
+    step: usize,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JobOutput> {
+    let mut runner = lab_runner(paths, input, ev, cancel)?;
+    let mut p = lab_progress(input, &runner);
+    let vms = crate::vm::lifecycle::list(paths);
+    if let Some(other) = other_lab_vm_running(
+        vms.iter()
+            .map(|r| (r.name.as_str(), r.state != crate::vm::VmState::Stopped)),
+        &runner.vm,
+    ) && !vms
+        .iter()
+        .any(|r| r.name == runner.vm && r.state != crate::vm::VmState::Stopped)
+    {
+        let line = format!(
+            "VM {other} of another lab is running: power it off to have this lab's guest restored"
+        );
+        return Ok(JobOutput::Rewound(LabGuest::of(&p, line), None));
+    }
+    let r = runner.rewind_to(step, &mut p).await?;
+    ev.note("lab", r.describe());
+    let vm = match r {
+        crate::lab::Rewind::Restored { .. } => {
+            VmRecord::load(paths, &runner.vm).ok().map(|r| vm_info(&r))
+        }
+        _ => None,
+    };
+    Ok(JobOutput::Rewound(LabGuest::of(&p, r.describe()), vm))
 }
 
 /// A step's action, run by the lab runner exactly as `bootlab lab run` runs it (same image,

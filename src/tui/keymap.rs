@@ -154,12 +154,15 @@ pub enum Context {
     FilterInput,
     View(Tab),
     LabStep,
+    /// Picking one of a step's code blocks.
+    Snippets,
 }
 
 pub fn context(app: &App) -> Context {
     match &app.modal {
         Some(Modal::Help) => Context::Help,
         Some(Modal::NewRecipe { .. }) => Context::NameInput,
+        Some(Modal::Snippets { .. }) => Context::Snippets,
         Some(_) => Context::Confirm,
         None => context_under_modal(app),
     }
@@ -290,6 +293,19 @@ fn bindings_in(app: &App, ctx: Context) -> Vec<Binding> {
             v.push(extra(Key::code(KeyCode::Esc), Action::Dismiss, "cancel"));
             v
         }
+        Context::Snippets => {
+            let mut v = vec![
+                b(
+                    Key::code(KeyCode::Enter),
+                    Action::Confirm,
+                    "run in the guest",
+                ),
+                b(Key::ch('c'), Action::CopySnippet, "copy"),
+                b(Key::code(KeyCode::Esc), Action::Dismiss, "cancel"),
+            ];
+            v.extend(list_bindings());
+            v
+        }
         Context::NameInput => vec![
             b(
                 Key::code(KeyCode::Enter),
@@ -334,6 +350,14 @@ fn bindings_in(app: &App, ctx: Context) -> Vec<Binding> {
                 b(Key::ch('S'), Action::Solve, "solve"),
                 b(Key::code(KeyCode::Esc), Action::Back, "labs"),
             ];
+            if app
+                .labs
+                .step()
+                .is_some_and(|s| !crate::tui::markdown::code_blocks(&s.text).is_empty())
+            {
+                // In the `?` popup; the step panel says it too (the bar is full here).
+                v.push(extra(Key::ch('x'), Action::Snippets, "run/copy a command"));
+            }
             v.extend(essential_bindings(app));
             v.extend(navigation_bindings(app));
             v

@@ -36,6 +36,64 @@ pub fn render_inline(src: &str, base: Style, prefix: &str) -> Vec<Line<'static>>
         .collect()
 }
 
+/// A code block of a step's text: what the learner may copy, or run in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snippet {
+    pub code: String,
+    /// Shell commands (an indented block, or fenced as `sh`, `bash`, `shell`, `console` or with
+    /// no language); other blocks (a Containerfile, TOML) can only be copied.
+    pub runnable: bool,
+}
+
+impl Snippet {
+    /// One line for a list: the first line, and how many more follow.
+    pub fn summary(&self) -> String {
+        let mut lines = self.code.lines();
+        let first = lines.next().unwrap_or_default().to_string();
+        match lines.count() {
+            0 => first,
+            n => format!("{first}  (+{n} more line{})", if n == 1 { "" } else { "s" }),
+        }
+    }
+}
+
+/// The code blocks of `src`, in order.
+pub fn code_blocks(src: &str) -> Vec<Snippet> {
+    let mut out = Vec::new();
+    let mut cur: Option<Snippet> = None;
+    for ev in Parser::new(src) {
+        match ev {
+            Event::Start(Tag::CodeBlock(kind)) => {
+                let runnable = match kind {
+                    CodeBlockKind::Indented => true,
+                    CodeBlockKind::Fenced(lang) => {
+                        matches!(&*lang, "" | "sh" | "bash" | "shell" | "console")
+                    }
+                };
+                cur = Some(Snippet {
+                    code: String::new(),
+                    runnable,
+                });
+            }
+            Event::Text(t) => {
+                if let Some(c) = &mut cur {
+                    c.code.push_str(&t);
+                }
+            }
+            Event::End(TagEnd::CodeBlock) => {
+                if let Some(mut c) = cur.take() {
+                    c.code = c.code.trim_end().to_string();
+                    if !c.code.is_empty() {
+                        out.push(c);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 fn render_styled(src: &str, scale: Scale, base: Style) -> Text<'static> {
     let mut r = Renderer {
         lines: Vec::new(),
@@ -269,6 +327,19 @@ mod tests {
             .iter()
             .map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect())
             .collect()
+    }
+
+    #[test]
+    fn code_blocks_are_snippets_and_only_shell_ones_run() {
+        let src = "Try it:\n\n    touch /usr/x\n    findmnt /usr\n\nThen:\n\n```dockerfile\nFROM x\n```\n\n```sh\nls /\n```\n";
+        let s = code_blocks(src);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].code, "touch /usr/x\nfindmnt /usr");
+        assert!(s[0].runnable);
+        assert_eq!(s[0].summary(), "touch /usr/x  (+1 more line)");
+        assert_eq!((s[1].code.as_str(), s[1].runnable), ("FROM x", false));
+        assert_eq!((s[2].code.as_str(), s[2].runnable), ("ls /", true));
+        assert!(code_blocks("no `code` block here").is_empty());
     }
 
     #[test]

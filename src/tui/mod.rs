@@ -350,6 +350,17 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
                         app.on_msg(Msg::Status(format!("failed: saving lab progress: {e}")));
                     }
                 }
+                Effect::Copy(text) => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout();
+                    if out
+                        .write_all(osc52(&text).as_bytes())
+                        .and_then(|_| out.flush())
+                        .is_err()
+                    {
+                        app.on_msg(Msg::Status("could not copy (the terminal is gone)".into()));
+                    }
+                }
             }
         }
         if app.quit {
@@ -368,4 +379,22 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
     runner.cancel();
     watcher.follow(None);
     Ok(())
+}
+
+/// The escape sequence that asks the terminal to put `text` on the system clipboard (OSC 52;
+/// most terminals and tmux with `set-clipboard on` honour it, over SSH too).
+fn osc52(text: &str) -> String {
+    use base64::Engine;
+    format!(
+        "\x1b]52;c;{}\x07",
+        base64::engine::general_purpose::STANDARD.encode(text)
+    )
+}
+
+#[cfg(test)]
+mod clipboard_tests {
+    #[test]
+    fn osc52_carries_the_text_in_base64() {
+        assert_eq!(super::osc52("ls /"), "\x1b]52;c;bHMgLw==\x07");
+    }
 }

@@ -8,7 +8,8 @@
 //! - [`jsonpath`]: the small `a.b[0].c` paths checks use on JSON output.
 //! - [`runner`]: runs a step's action (host, pipeline, the lab's VM) and its checks, retried by
 //!   their policy, reporting events; [`progress`]: where a learner is, saved per lab;
-//!   [`report`]: `selftest` of a whole lab and its JUnit/JSON reports.
+//!   [`report`]: `selftest` of a whole lab and its JUnit/JSON reports; [`rewind`]: a snapshot of
+//!   the guest when a step passes, restored when the learner goes back, skips or resumes.
 //!
 //! The format is documented for authors in `labs/README.md`.
 
@@ -18,6 +19,7 @@ pub mod model;
 pub mod parse;
 pub mod progress;
 pub mod report;
+pub mod rewind;
 pub mod runner;
 pub mod trust;
 
@@ -26,7 +28,8 @@ pub use model::{
     Action, Check, DeploymentsExpect, Expect, Lab, Probe, Requires, RetryPolicy, SCHEMA, Slot, Step,
 };
 pub use parse::{find, load_file, load_paths, parse_lab, shipped};
-pub use progress::Progress;
+pub use progress::{Progress, StepSnapshot};
+pub use rewind::Rewind;
 pub use runner::{CheckResult, LabRunner, StepOutcome};
 
 /// The environment a runner gives `host` commands of a lab (documented in `labs/README.md`):

@@ -35,6 +35,34 @@ pub struct Progress {
     pub vm: Option<String>,
     #[serde(default)]
     pub updated_unix: u64,
+    /// Per passed step: the snapshot of the lab's VM taken when it passed, which is the state the
+    /// step after it starts from (going back, skipping or resuming restores it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshots: BTreeMap<String, StepSnapshot>,
+    /// The step whose end the guest was last put at (it passed there, or its snapshot was
+    /// restored): the guest is then where the step after it starts, and nothing is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_at: Option<String>,
+}
+
+/// An internal snapshot in the lab VM's disk, named by its tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSnapshot {
+    pub vm: String,
+    pub tag: String,
+    /// When the VM holding it was made: a VM made again under the same name (a fresh boot)
+    /// has a new disk without the old snapshots.
+    pub vm_created_unix: u64,
+    pub saved_unix: u64,
+}
+
+impl StepSnapshot {
+    /// The tag a step's snapshot has in the lab VM's disk (one per step, replaced when the
+    /// step passes again).
+    pub fn tag_for(step: &str) -> String {
+        format!("lab-step-{step}")
+    }
 }
 
 /// The TUI's file of the previous release: positions, not ids.
@@ -108,6 +136,8 @@ impl Progress {
                     hints_revealed,
                     vm: None,
                     updated_unix: 0,
+                    snapshots: BTreeMap::new(),
+                    guest_at: None,
                 }
             }
         };
@@ -187,6 +217,17 @@ impl Progress {
         self.current = steps.get(i).cloned();
     }
 
+    /// The step whose end step `i` of `steps` starts from (the one before it), with its
+    /// snapshot when one was taken. `None` for the first step: it starts from nothing saved.
+    pub fn start_of<'a>(
+        &'a self,
+        steps: &'a [String],
+        i: usize,
+    ) -> Option<(&'a str, Option<&'a StepSnapshot>)> {
+        let before = steps.get(i.checked_sub(1)?)?;
+        Some((before.as_str(), self.snapshots.get(before)))
+    }
+
     /// The positions of the passed steps among `steps`.
     pub fn passed_positions(&self, steps: &[String]) -> BTreeSet<usize> {
         steps
@@ -258,6 +299,43 @@ mod tests {
         let bad = b"{\n \"step\": \"two\"\n}";
         let e = Progress::parse(bad, "first-boot", &steps).unwrap_err();
         assert!(e.to_string().contains("line"), "{e}");
+    }
+
+    #[test]
+    fn a_step_starts_from_the_snapshot_of_the_step_before() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let steps = ids(&["boot", "upgrade", "rollback"]);
+        let mut p = Progress::new("upgrade");
+        assert_eq!(
+            p.start_of(&steps, 0),
+            None,
+            "the first step starts from nothing"
+        );
+        assert_eq!(p.start_of(&steps, 1), Some(("boot", None)));
+        let s = StepSnapshot {
+            vm: "lab-upgrade".into(),
+            tag: StepSnapshot::tag_for("boot"),
+            vm_created_unix: 7,
+            saved_unix: 9,
+        };
+        p.snapshots.insert("boot".into(), s.clone());
+        p.guest_at = Some("boot".into());
+        p.save(&paths).unwrap();
+        let q = Progress::load(&paths, "upgrade", &steps).unwrap();
+        assert_eq!(q.start_of(&steps, 1), Some(("boot", Some(&s))));
+        assert_eq!(q.start_of(&steps, 2), Some(("upgrade", None)));
+        assert_eq!(q.guest_at.as_deref(), Some("boot"));
+        assert_eq!(s.tag, "lab-step-boot");
+        // Files without snapshots (every earlier one) load with none, and write none.
+        let old = br#"{"lab":"upgrade","current":"upgrade","passed":["boot"]}"#;
+        let o = Progress::parse(old, "upgrade", &steps).unwrap();
+        assert!(o.snapshots.is_empty() && o.guest_at.is_none());
+        let text = String::from_utf8(serde_json::to_vec(&o).unwrap()).unwrap();
+        assert!(
+            !text.contains("snapshots") && !text.contains("guest_at"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -193,8 +193,21 @@ impl LabRunner {
         }
     }
 
-    fn stage(&self, step: &str) -> String {
+    pub(super) fn stage(&self, step: &str) -> String {
         crate::events::lab_stage(&self.lab.id, Some(step))
+    }
+    pub(super) fn paths(&self) -> &Paths {
+        &self.paths
+    }
+    pub(super) fn ev(&self) -> &Emitter {
+        &self.ev
+    }
+    pub(super) fn cancel(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+    /// The guest connection is stale (the VM was restored or started again): reconnect later.
+    pub(super) fn forget_guest(&mut self) {
+        self.guest = None;
     }
 
     /// Run one step: its action (and with `solve`, its solve actions), then its checks. A failed
@@ -436,7 +449,7 @@ impl LabRunner {
     /// After a reboot (an action's, or the guest's own: an update timer) the guest may run
     /// another recipe or version than its VM record says; the record follows the booted
     /// deployment, so the next action publishes and upgrades what the guest really is.
-    async fn follow_guest(&mut self, step: &str) {
+    pub(super) async fn follow_guest(&mut self, step: &str) {
         let Ok(family) = self.vm_recipe().map(|r| r.file.family) else {
             return;
         };
@@ -489,6 +502,12 @@ impl LabRunner {
             self.ev.log(stage, Stream::Stderr, l);
         }
         Ok(got)
+    }
+
+    /// `sh -c RUN` in the lab's guest, shown first and its output streamed; any exit status is
+    /// an answer (a step's text may show a command that fails on purpose).
+    pub async fn run_in_guest(&mut self, stage: &str, run: &str) -> Result<Captured> {
+        self.guest_cmd(stage, sh(run)).await
     }
 
     async fn guest_ok(&mut self, stage: &str, argv: Vec<String>) -> Result<Captured> {

@@ -132,6 +132,27 @@ pub struct LabsView {
     pub solution_shown: bool,
     /// Output of the step's action, checks and solution.
     pub log: LogPane,
+    /// Where the lab's guest is (a step's snapshot saved or restored), one line under the checks.
+    pub guest_line: Option<String>,
+}
+
+/// Where a lab job left the lab's guest: the progress fields the engine changed (snapshots, the
+/// step the guest is at) and a line for the learner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabGuest {
+    pub snapshots: BTreeMap<String, crate::lab::StepSnapshot>,
+    pub guest_at: Option<String>,
+    pub line: String,
+}
+
+impl LabGuest {
+    pub fn of(p: &Progress, line: String) -> LabGuest {
+        LabGuest {
+            snapshots: p.snapshots.clone(),
+            guest_at: p.guest_at.clone(),
+            line,
+        }
+    }
 }
 
 impl LabsView {
@@ -151,6 +172,7 @@ impl LabsView {
             checks: vec![],
             solution_shown: false,
             log: LogPane::with_capacity(2000),
+            guest_line: None,
         }
     }
 
@@ -221,6 +243,7 @@ impl LabsView {
         let n = self.step().map(|s| s.checks.len()).unwrap_or(0);
         self.checks = vec![CheckStatus::NotRun; n];
         self.solution_shown = false;
+        self.guest_line = None;
         self.log.clear();
     }
 
@@ -262,6 +285,41 @@ impl LabsView {
             Some(id)
         } else {
             None
+        }
+    }
+
+    /// A lab job's word on the guest: kept in the lab's progress (saved by the loop) and shown.
+    pub fn apply_guest(&mut self, lab: &str, g: LabGuest) {
+        let p = self.progress_mut(lab);
+        p.snapshots = g.snapshots;
+        p.guest_at = g.guest_at;
+        self.guest_line = Some(g.line);
+        self.unsaved = Some(lab.to_string());
+    }
+
+    /// The open step starts from a snapshot and the guest is not known to be there: restoring
+    /// it puts the guest where the step starts (the engine decides what is needed).
+    pub fn step_has_start_snapshot(&self) -> bool {
+        let Some(lab) = self.lab() else {
+            return false;
+        };
+        let (ids, p) = (lab.step_ids(), self.saved(&lab.id));
+        matches!(
+            p.start_of(&ids, self.progress_of(&lab.id).step),
+            Some((_, Some(_)))
+        )
+    }
+
+    /// Moving to the open step calls for a restore: it has a start snapshot and the guest is
+    /// somewhere else.
+    pub fn needs_rewind(&self) -> bool {
+        let Some(lab) = self.lab() else {
+            return false;
+        };
+        let (ids, p) = (lab.step_ids(), self.saved(&lab.id));
+        match p.start_of(&ids, self.progress_of(&lab.id).step) {
+            Some((after, Some(_))) => p.guest_at.as_deref() != Some(after),
+            _ => false,
         }
     }
 
@@ -438,6 +496,17 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
             dim(),
         )),
     }
+    let n = markdown::code_blocks(&step.text).len();
+    if n > 0 {
+        lines.push(Line::styled(
+            if n == 1 {
+                "x runs or copies the command of the text".to_string()
+            } else {
+                format!("x runs or copies one of the {n} commands of the text")
+            },
+            dim(),
+        ));
+    }
     lines.push(Line::raw(""));
     lines.push(Line::styled("checks (c runs them)", dim()));
     for (i, c) in step.checks.iter().enumerate() {
@@ -459,6 +528,12 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
             }
             lines.extend(markdown::render_inline(advice, red, "    "));
         }
+    }
+    if let Some(g) = &v.guest_line {
+        lines.push(Line::styled(
+            format!("guest: {g}"),
+            Style::new().fg(Color::LightBlue),
+        ));
     }
     lines.push(Line::raw(""));
     if step.hints.is_empty() {
