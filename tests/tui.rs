@@ -829,6 +829,10 @@ fn a_steps_code_block_runs_in_the_guest_or_is_copied() {
     a.update(Action::Snippets);
     let s = screen(&a);
     assert!(s.contains("the step's commands"), "{s}");
+    assert!(
+        s.contains("Enter run in the guest"),
+        "the popup's keys show:\n{s}"
+    );
     assert!(s.contains("▶ ostree admin status"), "{s}");
     let fx = a.update(Action::Confirm);
     assert_eq!(
@@ -847,6 +851,10 @@ fn a_steps_code_block_runs_in_the_guest_or_is_copied() {
         },
         result: Ok(JobOutput::Done("the command exited 0 in the guest".into())),
     });
+    assert_eq!(
+        a.status.as_deref(),
+        Some("the command exited 0 in the guest")
+    );
     a.update(Action::Snippets);
     assert_eq!(
         a.update(Action::CopySnippet),

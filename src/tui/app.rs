@@ -732,6 +732,8 @@ impl App {
             ) => {
                 self.vm.vm = v;
             }
+            // The command's exit status says more than "done".
+            (JobKind::LabSnippet { .. }, Ok(JobOutput::Done(s))) => self.status = Some(s),
             (JobKind::Refresh, Ok(JobOutput::Deployments(d))) => {
                 self.deploy.set(d, self.now);
             }

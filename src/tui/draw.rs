@@ -184,7 +184,7 @@ fn draw_confirm(app: &App, m: &Modal, f: &mut Frame, area: Rect) {
             snippets, selected, ..
         } => {
             let mut l = vec![Line::styled(
-                "Runs in the lab's guest as root (sh -c), output in the log below the step.",
+                "Runs as root in the lab's guest; its output goes to the log.",
                 dim(),
             )];
             for (i, s) in snippets.iter().enumerate() {
