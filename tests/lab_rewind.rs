@@ -1,6 +1,7 @@
 //! Step snapshots on a real guest (TCG here): `bootlab lab run` snapshots the lab's VM when a
 //! step passes; going back (`--from`) restores the guest as the step before left it, and after
 //! the VM stopped (bootlab or the machine restarted) resuming starts it from that snapshot.
+//! Starting at a step with no snapshot before it catches up: the earlier steps run solved.
 
 mod common;
 
@@ -23,22 +24,23 @@ fn run(home: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Whether `path` exists in the lab's guest.
-fn in_guest(home: &Path, path: &str) -> bool {
+/// `sh -c SCRIPT` in the lab's guest.
+fn guest_sh(home: &Path, script: &str) -> String {
     let (ok, out) = run(
         home,
-        &[
-            "vm",
-            "exec",
-            "lab-first-boot",
-            "--",
-            "sh",
-            "-c",
-            &format!("test -e {path} && echo present || echo absent"),
-        ],
+        &["vm", "exec", "lab-first-boot", "--", "sh", "-c", script],
     );
     assert!(ok, "{out}");
-    out.contains("present")
+    out
+}
+
+/// Whether `path` exists in the lab's guest.
+fn in_guest(home: &Path, path: &str) -> bool {
+    guest_sh(
+        home,
+        &format!("test -e {path} && echo present || echo absent"),
+    )
+    .contains("present")
 }
 
 #[test]
@@ -51,9 +53,26 @@ fn going_back_and_resuming_restore_the_steps_snapshot() {
     let _ = std::fs::remove_file(home.join("state/labs/first-boot.json"));
     remove_vm(&home);
 
-    // The whole lab, solved: each step that passes with the VM running leaves a snapshot.
-    let (ok, out) = run(&home, &["lab", "run", "first-boot", "--solve"]);
+    // Straight to step `etc` on a machine that never ran the lab: nothing to restore, so the
+    // steps before it run with their solutions first (catching up), then `etc` and `status`
+    // are solved. Each step that passes with the VM running leaves a snapshot.
+    let (ok, out) = run(
+        &home,
+        &["lab", "run", "first-boot", "--from", "etc", "--solve"],
+    );
     assert!(ok, "{out}");
+    assert!(
+        out.contains("catching up: the steps before etc run with their solutions first"),
+        "{out}"
+    );
+    for k in 1..=5 {
+        assert!(
+            out.contains(&format!(
+                "catching up: step {k} of 7 with its solution, so step etc starts where it should"
+            )),
+            "step {k}: {out}"
+        );
+    }
     let progress: serde_json::Value =
         serde_json::from_slice(&std::fs::read(home.join("state/labs/first-boot.json")).unwrap())
             .unwrap();
@@ -93,18 +112,7 @@ fn going_back_and_resuming_restore_the_steps_snapshot() {
     assert!(in_guest(&home, "/usr/local/bin/my-tool"));
 
     // Running it again where it stopped restores nothing: the learner's work in the guest stays.
-    let (_, out) = run(
-        &home,
-        &[
-            "vm",
-            "exec",
-            "lab-first-boot",
-            "--",
-            "sh",
-            "-c",
-            "echo mine > /var/lib/bootlab-mine",
-        ],
-    );
+    let out = guest_sh(&home, "echo mine > /var/lib/bootlab-mine");
     let (ok, out2) = run(&home, &["lab", "run", "first-boot"]);
     assert!(!out2.contains("snapshot restored"), "{out}\n{out2}");
     // `var` passes with the learner's file; `etc` then waits for theirs.

@@ -34,9 +34,9 @@ pub enum LabCmd {
         #[arg(long)]
         vm: Option<String>,
         /// Start at this step, the guest restored as the step before left it (the snapshot taken
-        /// when that step passed; without one the guest stays as it is). Without it the lab
-        /// resumes where it stopped, in this command or in the TUI (the progress file is
-        /// shared), the stopped VM started from its snapshot.
+        /// when that step passed; without one, the steps before run with their solutions
+        /// first). Without it the lab resumes where it stopped, in this command or in the TUI
+        /// (the progress file is shared), the stopped VM started from its snapshot.
         #[arg(long)]
         from: Option<String>,
         /// Print the hints already revealed at each step, and reveal (and print) the next one
@@ -407,13 +407,34 @@ fn run_lab(
         progress.vm = Some(runner.vm.clone());
         // Resuming, going back or skipping: the guest as the step before left it, from its
         // snapshot (nothing happens when the guest is already there).
-        match runner.rewind_to(start, &mut progress).await {
+        let rewind = runner.rewind_to(start, &mut progress).await;
+        match &rewind {
             Ok(r @ (lab::Rewind::Restored { .. } | lab::Rewind::Gone { .. })) => {
                 println!("{}", r.describe())
             }
             Ok(r) if verbose => println!("{}", r.describe()),
             Ok(_) => {}
-            Err(e) => println!("could not restore the step's snapshot ({e:#}): the guest stays as it is"),
+            Err(e) => println!(
+                "could not restore the step's snapshot ({e:#}): the guest stays as it is"
+            ),
+        }
+        // No snapshot to start from, and either a step was asked for or the lab's VM is gone:
+        // the earlier steps run with their solutions first (a running guest a learner brought
+        // there by hand is left alone).
+        let vm_down = crate::vm::VmRecord::load(&paths, &runner.vm)
+            .map_or(true, |r| r.state == crate::vm::VmState::Stopped);
+        if matches!(
+            rewind,
+            Ok(lab::Rewind::NoSnapshot { .. } | lab::Rewind::Gone { .. })
+        ) && (from.is_some() || vm_down)
+        {
+            println!(
+                "catching up: the steps before {} run with their solutions first",
+                ids[start]
+            );
+            runner.catch_up(start, &mut progress).await?;
+            progress.start_step(&ids[start]);
+            progress.save(&paths)?;
         }
         let mut ok = true;
         for (i, step) in l.steps.iter().enumerate().skip(start) {

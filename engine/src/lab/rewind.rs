@@ -8,7 +8,7 @@
 //! that publishes does so again when it runs again.
 
 use super::progress::{Progress, StepSnapshot};
-use super::runner::LabRunner;
+use super::runner::{LabRunner, StepOutcome};
 use crate::vm::lifecycle::{self, UpOptions};
 use crate::vm::{VmClient, VmRecord, VmState};
 use anyhow::{Result, bail};
@@ -120,6 +120,63 @@ impl LabRunner {
         progress.snapshots.insert(step.to_string(), s.clone());
         progress.guest_at = Some(step.to_string());
         Ok(Some(s))
+    }
+
+    /// Whether the snapshot recorded for `step` can still be loaded: its VM exists and is the
+    /// one it was taken in.
+    fn restorable(&self, progress: &Progress, step: &str) -> bool {
+        progress.snapshots.get(step).is_some_and(|s| {
+            VmRecord::load(self.paths(), &s.vm)
+                .is_ok_and(|r| r.created_unix == s.vm_created_unix && s.vm == self.vm)
+        })
+    }
+
+    /// Bring the guest to where step `i` starts when no snapshot of the step before it can: from
+    /// the latest earlier step whose snapshot restores (else from the lab's start), run each
+    /// step before `i` with its solution, as `selftest` does, recording it passed and
+    /// snapshotting it. Every command is shown as it runs. Returns the steps run; the first that
+    /// does not pass stops it with an error naming it.
+    pub async fn catch_up(
+        &mut self,
+        i: usize,
+        progress: &mut Progress,
+    ) -> Result<Vec<StepOutcome>> {
+        let steps = self.lab.steps.clone();
+        let from = (0..i.min(steps.len()))
+            .rev()
+            .find(|&j| self.restorable(progress, &steps[j].id))
+            .map_or(0, |j| j + 1);
+        if from > 0 {
+            let r = self.rewind_to(from, progress).await?;
+            self.ev()
+                .note(&self.stage(&steps[from - 1].id), r.describe());
+        }
+        let mut done = Vec::new();
+        for (k, step) in steps.iter().enumerate().take(i).skip(from) {
+            self.ev().note(
+                &self.stage(&step.id),
+                format!(
+                    "catching up: step {} of {} with its solution, so step {} starts where it should",
+                    k + 1,
+                    steps.len(),
+                    steps[i].id
+                ),
+            );
+            let o = self.run_step(step, true).await;
+            if !o.passed {
+                let why = o
+                    .checks
+                    .iter()
+                    .find(|c| !c.passed)
+                    .and_then(|c| c.reason.clone())
+                    .unwrap_or_else(|| "its action failed".into());
+                bail!("catching up, step {} did not pass: {why}", step.id);
+            }
+            progress.mark_passed(&step.id, steps.get(k + 1).map(|s| s.id.as_str()));
+            self.snapshot_step(&step.id, progress).await?;
+            done.push(o);
+        }
+        Ok(done)
     }
 
     /// Whether the steps after `step` boot a fresh VM before any of them uses the guest (only
