@@ -133,7 +133,19 @@ fn going_back_and_resuming_restore_the_steps_snapshot() {
     );
     assert!(in_guest(&home, "/etc/bootlab-first-boot"));
 
-    remove_vm(&home);
+    // Starting over: the VM (and the snapshots in its disk) and the progress are gone.
+    let (ok, out) = run(&home, &["lab", "reset", "first-boot"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("VM lab-first-boot stopped and removed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("progress forgotten (7 of 7 steps had passed)"),
+        "{out}"
+    );
+    assert!(!home.join("state/labs/first-boot.json").exists());
+    assert!(!home.join("state/vms/lab-first-boot").exists());
 }
 
 /// Stop and remove the lab's VM (kept when stopped: a lab VM keeps its disk).

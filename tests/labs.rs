@@ -697,3 +697,30 @@ fn a_lab_step_means_the_same_in_the_tui_and_lab_run() {
     }
     assert_eq!(seen, 3, "first-boot builds, makes a disk and boots");
 }
+
+/// `lab reset` forgets a lab's progress (and says when there was nothing to forget); the lab's
+/// VM and its snapshots go too (tests/lab_rewind.rs shows that on a real guest).
+#[test]
+fn lab_reset_forgets_the_progress() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path();
+    let o = common::bootlab_in(home, &["lab", "reset", "tour"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("tour: nothing to reset"),
+        "{o:?}"
+    );
+    let paths = bootlab::paths::Paths::under(home);
+    let mut p = bootlab::lab::Progress::new("tour");
+    p.mark_passed("recipe", Some("deployment"));
+    std::fs::create_dir_all(paths.lab_progress()).unwrap();
+    p.save(&paths).unwrap();
+    let o = common::bootlab_in(home, &["lab", "reset", "tour"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("tour: progress forgotten (1 of 3 steps had passed)"),
+        "{out}"
+    );
+    assert!(!bootlab::lab::Progress::file(&paths, "tour").exists());
+}

@@ -51,6 +51,9 @@ pub enum LabCmd {
         #[arg(long)]
         trust: bool,
     },
+    /// Start a lab over: stop and remove its VM (which holds the step snapshots) and forget its
+    /// progress (steps passed, hints revealed).
+    Reset { lab: String },
     /// Run every step's action, solution and checks of each lab (default: every shipped lab that
     /// needs no bootc host), then stop the lab's VM. Exit status 1 when any check fails.
     Selftest {
@@ -74,6 +77,7 @@ pub fn run(c: LabCmd) -> anyhow::Result<ExitCode> {
         LabCmd::List { json } => list(json),
         LabCmd::Show { lab, json } => show(&lab, json),
         LabCmd::Validate { paths } => validate(paths),
+        LabCmd::Reset { lab } => reset(&lab),
         LabCmd::Run {
             lab,
             solve,
@@ -349,6 +353,20 @@ fn ctrl_c_cancels() -> CancellationToken {
         }
     });
     cancel
+}
+
+fn reset(key: &str) -> anyhow::Result<ExitCode> {
+    let l = lab::find(key)?;
+    let paths = crate::paths::Paths::from_env();
+    paths.ensure()?;
+    let done = super::runtime()?.block_on(lab::rewind::reset(&paths, &l))?;
+    if done.is_empty() {
+        println!("{}: nothing to reset (never started here)", l.id);
+    }
+    for d in done {
+        println!("{}: {d}", l.id);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_lab(

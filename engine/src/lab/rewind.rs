@@ -63,6 +63,36 @@ impl Rewind {
     }
 }
 
+/// Start `lab` over: stop and remove its VM (the step snapshots live in its disk) and forget its
+/// progress (steps passed, hints, snapshots). Returns what was done, one line each.
+pub async fn reset(paths: &crate::paths::Paths, lab: &super::Lab) -> Result<Vec<String>> {
+    let ids = lab.step_ids();
+    let progress = Progress::load(paths, &lab.id, &ids)?;
+    let vm = progress
+        .vm
+        .clone()
+        .unwrap_or_else(|| super::runner::default_vm(lab));
+    let mut done = Vec::new();
+    if let Ok(rec) = VmRecord::load(paths, &vm) {
+        if rec.state != VmState::Stopped {
+            lifecycle::stop(paths, &vm, true, Duration::from_secs(20)).await?;
+        }
+        lifecycle::remove(paths, &vm)?;
+        done.push(format!(
+            "VM {vm} stopped and removed, with its step snapshots"
+        ));
+    }
+    if Progress::file(paths, &lab.id).exists() {
+        Progress::reset(paths, &lab.id)?;
+        done.push(format!(
+            "progress forgotten ({} of {} steps had passed)",
+            progress.passed.len(),
+            ids.len()
+        ));
+    }
+    Ok(done)
+}
+
 fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
