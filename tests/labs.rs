@@ -161,7 +161,7 @@ broken_case!(
     "unknown-field.toml",
     [
         "unknown-field.toml:10:1: missing field `title` in this step",
-        "unknown-field.toml:12:1: unknown field `titel`, expected one of `id`, `title`, `text`, `hints`, `reboot`, `action`, `checks`, `solve`"
+        "unknown-field.toml:12:1: unknown field `titel`, expected one of `id`, `title`, `text`, `hints`, `notes`, `reboot`, `action`, `checks`, `solve`"
     ]
 );
 broken_case!(
@@ -295,7 +295,7 @@ broken_case!(
         "every-wrong-key.toml:6:1: unknown field `colour`, expected one of `schema`, `id`, `title`, `minutes`, `summary`, `intro`, `finish`, `requires`, `steps`",
         "every-wrong-key.toml:10:1: unknown field `hosttools`, expected one of `recipe`, `family`, `host_tools`",
         "every-wrong-key.toml:14:9: invalid type: integer `3`, expected a string",
-        "every-wrong-key.toml:16:1: unknown field `hint`, expected one of `id`, `title`, `text`, `hints`, `reboot`, `action`, `checks`, `solve`",
+        "every-wrong-key.toml:16:1: unknown field `hint`, expected one of `id`, `title`, `text`, `hints`, `notes`, `reboot`, `action`, `checks`, `solve`",
         "every-wrong-key.toml:18:1: missing field `fail` in this check",
         "every-wrong-key.toml:21:8: invalid type: string \"zero\", expected an integer like 0",
         "every-wrong-key.toml:22:19: invalid type: integer `4`, expected a string or an array of strings",

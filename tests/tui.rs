@@ -105,6 +105,7 @@ fn sample_lab() -> LabModel {
                 ],
                 hints: vec!["Press `b` in the **VM** view.".into(), "Wait for the login prompt.".into()],
                 has_solution: true,
+                notes: Some("Ask who has seen a **deployment** before.".into()),
             },
             StepModel {
                 id: "upgrade".into(),
@@ -114,6 +115,7 @@ fn sample_lab() -> LabModel {
                 checks: vec![],
                 hints: vec![],
                 has_solution: false,
+                notes: None,
             },
         ],
     }
@@ -865,6 +867,59 @@ fn a_steps_code_block_runs_in_the_guest_or_is_copied() {
     a.update(Action::NextStep);
     assert!(!keymap::bindings(&a).iter().any(|b| b.key == Key::ch('x')));
     assert!(!screen(&a).contains("x runs or copies"));
+}
+
+/// `bootlab present LAB`: the lab open in presenter mode with the checks, the presenter's notes
+/// (only there) and the console beside the step; Space runs the action, then the checks, then
+/// moves on.
+#[test]
+fn presenting_a_lab_walks_it_with_one_key() {
+    let mut a = app_with_labs(vec![sample_lab()]);
+    assert!(
+        a.present("02-nope")
+            .unwrap_err()
+            .contains("no lab \"02-nope\"")
+    );
+    assert_eq!(a.present("01-first-boot"), Ok(vec![]));
+    assert!(a.presenter && a.labs.open == Some(0));
+    let s = screen(&a);
+    assert!(s.contains("Space run the step's action"), "{s}");
+    assert!(s.contains("Ask who has seen a deployment before."), "{s}");
+    assert!(s.contains("the step's output shows here"), "{s}");
+    assert_eq!(keymap::help_bar(&a)[0], ("Space".to_string(), "next"));
+    let step0 = |kind: fn(String, usize) -> JobKind| kind("first-boot".into(), 0);
+    let fx = a.update(Action::PresentNext);
+    assert_eq!(
+        fx,
+        vec![Effect::Start(step0(|lab, step| JobKind::LabAction {
+            lab,
+            step
+        }))]
+    );
+    a.on_msg(Msg::JobDone {
+        kind: step0(|lab, step| JobKind::LabAction { lab, step }),
+        result: Ok(JobOutput::Vm(None)),
+    });
+    assert!(screen(&a).contains("Space check"));
+    let fx = a.update(Action::PresentNext);
+    assert_eq!(
+        fx,
+        vec![Effect::Start(step0(|lab, step| JobKind::LabChecks {
+            lab,
+            step
+        }))]
+    );
+    a.on_msg(Msg::JobDone {
+        kind: step0(|lab, step| JobKind::LabChecks { lab, step }),
+        result: Ok(JobOutput::Checks(vec![CheckStatus::Passed; 2], None)),
+    });
+    assert!(screen(&a).contains("Space next step"));
+    a.update(Action::PresentNext);
+    assert_eq!(a.labs.current(), Some(("first-boot".into(), 1)));
+    // Notes are the presenter's: a learner never sees them.
+    a.update(Action::PrevStep);
+    a.update(Action::TogglePresenter);
+    assert!(!screen(&a).contains("Ask who has seen"));
 }
 
 /// After a build the build panel lists the lint's findings (their why goes to the build log).

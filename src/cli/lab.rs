@@ -436,15 +436,15 @@ fn run_lab(
                 "could not restore the step's snapshot ({e:#}): the guest stays as it is"
             ),
         }
-        // No snapshot to start from, and either a step was asked for or the lab's VM is gone:
-        // the earlier steps run with their solutions first (a running guest a learner brought
-        // there by hand is left alone).
+        // No snapshot to start from, and either a step was asked for or the guest the lab's
+        // snapshots were of is gone: the earlier steps run with their solutions first. A running
+        // guest a learner brought there by hand is left alone, as is a lab that never had one.
         let vm_down = crate::vm::VmRecord::load(&paths, &runner.vm)
             .map_or(true, |r| r.state == crate::vm::VmState::Stopped);
         if matches!(
             rewind,
             Ok(lab::Rewind::NoSnapshot { .. } | lab::Rewind::Gone { .. })
-        ) && (from.is_some() || vm_down)
+        ) && (from.is_some() || (vm_down && !progress.snapshots.is_empty()))
         {
             println!(
                 "catching up: the steps before {} run with their solutions first",

@@ -38,6 +38,10 @@ pub struct Cli {
 pub enum Command {
     /// Open the terminal UI (the default when no command is given).
     Tui,
+    /// Present a lab to an audience: the TUI on that lab, step text large, its checks, the
+    /// presenter's notes and the VM console beside it; Space runs the step, then checks it, then
+    /// moves on.
+    Present { lab: String },
     /// Check this host: podman, QEMU, KVM (really probed), OSTree, mmdebstrap, loop devices, disk.
     Doctor(doctor::DoctorArgs),
     /// Recipes: a Containerfile plus metadata.
@@ -81,7 +85,8 @@ pub fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        None | Some(Command::Tui) => crate::tui::run(),
+        None | Some(Command::Tui) => crate::tui::run(None),
+        Some(Command::Present { lab }) => crate::tui::run(Some(lab)),
         Some(Command::Doctor(a)) => doctor::run(a),
         Some(Command::Recipe(c)) => recipe::run(c),
         Some(Command::Lab(c)) => lab::run(c),

@@ -164,6 +164,8 @@ pub enum Action {
     PrevStep,
     /// The open step's code blocks: pick one to run in the guest or copy.
     Snippets,
+    /// Presenter mode's one key: the step's action, then its checks, then the next step.
+    PresentNext,
     /// Copy the picked code block to the terminal's clipboard (OSC 52).
     CopySnippet,
     // Confirmation popups.

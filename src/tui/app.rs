@@ -334,6 +334,16 @@ impl App {
             }
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
+            Action::PresentNext => {
+                use super::views::labs::PresentNext;
+                let next = self.labs.lab().map(|l| self.labs.present_next(&l.id));
+                return match next {
+                    Some(PresentNext::NextStep) => self.update(Action::NextStep),
+                    Some(PresentNext::Action) => self.lab_enter(),
+                    Some(PresentNext::Checks) => self.update(Action::RunChecks),
+                    None => vec![],
+                };
+            }
             Action::Snippets => {
                 let snippets = self
                     .labs
@@ -648,6 +658,29 @@ impl App {
         }
     }
 
+    /// `bootlab present LAB`: the lab (by id, or its file's name such as `02-upgrade`) open in
+    /// presenter mode, its guest restored where the step starts.
+    pub fn present(&mut self, key: &str) -> Result<Vec<Effect>, String> {
+        let id = key.trim_end_matches(".toml");
+        let bare = id
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start_matches('-');
+        let i = self
+            .labs
+            .labs
+            .iter()
+            .position(|l| l.id == id || l.id == bare)
+            .ok_or_else(|| {
+                let ids: Vec<&str> = self.labs.labs.iter().map(|l| l.id.as_str()).collect();
+                format!("no lab {key:?} (labs: {})", ids.join(", "))
+            })?;
+        self.tab = Tab::Labs;
+        self.labs.selected = i;
+        self.labs.open = None;
+        self.presenter = true;
+        Ok(self.lab_enter())
+    }
+
     /// The learner went to another step: save where they are and, when that step starts from a
     /// snapshot the guest is not at, restore it (going back or skipping ahead).
     fn after_step_move(&mut self, lab: String) -> Vec<Effect> {
@@ -726,12 +759,14 @@ impl App {
                     _ => String::new(),
                 }));
             }
-            (
-                JobKind::Boot { .. } | JobKind::VmControl(_) | JobKind::LabAction { .. },
-                Ok(JobOutput::Vm(v)),
-            ) => {
+            (JobKind::LabAction { .. }, Ok(JobOutput::Vm(v))) => {
+                self.labs.action_done = true;
                 self.vm.vm = v;
             }
+            (JobKind::Boot { .. } | JobKind::VmControl(_), Ok(JobOutput::Vm(v))) => {
+                self.vm.vm = v;
+            }
+            (JobKind::LabAction { .. }, Ok(_)) => self.labs.action_done = true,
             // The command's exit status says more than "done".
             (JobKind::LabSnippet { .. }, Ok(JobOutput::Done(s))) => self.status = Some(s),
             (JobKind::Refresh, Ok(JobOutput::Deployments(d))) => {

@@ -341,7 +341,11 @@ fn bindings_in(app: &App, ctx: Context) -> Vec<Binding> {
             v
         }
         Context::LabStep => {
-            let mut v = vec![
+            let mut v = vec![];
+            if app.presenter {
+                v.push(b(Key::ch(' '), Action::PresentNext, "next"));
+            }
+            v.extend([
                 b(Key::code(KeyCode::Enter), Action::Enter, "run action"),
                 b(Key::ch('c'), Action::RunChecks, "check"),
                 b(Key::ch('h'), Action::Hint, "hint"),
@@ -349,7 +353,7 @@ fn bindings_in(app: &App, ctx: Context) -> Vec<Binding> {
                 extra(Key::ch('p'), Action::PrevStep, "previous step"),
                 b(Key::ch('S'), Action::Solve, "solve"),
                 b(Key::code(KeyCode::Esc), Action::Back, "labs"),
-            ];
+            ]);
             if app
                 .labs
                 .step()

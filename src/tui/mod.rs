@@ -31,8 +31,13 @@ use crate::paths::Paths;
 
 type Term = Terminal<CrosstermBackend<Stdout>>;
 
-pub fn run() -> anyhow::Result<ExitCode> {
+/// The TUI; with `present`, that lab opened in presenter mode (`bootlab present LAB`).
+pub fn run(present: Option<String>) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
+    // A lab that does not exist is said first (by id, file name or path, as `lab run` finds it).
+    let present = present
+        .map(|k| crate::lab::find(&k).map(|l| l.id))
+        .transpose()?;
     if !std::io::stdout().is_terminal() {
         anyhow::bail!("the TUI needs a terminal; try `bootlab --help` for the commands");
     }
@@ -42,7 +47,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run_app(paths))?;
+    rt.block_on(run_app(paths, present))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -224,9 +229,14 @@ async fn attach_engine_state(app: &mut App, paths: &Paths) {
     }
 }
 
-async fn run_app(paths: Paths) -> anyhow::Result<()> {
+async fn run_app(paths: Paths, present: Option<String>) -> anyhow::Result<()> {
     let mut app = initial_app(&paths, SystemTime::now());
     attach_engine_state(&mut app, &paths).await;
+    // Refused before the terminal changes, so the message stays readable.
+    let initial = match &present {
+        Some(key) => app.present(key).map_err(anyhow::Error::msg)?,
+        None => vec![],
+    };
     install_panic_hook();
     let mut term = setup_terminal()?;
     let _guard = TerminalGuard;
@@ -251,6 +261,11 @@ async fn run_app(paths: Paths) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
 
+    for e in initial {
+        if let Effect::Start(kind) = e {
+            runner.start(&app, kind);
+        }
+    }
     watcher.follow(app.vm.vm.as_ref().map(|v| v.name.clone()));
     term.draw(|f| draw::draw(&app, f))?;
     loop {

@@ -96,6 +96,9 @@ pub struct Step {
     pub checks: Vec<Check>,
     /// Revealed one at a time, in order.
     pub hints: Vec<String>,
+    /// Markdown for the presenter only (`bootlab present`, the TUI's presenter mode): what to
+    /// say or show while the step runs. Never shown to a learner.
+    pub notes: Option<String>,
     /// What `selftest` (and the learner's "skip") runs to complete the step, in order, after the
     /// step's own action. Empty when the action alone completes the step.
     pub solve: Vec<Action>,

@@ -61,6 +61,8 @@ struct RawStep {
     #[serde(default)]
     hints: Vec<String>,
     #[serde(default)]
+    notes: Option<String>,
+    #[serde(default)]
     reboot: bool,
     // Parsed separately (see module docs).
     #[allow(dead_code)]
@@ -557,6 +559,7 @@ fn parse_step(cx: &mut Ctx, lr: &LabRecipe, span: Span, mut t: DeTable) -> Optio
         action: action?,
         checks,
         hints: raw.hints,
+        notes: raw.notes,
         solve,
         reboot,
     })

@@ -5,7 +5,7 @@
 use super::{dim, key_hint, panel};
 use crate::lab::Progress;
 use crate::paths::Paths;
-use crate::tui::app::App;
+use crate::tui::app::{App, JobKind};
 use crate::tui::logpane::LogPane;
 use crate::tui::markdown::{self, Scale};
 use ratatui::prelude::*;
@@ -37,6 +37,8 @@ pub struct StepModel {
     pub checks: Vec<CheckModel>,
     pub hints: Vec<String>,
     pub has_solution: bool,
+    /// Presenter notes (markdown): shown only in presenter mode.
+    pub notes: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,12 +73,21 @@ impl From<&crate::lab::Lab> for LabModel {
                         })
                         .collect(),
                     hints: s.hints.clone(),
+                    notes: s.notes.clone(),
                     // "Solve" runs the action and then the solve actions.
                     has_solution: !s.solve.is_empty() || s.action != crate::lab::Action::None,
                 })
                 .collect(),
         }
     }
+}
+
+/// The presenter's "next" on a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresentNext {
+    Action,
+    Checks,
+    NextStep,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +145,8 @@ pub struct LabsView {
     pub log: LogPane,
     /// Where the lab's guest is (a step's snapshot saved or restored), one line under the checks.
     pub guest_line: Option<String>,
+    /// The open step's action ran (the presenter's "next" then runs its checks).
+    pub action_done: bool,
 }
 
 /// Where a lab job left the lab's guest: the progress fields the engine changed (snapshots, the
@@ -173,6 +186,7 @@ impl LabsView {
             solution_shown: false,
             log: LogPane::with_capacity(2000),
             guest_line: None,
+            action_done: false,
         }
     }
 
@@ -244,6 +258,7 @@ impl LabsView {
         self.checks = vec![CheckStatus::NotRun; n];
         self.solution_shown = false;
         self.guest_line = None;
+        self.action_done = false;
         self.log.clear();
     }
 
@@ -320,6 +335,20 @@ impl LabsView {
         match p.start_of(&ids, self.progress_of(&lab.id).step) {
             Some((after, Some(_))) => p.guest_at.as_deref() != Some(after),
             _ => false,
+        }
+    }
+
+    /// What the presenter's one "next" key does on the open step: its action first (once), then
+    /// its checks, and once they passed, the next step.
+    pub fn present_next(&self, lab: &str) -> PresentNext {
+        let p = self.progress_of(lab);
+        let step = self.step();
+        if p.done.contains(&p.step) && self.checks.iter().all(|c| *c == CheckStatus::Passed) {
+            PresentNext::NextStep
+        } else if step.is_some_and(|s| s.action.is_some()) && !self.action_done {
+            PresentNext::Action
+        } else {
+            PresentNext::Checks
         }
     }
 
@@ -465,12 +494,58 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
         t
     };
     if app.presenter {
+        // The step large on the left; the checklist (and the presenter's notes) and the lab
+        // VM's console on the right, so the audience sees the claim and the proof together.
+        let cols = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+            .split(area);
         let text = with_heading(Scale::Presenter);
         let block = panel(&title, true).padding(ratatui::widgets::Padding::new(3, 3, 1, 1));
         f.render_widget(
             Paragraph::new(text).wrap(Wrap { trim: false }).block(block),
-            area,
+            cols[0],
         );
+        let right = Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .split(cols[1]);
+        let mut lines = vec![key_hint(
+            "Space",
+            &format!(" {}", present_next_label(v, &lab.id)),
+        )];
+        lines.push(Line::raw(""));
+        lines.extend(check_lines(v, step));
+        if let Some(n) = &step.notes {
+            lines.push(Line::raw(""));
+            lines.push(Line::styled("notes (only you see these)", dim()));
+            lines.extend(markdown::render_inline(
+                n,
+                Style::new().fg(Color::Yellow),
+                "",
+            ));
+        }
+        f.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(panel("checks", false)),
+            right[0],
+        );
+        // While the step's own work runs (a build, an upgrade) its output; else the guest's
+        // console once there is a VM.
+        let lab_job = app.job.as_ref().is_some_and(|j| {
+            matches!(
+                j.kind,
+                JobKind::LabAction { .. } | JobKind::LabSolve { .. } | JobKind::LabSnippet { .. }
+            )
+        });
+        if app.vm.vm.is_some() && !lab_job {
+            app.vm.console.draw(f, right[1], "console", "", false);
+        } else {
+            v.log.draw(
+                f,
+                right[1],
+                "output",
+                "the step's output shows here (the console, once a VM runs)",
+                false,
+            );
+        }
         return;
     }
     let cols =
@@ -509,32 +584,7 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled("checks (c runs them)", dim()));
-    for (i, c) in step.checks.iter().enumerate() {
-        let st = v.checks.get(i).cloned().unwrap_or(CheckStatus::NotRun);
-        let (mark, style) = match &st {
-            CheckStatus::NotRun => ("○", Style::new()),
-            CheckStatus::Running => ("…", Style::new().fg(Color::Yellow)),
-            CheckStatus::Passed => ("✔", Style::new().fg(Color::LightGreen)),
-            CheckStatus::Failed(_) => ("✘", Style::new().fg(Color::LightRed)),
-        };
-        lines.push(Line::styled(format!("{mark} {}", c.description), style));
-        if let CheckStatus::Failed(msg) = st {
-            // What was seen (program output, shown as is), then the lab's advice (markdown).
-            let red = Style::new().fg(Color::LightRed);
-            let mut parts: Vec<&str> = msg.lines().collect();
-            let advice = parts.pop().unwrap_or_default();
-            for seen in parts {
-                lines.push(Line::styled(format!("    {seen}"), red));
-            }
-            lines.extend(markdown::render_inline(advice, red, "    "));
-        }
-    }
-    if let Some(g) = &v.guest_line {
-        lines.push(Line::styled(
-            format!("guest: {g}"),
-            Style::new().fg(Color::LightBlue),
-        ));
-    }
+    lines.extend(check_lines(v, step));
     lines.push(Line::raw(""));
     if step.hints.is_empty() {
         lines.push(Line::styled("no hints for this step", dim()));
@@ -571,4 +621,46 @@ fn draw_lab(app: &App, f: &mut Frame, area: Rect) {
         "action and check output shows here",
         false,
     );
+}
+
+/// The step's checklist: each check with its mark, a failed one with what was seen and the
+/// lab's advice; then where the guest is.
+fn check_lines(v: &LabsView, step: &StepModel) -> Vec<Line<'static>> {
+    let mut lines = vec![];
+    for (i, c) in step.checks.iter().enumerate() {
+        let st = v.checks.get(i).cloned().unwrap_or(CheckStatus::NotRun);
+        let (mark, style) = match &st {
+            CheckStatus::NotRun => ("○", Style::new()),
+            CheckStatus::Running => ("…", Style::new().fg(Color::Yellow)),
+            CheckStatus::Passed => ("✔", Style::new().fg(Color::LightGreen)),
+            CheckStatus::Failed(_) => ("✘", Style::new().fg(Color::LightRed)),
+        };
+        lines.push(Line::styled(format!("{mark} {}", c.description), style));
+        if let CheckStatus::Failed(msg) = st {
+            // What was seen (program output, shown as is), then the lab's advice (markdown).
+            let red = Style::new().fg(Color::LightRed);
+            let mut parts: Vec<&str> = msg.lines().collect();
+            let advice = parts.pop().unwrap_or_default();
+            for seen in parts {
+                lines.push(Line::styled(format!("    {seen}"), red));
+            }
+            lines.extend(markdown::render_inline(advice, red, "    "));
+        }
+    }
+    if let Some(g) = &v.guest_line {
+        lines.push(Line::styled(
+            format!("guest: {g}"),
+            Style::new().fg(Color::LightBlue),
+        ));
+    }
+    lines
+}
+
+/// What the presenter's Space does next on the open step.
+pub fn present_next_label(v: &LabsView, lab: &str) -> &'static str {
+    match v.present_next(lab) {
+        PresentNext::NextStep => "next step",
+        PresentNext::Action => "run the step's action",
+        PresentNext::Checks => "check",
+    }
 }
