@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 /// Bumped whenever [`layout::convert`] (or the initramfs it is given) changes what it produces
 /// (invalidates build records). 3: the small initramfs also for a kernel already in
 /// usr/lib/modules (the trixie base), with composefs drivers. 4: no fstab line for / (a
-/// composefs root that systemd-remount-fs cannot remount).
-pub const CONVERSION_VERSION: u32 = 4;
+/// composefs root that systemd-remount-fs cannot remount). 5: udev's coldplug handles the guest
+/// agent's port first ([`layout::UDEV_TRIGGER_DROPIN`]).
+pub const CONVERSION_VERSION: u32 = 5;
 
 /// What [`build_image`] made or found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -214,6 +214,21 @@ pub const MASKED_UNITS: &[&str] = &[
     "sys-kernel-tracing.mount",
 ];
 
+/// A drop-in (path under /etc, text) that lets udev's coldplug in the real root handle the
+/// guest agent's virtio port first. The agent's unit waits for that port's device; among the
+/// 300-odd coldplug events it came last, 1–2 s after everything else was up under TCG (measured:
+/// the port's device 1.6 s after basic.target; with it first, 0.3 s after udevd starts). The rest
+/// is systemd 257's own `ExecStart=` (Debian trixie), with `virtio-ports` put in front.
+/// (No `'` in the text: the bootc layer writes it with a single-quoted printf.)
+pub const UDEV_TRIGGER_DROPIN: (&str, &str) = (
+    "systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf",
+    "# Written by bootlab: udev handles the guest agent port first (bootlab waits for the agent).\n\
+     [Service]\n\
+     ExecStart=\n\
+     ExecStart=-udevadm trigger --type=all --action=add \
+     --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n",
+);
+
 fn mask_units(etc: &Path) -> Result<()> {
     let dir = etc.join("systemd/system");
     fs::create_dir_all(&dir)?;
@@ -222,6 +237,10 @@ fn mask_units(etc: &Path) -> Result<()> {
         remove_any(&p)?;
         symlink("/dev/null", &p).with_context(|| format!("mask {u}"))?;
     }
+    let (path, text) = UDEV_TRIGGER_DROPIN;
+    let p = etc.join(path);
+    fs::create_dir_all(p.parent().unwrap())?;
+    fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
     Ok(())
 }
 
@@ -464,6 +483,13 @@ mod tests {
             );
         }
         assert!(!MASKED_UNITS.iter().any(|u| u.contains("ostree")));
+        // udev's coldplug handles the agent's port first, the rest as systemd itself orders it
+        let trig = fs::read_to_string(etc.join(UDEV_TRIGGER_DROPIN.0)).unwrap();
+        assert!(
+            !trig.contains('\''),
+            "the bootc layer single-quotes it: {trig}"
+        );
+        assert!(trig.contains("ExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,"), "{trig}");
 
         // tmpfiles lines for every /var dir a symlink points to
         let tf = fs::read_to_string(r.join(TMPFILES)).unwrap();

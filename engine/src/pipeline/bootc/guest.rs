@@ -202,8 +202,18 @@ pub fn bootc_layer() -> String {
         .map(|u| format!("ln -sfn /dev/null /etc/systemd/system/{u}"))
         .collect::<Vec<_>>()
         .join(" && ");
+    let (path, text) = crate::pipeline::layout::UDEV_TRIGGER_DROPIN;
+    let dir = std::path::Path::new(path)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let trigger = format!(
+        "mkdir -p /etc/{dir} && printf '%b' '{}' > /etc/{path}",
+        text.replace('\n', "\\n")
+    );
     format!(
-        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks}\n\
+        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger}\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
          && kver=$(basename \"$(dirname \"$1\")\") && img=/usr/lib/modules/$kver/initramfs.img \\\n \
          && mkdir -p /out && {dropins} \\\n \
@@ -338,6 +348,14 @@ mod layer_tests {
                 "grep -qF bootlab-initrd.conf \"$img\" && grep -qF bootlab-phase.conf \"$img\""
             ),
             "{run}"
+        );
+        assert!(
+            l.contains("mkdir -p /etc/systemd/system/systemd-udev-trigger.service.d && printf '%b' '# Written by bootlab: udev handles the guest agent port first"),
+            "{l}"
+        );
+        assert!(
+            l.contains("--prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\\n' > /etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf"),
+            "{l}"
         );
         for u in crate::pipeline::layout::MASKED_UNITS {
             assert!(
