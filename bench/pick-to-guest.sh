@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Baseline for the "bootlab vs a plain shell script" benchmark row: from a recipe folder to a
 # guest agent answering guest-ping, with the same host tools bootlab runs and no cache of our own
-# (only podman's layer cache). Bookworm (ostree 2022.7, like the host) offline recipes only.
+# (only podman's layer cache). Offline recipes: the trixie base (composefs required, deployed by
+# the image's own ostree, as bootlab does) or an older base whose ostree matches the host's.
 # Usage: bash bench/pick-to-guest.sh RECIPE_DIR WORKDIR [VERSION]   (root; WORKDIR new or empty)
 set -euo pipefail
 
@@ -54,33 +55,46 @@ step export
 
 # initramfs: the base's generic one is 40 MB gzip; dracut in the image itself (its kernel,
 # systemd, ostree) makes a small uncompressed one with only what this VM needs. Every run.
-KERNELS=("$TREE"/boot/vmlinuz-*); [ ${#KERNELS[@]} -eq 1 ] && [ -e "${KERNELS[0]}" ] || { echo "need exactly one kernel" >&2; exit 1; }
-KVER=${KERNELS[0]##*/vmlinuz-}
-! grep -qsE '^enabled *= *(true|yes|1|signed|verity)' "$TREE/usr/lib/ostree/prepare-root.conf" \
-  || { echo "composefs images (trixie) are not handled by this script" >&2; exit 1; }
+# The kernel is in /boot (older bases) or already in usr/lib/modules/$KVER (the trixie base).
+shopt -s nullglob
+KERNELS=("$TREE"/boot/vmlinuz-*); IN_PLACE=
+[ ${#KERNELS[@]} -eq 0 ] && { KERNELS=("$TREE"/usr/lib/modules/*/vmlinuz); IN_PLACE=1; }
+shopt -u nullglob
+[ ${#KERNELS[@]} -eq 1 ] || { echo "need exactly one kernel" >&2; exit 1; }
+if [ -n "$IN_PLACE" ]; then KVER=$(basename "$(dirname "${KERNELS[0]}")"); else KVER=${KERNELS[0]##*/vmlinuz-}; fi
+COMPOSEFS=; DRIVERS="virtio_pci virtio_blk ext4 crc32c_generic crc32c_intel"
+if grep -qsE '^enabled *= *(true|yes|1|signed|verity)' "$TREE/usr/lib/ostree/prepare-root.conf"; then
+  COMPOSEFS=1; DRIVERS="$DRIVERS erofs loop overlay"   # the composefs root: an erofs image over overlay
+fi
 mkdir "$W/initramfs"
 podman run --rm --network=none --name "$DRACUT_CTR" "${ULIMITS[@]}" -v "$W/initramfs:/out" "$IMAGE" \
   dracut --force --no-hostonly --no-hostonly-cmdline --reproducible --no-early-microcode --no-compress \
   -m "systemd systemd-initrd dracut-systemd base rootfs-block kernel-modules udev-rules fs-lib ostree" \
-  --drivers "virtio_pci virtio_blk ext4 crc32c_generic crc32c_intel" --kver "$KVER" /out/initramfs.img 2>"$W/dracut.log"
-install -m 0644 "$W/initramfs/initramfs.img" "$TREE/boot/initrd.img-$KVER"; rm -r "$W/initramfs"
+  --drivers "$DRIVERS" --kver "$KVER" /out/initramfs.img 2>"$W/dracut.log"
+mkdir -p "$TREE/boot"; install -m 0644 "$W/initramfs/initramfs.img" "$TREE/boot/initrd.img-$KVER"; rm -r "$W/initramfs"
 step initramfs
 
 # convert: the container rootfs becomes the tree `ostree admin deploy` expects (see layout.rs).
 cd "$TREE"
 M=usr/lib/modules/$KVER                          # kernel + initramfs where ostree looks for them
-mv "boot/vmlinuz-$KVER" $M/vmlinuz; mv "boot/initrd.img-$KVER" $M/initramfs.img; chmod 0644 $M/vmlinuz $M/initramfs.img
+[ -n "$IN_PLACE" ] || mv "boot/vmlinuz-$KVER" "$M/vmlinuz"
+mv "boot/initrd.img-$KVER" "$M/initramfs.img"; chmod 0644 "$M/vmlinuz" "$M/initramfs.img"
 rm -rf vmlinuz* initrd.img* boot dev proc sys run tmp; mkdir -m 0755 boot dev proc sys run; mkdir -m 1777 tmp
 for d in var/lib/apt/lists var/cache/apt var/log/journal; do [ -e $d ] && rm -rf $d && mkdir -m 0755 $d; done
 [ -e var/tmp ] && rm -rf var/tmp && mkdir -m 1777 var/tmp
 [ -d var/lib/apt/lists ] && mkdir -p var/lib/apt/lists/partial
 for f in hosts resolv.conf hostname; do [ -f etc/$f ] && [ ! -L etc/$f ] && [ ! -s etc/$f ] && rm etc/$f; done  # podman's
-printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults 1 2\n' $ROOT_LABEL $BOOT_LABEL >etc/fstab
+# No line for / on a composefs root: systemd-remount-fs cannot remount it.
+if [ -n "$COMPOSEFS" ]; then printf 'LABEL=%s /boot ext4 defaults 1 2\n' $BOOT_LABEL >etc/fstab
+else printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults 1 2\n' $ROOT_LABEL $BOOT_LABEL >etc/fstab; fi
 : >etc/machine-id; chmod 0444 etc/machine-id     # each VM makes its own machine-id on first boot
 mkdir -p etc/systemd/system                      # housekeeping that costs seconds under TCG
 for u in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
   fstrim.timer systemd-pstore.service modprobe@drm.service dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount; do
   ln -sfn /dev/null etc/systemd/system/$u; done
+mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # the agent's port coldplugged first
+printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n' \
+  >etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf
 mv etc usr/etc                                   # ostree makes (and 3-way merges) /etc from /usr/etc
 SEED=usr/share/bootlab/var-seed                  # /var is not deployed: keep it as a seed
 mkdir -p usr/share/bootlab; mv var $SEED; mkdir -m 0755 var
@@ -126,7 +140,13 @@ printf 'SERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\n' >"$MNT/boot/loader.0/syslinux.cf
 ostree --repo="$MNT/ostree/repo" remote add --no-gpg-verify bootlab file:///run/bootlab/updates/repo "$BRANCH"
 ostree --repo="$MNT/ostree/repo" pull-local "$W/repo" "$COMMIT" >/dev/null
 ostree --repo="$MNT/ostree/repo" refs --create="bootlab:$BRANCH" "$COMMIT"
-ostree admin deploy --sysroot="$MNT" --os=$OS "${KARGS[@]/#/--karg=}" "bootlab:$BRANCH" >/dev/null
+if [ -n "$COMPOSEFS" ]; then  # only a composefs-aware ostree writes the .ostree.cfs prepare-root needs
+  podman run --rm --network=none "${ULIMITS[@]}" --privileged --security-opt label=disable -v "$MNT:/out" "$IMAGE" \
+    ostree admin deploy --sysroot=/out --os=$OS "${KARGS[@]/#/--karg=}" "bootlab:$BRANCH" >/dev/null
+  [ -f "$MNT/ostree/deploy/$OS/deploy/$COMMIT.0/.ostree.cfs" ] || { echo "the image's ostree wrote no .ostree.cfs" >&2; exit 1; }
+else
+  ostree admin deploy --sysroot="$MNT" --os=$OS "${KARGS[@]/#/--karg=}" "bootlab:$BRANCH" >/dev/null
+fi
 cp -a "$MNT/ostree/deploy/$OS/deploy/$COMMIT.0/$SEED/." "$MNT/ostree/deploy/$OS/var/"  # 2022.7 leaves /var empty
 extlinux --install "$MNT/boot/syslinux" 2>/dev/null
 grep -q /ostree/ "$MNT/boot/syslinux/syslinux.cfg" || { echo "ostree wrote no boot entry" >&2; exit 1; }
