@@ -131,6 +131,7 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     fs::write(etc.join("machine-id"), "")?;
     fs::set_permissions(etc.join("machine-id"), fs::Permissions::from_mode(0o444))?;
     mask_units(&etc)?;
+    write_udev_trigger_dropin(&etc)?;
     fs::rename(&etc, root.join("usr/etc")).context("move etc to usr/etc")?;
 
     // 4. /var: the image's content becomes the seed; dirs the symlinks need come from tmpfiles.
@@ -216,8 +217,8 @@ pub const MASKED_UNITS: &[&str] = &[
 
 /// A drop-in (path under /etc, text) that lets udev's coldplug in the real root handle the
 /// guest agent's virtio port first. The agent's unit waits for that port's device; among the
-/// 300-odd coldplug events it came last, 1–2 s after everything else was up under TCG (measured:
-/// the port's device 1.6 s after basic.target; with it first, 0.3 s after udevd starts). The rest
+/// coldplug events it came last, after everything else was up under TCG (measured: the port's
+/// device 1.6 s after basic.target; with it first, 0.3 s after udevd starts). The rest
 /// is systemd 257's own `ExecStart=` (Debian trixie), with `virtio-ports` put in front.
 /// (No `'` in the text: the bootc layer writes it with a single-quoted printf.)
 pub const UDEV_TRIGGER_DROPIN: (&str, &str) = (
@@ -237,11 +238,15 @@ fn mask_units(etc: &Path) -> Result<()> {
         remove_any(&p)?;
         symlink("/dev/null", &p).with_context(|| format!("mask {u}"))?;
     }
+    Ok(())
+}
+
+/// Writes [`UDEV_TRIGGER_DROPIN`] under `etc`.
+fn write_udev_trigger_dropin(etc: &Path) -> Result<()> {
     let (path, text) = UDEV_TRIGGER_DROPIN;
     let p = etc.join(path);
     fs::create_dir_all(p.parent().unwrap())?;
-    fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
-    Ok(())
+    fs::write(&p, text).with_context(|| format!("write {}", p.display()))
 }
 
 /// Move `boot/vmlinuz-$KVER` and its initramfs to `usr/lib/modules/$KVER/`. Exactly one kernel.
