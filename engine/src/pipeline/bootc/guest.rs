@@ -167,6 +167,12 @@ RUN for r in / /usr/share/doc/bootc/baseimage/base/; do \
 LABEL containers.bootc=1
 "#;
 
+/// A shell command writing `text` (no `'` in it) to `dest`, on one line for the Containerfile:
+/// printf turns the `\n` back into line breaks.
+fn printf_to(text: &str, dest: &str) -> String {
+    format!("printf '%b' '{}' > {dest}", text.replace('\n', "\\n"))
+}
+
 /// [`BOOTC_LAYER_HEAD`] plus the small initramfs the offline family's guests boot with
 /// (`pipeline::initramfs`): the base's generic one is 40 MB of gzip -9 that the firmware reads
 /// through BIOS calls and the kernel inflates under TCG on every boot. The deployment's
@@ -179,16 +185,9 @@ pub fn bootc_layer() -> String {
         .map(|a| format!("'{a}'"))
         .collect::<Vec<_>>()
         .join(" ");
-    // One line each for the Containerfile: printf turns the \n back into line breaks.
     let dropins = INITRD_DROPINS
         .iter()
-        .map(|d| {
-            format!(
-                "printf '%b' '{}' > {}",
-                d.text.replace('\n', "\\n"),
-                d.src()
-            )
-        })
+        .map(|d| printf_to(d.text, &d.src()))
         .collect::<Vec<_>>()
         .join(" && ");
     let checks = INITRD_DROPINS
@@ -209,8 +208,8 @@ pub fn bootc_layer() -> String {
         .display()
         .to_string();
     let trigger = format!(
-        "mkdir -p /etc/{dir} && printf '%b' '{}' > /etc/{path}",
-        text.replace('\n', "\\n")
+        "mkdir -p /etc/{dir} && {}",
+        printf_to(text, &format!("/etc/{path}"))
     );
     format!(
         "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger}\n\
