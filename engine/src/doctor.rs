@@ -136,7 +136,7 @@ fn packages(tool: &str) -> (&'static str, &'static str) {
         "mmdebstrap" => ("mmdebstrap", "mmdebstrap"),
         "extlinux" => ("extlinux syslinux-common", "syslinux syslinux-extlinux"),
         "sfdisk" => ("fdisk", "util-linux"),
-        "mkfs.ext4" => ("e2fsprogs", "e2fsprogs"),
+        "mkfs.ext4" | "tune2fs" => ("e2fsprogs", "e2fsprogs"),
         "losetup" => ("mount", "util-linux"),
         _ => ("", ""),
     }

@@ -56,8 +56,9 @@ pub const KARGS: &[&str] = &[
 ata_piix,ata_generic,bochs,i2c_piix4",
 ];
 /// Bumped when the way a disk is made changes in a way the commit and kargs do not show (2: the
-/// deployment is written by the image's own ostree); older golden disks are made again.
-pub const DISK_FORMAT: u32 = 2;
+/// deployment is written by the image's own ostree; 3: the root ext4 has the `verity` feature);
+/// older golden disks are made again.
+pub const DISK_FORMAT: u32 = 3;
 /// Non-LABEL lines of syslinux.cfg (ostree keeps them across deploys and rewrites the LABELs).
 pub const SYSLINUX_HEAD: &str = "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\n";
 
@@ -472,6 +473,7 @@ async fn fill_disk(
         .await?;
     boot_mnt.unmount(s, ev).await?;
     root_mnt.unmount(s, ev).await?;
+    disk::tune_ext4_features(&root_loop.dev, disk::ROOT_LATE_FEATURES, s, ev, cancel).await?;
     root_loop.detach(s, ev).await?;
     boot_loop.detach(s, ev).await?;
 

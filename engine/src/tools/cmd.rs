@@ -370,7 +370,7 @@ pub fn install_hint(program: &str) -> String {
         "mmdebstrap" => ("mmdebstrap", "mmdebstrap"),
         "extlinux" => ("extlinux syslinux-common", "syslinux-extlinux"),
         "sfdisk" | "losetup" => ("fdisk", "util-linux"),
-        "mkfs.ext4" => ("e2fsprogs", "e2fsprogs"),
+        "mkfs.ext4" | "tune2fs" => ("e2fsprogs", "e2fsprogs"),
         "runc" => ("runc", "runc"),
         _ => return String::new(),
     };

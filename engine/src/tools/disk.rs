@@ -258,6 +258,29 @@ pub async fn mkfs_ext4(
     Ok(())
 }
 
+/// ext4 features the root file system of every golden disk carries. `verity` lets the guest's
+/// kernel put fs-verity on files (what composefs `enabled = verity` needs). It is added with
+/// `tune2fs` once the disk is filled and unmounted, so the host's kernel need not support
+/// fs-verity (this machine kind's does not) and older kernels that refuse to mount a `verity`
+/// ext4 read-write never have to.
+pub const ROOT_LATE_FEATURES: &str = "verity";
+
+/// `tune2fs -O FEATURES` on an unmounted ext4.
+pub async fn tune_ext4_features(
+    dev: &Path,
+    features: &str,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    HostCmd::new("tune2fs")
+        .args(["-O", features])
+        .arg(dev)
+        .run(stage, ev, cancel)
+        .await?;
+    Ok(())
+}
+
 /// The filesystem UUID on `dev` (`blkid`), e.g. for a `UUID=` mount spec.
 pub async fn fs_uuid(
     dev: &Path,

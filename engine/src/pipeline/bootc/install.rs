@@ -226,8 +226,9 @@ pub fn find_golden(
         serde_json::from_str(&std::fs::read_to_string(meta_path(&p)).ok()?).ok()?;
     (super::super::disk::whole_disk(&p)
         && meta.image_id.as_deref() == Some(image_id)
-        && meta.kargs == kargs())
-    .then_some((p, meta))
+        && meta.kargs == kargs()
+        && meta.format == super::super::disk::DISK_FORMAT)
+        .then_some((p, meta))
 }
 
 /// A boot entry (Boot Loader Specification) as ostree writes it.
@@ -410,6 +411,25 @@ async fn fill(
             .run_unchecked(s, ev, &CancellationToken::new())
             .await;
     }
+    if let Err(e) = &r
+        && format!("{e:#}").contains("does not support fs-verity")
+    {
+        // bootc turns fs-verity on for the repository while it installs an image whose
+        // prepare-root.conf says `enabled = verity`; that runs in this host's kernel.
+        bail!(
+            "bootc install to-filesystem failed: {e:#}\n{recipe} {} requires fs-verity \
+             (prepare-root.conf `[composefs] enabled = verity`) and bootc enables it on every \
+             object while it installs, in this host's kernel, which has no fs-verity{}. Make the \
+             disk from a version without it and upgrade the guest, whose kernel has fs-verity, \
+             after turning it on for the guest's repository (lab 12-composefs shows how).",
+            build.version,
+            if std::path::Path::new("/sys/fs/ext4/features/verity").exists() {
+                " for this file system"
+            } else {
+                " (no /sys/fs/ext4/features/verity)"
+            }
+        );
+    }
     r.context("bootc install to-filesystem failed")?;
 
     // The deployment bootc made, and its boot entry → syslinux.
@@ -460,6 +480,7 @@ async fn fill(
         .await?;
     boot_mnt.unmount(s, ev).await?;
     root_mnt.unmount(s, ev).await?;
+    disk::tune_ext4_features(&root_loop.dev, disk::ROOT_LATE_FEATURES, s, ev, cancel).await?;
     root_loop.detach(s, ev).await?;
     boot_loop.detach(s, ev).await?;
     Ok(DiskMeta {
