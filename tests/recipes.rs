@@ -128,7 +128,7 @@ fn bootc_recipes_follow_bootc_rules() {
             assert!(ins.iter().any(|i| i == label), "{}: {label}", r.name());
         }
     }
-    // The offline one: FROM the bootc base bootlab builds itself, three versions.
+    // The offline one: FROM the bootc base bootlab builds itself, four versions (v4: composefs with fs-verity required).
     let deb = all_bootc
         .iter()
         .find(|r| r.name() == "debian-bootc")
@@ -137,7 +137,7 @@ fn bootc_recipes_follow_bootc_rules() {
         deb.file.base,
         bootlab::pipeline::bootc::guest::BOOTC_BASE_TAG
     );
-    assert_eq!(deb.version_ids(), ["v1", "v2", "v3"]);
+    assert_eq!(deb.version_ids(), ["v1", "v2", "v3", "v4"]);
     assert!(deb.lab_use_only());
     // The registry ones (members' laptops).
     let bootc: Vec<&Recipe> = all_bootc
