@@ -6,6 +6,12 @@
 //! after a reboot, then writes the saved bytes back. Detected means: the write was refused or the
 //! read failed (what fs-verity does, `[composefs] enabled = verity`). With `enabled = true` the
 //! changed bytes are served: the drill says so as a FAIL, "not detected", with the evidence.
+//!
+//! When the write is refused (an object with fs-verity cannot be opened for writing, even by
+//! root), the drill goes one level down, as a bad disk or someone holding the disk would: it
+//! changes the same bytes on the block device under the file system (`filefrag` gives the
+//! object's block), reads the file through `/` (fs-verity must answer with an I/O error), and
+//! writes the saved bytes back the same way.
 
 use super::ops::{GuestOps, HostOps};
 use super::run::{CheckFailed, Run, StepRec, argv};
@@ -41,11 +47,40 @@ fn first_word(s: &str) -> String {
     s.split_whitespace().next().unwrap_or_default().to_string()
 }
 
-/// Write `payload_cmd`'s output at offset 1 of `obj` with /sysroot briefly read-write.
+/// Write `payload_cmd`'s output at offset 1 of `obj` with /sysroot briefly read-write. Only the
+/// bind mount's flag changes: a plain `remount,ro` would make the whole file system read-only,
+/// /var included (measured: `touch /var/y` then fails until the next boot).
 fn write_argv(obj: &str, payload_cmd: &str) -> Vec<String> {
     sh(&format!(
-        "mount -o remount,rw /sysroot || exit 90; {payload_cmd} | dd of={obj} bs=1 seek=1 conv=notrunc; rc=$?; mount -o remount,ro /sysroot; exit $rc"
+        "mount -o remount,bind,rw /sysroot || exit 90; {payload_cmd} | dd of={obj} bs=1 seek=1 conv=notrunc; rc=$?; mount -o remount,bind,ro /sysroot; exit $rc"
     ))
+}
+
+/// Print `<device> <block>`: the block device under /sysroot and the physical 4 KiB block that
+/// holds the first bytes of `obj` (its extent at logical block 0, as `filefrag -v` lists it).
+fn locate_argv(obj: &str) -> Vec<String> {
+    sh(&format!(
+        "dev=$(findmnt -n -o SOURCE /sysroot | sed 's/\\[.*//'); \
+         blk=$(filefrag -v -b4096 {obj} | awk '$1==\"0:\" && $2==\"0..\" {{print $4}}' | tr -d '.:'); \
+         [ -b \"$dev\" ] && [ -n \"$blk\" ] || exit 91; echo \"$dev $blk\""
+    ))
+}
+
+/// Write `payload_cmd`'s output on `dev` at byte 1 of block `blk`: under the file system, where
+/// neither permissions nor fs-verity's write protection apply.
+fn raw_write_argv(dev: &str, blk: u64, payload_cmd: &str) -> Vec<String> {
+    sh(&format!(
+        "{payload_cmd} | dd of={dev} bs=1 seek={} conv=notrunc,fsync",
+        blk * 4096 + 1
+    ))
+}
+
+/// Parse [`locate_argv`]'s `<device> <block>`.
+fn parse_location(out: &str) -> Option<(String, u64)> {
+    let mut w = out.split_whitespace();
+    let dev = w.next()?.to_string();
+    let blk = w.next()?.parse().ok()?;
+    dev.starts_with("/dev/").then_some((dev, blk))
 }
 
 async fn read<G: GuestOps, H: HostOps>(
@@ -141,13 +176,13 @@ pub async fn tamper<G: GuestOps, H: HostOps>(run: &mut Run<'_, G, H>) -> Result<
         )
         .await?;
     if !w.success() {
-        run.fact("tamper.detected", "write refused");
-        run.end(s, "the object could not be opened for writing");
-        return Ok(format!(
-            "detected: writing {obj} was refused (exit {}): {}",
-            w.exit,
-            w.stderr.trim()
-        ));
+        let refused = w.stderr.trim().to_string();
+        run.fact("tamper.write", "refused");
+        run.end(
+            s,
+            format!("the object could not be opened for writing: {refused}"),
+        );
+        return under_the_file_system(run, &obj, &before, &saved, &refused).await;
     }
     run.end(s, format!("{} bytes written at offset 1", BYTES.len()));
 
@@ -214,6 +249,92 @@ pub async fn tamper<G: GuestOps, H: HostOps>(run: &mut Run<'_, G, H>) -> Result<
     .into())
 }
 
+/// The write through the file system was refused: change the same bytes on the block device,
+/// read the file through `/`, put the bytes back (see the module docs).
+async fn under_the_file_system<G: GuestOps, H: HostOps>(
+    run: &mut Run<'_, G, H>,
+    obj: &str,
+    before: &str,
+    saved: &str,
+    refused: &str,
+) -> Result<String> {
+    let s = run.begin("change the bytes on the disk under the object");
+    let (mut s, loc) = run.exec_ok(s, locate_argv(obj), &[]).await?;
+    let (dev, blk) = parse_location(&loc.stdout)
+        .ok_or_else(|| anyhow!("no `<device> <block>` for {obj}: {:?}", loc.stdout))?;
+    let w = run
+        .exec(
+            &mut s,
+            raw_write_argv(&dev, blk, &format!("printf %s {BYTES}")),
+            &["copied", "error"],
+        )
+        .await?;
+    let s = run.require(
+        s,
+        "the bytes are written on the block device",
+        w.success(),
+        "exit 0",
+        if w.success() {
+            "exit 0".to_string()
+        } else {
+            format!("exit {}: {}", w.exit, w.stderr.trim())
+        },
+    )?;
+    run.fact("disk.block", format!("{dev} block {blk}"));
+    run.end(
+        s,
+        format!("{} bytes written on {dev} in block {blk}", BYTES.len()),
+    );
+
+    let mut s = run.begin("read the file through /");
+    let now = read(run, &mut s).await?;
+    run.end(s, format!("{now:?}"));
+
+    let s = run.begin("put the bytes on the disk back");
+    let (mut s, _) = run
+        .exec_ok(
+            s,
+            raw_write_argv(&dev, blk, &format!("echo {saved} | base64 -d")),
+            &["copied"],
+        )
+        .await?;
+    let repaired = read(run, &mut s).await?;
+    let repaired_s = repaired.clone().unwrap_or_else(|e| format!("error: {e}"));
+    let s = run.require(
+        s,
+        "the file reads as before after the repair",
+        repaired_s == before,
+        before.to_string(),
+        repaired_s,
+    )?;
+    run.end(s, "the original bytes are back");
+
+    match now {
+        Err(e) => {
+            run.fact("after.sha256", format!("read error: {e}"));
+            run.fact("tamper.detected", "write refused; read error");
+            Ok(format!(
+                "detected: writing {obj} was refused ({refused}); the same bytes changed on {dev} \
+                 under it could not be read through / ({e})"
+            ))
+        }
+        Ok(h) => {
+            run.fact("after.sha256", h.clone());
+            run.fact(
+                "tamper.detected",
+                "write refused; changed bytes on the disk served",
+            );
+            Err(CheckFailed(format!(
+                "half detected: writing {obj} was refused ({refused}), but the same bytes changed \
+                 on {dev} under it were served through / ({FILE} changed from {} to {})",
+                &before[..12.min(before.len())],
+                &h[..12.min(h.len())]
+            ))
+            .into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +350,15 @@ mod tests {
         assert_eq!(object_of_ls("error: No such file"), None);
     }
 
+    fn fx(n: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/composefs")
+                .join(n),
+        )
+        .unwrap()
+    }
+
     /// The drill against what the debian-bootc guest answered (ostree 2026.4, `enabled = true`):
     /// the change is served before and after the reboot, so the verdict is FAIL "not detected".
     #[tokio::test]
@@ -236,14 +366,6 @@ mod tests {
         use crate::drill::ops::ExecOutput;
         use crate::drill::replay::{ReplayGuest, ReplayHost};
         use crate::drill::report::Verdict;
-        let fx = |n: &str| {
-            std::fs::read(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../tests/fixtures/composefs")
-                    .join(n),
-            )
-            .unwrap()
-        };
         let c = "df923b856d76a15fcb9ff5c1674843fa4d64e3ee61c455217369ed42816f59c8";
         let obj = "/sysroot/ostree/repo/objects/a0/0d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf.file";
         let before = "a378977155fb42bb006496321cbe31f74cbda803c3f6ca590f30e76d1afad921";
@@ -303,5 +425,109 @@ mod tests {
         assert_eq!(report.facts["tamper.detected"], "no");
         assert_eq!(report.facts["after_reboot.sha256"], after);
         assert!(guest.remaining().is_empty(), "{:?}", guest.remaining());
+    }
+
+    /// The drill against what the debian-bootc v4 guest answered (`enabled = verity`, every
+    /// object with fs-verity, 2026-12-02): the write through the file system is refused, the same
+    /// bytes changed on the block device read as an I/O error, and the repair restores the file.
+    /// The guest's answers are those in `bootc-verity-tamper-report.json`.
+    #[tokio::test]
+    async fn replayed_bootc_guest_with_verity_refuses_and_reads_an_error() {
+        use crate::drill::ops::ExecOutput;
+        use crate::drill::replay::{ReplayGuest, ReplayHost};
+        use crate::drill::report::Verdict;
+        let c = "273ad7b63f6619cfa64632c19fb705fd1ed596ef5d93e0b38d0dd8a398a60661";
+        let obj = "/sysroot/ostree/repo/objects/a0/0d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf.file";
+        let before = "a378977155fb42bb006496321cbe31f74cbda803c3f6ca590f30e76d1afad921";
+        let saved = "VGhlIHByb2dyYW1zIGluY2x1ZA==";
+        let sum = |h: &str| ExecOutput::ok(format!("{h}  {FILE}\n"));
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode(fx("bootc-verity-run-ostree-booted.gvariant"));
+        let mut guest = ReplayGuest::new()
+            .exec(
+                &["ostree", "admin", "status"],
+                ExecOutput::ok(format!("* default {c}.0\n    origin: <unknown origin type>\n")),
+            )
+            .exec(
+                &["findmnt", "-J", "/"],
+                ExecOutput::ok(String::from_utf8(fx("bootc-verity-findmnt-root.json")).unwrap()),
+            )
+            .exec(&["base64", "-w0", "/run/ostree-booted"], ExecOutput::ok(b64))
+            .exec(
+                &["ostree", "ls", "-C", c, FILE],
+                ExecOutput::ok(format!("-00644 0 0    286 a00d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf {FILE}\n")),
+            )
+            .exec_owned(read_argv(), sum(before))
+            .exec_owned(
+                sh(&format!("dd if={obj} bs=1 skip=1 count=19 2>/dev/null | base64 -w0")),
+                ExecOutput::ok(saved),
+            )
+            .exec_owned(
+                write_argv(obj, &format!("printf %s {BYTES}")),
+                ExecOutput::failed(1, format!("dd: failed to open '{obj}': Operation not permitted\n")),
+            )
+            .exec_owned(locate_argv(obj), ExecOutput::ok("/dev/vda2 574560\n"))
+            .exec_owned(
+                raw_write_argv("/dev/vda2", 574560, &format!("printf %s {BYTES}")),
+                ExecOutput::ok(""),
+            )
+            .exec_owned(
+                read_argv(),
+                ExecOutput::failed(1, format!("sha256sum: {FILE}: Input/output error\n")),
+            )
+            .exec_owned(
+                raw_write_argv("/dev/vda2", 574560, &format!("echo {saved} | base64 -d")),
+                ExecOutput::ok(""),
+            )
+            .exec_owned(read_argv(), sum(before));
+        let mut host = ReplayHost::new(vec![]);
+        let mut run = Run::new(
+            &mut guest,
+            &mut host,
+            crate::events::Emitter::null(),
+            crate::events::CancellationToken::new(),
+        );
+        let r = tamper(&mut run).await;
+        let report = run.finish("tamper", "c", "bootc", String::new(), r);
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.reason);
+        assert!(
+            report.reason.contains("Operation not permitted"),
+            "{}",
+            report.reason
+        );
+        assert!(
+            report.reason.contains("Input/output error"),
+            "{}",
+            report.reason
+        );
+        assert_eq!(report.facts["verity.enforced"], "yes");
+        assert_eq!(report.facts["tamper.detected"], "write refused; read error");
+        assert_eq!(report.facts["disk.block"], "/dev/vda2 block 574560");
+        assert!(guest.remaining().is_empty(), "{:?}", guest.remaining());
+        // The live run said the same.
+        let live: serde_json::Value =
+            serde_json::from_slice(&fx("bootc-verity-tamper-report.json")).unwrap();
+        assert_eq!(live["verdict"], "pass");
+        assert!(
+            live["facts"]["disk.block"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("/dev/vda2 block ")),
+            "{}",
+            live["facts"]
+        );
+        assert_eq!(
+            live["facts"]["tamper.detected"],
+            "write refused; read error"
+        );
+    }
+
+    #[test]
+    fn the_location_is_a_device_and_a_block() {
+        assert_eq!(
+            parse_location("/dev/vda2 574560\n"),
+            Some(("/dev/vda2".into(), 574560))
+        );
+        assert_eq!(parse_location("574560"), None);
+        assert_eq!(parse_location("vda2 x"), None);
     }
 }
