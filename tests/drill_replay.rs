@@ -74,6 +74,7 @@ fn bootc_published(version: &str) -> Published {
         image: Some("quay.io/example/someimage:latest".into()),
         digest: None,
         summary: format!("replayed: built and pushed {version}"),
+        requires_verity: false,
     }
 }
 
@@ -171,6 +172,46 @@ async fn bootc_upgrade_passes_and_sends_the_expected_commands() {
     assert!(text.contains("guest$ bootc upgrade"), "{text}");
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["verdict"], "pass");
+}
+
+/// An image that requires fs-verity (prepare-root.conf `enabled = verity`, debian-bootc v4) on a
+/// guest whose repository lacks it: the drill asks bootc's own mark, gets "no verity" and stops
+/// with an error before anything in the guest changes (no markers, no `bootc upgrade`).
+#[tokio::test]
+async fn bootc_upgrade_to_a_verity_image_is_refused_where_objects_lack_it() {
+    let ready = bootlab::deploy::composefs::verity_ready_argv();
+    let mut g = ReplayGuest::new()
+        .exec(STATUS, bootc_json("spec-booted-usroverlay.yaml"))
+        .exec_owned(
+            ready.clone(),
+            ExecOutput::failed(1, "error: No verity data found\n"),
+        );
+    let mut p = bootc_published("v4");
+    p.requires_verity = true;
+    let mut h = ReplayHost::new(vec![p]);
+    let r = drive(&spec(DrillKind::Upgrade, Family::Bootc), &mut g, &mut h).await;
+    assert_eq!(r.verdict, Verdict::Error, "{}", r.render());
+    assert!(r.reason.contains("requires fs-verity"), "{}", r.reason);
+    assert!(r.reason.contains("fsverity-enable-all"), "{}", r.reason);
+    assert_eq!(g.log, vec![exec(STATUS), Call::Exec(ready)]);
+
+    // With the mark present the same drill goes on to write its markers and upgrade.
+    let ready = bootlab::deploy::composefs::verity_ready_argv();
+    let mut g = ReplayGuest::new()
+        .exec(STATUS, bootc_json("spec-booted-usroverlay.yaml"))
+        .exec_owned(ready.clone(), ExecOutput::ok("sha256:4c1a…\n"))
+        .exec_owned(marker_argv(TOKEN), ExecOutput::ok(""))
+        .exec(
+            &["bootc", "upgrade"],
+            ExecOutput::ok("No changes in: quay.io/example/someimage:latest\n"),
+        )
+        .exec(STATUS, bootc_json("spec-booted-usroverlay.yaml"));
+    let mut p = bootc_published("v4");
+    p.requires_verity = true;
+    let mut h = ReplayHost::new(vec![p]);
+    let r = drive(&spec(DrillKind::Upgrade, Family::Bootc), &mut g, &mut h).await;
+    assert!(g.remaining().is_empty(), "unsent: {:?}", g.remaining());
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.render());
 }
 
 #[tokio::test]
@@ -356,6 +397,7 @@ fn debian_published(v: &str, commit: &str) -> Published {
         image: None,
         digest: None,
         summary: format!("replayed: {v} = {commit}"),
+        requires_verity: false,
     }
 }
 
@@ -626,6 +668,7 @@ async fn ostree_switch_to_another_recipe_replayed() {
         image: None,
         digest: None,
         summary: "replayed".into(),
+        requires_verity: false,
     }]);
     let kind = DrillKind::Switch {
         to: Box::new(web),
@@ -663,6 +706,7 @@ async fn ostree_switch_to_another_recipe_replayed() {
         image: None,
         digest: None,
         summary: "replayed".into(),
+        requires_verity: false,
     }]);
     let r = drive(
         &spec(

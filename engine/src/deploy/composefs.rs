@@ -38,6 +38,19 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode an `enabled = VALUE` line names (GKeyFile booleans, `maybe`, `verity`,
+    /// `signed`), or `None` for anything else.
+    pub fn from_enabled(value: &str) -> Option<Mode> {
+        Some(match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => Mode::On,
+            "false" | "no" | "0" => Mode::Off,
+            "maybe" => Mode::Maybe,
+            "verity" => Mode::Verity,
+            "signed" => Mode::Signed,
+            _ => return None,
+        })
+    }
+
     /// Does this mode make the kernel check file contents (fs-verity)?
     pub fn enforces_verity(self) -> bool {
         matches!(self, Mode::Verity | Mode::Signed)
@@ -160,22 +173,16 @@ pub fn parse_prepare_root(what: &str, text: &str) -> Result<Mode, StatusParseErr
             ));
         };
         if section == "composefs" && k.trim() == "enabled" {
-            mode = match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" => Mode::On,
-                "false" | "no" | "0" => Mode::Off,
-                "maybe" => Mode::Maybe,
-                "verity" => Mode::Verity,
-                "signed" => Mode::Signed,
-                other => {
-                    return Err(StatusParseError::new(
-                        what,
-                        n + 1,
-                        format!(
-                            "[composefs] enabled = {other:?}: expected true, false, maybe, verity or signed"
-                        ),
-                    ));
-                }
-            };
+            mode = Mode::from_enabled(v).ok_or_else(|| {
+                StatusParseError::new(
+                    what,
+                    n + 1,
+                    format!(
+                        "[composefs] enabled = {:?}: expected true, false, maybe, verity or signed",
+                        v.trim().to_ascii_lowercase()
+                    ),
+                )
+            })?;
         }
     }
     Ok(mode)
@@ -273,6 +280,34 @@ fn offset_size(len: usize) -> usize {
     } else {
         8
     }
+}
+
+/// A guest command that succeeds only when every object of the guest's repository carries
+/// fs-verity: bootc's own mark for that (ostree-ext `is_verity_enabled`), fs-verity on the
+/// repository's config file, set last by `bootc install` and by the image's
+/// `fsverity-enable-all` once every object has it.
+pub fn verity_ready_argv() -> Vec<String> {
+    [
+        "bootc",
+        "internals",
+        "fsverity",
+        "measure",
+        "/sysroot/ostree/repo/config",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Why a guest whose objects lack fs-verity is not moved to an image that requires it: the
+/// next boot would stop in the initramfs (ostree-prepare-root mounts nothing unverified).
+pub fn verity_refusal(recipe: &str, version: &str) -> String {
+    format!(
+        "{recipe} {version} requires fs-verity on every object (prepare-root.conf `[composefs] \
+         enabled = verity`), and this guest's repository does not have it (no fs-verity on \
+         /sysroot/ostree/repo/config): its next boot would stop in the initramfs. Nothing was \
+         changed in the guest. Run /usr/libexec/bootlab/fsverity-enable-all in the guest first \
+         (lab 12-composefs shows it)."
+    )
 }
 
 /// The fs-verity digest (SHA-256, 4096-byte blocks, no salt) of `data`, as `fsverity digest`

@@ -78,5 +78,7 @@ pub async fn publish(
         image: Some(image),
         digest,
         summary,
+        requires_verity: crate::deploy::composefs::Mode::from_enabled(&b.composefs)
+            .is_some_and(|m| m.enforces_verity()),
     })
 }

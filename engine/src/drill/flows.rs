@@ -4,10 +4,10 @@
 use super::ops::{GUEST_SHARE_DIR, GuestOps, HostOps, Published, Via};
 use super::run::{Run, StepRec, argv};
 use super::{CutPoint, DrillSpec, Tooling};
-use crate::deploy::{Deployment, HostStatus, admin};
+use crate::deploy::{Deployment, HostStatus, admin, composefs};
 use crate::pipeline::bootc::install::BOOTC_SHARE_DIR;
 use crate::recipe::Recipe;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 const ETC_MARKER: &str = "/etc/bootlab-drill/marker";
 const VAR_MARKER: &str = "/var/lib/bootlab-drill/marker";
@@ -168,6 +168,27 @@ async fn verify_state<G: GuestOps, H: HostOps>(
 }
 
 /// The recipe version the guest runs now, and the one after it.
+/// An image that requires fs-verity boots only where every object of the guest's repository
+/// has it: refuse before anything in the guest changes (see [`composefs::verity_refusal`]).
+async fn require_verity_ready<G: GuestOps, H: HostOps>(
+    run: &mut Run<'_, G, H>,
+    mut s: StepRec,
+    p: &Published,
+) -> Result<StepRec> {
+    if !p.requires_verity {
+        return Ok(s);
+    }
+    let out = run
+        .exec(&mut s, composefs::verity_ready_argv(), &[])
+        .await?;
+    if !out.success() {
+        let why = composefs::verity_refusal(&p.recipe, &p.version);
+        run.end(s, why.clone());
+        bail!(why);
+    }
+    Ok(s)
+}
+
 fn next_version(recipe: &Recipe, current: Option<&str>) -> Result<(String, String)> {
     let known = current.filter(|c| recipe.version(c).is_some());
     let cur = known
@@ -326,17 +347,17 @@ pub async fn upgrade<G: GuestOps, H: HostOps>(
     run.fact("old.version", cur.clone());
     run.fact("new.version", target.clone());
 
-    write_markers(run, spec).await?;
-
     // 2. Host: the next version, built, committed, published.
     let mut s = run.begin(&format!("host: publish {target}"));
     let p = run
         .publish(&mut s, spec.recipe.name(), &target, Via::Stable)
         .await?;
+    let s = require_verity_ready(run, s, &p).await?;
     run.end(s, p.summary.clone());
     if let Some(c) = &p.commit {
         run.fact("new.commit", c.clone());
     }
+    write_markers(run, spec).await?;
     prepare_pull(run, t, &booted, &p).await?;
 
     // 3. Guest: pull and deploy.
@@ -705,11 +726,11 @@ pub async fn switch<G: GuestOps, H: HostOps>(
     run.fact("to.recipe", to.name().to_string());
     run.end(s, format!("booted {}", describe(&booted)));
 
-    write_markers(run, spec).await?;
-
     let mut s = run.begin(&format!("host: publish {} {version}", to.name()));
     let p = run.publish(&mut s, to.name(), &version, via).await?;
+    let s = require_verity_ready(run, s, &p).await?;
     run.end(s, p.summary.clone());
+    write_markers(run, spec).await?;
 
     if t == Tooling::Bootc {
         prepare_bootc_pull(run, &p).await?;
@@ -946,6 +967,7 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
     let p = run
         .publish(&mut s, spec.recipe.name(), &target, Via::Stable)
         .await?;
+    let s = require_verity_ready(run, s, &p).await?;
     run.end(s, p.summary.clone());
     prepare_pull(run, t, &booted, &p).await?;
 

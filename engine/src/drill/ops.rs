@@ -70,6 +70,10 @@ pub struct Published {
     pub digest: Option<String>,
     /// One line for the timeline: what the host did (cache hits included).
     pub summary: String,
+    /// The image requires fs-verity on every object of the guest's repository (its
+    /// prepare-root.conf says `[composefs] enabled = verity` or `signed`).
+    #[serde(default)]
+    pub requires_verity: bool,
 }
 
 /// How a bootc version is published, i.e. what the guest is then told to follow. The offline

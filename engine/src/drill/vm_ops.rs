@@ -229,6 +229,7 @@ impl HostOps for PipelineHost {
             image: None,
             digest: None,
             summary,
+            requires_verity: false,
         })
     }
 }

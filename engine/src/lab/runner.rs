@@ -665,6 +665,16 @@ impl LabRunner {
         via: Via,
     ) -> Result<String> {
         let p = self.publish_on_host(stage, recipe, version, via).await?;
+        if p.requires_verity {
+            let c = self
+                .guest_cmd(stage, crate::deploy::composefs::verity_ready_argv())
+                .await?;
+            if c.exit != 0 {
+                bail!(crate::deploy::composefs::verity_refusal(
+                    &p.recipe, &p.version
+                ));
+            }
+        }
         let target = match recipe.file.family {
             Family::Bootc => p
                 .image

@@ -56,6 +56,10 @@ pub struct BuildResult {
     /// What `bootc container lint` found (bootc family; empty for the offline family).
     #[serde(default)]
     pub lint: Vec<String>,
+    /// The image's `[composefs] enabled` (prepare-root.conf), as read after the build (bootc
+    /// family; "" when not read).
+    #[serde(default)]
+    pub composefs: String,
 }
 
 /// The record a build leaves for the next one.
@@ -75,6 +79,9 @@ pub struct BuildRecord {
     /// `bootc container lint`'s findings (bootc family).
     #[serde(default)]
     pub lint: Vec<String>,
+    /// The image's `[composefs] enabled` (bootc family; "" when not read).
+    #[serde(default)]
+    pub composefs: String,
     /// [`super::initramfs::method_id`] of the small initramfs in the commit ("" before it was
     /// recorded): a change in how it is made makes the commit again.
     #[serde(default, alias = "initramfs")]
@@ -179,6 +186,7 @@ pub async fn build_image(
         timings,
         cold_secs: rec.cold_secs,
         lint: rec.lint.clone(),
+        composefs: rec.composefs.clone(),
     };
 
     let work_root = paths.cache.join("builds");
@@ -353,6 +361,7 @@ pub async fn build_image(
             .sum(),
         conversion: CONVERSION_VERSION,
         lint: Vec::new(),
+        composefs: String::new(),
         initramfs_method: super::initramfs::method_id(),
     };
     crate::paths::write_atomic(

@@ -18,8 +18,9 @@ use crate::tools::cmd::CmdFailed;
 use crate::tools::podman::{BuildSpec, Podman};
 use anyhow::{Context, Result, bail};
 
-/// Bumped when what this module records changes (invalidates bootc build records).
-pub const BOOTC_BUILD_VERSION: u32 = 1;
+/// Bumped when what this module records changes (invalidates bootc build records; 2: the
+/// image's composefs mode).
+pub const BOOTC_BUILD_VERSION: u32 = 2;
 
 fn cache_key(recipe: &Recipe, version: &Version, base_id: &str) -> Result<String> {
     use sha2::{Digest, Sha256};
@@ -66,10 +67,11 @@ async fn ensure_base(
     Ok(id)
 }
 
-/// What `bootc container lint` said, and the image's kernel.
+/// What `bootc container lint` said, the image's kernel and its `[composefs] enabled`.
 struct Lint {
     lines: Vec<String>,
     kernel: String,
+    composefs: String,
 }
 
 /// `bootc container lint` in a throw-away container of `image` (no network). Fatal findings
@@ -89,16 +91,21 @@ async fn lint(
             image,
             "sh",
             "-c",
-            "echo bootlab-kernel=$(ls /usr/lib/modules | head -n1); exec bootc container lint",
+            "echo bootlab-kernel=$(ls /usr/lib/modules | head -n1); \
+             echo bootlab-composefs=$(sed -n 's/^enabled *= *//p' /usr/lib/ostree/prepare-root.conf \
+             /etc/ostree/prepare-root.conf 2>/dev/null | tail -n1); exec bootc container lint",
         ])
         .capture()
         .run_unchecked(stage, ev, cancel)
         .await?;
     let mut kernel = String::new();
+    let mut composefs = String::new();
     let mut lines = Vec::new();
     for l in out.tail.iter() {
         if let Some(k) = l.strip_prefix("bootlab-kernel=") {
             kernel = k.trim().to_string();
+        } else if let Some(c) = l.strip_prefix("bootlab-composefs=") {
+            composefs = c.trim().to_string();
         } else if !l.trim().is_empty() {
             lines.push(l.clone());
         }
@@ -114,7 +121,11 @@ async fn lint(
     for l in &lines {
         ev.note(stage, format!("bootc container lint: {l}"));
     }
-    Ok(Lint { lines, kernel })
+    Ok(Lint {
+        lines,
+        kernel,
+        composefs,
+    })
 }
 
 /// Build `version` of the bootc recipe `recipe` (see the module docs).
@@ -143,6 +154,7 @@ pub async fn build_bootc_image(
         timings,
         cold_secs: rec.cold_secs,
         lint: rec.lint.clone(),
+        composefs: rec.composefs.clone(),
     };
     if let Some(rec) = last_build(paths, recipe.name(), &version.id)
         && rec.key == key
@@ -208,6 +220,7 @@ pub async fn build_bootc_image(
             .sum(),
         conversion: 0,
         lint: found.lines,
+        composefs: found.composefs,
         // The bootc base carries the small initramfs itself (the base's key covers it).
         initramfs_method: String::new(),
     };
