@@ -359,40 +359,67 @@ mod tests {
         .unwrap()
     }
 
-    /// The drill against what the debian-bootc guest answered (ostree 2026.4, `enabled = true`):
-    /// the change is served before and after the reboot, so the verdict is FAIL "not detected".
-    #[tokio::test]
-    async fn replayed_bootc_guest_without_verity_is_not_detected() {
-        use crate::drill::ops::ExecOutput;
-        use crate::drill::replay::{ReplayGuest, ReplayHost};
-        use crate::drill::report::Verdict;
-        let c = "df923b856d76a15fcb9ff5c1674843fa4d64e3ee61c455217369ed42816f59c8";
-        let obj = "/sysroot/ostree/repo/objects/a0/0d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf.file";
-        let before = "a378977155fb42bb006496321cbe31f74cbda803c3f6ca590f30e76d1afad921";
-        let after = "a79d0316f1671cc91e45fac36e3c055c755ec27aebbb84116bc1c4e62224d50b";
-        let saved = "VGhlIHByb2dyYW1zIGluY2x1ZA==";
-        let sum = |h: &str| ExecOutput::ok(format!("{h}  {FILE}\n"));
+    use crate::drill::ops::ExecOutput;
+    use crate::drill::replay::{ReplayGuest, ReplayHost};
+    use crate::drill::report::Verdict;
+
+    const OBJ: &str = "/sysroot/ostree/repo/objects/a0/0d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf.file";
+    const BEFORE: &str = "a378977155fb42bb006496321cbe31f74cbda803c3f6ca590f30e76d1afad921";
+    const SAVED: &str = "VGhlIHByb2dyYW1zIGluY2x1ZA==";
+
+    fn sum(h: &str) -> ExecOutput {
+        ExecOutput::ok(format!("{h}  {FILE}\n"))
+    }
+
+    /// Run the drill against `guest`'s answers; its report.
+    async fn replay(guest: &mut ReplayGuest, vm: &str) -> crate::drill::report::Report {
+        let mut host = ReplayHost::new(vec![]);
+        let mut run = Run::new(
+            guest,
+            &mut host,
+            crate::events::Emitter::null(),
+            crate::events::CancellationToken::new(),
+        );
+        let r = tamper(&mut run).await;
+        run.finish("tamper", vm, "bootc", String::new(), r)
+    }
+
+    /// The guest's answers up to the write, as the debian-bootc guest gave them: commit `c`
+    /// booted, its `/run/ostree-booted` and `findmnt -J /` from the fixtures `<prefix>-…`.
+    fn answers_before_the_write(c: &str, prefix: &str) -> ReplayGuest {
         let b64 = base64::engine::general_purpose::STANDARD
-            .encode(fx("bootc-run-ostree-booted.gvariant"));
-        let mut guest = ReplayGuest::new()
+            .encode(fx(&format!("{prefix}-run-ostree-booted.gvariant")));
+        ReplayGuest::new()
             .exec(
                 &["ostree", "admin", "status"],
                 ExecOutput::ok(format!("* default {c}.0\n    origin: <unknown origin type>\n")),
             )
             .exec(
                 &["findmnt", "-J", "/"],
-                ExecOutput::ok(String::from_utf8(fx("bootc-findmnt-root.json")).unwrap()),
+                ExecOutput::ok(
+                    String::from_utf8(fx(&format!("{prefix}-findmnt-root.json"))).unwrap(),
+                ),
             )
             .exec(&["base64", "-w0", "/run/ostree-booted"], ExecOutput::ok(b64))
             .exec(
                 &["ostree", "ls", "-C", c, FILE],
                 ExecOutput::ok(format!("-00644 0 0    286 a00d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf {FILE}\n")),
             )
-            .exec_owned(read_argv(), sum(before))
+            .exec_owned(read_argv(), sum(BEFORE))
             .exec_owned(
-                sh(&format!("dd if={obj} bs=1 skip=1 count=19 2>/dev/null | base64 -w0")),
-                ExecOutput::ok(saved),
+                sh(&format!("dd if={OBJ} bs=1 skip=1 count=19 2>/dev/null | base64 -w0")),
+                ExecOutput::ok(SAVED),
             )
+    }
+
+    /// The drill against what the debian-bootc guest answered (ostree 2026.4, `enabled = true`):
+    /// the change is served before and after the reboot, so the verdict is FAIL "not detected".
+    #[tokio::test]
+    async fn replayed_bootc_guest_without_verity_is_not_detected() {
+        let c = "df923b856d76a15fcb9ff5c1674843fa4d64e3ee61c455217369ed42816f59c8";
+        let (obj, before, saved) = (OBJ, BEFORE, SAVED);
+        let after = "a79d0316f1671cc91e45fac36e3c055c755ec27aebbb84116bc1c4e62224d50b";
+        let mut guest = answers_before_the_write(c, "bootc")
             .exec_owned(
                 write_argv(obj, &format!("printf %s {BYTES}")),
                 ExecOutput::ok(""),
@@ -405,15 +432,7 @@ mod tests {
                 ExecOutput::ok(""),
             )
             .exec_owned(read_argv(), sum(before));
-        let mut host = ReplayHost::new(vec![]);
-        let mut run = Run::new(
-            &mut guest,
-            &mut host,
-            crate::events::Emitter::null(),
-            crate::events::CancellationToken::new(),
-        );
-        let r = tamper(&mut run).await;
-        let report = run.finish("tamper", "b", "bootc", String::new(), r);
+        let report = replay(&mut guest, "b").await;
         assert_eq!(report.verdict, Verdict::Fail, "{}", report.reason);
         assert!(
             report
@@ -433,38 +452,15 @@ mod tests {
     /// The guest's answers are those in `bootc-verity-tamper-report.json`.
     #[tokio::test]
     async fn replayed_bootc_guest_with_verity_refuses_and_reads_an_error() {
-        use crate::drill::ops::ExecOutput;
-        use crate::drill::replay::{ReplayGuest, ReplayHost};
-        use crate::drill::report::Verdict;
         let c = "273ad7b63f6619cfa64632c19fb705fd1ed596ef5d93e0b38d0dd8a398a60661";
-        let obj = "/sysroot/ostree/repo/objects/a0/0d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf.file";
-        let before = "a378977155fb42bb006496321cbe31f74cbda803c3f6ca590f30e76d1afad921";
-        let saved = "VGhlIHByb2dyYW1zIGluY2x1ZA==";
-        let sum = |h: &str| ExecOutput::ok(format!("{h}  {FILE}\n"));
-        let b64 = base64::engine::general_purpose::STANDARD
-            .encode(fx("bootc-verity-run-ostree-booted.gvariant"));
-        let mut guest = ReplayGuest::new()
-            .exec(
-                &["ostree", "admin", "status"],
-                ExecOutput::ok(format!("* default {c}.0\n    origin: <unknown origin type>\n")),
-            )
-            .exec(
-                &["findmnt", "-J", "/"],
-                ExecOutput::ok(String::from_utf8(fx("bootc-verity-findmnt-root.json")).unwrap()),
-            )
-            .exec(&["base64", "-w0", "/run/ostree-booted"], ExecOutput::ok(b64))
-            .exec(
-                &["ostree", "ls", "-C", c, FILE],
-                ExecOutput::ok(format!("-00644 0 0    286 a00d99bf1ddfdd07f9514fced811f3233443aa61f9afd4de3b81fd2ae65a87bf {FILE}\n")),
-            )
-            .exec_owned(read_argv(), sum(before))
-            .exec_owned(
-                sh(&format!("dd if={obj} bs=1 skip=1 count=19 2>/dev/null | base64 -w0")),
-                ExecOutput::ok(saved),
-            )
+        let (obj, before, saved) = (OBJ, BEFORE, SAVED);
+        let mut guest = answers_before_the_write(c, "bootc-verity")
             .exec_owned(
                 write_argv(obj, &format!("printf %s {BYTES}")),
-                ExecOutput::failed(1, format!("dd: failed to open '{obj}': Operation not permitted\n")),
+                ExecOutput::failed(
+                    1,
+                    format!("dd: failed to open '{obj}': Operation not permitted\n"),
+                ),
             )
             .exec_owned(locate_argv(obj), ExecOutput::ok("/dev/vda2 574560\n"))
             .exec_owned(
@@ -480,15 +476,7 @@ mod tests {
                 ExecOutput::ok(""),
             )
             .exec_owned(read_argv(), sum(before));
-        let mut host = ReplayHost::new(vec![]);
-        let mut run = Run::new(
-            &mut guest,
-            &mut host,
-            crate::events::Emitter::null(),
-            crate::events::CancellationToken::new(),
-        );
-        let r = tamper(&mut run).await;
-        let report = run.finish("tamper", "c", "bootc", String::new(), r);
+        let report = replay(&mut guest, "c").await;
         assert_eq!(report.verdict, Verdict::Pass, "{}", report.reason);
         assert!(
             report.reason.contains("Operation not permitted"),
