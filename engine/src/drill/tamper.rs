@@ -95,6 +95,28 @@ async fn read<G: GuestOps, H: HostOps>(
     })
 }
 
+/// Write the saved bytes back with `repair` and require the file to read as `before` again.
+async fn put_back<G: GuestOps, H: HostOps>(
+    run: &mut Run<'_, G, H>,
+    step: &str,
+    repair: Vec<String>,
+    before: &str,
+) -> Result<()> {
+    let s = run.begin(step);
+    let (mut s, _) = run.exec_ok(s, repair, &["copied"]).await?;
+    let repaired = read(run, &mut s).await?;
+    let repaired_s = repaired.unwrap_or_else(|e| format!("error: {e}"));
+    let s = run.require(
+        s,
+        "the file reads as before after the repair",
+        repaired_s == before,
+        before.to_string(),
+        repaired_s,
+    )?;
+    run.end(s, "the original bytes are back");
+    Ok(())
+}
+
 pub async fn tamper<G: GuestOps, H: HostOps>(run: &mut Run<'_, G, H>) -> Result<String> {
     // 1. What protects the root right now.
     let mut s = run.begin("composefs state");
@@ -196,24 +218,8 @@ pub async fn tamper<G: GuestOps, H: HostOps>(run: &mut Run<'_, G, H>) -> Result<
     run.end(s, format!("{rebooted:?}"));
 
     // 5. Put the saved bytes back, so the guest is as it was.
-    let s = run.begin("repair the object");
-    let (mut s, _) = run
-        .exec_ok(
-            s,
-            write_argv(&obj, &format!("echo {saved} | base64 -d")),
-            &["copied"],
-        )
-        .await?;
-    let repaired = read(run, &mut s).await?;
-    let repaired_s = repaired.clone().unwrap_or_else(|e| format!("error: {e}"));
-    let s = run.require(
-        s,
-        "the file reads as before after the repair",
-        repaired_s == before,
-        before.clone(),
-        repaired_s,
-    )?;
-    run.end(s, "the original bytes are back");
+    let repair = write_argv(&obj, &format!("echo {saved} | base64 -d"));
+    put_back(run, "repair the object", repair, &before).await?;
 
     let show = |r: &std::result::Result<String, String>| match r {
         Ok(h) => h.clone(),
@@ -290,24 +296,8 @@ async fn under_the_file_system<G: GuestOps, H: HostOps>(
     let now = read(run, &mut s).await?;
     run.end(s, format!("{now:?}"));
 
-    let s = run.begin("put the bytes on the disk back");
-    let (mut s, _) = run
-        .exec_ok(
-            s,
-            raw_write_argv(&dev, blk, &format!("echo {saved} | base64 -d")),
-            &["copied"],
-        )
-        .await?;
-    let repaired = read(run, &mut s).await?;
-    let repaired_s = repaired.clone().unwrap_or_else(|e| format!("error: {e}"));
-    let s = run.require(
-        s,
-        "the file reads as before after the repair",
-        repaired_s == before,
-        before.to_string(),
-        repaired_s,
-    )?;
-    run.end(s, "the original bytes are back");
+    let repair = raw_write_argv(&dev, blk, &format!("echo {saved} | base64 -d"));
+    put_back(run, "put the bytes on the disk back", repair, before).await?;
 
     match now {
         Err(e) => {
