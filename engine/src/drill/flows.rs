@@ -167,7 +167,6 @@ async fn verify_state<G: GuestOps, H: HostOps>(
     Ok(())
 }
 
-/// The recipe version the guest runs now, and the one after it.
 /// An image that requires fs-verity boots only where every object of the guest's repository
 /// has it: refuse before anything in the guest changes (see [`composefs::verity_refusal`]).
 async fn require_verity_ready<G: GuestOps, H: HostOps>(
@@ -189,6 +188,7 @@ async fn require_verity_ready<G: GuestOps, H: HostOps>(
     Ok(s)
 }
 
+/// The recipe version the guest runs now, and the one after it.
 fn next_version(recipe: &Recipe, current: Option<&str>) -> Result<(String, String)> {
     let known = current.filter(|c| recipe.version(c).is_some());
     let cur = known

@@ -439,7 +439,8 @@ mod tests {
     /// The drill against what the debian-bootc v4 guest answered (`enabled = verity`, every
     /// object with fs-verity, 2026-12-02): the write through the file system is refused, the same
     /// bytes changed on the block device read as an I/O error, and the repair restores the file.
-    /// The guest's answers are those in `bootc-verity-tamper-report.json`.
+    /// The answers are those of the first live run (block 574560); the report kept in
+    /// `bootc-verity-tamper-report.json` is of a later run on a fresh disk (another block).
     #[tokio::test]
     async fn replayed_bootc_guest_with_verity_refuses_and_reads_an_error() {
         let c = "273ad7b63f6619cfa64632c19fb705fd1ed596ef5d93e0b38d0dd8a398a60661";
@@ -507,5 +508,42 @@ mod tests {
         );
         assert_eq!(parse_location("574560"), None);
         assert_eq!(parse_location("vda2 x"), None);
+    }
+
+    /// fs-verity refuses the write, yet the bytes changed on the block device are served (no
+    /// verity enforced on read): the drill must not call that detected.
+    #[tokio::test]
+    async fn a_refused_write_with_changed_bytes_served_is_half_detected() {
+        let c = "273ad7b63f6619cfa64632c19fb705fd1ed596ef5d93e0b38d0dd8a398a60661";
+        let after = "a79d0316f1671cc91e45fac36e3c055c755ec27aebbb84116bc1c4e62224d50b";
+        let mut guest = answers_before_the_write(c, "bootc-verity")
+            .exec_owned(
+                write_argv(OBJ, &format!("printf %s {BYTES}")),
+                ExecOutput::failed(1, "dd: failed to open: Operation not permitted\n"),
+            )
+            .exec_owned(locate_argv(OBJ), ExecOutput::ok("/dev/vda2 574560\n"))
+            .exec_owned(
+                raw_write_argv("/dev/vda2", 574560, &format!("printf %s {BYTES}")),
+                ExecOutput::ok(""),
+            )
+            .exec_owned(read_argv(), sum(after))
+            .exec_owned(
+                raw_write_argv("/dev/vda2", 574560, &format!("echo {SAVED} | base64 -d")),
+                ExecOutput::ok(""),
+            )
+            .exec_owned(read_argv(), sum(BEFORE));
+        let report = replay(&mut guest, "c").await;
+        assert_eq!(report.verdict, Verdict::Fail, "{}", report.reason);
+        assert!(
+            report.reason.starts_with("half detected"),
+            "{}",
+            report.reason
+        );
+        assert_eq!(
+            report.facts["tamper.detected"],
+            "write refused; changed bytes on the disk served"
+        );
+        assert_eq!(report.facts["after.sha256"], after);
+        assert!(guest.remaining().is_empty(), "{:?}", guest.remaining());
     }
 }
