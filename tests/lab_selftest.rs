@@ -75,8 +75,8 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
     );
 }
 
-/// The labs on real bootc (debian-bootc): `bootc upgrade`, `bootc switch`, `bootc rollback` and
-/// a tampered composefs object in the guest, every check of every step on what the guest
+/// The labs on real bootc (debian-bootc, debian-bootc-ssh): `bootc upgrade`, `bootc switch`,
+/// `bootc rollback`, a tampered composefs object in the guest and sshd hardened to keys only, every check of every step on what the guest
 /// really did.
 #[test]
 fn bootc_labs_pass_selftest_on_real_bootc() {
@@ -85,8 +85,14 @@ fn bootc_labs_pass_selftest_on_real_bootc() {
             "10-bootc-upgrade",
             "11-bootc-switch-rollback",
             "12-composefs",
+            "13-ssh-keys",
         ],
-        &["bootc-upgrade", "bootc-switch-rollback", "composefs"],
+        &[
+            "bootc-upgrade",
+            "bootc-switch-rollback",
+            "composefs",
+            "ssh-keys",
+        ],
     );
 }
 

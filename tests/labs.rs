@@ -45,7 +45,8 @@ fn shipped_labs_validate() {
             "switch",
             "bootc-upgrade",
             "bootc-switch-rollback",
-            "composefs"
+            "composefs",
+            "ssh-keys"
         ]
     );
     for l in &labs {
@@ -57,6 +58,8 @@ fn shipped_labs_validate() {
             "debian-web-var"
         } else if l.id == "auto-update" {
             "debian-auto-update"
+        } else if l.id == "ssh-keys" {
+            "debian-bootc-ssh"
         } else {
             "debian-minimal"
         };
@@ -182,14 +185,14 @@ broken_case!(
     unknown_recipe,
     "unknown-recipe.toml",
     [
-        "unknown-recipe.toml:14:36: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
+        "unknown-recipe.toml:14:36: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-bootc-ssh, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
     ]
 );
 broken_case!(
     unknown_lab_recipe,
     "unknown-lab-recipe.toml",
     [
-        "unknown-lab-recipe.toml:8:10: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
+        "unknown-lab-recipe.toml:8:10: unknown recipe \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-bootc-ssh, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"
     ]
 );
 broken_case!(
@@ -359,7 +362,7 @@ fn cli_validate_shipped_labs() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "11 labs ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "12 labs ok\n");
     }
 }
 
@@ -416,7 +419,7 @@ fn cli_list_text_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 11);
+    assert_eq!(rows.len(), 12);
     assert_eq!(rows[1]["id"], "first-boot");
     assert_eq!(rows[1]["steps"], 7);
     assert_eq!(rows[1]["minutes"], 25);
@@ -485,7 +488,7 @@ fn cli_show_by_id_stem_and_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, switch, bootc-upgrade, bootc-switch-rollback, composefs)"
+            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, switch, bootc-upgrade, bootc-switch-rollback, composefs, ssh-keys)"
         ),
         "{stderr}"
     );

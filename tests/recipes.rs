@@ -43,6 +43,7 @@ fn shipped_recipes_load() {
             "centos-bootc",
             "debian-auto-update",
             "debian-bootc",
+            "debian-bootc-ssh",
             "debian-minimal",
             "debian-web",
             "debian-web-var",
@@ -112,7 +113,7 @@ fn bootc_recipes_follow_bootc_rules() {
         .into_iter()
         .filter(|r| r.file.family == Family::Bootc)
         .collect();
-    assert_eq!(all_bootc.len(), 3);
+    assert_eq!(all_bootc.len(), 4);
     for r in &all_bootc {
         let ins = instructions(&containerfile(r));
         assert_eq!(
@@ -139,6 +140,15 @@ fn bootc_recipes_follow_bootc_rules() {
     );
     assert_eq!(deb.version_ids(), ["v1", "v2", "v3", "v4"]);
     assert!(deb.lab_use_only());
+    // Its sshd sibling: same base, ssh on, and no host keys baked into the image.
+    let ssh = all_bootc
+        .iter()
+        .find(|r| r.name() == "debian-bootc-ssh")
+        .unwrap();
+    assert_eq!(ssh.file.base, deb.file.base);
+    assert!(ssh.file.guest.ssh);
+    assert_eq!(ssh.version_ids(), ["v1", "v2"]);
+    assert!(containerfile(ssh).contains("rm -f /etc/ssh/ssh_host_*"));
     // The registry ones (members' laptops).
     let bootc: Vec<&Recipe> = all_bootc
         .iter()
@@ -263,7 +273,7 @@ fn cli_recipe_list() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 7);
+    assert_eq!(rows.len(), 8);
     let web = rows.iter().find(|r| r["name"] == "debian-web").unwrap();
     assert_eq!(web["family"], "debian-ostree");
     assert_eq!(web["lab_use_only"], true);
@@ -310,5 +320,5 @@ fn cli_recipe_show() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no recipe named \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"), "{stderr}");
+    assert!(stderr.contains("no recipe named \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-bootc-ssh, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"), "{stderr}");
 }

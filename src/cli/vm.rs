@@ -59,6 +59,20 @@ pub enum VmCmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// Log in over ssh with this VM's own key (127.0.0.1 only), or run a command that way.
+    /// For VMs whose recipe runs sshd (`ssh = true`).
+    Ssh {
+        name: String,
+        /// Log in with the recipe's known lab password instead of the key (no key offered):
+        /// what anyone who knows the password could do.
+        #[arg(long)]
+        password: bool,
+        /// Print the login methods the guest's sshd accepts (offering none) and exit.
+        #[arg(long, conflicts_with = "password")]
+        methods: bool,
+        #[arg(last = true)]
+        argv: Vec<String>,
+    },
     /// Follow the serial console (Ctrl-C to stop; the VM keeps running). With --interactive,
     /// what you type goes to the guest's serial port.
     Console {
@@ -266,6 +280,12 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
             }
             Ok(ExitCode::from(out.status().clamp(0, 255) as u8))
         }
+        VmCmd::Ssh {
+            name,
+            password,
+            methods,
+            argv,
+        } => ssh(&paths, &name, password, methods, &argv).await,
         VmCmd::Console {
             name,
             no_follow,
@@ -443,4 +463,58 @@ impl Drop for RawMode {
             );
         }
     }
+}
+
+/// `vm ssh`: the VM's own key, its known password, or the methods its sshd accepts.
+async fn ssh(
+    paths: &Paths,
+    name: &str,
+    password: bool,
+    methods: bool,
+    remote: &[String],
+) -> Result<ExitCode> {
+    let rec = VmRecord::load(paths, name)?;
+    if !rec.state.is_running() {
+        bail!(
+            "VM {name} is {}: start it first (`bootlab vm up`)",
+            rec.state
+        );
+    }
+    let login = rec.ssh_login(paths).ok_or_else(|| {
+        anyhow::anyhow!(
+            "VM {name} was started without ssh: its recipe ({}) says `ssh = false`",
+            rec.recipe.as_deref().unwrap_or("unknown")
+        )
+    })?;
+    if methods {
+        let got =
+            crate::tools::ssh::methods(&login, "ssh", &Emitter::null(), &CancellationToken::new())
+                .await?;
+        println!("{}", got.join(","));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut cmd;
+    if password {
+        let known = rec
+            .known_password
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("VM {name} has no known lab password to try"))?;
+        let (_, pw) = known.split_once('/').unwrap_or(("", known));
+        let askpass = login.write_askpass(pw)?;
+        let argv = login.password_argv(remote);
+        eprintln!("$ SSH_ASKPASS={} {}", askpass.display(), argv.join(" "));
+        cmd = crate::tools::cmd::foreground(&argv[0], &[]);
+        cmd.args(&argv[1..])
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force");
+    } else {
+        let argv = login.key_argv(remote);
+        eprintln!("$ {}", argv.join(" "));
+        cmd = crate::tools::cmd::foreground(&argv[0], &[]);
+        cmd.args(&argv[1..]);
+    }
+    let st = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run ssh: {e}"))?;
+    Ok(ExitCode::from(st.code().unwrap_or(255).clamp(0, 255) as u8))
 }

@@ -38,6 +38,17 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The `enabled = VALUE` word that names this mode (what [`Mode::from_enabled`] reads back).
+    pub fn enabled_value(self) -> &'static str {
+        match self {
+            Mode::Off => "false",
+            Mode::Maybe => "maybe",
+            Mode::On => "true",
+            Mode::Verity => "verity",
+            Mode::Signed => "signed",
+        }
+    }
+
     /// The mode an `enabled = VALUE` line names (GKeyFile booleans, `maybe`, `verity`,
     /// `signed`), or `None` for anything else.
     pub fn from_enabled(value: &str) -> Option<Mode> {
@@ -495,7 +506,18 @@ mod tests {
         ] {
             let t = format!("[sysroot]\nreadonly = true\n[composefs]\nenabled = {v}\n");
             assert_eq!(parse_prepare_root("x", &t).unwrap(), want);
+            // What a build records (`enabled_value`) reads back as the same mode.
+            assert_eq!(Mode::from_enabled(want.enabled_value()), Some(want));
         }
+        // Only the [composefs] section counts: another section's `enabled` is not the mode.
+        assert_eq!(
+            parse_prepare_root(
+                "x",
+                "[composefs]\nenabled = true\n[etc]\nenabled = verity\n"
+            )
+            .unwrap(),
+            Mode::On
+        );
         assert_eq!(
             parse_prepare_root("x", "[sysroot]\nreadonly=true\n").unwrap(),
             Mode::Off

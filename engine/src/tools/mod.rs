@@ -12,3 +12,4 @@ pub mod qemu;
 pub mod qmp;
 pub mod rust;
 pub mod skopeo;
+pub mod ssh;

@@ -282,9 +282,25 @@ async fn start(
             format!("LAB VM: console login with a known password ({k}); never expose it"),
         );
     }
-    if let Some(p) = rec.ssh_port {
-        ev.note(&stage, format!("ssh forwarded on 127.0.0.1:{p}"));
-    }
+    // The VM's own key pair, made before the boot so a failure costs no boot.
+    let ssh_key = match rec.ssh_port {
+        Some(p) => {
+            let key = crate::tools::ssh::ensure_key(
+                &dir,
+                &format!("bootlab-{}", rec.name),
+                &stage,
+                ev,
+                cancel,
+            )
+            .await?;
+            ev.note(
+                &stage,
+                format!("ssh forwarded on 127.0.0.1:{p}; `bootlab vm ssh {}` logs in with this VM's key", rec.name),
+            );
+            Some(key)
+        }
+        None => None,
+    };
 
     let (pid, mut exited) = spawn_supervisor(&dir, &rec.supervisor_log, ev, &stage)?;
     *supervisor = Some(pid);
@@ -322,6 +338,9 @@ async fn start(
             }
         });
         let r = client.wait_ready(boot_timeout).await;
+        if let (Ok(_), Some(key)) = (&r, &ssh_key) {
+            install_ssh_key(&client, key, ev, &stage).await?;
+        }
         if tokio::time::timeout(Duration::from_secs(2), &mut fwd)
             .await
             .is_err()
@@ -334,6 +353,29 @@ async fn start(
         r = result => r,
         _ = cancel.cancelled() => Err(Cancelled.into()),
     }
+}
+
+/// Make `key` root's authorized key in the guest, through the guest agent.
+async fn install_ssh_key(client: &VmClient, key: &str, ev: &Emitter, stage: &str) -> Result<()> {
+    let out = client
+        .exec_with(
+            &["/bin/sh", "-c", crate::tools::ssh::INSTALL_KEY_SCRIPT],
+            Some(format!("{key}\n").as_bytes()),
+            Duration::from_secs(60),
+        )
+        .await?;
+    if !out.success() {
+        bail!(
+            "could not give the guest this VM's ssh key (exit {}): {}",
+            out.status(),
+            out.stderr.trim()
+        );
+    }
+    ev.note(
+        stage,
+        "root's authorized_keys in the guest holds this VM's key",
+    );
+    Ok(())
 }
 
 /// Start the detached supervisor; returns its pid and a receiver that fires when it exits.

@@ -141,6 +141,14 @@ impl VmRecord {
             .as_deref()
             .unwrap_or(crate::tools::qemu::GUEST_SHARE_DIR)
     }
+    /// How to reach this VM's sshd with its own key; `None` when it was started without ssh.
+    pub fn ssh_login(&self, paths: &Paths) -> Option<crate::tools::ssh::Login> {
+        Some(crate::tools::ssh::Login {
+            port: self.ssh_port?,
+            user: "root".into(),
+            dir: crate::tools::ssh::key_dir(&Self::dir(paths, &self.name)),
+        })
+    }
     pub fn dir(paths: &Paths, name: &str) -> PathBuf {
         paths.vms().join(name)
     }

@@ -74,6 +74,23 @@ struct Lint {
     composefs: String,
 }
 
+/// The image's `[composefs] enabled` value, from its prepare-root.conf (base64, as the lint
+/// container printed it; empty when the image has none): read by the same parser as a guest's,
+/// so only the `[composefs]` section counts.
+fn composefs_enabled(image: &str, b64: &str) -> Result<String> {
+    use base64::Engine;
+    if b64.is_empty() {
+        return Ok(String::new());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .with_context(|| format!("{image}: prepare-root.conf came back garbled"))?;
+    let what = format!("prepare-root.conf in {image}");
+    let mode =
+        crate::deploy::composefs::parse_prepare_root(&what, &String::from_utf8_lossy(&bytes))?;
+    Ok(mode.enabled_value().to_string())
+}
+
 /// `bootc container lint` in a throw-away container of `image` (no network). Fatal findings
 /// fail the build with the findings in the message; warnings are kept.
 async fn lint(
@@ -92,8 +109,8 @@ async fn lint(
             "sh",
             "-c",
             "echo bootlab-kernel=$(ls /usr/lib/modules | head -n1); \
-             echo bootlab-composefs=$(sed -n 's/^enabled *= *//p' /usr/lib/ostree/prepare-root.conf \
-             /etc/ostree/prepare-root.conf 2>/dev/null | tail -n1); exec bootc container lint",
+             f=/etc/ostree/prepare-root.conf; [ -e $f ] || f=/usr/lib/ostree/prepare-root.conf; \
+             echo bootlab-prepare-root=$(base64 -w0 $f 2>/dev/null); exec bootc container lint",
         ])
         .capture()
         .run_unchecked(stage, ev, cancel)
@@ -104,8 +121,8 @@ async fn lint(
     for l in out.tail.iter() {
         if let Some(k) = l.strip_prefix("bootlab-kernel=") {
             kernel = k.trim().to_string();
-        } else if let Some(c) = l.strip_prefix("bootlab-composefs=") {
-            composefs = c.trim().to_string();
+        } else if let Some(c) = l.strip_prefix("bootlab-prepare-root=") {
+            composefs = composefs_enabled(image, c.trim())?;
         } else if !l.trim().is_empty() {
             lines.push(l.clone());
         }
