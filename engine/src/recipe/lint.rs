@@ -348,7 +348,11 @@ echo "agent=$(command -v qemu-ga || true)"
 if command -v sshd >/dev/null 2>&1; then
   echo sshd=1
   mkdir -p /run/sshd 2>/dev/null
-  sshd -T 2>/dev/null | grep -iE '^(passwordauthentication|permitrootlogin|kbdinteractiveauthentication) ' | tr ' ' '='
+  # sshd -T refuses to run with no host key, and a good image has none (each machine makes its
+  # own): give it a throw-away one, so the settings it prints are the image's.
+  hk=$(mktemp -u /tmp/bootlab-lint-hostkey.XXXXXX)
+  if ssh-keygen -q -t ed25519 -N '' -f "$hk" >/dev/null 2>&1; then set -- -h "$hk"; fi
+  sshd -T "$@" 2>/dev/null | grep -iE '^(passwordauthentication|permitrootlogin|kbdinteractiveauthentication) ' | tr ' ' '='
 fi
 for k in /etc/ssh/ssh_host_*_key; do [ -e "$k" ] && echo "hostkey=$k"; done
 pw=$(grep '^root:' /etc/shadow 2>/dev/null | cut -d: -f2)

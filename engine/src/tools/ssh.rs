@@ -69,8 +69,8 @@ pub async fn ensure_key(
 }
 
 /// A guest shell script that makes `key` root's only authorized key (read from stdin: the key
-/// never appears on a command line). Root's home is looked up, not assumed: on an OSTree system
-/// it is `/var/roothome` behind the `/root` link.
+/// never appears on a command line). Root's home is looked up, not assumed (`/root`, which on
+/// an OSTree system is a link to `/var/roothome`: the key survives upgrades and rollbacks).
 pub const INSTALL_KEY_SCRIPT: &str = "set -e; umask 077; h=$(getent passwd root | cut -d: -f6); \
      mkdir -p \"$h/.ssh\"; cat > \"$h/.ssh/authorized_keys.bootlab\"; \
      mv -f \"$h/.ssh/authorized_keys.bootlab\" \"$h/.ssh/authorized_keys\"";
