@@ -61,6 +61,7 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
             "05-auto-update",
             "06-disks-consoles",
             "07-switch",
+            "08-power-cut",
         ],
         &[
             "tour",
@@ -71,6 +72,7 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
             "auto-update",
             "disks-consoles",
             "switch",
+            "power-cut",
         ],
     );
 }

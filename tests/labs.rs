@@ -43,6 +43,7 @@ fn shipped_labs_validate() {
             "auto-update",
             "disks-consoles",
             "switch",
+            "power-cut",
             "bootc-upgrade",
             "bootc-switch-rollback",
             "composefs",
@@ -362,7 +363,7 @@ fn cli_validate_shipped_labs() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "12 labs ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "13 labs ok\n");
     }
 }
 
@@ -419,7 +420,7 @@ fn cli_list_text_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 12);
+    assert_eq!(rows.len(), 13);
     assert_eq!(rows[1]["id"], "first-boot");
     assert_eq!(rows[1]["steps"], 7);
     assert_eq!(rows[1]["minutes"], 25);
@@ -488,7 +489,7 @@ fn cli_show_by_id_stem_and_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, switch, bootc-upgrade, bootc-switch-rollback, composefs, ssh-keys)"
+            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, switch, power-cut, bootc-upgrade, bootc-switch-rollback, composefs, ssh-keys)"
         ),
         "{stderr}"
     );
