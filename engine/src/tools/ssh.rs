@@ -104,76 +104,66 @@ impl Login {
         format!("{}@127.0.0.1", self.user)
     }
 
-    /// `ssh` with the VM's key only (no agent, no password), then `remote` if given.
-    pub fn key_argv(&self, remote: &[String]) -> Vec<String> {
+    /// `ssh`, the options every login shares, `opts` (each one `-o OPT`), the target, then
+    /// `remote` if given.
+    fn argv(&self, pre: &[String], opts: &[&str], remote: &[String]) -> Vec<String> {
         let mut a = vec![SSH.to_string()];
         a.extend(self.common());
-        a.extend([
-            "-i".into(),
-            self.key().display().to_string(),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            "IdentityAgent=none".into(),
-            "-o".into(),
-            "PasswordAuthentication=no".into(),
-            "-o".into(),
-            "KbdInteractiveAuthentication=no".into(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            self.target(),
-        ]);
+        a.extend(pre.iter().cloned());
+        for o in opts {
+            a.extend(["-o".to_string(), o.to_string()]);
+        }
+        a.push(self.target());
         if !remote.is_empty() {
             a.push("--".into());
             a.extend(remote.iter().cloned());
         }
         a
+    }
+
+    /// `ssh` with the VM's key only (no agent, no password), then `remote` if given.
+    pub fn key_argv(&self, remote: &[String]) -> Vec<String> {
+        self.argv(
+            &["-i".into(), self.key().display().to_string()],
+            &[
+                "IdentitiesOnly=yes",
+                "IdentityAgent=none",
+                "PasswordAuthentication=no",
+                "KbdInteractiveAuthentication=no",
+                "BatchMode=yes",
+            ],
+            remote,
+        )
     }
 
     /// `ssh` with a password only (the recipe's known lab password, typed by `askpass`): what
     /// anyone who knows the password could do.
     pub fn password_argv(&self, remote: &[String]) -> Vec<String> {
-        let mut a = vec![SSH.to_string()];
-        a.extend(self.common());
-        a.extend([
-            "-o".into(),
-            "PubkeyAuthentication=no".into(),
-            "-o".into(),
-            "IdentityAgent=none".into(),
-            "-o".into(),
-            "PreferredAuthentications=password,keyboard-interactive".into(),
-            "-o".into(),
-            "NumberOfPasswordPrompts=1".into(),
-            self.target(),
-        ]);
-        if !remote.is_empty() {
-            a.push("--".into());
-            a.extend(remote.iter().cloned());
-        }
-        a
+        self.argv(
+            &[],
+            &[
+                "PubkeyAuthentication=no",
+                "IdentityAgent=none",
+                "PreferredAuthentications=password,keyboard-interactive",
+                "NumberOfPasswordPrompts=1",
+            ],
+            remote,
+        )
     }
 
     /// `ssh -v` that offers nothing: the server answers with the methods it would accept. The
     /// debug log goes to `log` (`-E`), where [`offered_methods`] reads it.
     pub fn methods_argv(&self, log: &Path) -> Vec<String> {
-        let mut a = vec![SSH.to_string()];
-        a.extend(self.common());
-        a.extend([
-            "-v".into(),
-            "-E".into(),
-            log.display().to_string(),
-            "-o".into(),
-            "LogLevel=DEBUG1".into(),
-            "-o".into(),
-            "PreferredAuthentications=none".into(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            "-o".into(),
-            "IdentityAgent=none".into(),
-            self.target(),
-            "true".into(),
-        ]);
-        a
+        self.argv(
+            &["-v".into(), "-E".into(), log.display().to_string()],
+            // `-v` outranks the shared `LogLevel=ERROR`: the debug lines go to the log.
+            &[
+                "PreferredAuthentications=none",
+                "BatchMode=yes",
+                "IdentityAgent=none",
+            ],
+            &["true".into()],
+        )
     }
 
     /// Where the askpass helper for `password_argv` is (made by [`Login::write_askpass`]).
