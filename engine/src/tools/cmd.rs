@@ -372,6 +372,7 @@ pub fn install_hint(program: &str) -> String {
         "sfdisk" | "losetup" => ("fdisk", "util-linux"),
         "mkfs.ext4" | "tune2fs" => ("e2fsprogs", "e2fsprogs"),
         "runc" => ("runc", "runc"),
+        "ssh" | "ssh-keygen" => ("openssh-client", "openssh-clients"),
         _ => return String::new(),
     };
     format!(
