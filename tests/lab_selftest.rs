@@ -77,13 +77,15 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
     );
 }
 
-/// The labs on real bootc (debian-bootc, debian-bootc-ssh): `bootc upgrade`, `bootc switch`,
+/// The labs on real bootc (debian-bootc, a learner's copy of it, debian-bootc-ssh): your own
+/// image built, linted and booted, `bootc upgrade`, `bootc switch`,
 /// `bootc rollback`, a tampered composefs object in the guest and sshd hardened to keys only, every check of every step on what the guest
 /// really did.
 #[test]
 fn bootc_labs_pass_selftest_on_real_bootc() {
     selftest_passes(
         &[
+            "09-own-image",
             "10-bootc-upgrade",
             "11-bootc-switch-rollback",
             "12-composefs",

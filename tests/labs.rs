@@ -44,6 +44,7 @@ fn shipped_labs_validate() {
             "disks-consoles",
             "switch",
             "power-cut",
+            "own-image",
             "bootc-upgrade",
             "bootc-switch-rollback",
             "composefs",
@@ -53,7 +54,7 @@ fn shipped_labs_validate() {
     for l in &labs {
         // The starter labs run on the offline guest, the bootc labs on real bootc, the /var
         // pitfall and the automatic updates on their own recipes.
-        let want = if l.id.starts_with("bootc-") || l.id == "composefs" {
+        let want = if l.id.starts_with("bootc-") || l.id == "composefs" || l.id == "own-image" {
             "debian-bootc"
         } else if l.id == "var-pitfall" {
             "debian-web-var"
@@ -363,7 +364,7 @@ fn cli_validate_shipped_labs() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "13 labs ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "14 labs ok\n");
     }
 }
 
@@ -420,7 +421,7 @@ fn cli_list_text_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 13);
+    assert_eq!(rows.len(), 14);
     assert_eq!(rows[1]["id"], "first-boot");
     assert_eq!(rows[1]["steps"], 7);
     assert_eq!(rows[1]["minutes"], 25);
@@ -489,7 +490,7 @@ fn cli_show_by_id_stem_and_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, switch, power-cut, bootc-upgrade, bootc-switch-rollback, composefs, ssh-keys)"
+            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, switch, power-cut, own-image, bootc-upgrade, bootc-switch-rollback, composefs, ssh-keys)"
         ),
         "{stderr}"
     );

@@ -42,6 +42,8 @@ pub fn host_env(paths: &crate::paths::Paths) -> Vec<(&'static str, std::path::Pa
         ("BOOTLAB_CACHE", paths.cache.clone()),
         ("BOOTLAB_STATE", paths.state.clone()),
         ("BOOTLAB_OSTREE_REPO", paths.ostree_repo()),
+        // The learner's own recipes (`bootlab recipe new` writes there): lab *Your own image*.
+        ("BOOTLAB_RECIPES", crate::paths::user_recipes_dir()),
     ]
 }
 
