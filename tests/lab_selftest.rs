@@ -78,9 +78,9 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
 }
 
 /// The labs on real bootc (debian-bootc, a learner's copy of it, debian-bootc-ssh): your own
-/// image built, linted and booted, `bootc upgrade`, `bootc switch`,
-/// `bootc rollback`, a tampered composefs object in the guest and sshd hardened to keys only, every check of every step on what the guest
-/// really did.
+/// image built, linted and booted, `bootc upgrade`, `bootc switch`, `bootc rollback`, a
+/// tampered composefs object in the guest and sshd hardened to keys only, every check of every
+/// step on what the guest really did.
 #[test]
 fn bootc_labs_pass_selftest_on_real_bootc() {
     selftest_passes(
@@ -92,6 +92,7 @@ fn bootc_labs_pass_selftest_on_real_bootc() {
             "13-ssh-keys",
         ],
         &[
+            "own-image",
             "bootc-upgrade",
             "bootc-switch-rollback",
             "composefs",
