@@ -17,6 +17,11 @@ pub fn shared_home() -> PathBuf {
 pub fn bootlab() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bootlab"));
     c.env("BOOTLAB_HOME", shared_home());
+    // What bootlab ships, only: a learner's recipes and labs left in the shared home (the lab
+    // selftest of *Your own image* makes `my-image` there) must not show in these listings.
+    let none = shared_home().join("no-user-folder");
+    c.env("BOOTLAB_USER_RECIPES", &none)
+        .env("BOOTLAB_USER_LABS", &none);
     c
 }
 
