@@ -217,6 +217,39 @@ fn every_shipped_recipe_exports_a_workflow_actionlint_passes() {
         );
         check_shape(&text, r, &format!("assets/recipes/{}", r.name()));
         routes.insert(format!("{:?}", Route::of(r)));
+        // `bootlab ci run` reads every exported workflow and plans it: the steps that set up a
+        // runner or publish are skipped locally, the rest run.
+        let (plan, _) = ok(bootlab(&home).args([
+            "ci",
+            "run",
+            out.to_str().unwrap(),
+            "--version",
+            r.version_ids()[0],
+            "--dry-run",
+        ]));
+        let skipped: Vec<&str> = plan
+            .lines()
+            .filter_map(|l| l.strip_prefix("skip  "))
+            .map(|l| l.split("  (").next().unwrap())
+            .collect();
+        let expect_skipped: &[&str] = match Route::of(r) {
+            Route::Bootlab => &[
+                "bootlab's home on the runner",
+                "Host tools (bootlab's .ci/setup)",
+                "Build bootlab",
+                "Push to ghcr.io",
+            ],
+            Route::Registry => &["Push to ghcr.io"],
+        };
+        assert_eq!(skipped, expect_skipped, "{plan}");
+        assert!(
+            plan.contains(&format!(
+                "local Upload the disk  (copied to artifacts/{}-{}-qcow2/)",
+                r.name(),
+                r.version_ids()[0]
+            )),
+            "{plan}"
+        );
         if let Some((passed, report)) = lint(&text, r.name()) {
             assert!(passed, "actionlint on {}:\n{report}\n{text}", r.name());
         }
@@ -292,7 +325,7 @@ fn a_learners_recipes_export_with_their_repository_paths() {
         } else {
             assert!(
                 scripts(&v).contains(&format!(
-                    "./target/release/bootlab --recipes os/recipes image build {name}"
+                    "sudo --preserve-env=BOOTLAB_HOME bootlab --recipes os/recipes image build {name}"
                 )),
                 "{text}"
             );
@@ -352,4 +385,111 @@ fn unknown_recipes_and_missing_flavours_are_refused() {
         .output()
         .unwrap();
     assert!(!o.status.success() && !out.exists());
+}
+
+/// `bootlab ci run` runs a workflow's steps in order as a runner would: `$GITHUB_ENV` carries
+/// from step to step, `${{ matrix.version }}` is filled in, `sudo` and `bootlab` work, a
+/// runner-only step does not run, the artifact is copied; a failing step stops the job.
+#[test]
+fn ci_run_runs_the_steps_in_order_and_stops_at_a_failure() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: bootlab ci run runs as root");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let work = t.path().join("work");
+    let wf = t.path().join("wf.yml");
+    let text = r#"name: t
+on:
+  workflow_dispatch: {}
+defaults:
+  run:
+    shell: bash
+jobs:
+  build:
+    name: t ${{ matrix.version }}
+    runs-on: ubuntu-24.04
+    strategy:
+      fail-fast: false
+      matrix:
+        version: [v1, v2]
+    env:
+      VERSION: ${{ matrix.version }}
+    steps:
+    - name: Check out
+      uses: actions/checkout@v7
+    - name: Runner only
+      if: ${{ !env.BOOTLAB_LOCAL }}
+      run: touch runner-only-ran
+    - name: Names
+      run: echo "FROM_ENV=seen-$VERSION" >> "$GITHUB_ENV"
+    - name: Use
+      env:
+        STEP: step-env
+      run: |
+        mkdir -p output
+        { echo "$FROM_ENV $STEP"; sudo --preserve-env=BOOTLAB_HOME bootlab --version; } > output/out.txt
+    - name: Upload
+      uses: actions/upload-artifact@v7
+      with:
+        name: out-${{ matrix.version }}
+        path: output/out.txt
+        if-no-files-found: error
+"#;
+    std::fs::write(&wf, text).unwrap();
+    let run = |wf: &Path, version: &str| {
+        bootlab(&home)
+            .args(["ci", "run"])
+            .arg(wf)
+            .args(["--version", version, "--workspace"])
+            .arg(&work)
+            .output()
+            .unwrap()
+    };
+    let o = run(&wf, "v2");
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    let got = std::fs::read_to_string(work.join("artifacts/out-v2/out.txt")).unwrap();
+    assert!(got.starts_with("seen-v2 step-env\nbootlab "), "{got}");
+    assert!(!work.join("runner-only-ran").exists());
+    assert!(
+        out.contains("job: t v2") && out.contains("skip  Runner only"),
+        "{out}"
+    );
+    // Every script was shown before it ran.
+    assert!(
+        err.contains("[ci: Names] $ bash --noprofile --norc -eo pipefail -c"),
+        "{err}"
+    );
+
+    // A version outside the matrix is refused, naming the matrix.
+    let o = run(&wf, "v9");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("v1, v2"), "{err}");
+
+    // A failing step stops the job: the next step does not run, nothing is uploaded.
+    let broken = t.path().join("broken.yml");
+    std::fs::write(
+        &broken,
+        text.replace(
+            "run: echo \"FROM_ENV",
+            "run: exit 3\n    - name: After\n      run: echo \"FROM_ENV",
+        ),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(work.join("artifacts")).unwrap();
+    let o = run(&broken, "v1");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("step \"Names\" failed") && err.contains("(exit code 3)"),
+        "{err}"
+    );
+    assert!(!err.contains("[ci: After]"), "{err}");
+    assert!(!work.join("artifacts").exists());
 }

@@ -47,8 +47,8 @@ fn testcases(xml: &str, suite: &str) -> Vec<(String, Option<String>)> {
 }
 
 /// The labs on the offline guest: the four starters, the /var pitfall (nginx), the guest that
-/// updates itself from its own timer, disks, consoles and rewinding a snapshot, and a switch to
-/// debian-web and back.
+/// updates itself from its own timer, disks, consoles and rewinding a snapshot, a switch to
+/// debian-web and back, a power cut mid-upgrade, and the disk an exported CI workflow makes.
 #[test]
 fn offline_labs_pass_selftest_on_a_real_guest() {
     selftest_passes(
@@ -62,6 +62,7 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
             "06-disks-consoles",
             "07-switch",
             "08-power-cut",
+            "14-ci-disk",
         ],
         &[
             "tour",
@@ -73,6 +74,7 @@ fn offline_labs_pass_selftest_on_a_real_guest() {
             "disks-consoles",
             "switch",
             "power-cut",
+            "ci-disk",
         ],
     );
 }

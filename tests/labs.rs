@@ -48,7 +48,8 @@ fn shipped_labs_validate() {
             "bootc-upgrade",
             "bootc-switch-rollback",
             "composefs",
-            "ssh-keys"
+            "ssh-keys",
+            "ci-disk",
         ]
     );
     for l in &labs {
@@ -364,7 +365,7 @@ fn cli_validate_shipped_labs() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "14 labs ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "15 labs ok\n");
     }
 }
 
@@ -421,7 +422,7 @@ fn cli_list_text_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 14);
+    assert_eq!(rows.len(), 15);
     assert_eq!(rows[1]["id"], "first-boot");
     assert_eq!(rows[1]["steps"], 7);
     assert_eq!(rows[1]["minutes"], 25);
@@ -490,7 +491,7 @@ fn cli_show_by_id_stem_and_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, switch, power-cut, own-image, bootc-upgrade, bootc-switch-rollback, composefs, ssh-keys)"
+            "no lab \"nope\" (known: tour, first-boot, upgrade, rollback, var-pitfall, auto-update, disks-consoles, switch, power-cut, own-image, bootc-upgrade, bootc-switch-rollback, composefs, ssh-keys, ci-disk)"
         ),
         "{stderr}"
     );

@@ -96,6 +96,10 @@ pub struct Matrix {
 #[derive(Debug, Default, Serialize)]
 pub struct Step {
     pub name: String,
+    /// Only [`super::local::SKIP_LOCALLY`]: steps that prepare a runner or publish, which
+    /// `bootlab ci run` skips on a machine that has bootlab and no registry.
+    #[serde(rename = "if", skip_serializing_if = "Option::is_none")]
+    pub if_: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uses: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -125,6 +129,11 @@ impl Step {
             ..Step::default()
         }
     }
+    /// Runs on GitHub, skipped by `bootlab ci run`.
+    fn runner_only(mut self) -> Step {
+        self.if_ = Some(super::local::SKIP_LOCALLY.into());
+        self
+    }
     fn env(mut self, k: &str, v: &str) -> Step {
         self.env.insert(k.into(), v.into());
         self
@@ -152,12 +161,19 @@ pub fn workflow(recipe: &Recipe, opts: &ExportOptions) -> Workflow {
     env.insert("RECIPE_DIR".into(), opts.recipe_path.clone());
 
     let mut steps = vec![Step::uses("Check out", CHECKOUT, &[])];
-    let mut names = String::from("echo \"IMAGE=${IMAGE_REPO,,}:${VERSION}\" >> \"$GITHUB_ENV\"\n");
-    if route == Route::Bootlab {
-        // runner.temp is not available in job-level env: set it here.
-        names.push_str("echo \"BOOTLAB_HOME=$RUNNER_TEMP/bootlab\" >> \"$GITHUB_ENV\"\n");
-    }
+    let names = String::from("echo \"IMAGE=${IMAGE_REPO,,}:${VERSION}\" >> \"$GITHUB_ENV\"\n");
     steps.push(Step::run("Names", names));
+    if route == Route::Bootlab {
+        // runner.temp is not available in job-level env: set it here. A local run keeps the
+        // bootlab home (and caches) of the machine it runs on.
+        steps.push(
+            Step::run(
+                "bootlab's home on the runner",
+                "echo \"BOOTLAB_HOME=$RUNNER_TEMP/bootlab\" >> \"$GITHUB_ENV\"\n".into(),
+            )
+            .runner_only(),
+        );
+    }
     let disk_path = match route {
         Route::Registry => {
             registry_steps(recipe, &mut steps);
@@ -240,17 +256,20 @@ fn extra_args_case(versions: &[Version]) -> Option<String> {
     (!arms.is_empty()).then(|| format!("case \"$VERSION\" in\n{}esac\n", arms.concat()))
 }
 
-/// GitHub's token, piped to podman (never on a command line).
-fn login_and_push(steps: &mut Vec<Step>) {
+/// GitHub's token, piped to podman (never on a command line). `first` runs before the login
+/// (bootlab's route tags its image for ghcr.io there). A local run has no registry: skipped.
+fn login_and_push(steps: &mut Vec<Step>, first: &str) {
     steps.push(
         Step::run(
             "Push to ghcr.io",
-            "printf '%s' \"$REGISTRY_TOKEN\" | sudo podman login ghcr.io -u \"$ACTOR\" --password-stdin\n\
-             sudo podman push \"$IMAGE\"\n"
-                .into(),
+            format!(
+                "{first}printf '%s' \"$REGISTRY_TOKEN\" | sudo podman login ghcr.io -u \"$ACTOR\" --password-stdin\n\
+                 sudo podman push \"$IMAGE\"\n"
+            ),
         )
         .env("REGISTRY_TOKEN", "${{ secrets.GITHUB_TOKEN }}")
-        .env("ACTOR", "${{ github.actor }}"),
+        .env("ACTOR", "${{ github.actor }}")
+        .runner_only(),
     );
 }
 
@@ -272,7 +291,7 @@ fn registry_steps(recipe: &Recipe, steps: &mut Vec<Step>) {
         "bootc container lint (as bootlab image build)",
         "sudo podman run --rm --network=none \"$IMAGE\" bootc container lint\n".into(),
     ));
-    login_and_push(steps);
+    login_and_push(steps, "");
     steps.push(Step::run(
         "Disk with bootc-image-builder",
         format!(
@@ -303,18 +322,23 @@ fn bootlab_steps(recipe: &Recipe, opts: &ExportOptions, steps: &mut Vec<Step>) {
             format!(" --recipes {}", shell_quote(parent))
         }
     };
-    let bootlab =
-        format!("sudo --preserve-env=BOOTLAB_HOME ./target/release/bootlab{recipes_flag}");
+    // The "Build bootlab" step installs it in /usr/local/bin, on sudo's PATH.
+    let bootlab = format!("sudo --preserve-env=BOOTLAB_HOME bootlab{recipes_flag}");
     let mut setup = String::from("sudo bash .ci/setup\n");
     if recipe.file.family == Family::DebianOstree {
         // mmdebstrap checks Debian's signatures; Ubuntu runners do not have Debian's keyring.
         setup.push_str("sudo apt-get install -y -qq debian-archive-keyring\n");
     }
-    steps.push(Step::run("Host tools (bootlab's .ci/setup)", setup));
-    steps.push(Step::run(
-        "Build bootlab",
-        "cargo build --release --locked\n".into(),
-    ));
+    steps.push(Step::run("Host tools (bootlab's .ci/setup)", setup).runner_only());
+    steps.push(
+        Step::run(
+            "Build bootlab",
+            "cargo build --release --locked\n\
+             sudo install -m 0755 target/release/bootlab /usr/local/bin/bootlab\n"
+                .into(),
+        )
+        .runner_only(),
+    );
     steps.push(Step::run(
         "bootlab image build",
         format!("{bootlab} image build {name} --version \"$VERSION\"\n"),
@@ -332,14 +356,11 @@ fn bootlab_steps(recipe: &Recipe, opts: &ExportOptions, steps: &mut Vec<Step>) {
              sudo chown \"$(id -u):$(id -g)\" output/disk.qcow2\n"
         ),
     ));
-    steps.push(Step::run(
-        "Tag bootlab's image for ghcr.io",
-        format!(
-            "sudo podman tag \"localhost/bootlab/{}:$VERSION\" \"$IMAGE\"\n",
-            recipe.name()
-        ),
-    ));
-    login_and_push(steps);
+    let tag = format!(
+        "sudo podman tag \"localhost/bootlab/{}:$VERSION\" \"$IMAGE\"\n",
+        recipe.name()
+    );
+    login_and_push(steps, &tag);
 }
 
 /// The comment block above the YAML: provenance, what the steps are, what they cannot do.
@@ -378,6 +399,10 @@ fn header(recipe: &Recipe, opts: &ExportOptions) -> String {
             "bootlab's CI runs these steps on Debian; on GitHub's Ubuntu runners they have only been checked by actionlint.".to_string(),
         ]),
     }
+    lines.push(format!(
+        "`bootlab ci run <this file> --version <v>` runs these steps on your machine; steps with `if: {}` (setting up a runner, the push) are skipped there.",
+        super::local::SKIP_LOCALLY
+    ));
     if recipe.lab_use_only() {
         lines.push(
             "Warning: this recipe's console login has a password everybody knows: its disk is for labs only."

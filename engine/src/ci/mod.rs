@@ -8,6 +8,7 @@
 //! family and debian-bootc) needs bootlab's own pipeline, so its workflow builds and runs bootlab.
 
 pub mod github;
+pub mod local;
 
 use crate::recipe::{Family, Origin, Recipe};
 use std::path::Path;
