@@ -322,3 +322,32 @@ fn cli_recipe_show() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no recipe named \"debian-maximal\" (known: centos-bootc, debian-auto-update, debian-bootc, debian-bootc-ssh, debian-minimal, debian-web, debian-web-var, fedora-bootc-core)"), "{stderr}");
 }
+
+/// `bootlab recipe show X --json | head -c0`: a reader that leaves early ends a listing
+/// quietly (SIGPIPE, as any Unix tool), never with a panic about a broken pipe.
+#[test]
+fn a_listing_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [
+        &["recipe", "show", "debian-minimal", "--json"][..],
+        &["recipe", "list"][..],
+        &["lab", "list"][..],
+    ] {
+        let mut child = common::bootlab()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before bootlab has started writing.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}

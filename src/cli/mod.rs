@@ -84,6 +84,14 @@ pub fn main() -> ExitCode {
             unsafe { std::env::set_var(var, d) };
         }
     }
+    if cli.command.as_ref().is_some_and(prints_data) {
+        // `bootlab recipe show X --json | head` must end quietly when head has read enough.
+        // Rust ignores SIGPIPE, so println! would panic on the closed pipe; these commands
+        // only read and print, so the default action (end the process) is safe for them. Not
+        // for the rest: a build or a boot cut off by a closed pipe would leave work half done.
+        // SAFETY: single-threaded here; SIG_DFL is a valid disposition for SIGPIPE.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         None | Some(Command::Tui) => crate::tui::run(None),
         Some(Command::Present { lab }) => crate::tui::run(Some(lab)),
@@ -104,6 +112,26 @@ pub fn main() -> ExitCode {
             eprintln!("bootlab: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Commands that only read state and print it (listings, records, exports, plans).
+fn prints_data(c: &Command) -> bool {
+    match c {
+        Command::Recipe(r) => matches!(
+            r,
+            recipe::RecipeCmd::List { .. } | recipe::RecipeCmd::Show { .. }
+        ),
+        Command::Lab(l) => matches!(
+            l,
+            lab::LabCmd::List { .. } | lab::LabCmd::Show { .. } | lab::LabCmd::Validate { .. }
+        ),
+        Command::Vm(v) => matches!(v, vm::VmCmd::Ls { .. } | vm::VmCmd::Status { .. }),
+        Command::Ci(c) => matches!(
+            c,
+            ci::CiCmd::Export { output: None, .. } | ci::CiCmd::Run { dry_run: true, .. }
+        ),
+        _ => false,
     }
 }
 
