@@ -271,5 +271,24 @@ async fn debian_bootc_boots_upgrades_rolls_back_and_switches() {
         "{}",
         sw.render()
     );
+
+    // The deployment diff (files and packages) on a bootc guest, as `bootlab diff` and the TUI
+    // show it: v1 (now the rollback) → v3 adds bootlab-hello, and the packages come from the
+    // dpkg database each bootc commit carries under /var/lib/dpkg.
+    let live = bootlab::deploy::live::read(&mut guest, bootlab::recipe::Family::Bootc)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (from, to) =
+        bootlab::deploy::diff::pick(live.best().unwrap(), Some("1"), Some("0")).unwrap();
+    let d = bootlab::deploy::diff::between(&mut guest, &ev, &from, &to)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        d.files.iter().any(|f| f.path == "/usr/bin/bootlab-hello"
+            && f.kind == bootlab::deploy::diff::FileChangeKind::Added),
+        "{:#?}",
+        d.files
+    );
+    assert!(d.packages_note.is_none(), "{:?}", d.packages_note);
     eprintln!("bootc e2e total {:.0}s", t0.elapsed().as_secs_f64());
 }
