@@ -127,6 +127,39 @@ pub const KERNEL_KVM_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 pub const KERNEL_TCG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// Package names for a tool: (Debian/Ubuntu, Fedora).
+/// UEFI is optional: disks always boot with BIOS; this says whether they also carry the UEFI
+/// loader and whether `vm up --firmware uefi` has a firmware to boot it with.
+fn uefi_check() -> Check {
+    let missing = crate::tools::uefi::loader_missing();
+    let ovmf = crate::tools::uefi::find_ovmf();
+    let c = match (&missing, &ovmf) {
+        (None, Ok(f)) => check(
+            "uefi",
+            Status::Ok,
+            format!(
+                "disks get the UEFI loader; `vm up --firmware uefi` boots {}",
+                f.display()
+            ),
+            false,
+        ),
+        _ => check(
+            "uefi",
+            Status::Warn,
+            [
+                missing.clone(),
+                ovmf.as_ref().err().map(|e| format!("{e:#}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ")
+                + ": disks boot with BIOS only",
+            false,
+        ),
+    };
+    with_fixes(c, install_fixes("uefi"))
+}
+
 fn packages(tool: &str) -> (&'static str, &'static str) {
     match tool {
         "podman" => ("podman runc busybox-static", "podman runc busybox"),
@@ -138,6 +171,10 @@ fn packages(tool: &str) -> (&'static str, &'static str) {
         "sfdisk" => ("fdisk", "util-linux"),
         "mkfs.ext4" | "tune2fs" => ("e2fsprogs", "e2fsprogs"),
         "losetup" => ("mount", "util-linux"),
+        "uefi" => (
+            "grub-efi-amd64-bin mtools dosfstools ovmf",
+            "grub2-efi-x64-modules grub2-tools mtools dosfstools edk2-ovmf",
+        ),
         _ => ("", ""),
     }
 }
@@ -778,6 +815,7 @@ pub async fn run(
         extlinux,
         sfdisk,
         mkfs,
+        uefi_check(),
     ];
     if let Some(c) = kernel_check {
         checks.insert(4, c);

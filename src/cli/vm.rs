@@ -44,6 +44,10 @@ pub enum VmCmd {
         /// Force TCG (software emulation).
         #[arg(long)]
         tcg: bool,
+        /// Firmware: `bios` (SeaBIOS, extlinux) or `uefi` (OVMF, the GRUB on the disk's EFI
+        /// system partition). Both boot the same deployments.
+        #[arg(long, default_value = "bios")]
+        firmware: crate::tools::qemu::Firmware,
     },
     /// List VMs.
     Ls {
@@ -153,6 +157,7 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
             keep,
             no_share,
             tcg,
+            firmware,
         } => {
             let t = Target::find(&recipe, version.as_deref())?;
             let name = name.unwrap_or_else(|| workflow::vm_name(VmFor::Recipe(t.name())));
@@ -164,6 +169,7 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
             o.share = !no_share;
             o.boot_timeout = boot_timeout.map(Duration::from_secs);
             o.accel = tcg.then_some(crate::tools::qemu::Accel::Tcg);
+            o.firmware = firmware;
             plan.disk = disk;
             // A kept VM of that name starts again (from `--from-snapshot TAG` if given); a new
             // one gets the recipe's disk, built and made first when missing.
@@ -195,10 +201,14 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
             let _ = printer.await;
             let rec = res?;
             println!(
-                "{} ready in {:.1}s ({}){}{}",
+                "{} ready in {:.1}s ({}{}){}{}",
                 rec.name,
                 t.elapsed().as_secs_f64(),
                 rec.accel.as_str(),
+                match rec.firmware {
+                    crate::tools::qemu::Firmware::Bios => "",
+                    crate::tools::qemu::Firmware::Uefi => ", uefi",
+                },
                 rec.ssh_port
                     .map(|p| format!(", ssh 127.0.0.1:{p}"))
                     .unwrap_or_default(),

@@ -30,6 +30,7 @@ use crate::tools::cmd::HostCmd;
 use crate::tools::disk::{self, LoopDevice, MIB, MbrLayout, Mount};
 use crate::tools::ostree::{self, Repo};
 use crate::tools::qemu::img::Format;
+use crate::tools::uefi;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -56,9 +57,9 @@ pub const KARGS: &[&str] = &[
 ata_piix,ata_generic,bochs,i2c_piix4",
 ];
 /// Bumped when the way a disk is made changes in a way the commit and kargs do not show (2: the
-/// deployment is written by the image's own ostree; 3: the root ext4 has the `verity` feature);
-/// older golden disks are made again.
-pub const DISK_FORMAT: u32 = 3;
+/// deployment is written by the image's own ostree; 3: the root ext4 has the `verity` feature;
+/// 4: an EFI system partition with the UEFI loader); older golden disks are made again.
+pub const DISK_FORMAT: u32 = 4;
 /// Non-LABEL lines of syslinux.cfg (ostree keeps them across deploys and rewrites the LABELs).
 pub const SYSLINUX_HEAD: &str = "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\n";
 
@@ -98,6 +99,9 @@ pub struct DiskMeta {
     /// [`DISK_FORMAT`] when made (0: before formats were recorded).
     #[serde(default)]
     pub format: u32,
+    /// The EFI system partition holds the UEFI loader (`vm up --firmware uefi` boots it).
+    #[serde(default)]
+    pub uefi: bool,
 }
 
 /// Every kernel argument of a golden disk's deployment (ostree adds `ostree=`).
@@ -120,6 +124,14 @@ pub fn golden_path(paths: &Paths, recipe: &str, version: &str, commit: &str) -> 
 
 fn meta_path(golden: &Path) -> PathBuf {
     golden.with_extension("json")
+}
+
+/// Whether a golden disk can boot with UEFI: `Some(false)` when its record says its ESP has no
+/// loader (made before DISK_FORMAT 4, or on a host without GRUB's EFI modules); `None` when
+/// there is no record (a converted or foreign disk: the firmware will tell).
+pub fn golden_has_uefi(golden: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(meta_path(golden)).ok()?;
+    serde_json::from_str::<DiskMeta>(&text).ok().map(|m| m.uefi)
 }
 
 /// The golden disk of `commit`, if one was completed.
@@ -311,6 +323,28 @@ pub async fn reap_leftovers(dir: &Path, ev: &Emitter) {
     }
 }
 
+/// The EFI system partition of a disk being made: FAT with the UEFI loader, which boots the
+/// same syslinux.cfg as extlinux (see [`crate::tools::uefi`]). Where this host cannot make the
+/// loader the partition stays empty, the disk boots with BIOS only, and the reason is shown.
+pub(crate) async fn fill_esp(
+    file: &Path,
+    layout: &MbrLayout,
+    s: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<bool> {
+    if let Some(why) = uefi::loader_missing() {
+        ev.note(s, format!("UEFI: {why}; this disk boots with BIOS only"));
+        return Ok(false);
+    }
+    let dir = file.parent().unwrap_or(Path::new(".")).join("uefi");
+    let loader = uefi::loader(&dir, s, ev, cancel).await?;
+    let esp = LoopDevice::attach(file, layout.esp, s, ev).await?;
+    uefi::write_esp(&esp.dev, disk::ESP_LABEL, &loader, s, ev, cancel).await?;
+    esp.detach(s, ev).await?;
+    Ok(true)
+}
+
 /// Everything between an empty file and a complete disk. Loop devices and mounts are guards:
 /// whatever fails, they are undone in reverse order.
 #[allow(clippy::too_many_arguments)]
@@ -476,6 +510,7 @@ async fn fill_disk(
     disk::tune_ext4_features(&root_loop.dev, disk::ROOT_LATE_FEATURES, s, ev, cancel).await?;
     root_loop.detach(s, ev).await?;
     boot_loop.detach(s, ev).await?;
+    let uefi = fill_esp(file, &layout_, s, ev, cancel).await?;
 
     Ok(DiskMeta {
         recipe: recipe.into(),
@@ -492,6 +527,7 @@ async fn fill_disk(
         make_secs: 0.0,
         image_id: None,
         format: DISK_FORMAT,
+        uefi,
     })
 }
 

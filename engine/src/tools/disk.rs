@@ -17,39 +17,55 @@ pub struct Part {
     pub size: u64,
 }
 
-/// A BIOS/MBR layout: p1 `/boot` (bootable) then p2 root filling the rest.
+/// The EFI system partition at the end of every disk: FAT, holding only the UEFI loader.
+pub const ESP_SIZE: u64 = 16 * MIB;
+/// FAT label of the ESP.
+pub const ESP_LABEL: &str = "BOOTLAB-ESP";
+
+/// An MBR layout that boots either way: p1 `/boot` (bootable, extlinux for BIOS), p2 root filling
+/// the middle, p3 a small EFI system partition (type `ef`; OVMF reads MBR disks too) whose
+/// loader reads the same syslinux.cfg ostree keeps up to date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MbrLayout {
     pub disk_size: u64,
     pub boot: Part,
     pub root: Part,
+    pub esp: Part,
 }
 
 impl MbrLayout {
-    /// 1 MiB aligned: p1 starts at 1 MiB and is `boot_size` long, p2 takes the rest.
+    /// 1 MiB aligned: p1 starts at 1 MiB and is `boot_size` long, p3 is the last [`ESP_SIZE`]
+    /// bytes, p2 takes what is between.
     pub fn new(disk_size: u64, boot_size: u64) -> MbrLayout {
         let boot = Part {
             offset: MIB,
             size: boot_size,
         };
         let root_off = boot.offset + boot.size;
+        let esp_off = disk_size - ESP_SIZE;
         MbrLayout {
             disk_size,
             boot,
             root: Part {
                 offset: root_off,
-                size: disk_size - root_off,
+                size: esp_off - root_off,
+            },
+            esp: Part {
+                offset: esp_off,
+                size: ESP_SIZE,
             },
         }
     }
     /// The sfdisk script for this layout.
     pub fn sfdisk_script(&self) -> String {
         format!(
-            "label: dos\nunit: sectors\n\nstart={}, size={}, type=83, bootable\nstart={}, size={}, type=83\n",
+            "label: dos\nunit: sectors\n\nstart={}, size={}, type=83, bootable\nstart={}, size={}, type=83\nstart={}, size={}, type=ef\n",
             self.boot.offset / SECTOR,
             self.boot.size / SECTOR,
             self.root.offset / SECTOR,
-            self.root.size / SECTOR
+            self.root.size / SECTOR,
+            self.esp.offset / SECTOR,
+            self.esp.size / SECTOR
         )
     }
 }
@@ -325,13 +341,15 @@ mod tests {
         let l = MbrLayout::new(6 * 1024 * MIB, 512 * MIB);
         assert_eq!(l.boot.offset, MIB);
         assert_eq!(l.root.offset, 513 * MIB);
-        assert_eq!(l.root.offset + l.root.size, l.disk_size);
+        assert_eq!(l.root.offset + l.root.size, l.esp.offset);
+        assert_eq!(l.esp.offset + l.esp.size, l.disk_size);
         let s = l.sfdisk_script();
         assert!(
             s.contains("start=2048, size=1048576, type=83, bootable"),
             "{s}"
         );
-        assert!(s.contains("start=1050624, size=11532288"), "{s}");
+        assert!(s.contains("start=1050624, size=11499520, type=83\n"), "{s}");
+        assert!(s.contains("start=12550144, size=32768, type=ef\n"), "{s}");
     }
 
     #[tokio::test]

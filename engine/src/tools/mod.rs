@@ -13,3 +13,4 @@ pub mod qmp;
 pub mod rust;
 pub mod skopeo;
 pub mod ssh;
+pub mod uefi;

@@ -25,11 +25,15 @@ pub fn booted_path(golden: &Path, o: &UpOptions, accel: crate::tools::qemu::Acce
     .map(|s| s.to_string_lossy().into_owned())
     .unwrap_or_default();
     golden.with_file_name(format!(
-        "{stem}.booted-{}-{}m-{}c{}.qcow2",
+        "{stem}.booted-{}-{}m-{}c{}{}.qcow2",
         accel.as_str(),
         o.memory_mib,
         o.cpus,
-        if o.share { "" } else { "-noshare" }
+        if o.share { "" } else { "-noshare" },
+        match o.firmware {
+            crate::tools::qemu::Firmware::Bios => "",
+            crate::tools::qemu::Firmware::Uefi => "-uefi",
+        }
     ))
 }
 
@@ -129,6 +133,7 @@ pub async fn booted_image(
     vo.cpus = o.cpus;
     vo.share = o.share;
     vo.accel = Some(accel);
+    vo.firmware = o.firmware;
     vo.boot_timeout = o.boot_timeout;
     vo.keep = true;
     let rec = match up(paths, vo, ev, cancel).await {

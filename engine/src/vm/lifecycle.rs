@@ -41,6 +41,8 @@ pub struct UpOptions {
     pub keep: bool,
     /// Force an accelerator (otherwise the doctor's KVM probe decides).
     pub accel: Option<Accel>,
+    /// SeaBIOS (the default) or OVMF.
+    pub firmware: qemu::Firmware,
 }
 
 impl UpOptions {
@@ -61,6 +63,7 @@ impl UpOptions {
             share_dir: None,
             keep: false,
             accel: None,
+            firmware: qemu::Firmware::Bios,
         }
     }
     /// Fill in what the recipe says about its guest (ssh, known password label).
@@ -209,6 +212,16 @@ async fn start(
                 .ok_or_else(|| anyhow!("no disk: give a golden disk or an image"))?;
             let g =
                 std::fs::canonicalize(g).with_context(|| format!("golden disk {}", g.display()))?;
+            if opts.firmware == qemu::Firmware::Uefi
+                && crate::pipeline::disk::golden_has_uefi(&g) == Some(false)
+            {
+                bail!(
+                    "{} has no UEFI loader on its EFI system partition (made before bootlab \
+                     put one there, or on a host without grub-efi and mtools): make the disk \
+                     again (`bootlab disk make`), or boot it with BIOS",
+                    g.display()
+                );
+            }
             qemu::img::overlay(&g, &overlay, &stage, ev, cancel).await?;
             golden = Some(g);
         }
@@ -261,6 +274,7 @@ async fn start(
             share,
             share_mounted: false,
             loadvm: opts.from_snapshot.clone(),
+            firmware: opts.firmware,
             known_password: opts.known_password.clone(),
             keep: opts.keep,
             boot_timeout_secs: boot_timeout.as_secs(),

@@ -123,6 +123,9 @@ pub struct VmRecord {
     pub guest_share_dir: Option<String>,
     /// Start from this internal snapshot (`-loadvm`).
     pub loadvm: Option<String>,
+    /// SeaBIOS or OVMF (`vm up --firmware uefi`).
+    #[serde(default)]
+    pub firmware: crate::tools::qemu::Firmware,
     /// A console login everybody knows ("root/bootlab"): such a VM is for labs only.
     pub known_password: Option<String>,
     /// Keep overlay and record after the VM stops (otherwise `down` removes them).

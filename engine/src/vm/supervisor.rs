@@ -68,6 +68,10 @@ pub fn main(dir: &Path) -> Result<()> {
         share: rec.share.clone(),
         ssh_port: rec.ssh_port,
         loadvm: rec.loadvm.clone(),
+        uefi: match rec.firmware {
+            qemu::Firmware::Bios => None,
+            qemu::Firmware::Uefi => Some(crate::tools::uefi::find_ovmf()?),
+        },
     };
     let args = spec.args();
     log_line!(

@@ -483,6 +483,7 @@ async fn fill(
     disk::tune_ext4_features(&root_loop.dev, disk::ROOT_LATE_FEATURES, s, ev, cancel).await?;
     root_loop.detach(s, ev).await?;
     boot_loop.detach(s, ev).await?;
+    let uefi = super::super::disk::fill_esp(file, &layout_, s, ev, cancel).await?;
     Ok(DiskMeta {
         recipe: recipe.into(),
         version: build.version.clone(),
@@ -498,6 +499,7 @@ async fn fill(
         make_secs: 0.0,
         image_id: Some(build.image_id.clone()),
         format: super::super::disk::DISK_FORMAT,
+        uefi,
     })
 }
 

@@ -34,6 +34,36 @@ impl Accel {
     }
 }
 
+/// What the machine starts with: SeaBIOS (the disk's MBR and extlinux) or OVMF (the disk's EFI
+/// system partition and its GRUB). Every golden disk carries both loaders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    #[default]
+    Bios,
+    Uefi,
+}
+
+impl Firmware {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+impl std::str::FromStr for Firmware {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Firmware> {
+        match s {
+            "bios" => Ok(Firmware::Bios),
+            "uefi" => Ok(Firmware::Uefi),
+            _ => anyhow::bail!("unknown firmware {s:?} (bios or uefi)"),
+        }
+    }
+}
+
 /// Everything a VM's QEMU command line is made of.
 #[derive(Debug, Clone)]
 pub struct QemuSpec {
@@ -53,6 +83,9 @@ pub struct QemuSpec {
     pub ssh_port: Option<u16>,
     /// Start from this internal snapshot of the disk instead of booting.
     pub loadvm: Option<String>,
+    /// OVMF to boot with (`-bios`, read only, so a snapshot holds the whole machine); `None`:
+    /// SeaBIOS.
+    pub uefi: Option<PathBuf>,
 }
 
 impl QemuSpec {
@@ -75,6 +108,9 @@ impl QemuSpec {
                 "max".into(),
             ]),
         }
+        if let Some(ovmf) = &self.uefi {
+            a.extend(["-bios".into(), ovmf.to_string_lossy().into_owned()]);
+        }
         a.extend([
             "-smp".into(),
             self.cpus.to_string(),
@@ -89,7 +125,12 @@ impl QemuSpec {
                 qemu_escape(&self.disk.to_string_lossy())
             ),
             "-device".into(),
-            format!("virtio-blk-pci,drive={DISK_NODE}"),
+            // OVMF would try network boot first without an order; SeaBIOS keeps its own.
+            if self.uefi.is_some() {
+                format!("virtio-blk-pci,drive={DISK_NODE},bootindex=0")
+            } else {
+                format!("virtio-blk-pci,drive={DISK_NODE}")
+            },
             "-chardev".into(),
             format!(
                 "socket,id=ser0,path={},server=on,wait=off,logfile={}",
@@ -195,6 +236,7 @@ mod tests {
             share: Some("/u".into()),
             ssh_port: Some(2222),
             loadvm: None,
+            uefi: None,
         }
     }
 
@@ -212,5 +254,17 @@ mod tests {
         assert!(!a.contains("-no-reboot"), "reboots must keep QEMU running");
         assert!(a.contains("-machine pc -nodefaults"), "{a}");
         assert!(a.contains("virtio-net-pci,netdev=net0,romfile="), "{a}");
+        assert!(!a.contains("-bios") && !a.contains("bootindex"), "{a}");
+    }
+
+    #[test]
+    fn uefi_boots_ovmf_from_the_disk() {
+        let mut s = spec();
+        s.uefi = Some("/usr/share/ovmf/OVMF.fd".into());
+        let a = s.args().join(" ");
+        assert!(a.contains("-bios /usr/share/ovmf/OVMF.fd"), "{a}");
+        assert!(a.contains("virtio-blk-pci,drive=disk0,bootindex=0"), "{a}");
+        assert_eq!("uefi".parse::<Firmware>().unwrap(), Firmware::Uefi);
+        assert!("efi".parse::<Firmware>().is_err());
     }
 }
