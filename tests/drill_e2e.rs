@@ -154,13 +154,7 @@ async fn upgrade_rollback_powercut_on_one_guest() {
     let d = bootlab::deploy::diff::between(&mut guest, &ev, &from, &to)
         .await
         .unwrap();
-    assert!(
-        d.files.iter().any(|f| f.path == "/usr/bin/bootlab-hello"
-            && f.kind == bootlab::deploy::diff::FileChangeKind::Added),
-        "{:#?}",
-        d.files
-    );
-    assert!(d.packages_note.is_none(), "{:?}", d.packages_note);
+    common::assert_diff_adds_hello(&d);
 
     let rb = run_drill(
         &DrillSpec::new(DrillKind::Rollback, VM, recipe.clone()),

@@ -66,3 +66,16 @@ pub fn require_root() -> bool {
     }
     true
 }
+
+/// A live deployment diff from a version without `/usr/bin/bootlab-hello` to one with it (v1 →
+/// v2 or v3 of the Debian recipes): the file shows as added, and both commits' dpkg databases
+/// were read (no note saying why packages could not be compared).
+pub fn assert_diff_adds_hello(d: &bootlab::deploy::diff::DeploymentDiff) {
+    assert!(
+        d.files.iter().any(|f| f.path == "/usr/bin/bootlab-hello"
+            && f.kind == bootlab::deploy::diff::FileChangeKind::Added),
+        "{:#?}",
+        d.files
+    );
+    assert!(d.packages_note.is_none(), "{:?}", d.packages_note);
+}
