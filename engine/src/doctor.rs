@@ -126,7 +126,6 @@ pub const KERNEL_KVM_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// The same under TCG (~13 s measured here, SeaBIOS included).
 pub const KERNEL_TCG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
-/// Package names for a tool: (Debian/Ubuntu, Fedora).
 /// UEFI is optional: disks always boot with BIOS; this says whether they also carry the UEFI
 /// loader and whether `vm up --firmware uefi` has a firmware to boot it with.
 fn uefi_check() -> Check {
@@ -160,6 +159,7 @@ fn uefi_check() -> Check {
     with_fixes(c, install_fixes("uefi"))
 }
 
+/// Package names for a tool: (Debian/Ubuntu, Fedora).
 fn packages(tool: &str) -> (&'static str, &'static str) {
     match tool {
         "podman" => ("podman runc busybox-static", "podman runc busybox"),
@@ -299,20 +299,8 @@ fn root_cause(e: &anyhow::Error) -> String {
 
 /// Is `name` an executable in PATH or where podman looks for OCI runtimes?
 fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(
-            [
-                "/usr/bin",
-                "/usr/sbin",
-                "/usr/local/bin",
-                "/usr/local/sbin",
-                "/usr/libexec/podman",
-            ]
-            .map(PathBuf::from),
-        )
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    crate::tools::cmd::find_program(name)
+        .or_else(|| Some(PathBuf::from("/usr/libexec/podman").join(name)).filter(|p| p.is_file()))
 }
 
 /// The telling end of an OCI runtime error: "error setting rlimit type 7: operation not

@@ -344,6 +344,16 @@ fn describe_status(s: &ExitStatus) -> String {
     }
 }
 
+/// Where `name` is installed: the first match in PATH, then in the usual bin and sbin folders
+/// (a root shell started without them still finds mkfs.vfat or grub-mkstandalone).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Quote an argument for display so a learner can paste it into a shell.
 pub fn shell_quote(a: &str) -> String {
     if !a.is_empty()

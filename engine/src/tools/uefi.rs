@@ -7,7 +7,7 @@
 //! extlinux does under BIOS: one disk, both firmwares, one boot menu kept by ostree.
 
 use crate::events::{CancellationToken, Emitter};
-use crate::tools::cmd::HostCmd;
+use crate::tools::cmd::{HostCmd, find_program};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,8 @@ const GRUB_MODULES: &str = "part_msdos ext2 search search_label syslinuxcfg linu
 terminal echo configfile test gzio";
 /// Where the firmware looks on removable media (no NVRAM boot entry needed).
 pub const ESP_LOADER: &str = "::/EFI/BOOT/BOOTX64.EFI";
-/// Debian's and Ubuntu's OVMF package (one file: code and variables).
+/// OVMF as one file (code and variables) where the distributions' packages put it: Debian and
+/// Ubuntu first, then the paths used by Fedora and Arch.
 pub const OVMF_CANDIDATES: &[&str] = &[
     "/usr/share/ovmf/OVMF.fd",
     "/usr/share/qemu/OVMF.fd",
@@ -44,10 +45,7 @@ fn mkstandalone() -> Option<&'static str> {
 }
 
 fn on_path(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin"].map(PathBuf::from))
-        .any(|d| d.join(name).is_file())
+    find_program(name).is_some()
 }
 
 /// OVMF for `-bios`: read only, so a VM's booted snapshot holds all of its state.
