@@ -221,7 +221,7 @@ pub async fn make_disk(
 
     let podman = crate::tools::podman::Podman::probe(paths, ev, cancel).await?;
     let full = |e| super::explain_full_disk(e, &dir, "a golden disk");
-    let mut meta = fill_disk(
+    let meta = fill_disk(
         &podman,
         &tmp_path,
         mnt.path(),
@@ -232,8 +232,14 @@ pub async fn make_disk(
         ev,
         cancel,
     )
-    .await
-    .map_err(full)?;
+    .await;
+    let mut meta = match meta {
+        Ok(m) => m,
+        Err(e) if super::is_damaged_object(&e) => {
+            return Err(super::remove_damaged(paths, e, "disk", ev, cancel).await);
+        }
+        Err(e) => return Err(full(e)),
+    };
     meta.make_secs = started.elapsed().as_secs_f64();
 
     std::fs::File::open(&tmp_path)?

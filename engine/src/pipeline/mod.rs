@@ -87,6 +87,42 @@ pub(crate) fn free_space_at(path: &Path) -> Result<(&Path, u64)> {
     ))
 }
 
+/// Whether `e` is a damaged object in bootlab's host repo, found by a checked copy
+/// ([`crate::tools::ostree::Repo::pull_local`]).
+pub fn is_damaged_object(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::tools::ostree::DamagedObject>()
+        .is_some()
+}
+
+/// After a checked copy out of the host repo found a damaged object: remove every damaged
+/// object (`ostree fsck --delete`), so the commits that held them count as missing and the next
+/// build commits their trees again. `e` comes back saying so.
+pub(crate) async fn remove_damaged(
+    paths: &Paths,
+    e: anyhow::Error,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> anyhow::Error {
+    if !is_damaged_object(&e) {
+        return e;
+    }
+    let host = crate::tools::ostree::Repo::at(paths.ostree_repo());
+    ev.note(
+        stage,
+        format!(
+            "{e:#}: removing the damaged objects from {} (`ostree fsck --delete`)",
+            host.path.display()
+        ),
+    );
+    match host.delete_damaged(stage, ev, cancel).await {
+        Ok(()) => {
+            e.context("the damaged objects were removed: the next build commits the image again")
+        }
+        Err(fsck) => e.context(format!("removing the damaged objects failed too: {fsck:#}")),
+    }
+}
+
 /// `e`, said plainly when the file system holding `dir` has filled up while writing there.
 /// A disk image is written through a loop device, and a loop device over a file whose file
 /// system is full reports "Input/output error", not "No space left on device".

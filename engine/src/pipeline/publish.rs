@@ -52,8 +52,12 @@ pub async fn publish(
         .context("creating the update share's repo")?;
     let br = branch(recipe);
     let previous = repo.rev_parse(&br, cancel).await?;
-    repo.pull_local(&host.path, &[commit], "publish", ev, cancel)
-        .await?;
+    if let Err(e) = repo
+        .pull_local(&host.path, &[commit], "publish", ev, cancel)
+        .await
+    {
+        return Err(super::remove_damaged(paths, e, "publish", ev, cancel).await);
+    }
     repo.set_ref(&br, commit, "publish", ev, cancel).await?;
     // A pull through the summary must see the new head.
     repo.update_summary("publish", ev, cancel).await?;

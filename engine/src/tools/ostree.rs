@@ -45,6 +45,28 @@ pub struct LogEntry {
     pub version: Option<String>,
 }
 
+/// An object whose content no longer matches its checksum, found while copying from `repo`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bootlab's OSTree repository {} has a damaged object ({message})",
+    repo.display()
+)]
+pub struct DamagedObject {
+    pub repo: PathBuf,
+    /// ostree's line naming the object and both checksums.
+    pub message: String,
+}
+
+/// ostree's "Corrupted … object" line in a failed command's output, if that is why it failed.
+fn damaged_object_line(e: &anyhow::Error) -> Option<String> {
+    let failed = e.downcast_ref::<crate::tools::cmd::CmdFailed>()?;
+    failed
+        .tail
+        .iter()
+        .find(|l| l.contains("Corrupted") && l.contains("object"))
+        .map(|l| l.trim().trim_start_matches("error: ").to_string())
+}
+
 impl Repo {
     pub fn at(path: impl Into<PathBuf>) -> Repo {
         Repo { path: path.into() }
@@ -131,9 +153,18 @@ impl Repo {
         Ok(out.status.success().then(|| out.stdout.trim().to_string()))
     }
 
-    /// Whether the commit object (not just a ref) is in the repo.
+    /// Whether the commit (not just a ref) is in the repo, whole: a commit marked partial (a
+    /// pull cut short, or objects removed by [`Repo::delete_damaged`]) does not count.
     pub async fn has_commit(&self, checksum: &str, cancel: &CancellationToken) -> Result<bool> {
         if !self.exists() || !is_checksum(checksum) {
+            return Ok(false);
+        }
+        if self
+            .path
+            .join("state")
+            .join(format!("{checksum}.commitpartial"))
+            .exists()
+        {
             return Ok(false);
         }
         let out = self
@@ -160,7 +191,10 @@ impl Repo {
         Ok(out.status.success().then_some(out.stdout))
     }
 
-    /// Copy `refs_or_commits` from `src` (a local repo) into this one.
+    /// Copy `refs_or_commits` from `src` (a local repo) into this one, checking every object's
+    /// checksum on the way (`--untrusted`): a trusted local pull copies a damaged object as it
+    /// is (measured with ostree 2022.7), and a disk made from it would boot the damage silently.
+    /// A damaged object in `src` is a [`DamagedObject`] error.
     pub async fn pull_local(
         &self,
         src: &Path,
@@ -169,11 +203,39 @@ impl Repo {
         ev: &Emitter,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        self.cmd()
-            .arg("pull-local")
+        let out = self
+            .cmd()
+            .args(["pull-local", "--untrusted"])
             .arg(src)
             .args(refs_or_commits)
             .run(stage, ev, cancel)
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match damaged_object_line(&e) {
+                Some(line) => DamagedObject {
+                    repo: src.to_path_buf(),
+                    message: line,
+                }
+                .into(),
+                None => e,
+            }),
+        }
+    }
+
+    /// Remove the damaged objects of this repo (`ostree fsck --delete`); the commits that
+    /// held them are marked partial, so [`Repo::has_commit`] no longer counts them and the next
+    /// build commits their tree again (which writes the missing objects back).
+    pub async fn delete_damaged(
+        &self,
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        // fsck exits non-zero when it found (and removed) damage: that is the expected case.
+        self.cmd()
+            .args(["fsck", "--quiet", "--all", "--delete"])
+            .run_unchecked(stage, ev, cancel)
             .await?;
         Ok(())
     }
@@ -353,6 +415,80 @@ mod tests {
             repo.rev_parse("other", &c).await.unwrap().as_deref(),
             Some(sum.as_str())
         );
+    }
+
+    /// A damaged object in the source: the checked copy refuses it by name (a trusted copy took
+    /// it silently), the repair removes it, the commit no longer counts, and committing the tree
+    /// again writes the object back so the copy succeeds.
+    #[tokio::test]
+    async fn a_damaged_object_is_refused_removed_and_committed_again() {
+        if which("ostree").is_none() {
+            eprintln!("SKIPPED: no ostree");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (ev, c) = (Emitter::null(), CancellationToken::new());
+        let src = Repo::at(t.path().join("src"));
+        src.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        let tree = t.path().join("tree");
+        std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let commit_tree = || async {
+            // `--consume` takes the tree: commit a copy.
+            let copy = t.path().join("copy");
+            let _ = std::fs::remove_dir_all(&copy);
+            std::fs::create_dir_all(copy.join("usr/bin")).unwrap();
+            std::fs::write(copy.join("usr/bin/big"), &big).unwrap();
+            let spec = CommitSpec {
+                branch: "b/x",
+                tree: &copy,
+                subject: "s".into(),
+                metadata: vec![("version".into(), "v1".into())],
+            };
+            src.commit(&spec, "t", &ev, &c).await.unwrap()
+        };
+        let sum = commit_tree().await;
+        let object = walk(&src.path.join("objects"))
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "file"))
+            .unwrap();
+        // Damage it in place (the same inode, as bit rot or a stray write would).
+        let mut bytes = std::fs::read(&object).unwrap();
+        bytes[500] ^= 0xff;
+        std::fs::write(&object, &bytes).unwrap();
+
+        let dst = Repo::at(t.path().join("dst"));
+        dst.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        let e = dst
+            .pull_local(&src.path, &[&sum], "t", &ev, &c)
+            .await
+            .unwrap_err();
+        let d = e.downcast_ref::<DamagedObject>().expect("a DamagedObject");
+        assert!(d.message.contains("checksum expected"), "{d}");
+        assert_eq!(d.repo, src.path);
+        assert!(src.has_commit(&sum, &c).await.unwrap());
+
+        src.delete_damaged("t", &ev, &c).await.unwrap();
+        assert!(!object.exists(), "the damaged object is removed");
+        assert!(!src.has_commit(&sum, &c).await.unwrap(), "partial: missing");
+        let again = commit_tree().await;
+        assert!(src.has_commit(&again, &c).await.unwrap());
+        dst.pull_local(&src.path, &[&again], "t", &ev, &c)
+            .await
+            .unwrap();
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 
     fn which(p: &str) -> Option<PathBuf> {
