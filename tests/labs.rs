@@ -605,7 +605,10 @@ fn lab_progress_round_trips_between_the_tui_and_lab_run() {
     );
 
     // The TUI opens the lab where `lab run` stopped, with the hint it revealed.
-    let p = load_progress(&paths, &LabModel::from(&l)).unwrap().unwrap();
+    let p = load_progress(&paths, &LabModel::from(&l))
+        .unwrap()
+        .0
+        .unwrap();
     let b = tui(Some(p));
     assert_eq!(b.labs.current(), Some(("round-trip".into(), 2)));
     let at = b.labs.progress_of("round-trip");

@@ -383,7 +383,10 @@ fn run_lab(
     paths.ensure()?;
     trust_gate(&paths, &l, trust, "run it again with --trust")?;
     let ids = l.step_ids();
-    let mut progress = Progress::load(&paths, &l.id, &ids)?;
+    let (mut progress, set_aside) = Progress::load_or_set_aside(&paths, &l.id, &ids)?;
+    if let Some(said) = set_aside {
+        eprintln!("saved progress unreadable: {said}");
+    }
     let start = match &from {
         Some(f) => l.steps.iter().position(|s| &s.id == f).ok_or_else(|| {
             anyhow::anyhow!("lab {} has no step {f:?} (steps: {})", l.id, ids.join(", "))

@@ -73,10 +73,10 @@ pub fn initial_app(paths: &Paths, now: SystemTime) -> App {
     let mut unreadable = vec![];
     for l in app.labs.labs.clone() {
         match views::labs::load_progress(paths, &l) {
-            Ok(Some(p)) => {
+            Ok((Some(p), _)) => {
                 app.labs.progress.insert(l.id.clone(), p);
             }
-            Ok(None) => {}
+            Ok((None, said)) => unreadable.extend(said),
             Err(e) => unreadable.push(format!("{e:#}")),
         }
     }

@@ -109,6 +109,40 @@ impl Progress {
         }
     }
 
+    /// Like [`Progress::load`], but a file that does not read (cut short by a crash of an older
+    /// release, edited by hand) does not block the lab: it is kept beside as `<id>.json.broken`
+    /// and the lab starts afresh. The second value says so (file, line, column, where it went).
+    pub fn load_or_set_aside(
+        paths: &Paths,
+        lab_id: &str,
+        steps: &[String],
+    ) -> Result<(Progress, Option<String>)> {
+        let f = Self::file(paths, lab_id);
+        let bytes = match std::fs::read(&f) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Self::new(lab_id), None));
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", f.display())),
+        };
+        match Self::parse(&bytes, lab_id, steps) {
+            Ok(p) => Ok((p, None)),
+            Err(e) => {
+                let aside = f.with_extension("json.broken");
+                std::fs::rename(&f, &aside)
+                    .with_context(|| format!("setting {} aside", f.display()))?;
+                Ok((
+                    Self::new(lab_id),
+                    Some(format!(
+                        "{}: {e:#}; kept as {}, starting {lab_id} afresh",
+                        f.display(),
+                        aside.display()
+                    )),
+                ))
+            }
+        }
+    }
+
     /// A progress file's text, in either format.
     pub fn parse(bytes: &[u8], lab_id: &str, steps: &[String]) -> Result<Progress> {
         let on_disk: OnDisk = serde_json::from_slice(bytes).map_err(|e| {
@@ -273,6 +307,39 @@ mod tests {
                 .passed
                 .is_empty()
         );
+    }
+
+    /// A file cut in half: `load` refuses it with its line and column; `load_or_set_aside`
+    /// keeps it beside (nothing lost) and starts afresh, and the next load is clean.
+    #[test]
+    fn a_progress_file_cut_in_half_is_set_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let steps = ids(&["boot-v1", "leave-marks"]);
+        let mut p = Progress::new("upgrade");
+        p.mark_passed("boot-v1", Some("leave-marks"));
+        p.save(&paths).unwrap();
+        let f = Progress::file(&paths, "upgrade");
+        let whole = std::fs::read(&f).unwrap();
+        std::fs::write(&f, &whole[..whole.len() / 2]).unwrap();
+        let e = format!(
+            "{:#}",
+            Progress::load(&paths, "upgrade", &steps).unwrap_err()
+        );
+        assert!(e.contains("upgrade.json") && e.contains("line "), "{e}");
+
+        let (q, said) = Progress::load_or_set_aside(&paths, "upgrade", &steps).unwrap();
+        assert!(q.passed.is_empty());
+        let said = said.expect("it says so");
+        assert!(
+            said.contains("upgrade.json.broken") && said.contains("line "),
+            "{said}"
+        );
+        let aside = f.with_extension("json.broken");
+        assert_eq!(std::fs::read(&aside).unwrap(), &whole[..whole.len() / 2]);
+        assert!(!f.exists());
+        let (_, again) = Progress::load_or_set_aside(&paths, "upgrade", &steps).unwrap();
+        assert_eq!(again, None);
     }
 
     #[test]

@@ -67,12 +67,12 @@ impl Rewind {
 /// progress (steps passed, hints, snapshots). Returns what was done, one line each.
 pub async fn reset(paths: &crate::paths::Paths, lab: &super::Lab) -> Result<Vec<String>> {
     let ids = lab.step_ids();
-    let progress = Progress::load(paths, &lab.id, &ids)?;
+    let (progress, set_aside) = Progress::load_or_set_aside(paths, &lab.id, &ids)?;
     let vm = progress
         .vm
         .clone()
         .unwrap_or_else(|| super::runner::default_vm(lab));
-    let mut done = Vec::new();
+    let mut done: Vec<String> = set_aside.into_iter().collect();
     if let Ok(rec) = VmRecord::load(paths, &vm) {
         if rec.state != VmState::Stopped {
             lifecycle::stop(paths, &vm, true, Duration::from_secs(20)).await?;

@@ -52,6 +52,11 @@ fn file_identity(p: &Path) -> Result<String> {
     ))
 }
 
+/// What a booted image's stamp says: the QEMU and golden file it was saved with, and its length.
+fn stamp_text(qemu_and_golden: &str, image_len: u64) -> String {
+    format!("{qemu_and_golden}\nbooted image {image_len} bytes")
+}
+
 /// The booted image for `golden`, made on first use: boot a throwaway VM once, save a snapshot
 /// when the agent answers, cut the power and keep its qcow2 next to the golden disk.
 pub async fn booted_image(
@@ -80,8 +85,12 @@ pub async fn booted_image(
         crate::tools::qemu::kvm_probe::qemu_version().await?,
         file_identity(&golden)?
     );
+    // The image's own length is recorded too: one cut short (a crash, a full disk) is made
+    // again, never booted.
     let fresh = |dest: &Path| {
-        dest.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == qemu)
+        std::fs::metadata(dest).is_ok_and(|m| {
+            std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == stamp_text(&qemu, m.len()))
+        })
     };
     if fresh(&dest) {
         return Ok(dest);
@@ -158,7 +167,8 @@ pub async fn booted_image(
         if std::fs::rename(&rec.overlay, &tmp).is_err() {
             std::fs::copy(&rec.overlay, &tmp)?;
         }
-        std::fs::write(&stamp, &qemu)?;
+        let len = std::fs::metadata(&tmp)?.len();
+        std::fs::write(&stamp, stamp_text(&qemu, len))?;
         std::fs::rename(&tmp, &dest)?;
         Ok::<_, anyhow::Error>(())
     }

@@ -118,12 +118,16 @@ impl LabModel {
 }
 
 /// A lab's saved progress (either face's file, or the previous release's), `None` when the lab
-/// was never started.
-pub fn load_progress(paths: &Paths, lab: &LabModel) -> anyhow::Result<Option<Progress>> {
+/// was never started. A file that does not read is set aside (the second value says where).
+pub fn load_progress(
+    paths: &Paths,
+    lab: &LabModel,
+) -> anyhow::Result<(Option<Progress>, Option<String>)> {
     if !Progress::file(paths, &lab.id).exists() {
-        return Ok(None);
+        return Ok((None, None));
     }
-    Progress::load(paths, &lab.id, &lab.step_ids()).map(Some)
+    let (p, said) = Progress::load_or_set_aside(paths, &lab.id, &lab.step_ids())?;
+    Ok((said.is_none().then_some(p), said))
 }
 
 pub struct LabsView {
