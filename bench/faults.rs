@@ -25,6 +25,14 @@
 //!   `bootlab disk make` (and `bootlab doctor` for the KVM probe) succeeds, the golden disk is
 //!   whole and its record reads, and the run after that reuses it. Recovery: the first command.
 //!
+//! - `damaged-cache`: the booted image cut short, an object of bootlab's OSTree repo damaged
+//!   (one byte flipped; the golden disk removed so the repo is read), a lab's progress file cut
+//!   short. Survived when the booted image is made again and the guest answers; when `disk make`
+//!   says it found the damaged object, commits the image again and makes a whole disk, and
+//!   `ostree fsck` finds no damaged object (the commits that held it stay partial until built
+//!   again; the disk's new commit is whole); when `lab reset` keeps the cut file aside and
+//!   starts afresh. `booted-cut`, `object-damaged`, `progress-cut` pick one of the three.
+//!
 //! - `disk-full`: BOOTLAB_HOME on a small loop-mounted ext4; after a good v1 disk, `disk make`
 //!   of v2 while a ballast file takes every free byte at a random moment. Survived when the
 //!   failure says why, nothing half-made is registered or left, v1 is intact and reused, and the
@@ -631,6 +639,232 @@ fn corrupt_cache(runs: u32, rng: &mut Lcg) -> Tally {
             Ok(recovered)
         })();
         t.record(outcome);
+    }
+    t
+}
+
+/// `damaged-cache`: three more caches bootlab trusts, each damaged `runs` times.
+/// - the booted image (the snapshot new VMs start from) cut at a random length: the next
+///   `vm up --from-snapshot booted` makes it again (one cold boot) and the guest answers;
+/// - a byte flipped in the middle of a random file object of the recipe's commit in bootlab's
+///   OSTree repo, the golden disk removed so the next `disk make` must copy the commit: it finds
+///   the damage (checked copy), removes it, commits the image again and makes the disk from
+///   that; `ostree fsck` of the repo is clean afterwards;
+/// - a lab's progress file cut in half: `lab reset` sets it aside (`.broken`, nothing lost) and
+///   the next one finds nothing to reset.
+fn damaged_cache(runs: u32, rng: &mut Lcg, want: impl Fn(&str) -> bool) -> Vec<Tally> {
+    let home = bootlab::paths::Paths::from_env();
+    let (ok, _, err) = run(&["disk", "make", RECIPE]);
+    assert!(ok, "first disk make: {err}");
+    let mut v = vec![];
+    if want("booted-cut") {
+        v.push(booted_cut(&home, runs, rng));
+    }
+    if want("object-damaged") {
+        v.push(object_damaged(&home, runs, rng));
+    }
+    if want("progress-cut") {
+        v.push(progress_cut(&home, runs, rng));
+    }
+    v
+}
+
+fn booted_cut(home: &bootlab::paths::Paths, runs: u32, rng: &mut Lcg) -> Tally {
+    let mut t = Tally::new("booted image cut short");
+    let name = "fault-booted";
+    let up = || {
+        let r = run(&[
+            "vm",
+            "up",
+            RECIPE,
+            "--name",
+            name,
+            "--from-snapshot",
+            "booted",
+        ]);
+        let answered = r.0 && run(&["vm", "exec", name, "--", "true"]).0;
+        clean_up(name);
+        (answered, r.2)
+    };
+    let (ok, err) = up();
+    assert!(ok, "first vm up from the booted image: {err}");
+    for _ in 0..runs {
+        let Some(img) = golden(home).and_then(|g| {
+            let stem = g.file_stem()?.to_string_lossy().into_owned();
+            std::fs::read_dir(g.parent()?)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let n = p.file_name().unwrap_or_default().to_string_lossy();
+                    n.starts_with(&format!("{stem}.booted-")) && n.ends_with(".qcow2")
+                })
+                .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        }) else {
+            t.record(Err("no booted image to damage".into()));
+            continue;
+        };
+        let len = std::fs::metadata(&img).map(|m| m.len()).unwrap_or(0);
+        let cut = (rng.next_f64() * len as f64) as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .and_then(|f| f.set_len(cut))
+            .unwrap();
+        eprintln!(
+            "[damaged-cache] {} cut to {cut} of {len} bytes",
+            img.display()
+        );
+        let start = Instant::now();
+        let (ok, err) = up();
+        let took = start.elapsed();
+        let now = std::fs::metadata(&img).map(|m| m.len()).unwrap_or(0);
+        t.record(if !ok {
+            Err(format!(
+                "booted image cut short: vm up failed: {}",
+                err.lines().last().unwrap_or("")
+            ))
+        } else if now <= cut {
+            Err(format!("the booted image was not made again ({now} bytes)"))
+        } else {
+            Ok(took)
+        });
+    }
+    t
+}
+
+fn ostree_cmd(home: &bootlab::paths::Paths, args: &[&str]) -> std::process::Output {
+    Command::new("ostree")
+        .arg(format!("--repo={}", home.ostree_repo().display()))
+        .args(args)
+        .output()
+        .expect("ostree")
+}
+
+fn object_damaged(home: &bootlab::paths::Paths, runs: u32, rng: &mut Lcg) -> Tally {
+    let mut t = Tally::new("OSTree object damaged");
+    for _ in 0..runs {
+        let Some(raw) = golden(home) else {
+            t.record(Err("no golden disk".into()));
+            continue;
+        };
+        let meta: bootlab::pipeline::disk::DiskMeta =
+            serde_json::from_str(&std::fs::read_to_string(raw.with_extension("json")).unwrap())
+                .unwrap();
+        // The commit's regular files of some size: `ostree ls -R -C` prints mode, uid, gid,
+        // size, checksum, path.
+        let ls = ostree_cmd(home, &["ls", "-R", "-C", &meta.commit, "/usr"]);
+        let text = String::from_utf8_lossy(&ls.stdout);
+        let files: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 6 && f[0].starts_with("-") && f[3].parse::<u64>().ok()? > 4096)
+                    .then_some(f[4])
+            })
+            .collect();
+        if files.is_empty() {
+            t.record(Err(format!("no files listed in {}", meta.commit)));
+            continue;
+        }
+        let sum = files[(rng.next_f64() * files.len() as f64) as usize % files.len()];
+        let object = home
+            .ostree_repo()
+            .join("objects")
+            .join(&sum[..2])
+            .join(format!("{}.file", &sum[2..]));
+        let mut bytes = std::fs::read(&object).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x5a;
+        std::fs::write(&object, &bytes).unwrap();
+        let _ = std::fs::remove_file(&raw);
+        let _ = std::fs::remove_file(raw.with_extension("json"));
+        eprintln!(
+            "[damaged-cache] object {sum} of commit {} damaged at byte {at}; golden disk removed",
+            &meta.commit[..12]
+        );
+        let start = Instant::now();
+        let outcome = (|| {
+            let (ok, out, err) = run(&["disk", "make", RECIPE]);
+            let took = start.elapsed();
+            if !ok {
+                return Err(format!(
+                    "object damaged: disk make failed: {}",
+                    err.lines().last().unwrap_or("")
+                ));
+            }
+            if !err.contains("damaged object") {
+                return Err("disk make did not say it found a damaged object".into());
+            }
+            let raw = disk_printed(&out).ok_or("disk make printed no disk")?;
+            if !bootlab::pipeline::disk::whole_disk(&raw) {
+                return Err(format!("{} is not whole", raw.display()));
+            }
+            // Every damaged object is gone. The commits that held one stay marked partial
+            // (fsck says "N partial commits from fsck-detected corruption") until their
+            // recipes are built again; the disk's own commit must be whole.
+            let fsck = ostree_cmd(home, &["fsck", "--quiet"]);
+            let said = String::from_utf8_lossy(&fsck.stderr).trim().to_string();
+            let only_partial = said.lines().count() == 1
+                && said.contains("partial commits from fsck-detected corruption");
+            if !(fsck.status.success() || only_partial) {
+                return Err(format!("ostree fsck after the repair: {said}"));
+            }
+            let made: bootlab::pipeline::disk::DiskMeta = serde_json::from_str(
+                &std::fs::read_to_string(raw.with_extension("json")).unwrap_or_default(),
+            )
+            .map_err(|e| format!("the new disk's record: {e}"))?;
+            let partial = home
+                .ostree_repo()
+                .join("state")
+                .join(format!("{}.commitpartial", made.commit));
+            if made.commit == meta.commit || partial.exists() {
+                return Err(format!(
+                    "the disk was made from {}, not a new whole commit",
+                    made.commit
+                ));
+            }
+            Ok(took)
+        })();
+        t.record(outcome);
+    }
+    t
+}
+
+fn progress_cut(home: &bootlab::paths::Paths, runs: u32, rng: &mut Lcg) -> Tally {
+    let mut t = Tally::new("lab progress cut short");
+    let lab = bootlab::lab::find("tour").expect("the tour lab");
+    let ids = lab.step_ids();
+    for _ in 0..runs {
+        let mut p = bootlab::lab::Progress::new(&lab.id);
+        p.mark_passed(&ids[0], ids.get(1).map(String::as_str));
+        p.save(home).unwrap();
+        let f = bootlab::lab::Progress::file(home, &lab.id);
+        let len = std::fs::metadata(&f).unwrap().len();
+        let cut = 1 + (rng.next_f64() * (len - 2) as f64) as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .and_then(|h| h.set_len(cut))
+            .unwrap();
+        let aside = f.with_extension("json.broken");
+        let _ = std::fs::remove_file(&aside);
+        let start = Instant::now();
+        let (ok, out, err) = run(&["lab", "reset", &lab.id]);
+        let took = start.elapsed();
+        let (ok2, out2, _) = run(&["lab", "reset", &lab.id]);
+        t.record(if !ok {
+            Err(format!(
+                "lab reset failed: {}",
+                err.lines().last().unwrap_or("")
+            ))
+        } else if !out.contains(".broken") || aside.metadata().map(|m| m.len()).ok() != Some(cut) {
+            Err(format!("the cut file was not kept aside: {out}"))
+        } else if !ok2 || !out2.contains("nothing to reset") {
+            Err(format!("the second reset: {out2}"))
+        } else {
+            Ok(took)
+        });
     }
     t
 }
@@ -1271,6 +1505,15 @@ fn main() {
     }
     if want("corrupt-cache") {
         tallies.push(corrupt_cache(runs, &mut rng));
+    }
+    if want("damaged-cache")
+        || ["booted-cut", "object-damaged", "progress-cut"]
+            .iter()
+            .any(|s| want(s))
+    {
+        // `damaged-cache` is all three; each can be picked alone.
+        let all = want("damaged-cache");
+        tallies.extend(damaged_cache(runs, &mut rng, |s| all || want(s)));
     }
     println!(
         "\n{:<32} {:>5} {:>9} {:>5} {:>15}",
