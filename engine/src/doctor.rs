@@ -688,10 +688,17 @@ async fn loop_check(paths: &Paths, cancel: &CancellationToken) -> Check {
     match detach {
         Ok(o) if o.status.success() => {
             guard.0 = None;
+            // Which way bootc disks are made here (`bootc install to-disk --via-loopback`
+            // needs the kernel to find partitions on a loop device).
+            let partitions = match crate::tools::disk::loop_parses_partitions(STAGE, &Emitter::null()).await {
+                Ok(true) => "the kernel finds partitions on loop devices (bootc disks: `bootc install to-disk --via-loopback` for images with bootupd)".to_string(),
+                Ok(false) => "the kernel finds no partitions on loop devices (bootc disks: `bootc install to-filesystem` onto bootlab's own partitions)".to_string(),
+                Err(e) => format!("partition probe failed: {}", root_cause(&e)),
+            };
             check(
                 "loop devices",
                 Status::Ok,
-                format!("attached a 1 MiB file as {dev} and detached it"),
+                format!("attached a 1 MiB file as {dev} and detached it; {partitions}"),
                 true,
             )
         }

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 pub const CONVERSION_VERSION: u32 = 5;
 
 /// What [`build_image`] made or found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BuildResult {
     pub recipe: String,
     pub version: String,

@@ -311,9 +311,30 @@ pub async fn make_bootc_disk(
     let mut tmp = TempFile(Some(tmp_path.clone()));
     let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
     let full = |e| crate::pipeline::explain_full_disk(e, &dir, "a golden disk");
-    let mut meta = fill(paths, &tmp_path, mnt.path(), build, ev, cancel)
-        .await
-        .map_err(full)?;
+    let podman = Podman::probe(paths, ev, cancel).await?;
+    let choice = probe_install(&podman, &build.image_tag, "disk", ev, cancel).await?;
+    let method = match choice.method {
+        InstallMethod::ToDisk => "bootc install to-disk --via-loopback",
+        InstallMethod::ToFilesystem => "bootc install to-filesystem",
+    };
+    ev.note("disk", format!("{method}: {}", choice.why));
+    let mut made = Err(anyhow::anyhow!("not installed"));
+    if choice.method == InstallMethod::ToDisk {
+        made = install_to_disk(paths, &podman, &tmp_path, build, "disk", ev, cancel).await;
+        if let Err(e) = &made {
+            // A host that parses partitions may still refuse the rest (`--pid=host` re-exec
+            // into the host's mount namespace is refused in sandboxes): to-filesystem works.
+            ev.note(
+                "disk",
+                format!("{e:#}; making the disk with bootc install to-filesystem instead"),
+            );
+            let _ = std::fs::remove_file(&tmp_path);
+        }
+    }
+    if made.is_err() {
+        made = fill(paths, &tmp_path, mnt.path(), build, ev, cancel).await;
+    }
+    let mut meta = made.map_err(full)?;
     meta.make_secs = started.elapsed().as_secs_f64();
     std::fs::File::open(&tmp_path)?
         .sync_all()
@@ -326,6 +347,176 @@ pub async fn make_bootc_disk(
     )?;
     let commit = meta.commit.clone();
     Ok(done(dest, commit, false, t, None))
+}
+
+/// How `bootc install` puts an image on a golden disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallMethod {
+    /// `bootc install to-disk --via-loopback`: bootc partitions the disk file itself and
+    /// installs its bootloader with bootupd (members' laptops with Fedora/CentOS images).
+    ToDisk,
+    /// `bootc install to-filesystem` onto bootlab's own partitioned disk, with syslinux and
+    /// the GRUB ESP bootlab writes (works on every host bootlab runs on).
+    ToFilesystem,
+}
+
+/// The method for this host and image, and why (shown before the install).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallChoice {
+    pub method: InstallMethod,
+    pub why: String,
+}
+
+/// What the two probes found → the method. `to-disk` needs a kernel that finds partitions on
+/// a loop device (its `--via-loopback` partitions a file and mounts them) and bootupd in the
+/// image (it installs the bootloader with it); anything less gets `to-filesystem`.
+pub fn choose_install(loop_partitions: bool, image_has_bootupd: Option<bool>) -> InstallChoice {
+    let (method, why) = match (loop_partitions, image_has_bootupd) {
+        (false, _) => (
+            InstallMethod::ToFilesystem,
+            "this host's kernel finds no partitions on loop devices (`losetup --partscan` probe), \
+             and `bootc install to-disk --via-loopback` mounts the partitions it makes"
+                .to_string(),
+        ),
+        (true, Some(false)) | (true, None) => (
+            InstallMethod::ToFilesystem,
+            "the image has no bootupd (`bootupctl`), which `bootc install to-disk` uses to \
+             install its bootloader"
+                .to_string(),
+        ),
+        (true, Some(true)) => (
+            InstallMethod::ToDisk,
+            "this host's kernel finds loop partitions and the image has bootupd".to_string(),
+        ),
+    };
+    InstallChoice { method, why }
+}
+
+/// Probe this host and `image`, then [`choose_install`]. The image is only asked when the
+/// host probe passes (a throw-away container, a second).
+pub async fn probe_install(
+    podman: &Podman,
+    image: &str,
+    s: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<InstallChoice> {
+    if !disk::loop_parses_partitions(s, ev).await? {
+        return Ok(choose_install(false, None));
+    }
+    let out = podman
+        .run_capture(image, &["sh", "-c", "command -v bootupctl"], s, ev, cancel)
+        .await?;
+    Ok(choose_install(true, Some(out.status.success())))
+}
+
+/// `bootc install to-disk --via-loopback` of `build` onto the disk file `/output/<file name>`
+/// (the file's folder is mounted at `/output`), following the recipe's OCI layout like the
+/// to-filesystem disks do. `--pid=host` and the host's container storage, as upstream documents.
+pub fn to_disk_args(build: &BuildResult, share: &Path, file: &Path) -> Vec<String> {
+    let recipe = build.recipe.as_str();
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let mut a: Vec<String> = [
+        "--privileged",
+        "--pid=host",
+        "--security-opt",
+        "label=type:unconfined_t",
+        "-v",
+        "/dev:/dev",
+        "-v",
+        "/var/lib/containers:/var/lib/containers",
+    ]
+    .map(String::from)
+    .to_vec();
+    a.push("-v".into());
+    a.push(format!("{}:{BOOTC_SHARE_DIR}", share.display()));
+    a.push("-v".into());
+    a.push(format!("{}:/output", dir.display()));
+    a.push(build.image_tag.clone());
+    a.extend(
+        [
+            "bootc",
+            "install",
+            "to-disk",
+            "--via-loopback",
+            "--generic-image",
+            "--filesystem",
+            "ext4",
+            "--source-imgref",
+        ]
+        .map(String::from),
+    );
+    a.push(format!("oci:{}", guest_imgref(recipe, &build.version)));
+    a.extend(["--target-transport", "oci", "--target-imgref"].map(String::from));
+    a.push(guest_imgref(recipe, STABLE_TAG));
+    a.extend(KARGS.iter().map(|k| format!("--karg={k}")));
+    a.push(format!("/output/{name}"));
+    a
+}
+
+/// The to-disk install and what it made. bootc's own layout: the root file system is labelled
+/// `root`, the bootloader is bootupd's GRUB (BIOS and UEFI).
+async fn install_to_disk(
+    paths: &Paths,
+    podman: &Podman,
+    file: &Path,
+    build: &BuildResult,
+    s: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<DiskMeta> {
+    std::fs::File::create(file)?.set_len(DISK_SIZE)?;
+    let cname = format!("bootlab-install-{}", fastrand::u64(..));
+    let r = podman
+        .run_rm_cmd(&cname)
+        .args(to_disk_args(build, &paths.update_share(), file))
+        .run(s, ev, cancel)
+        .await;
+    if r.is_err() {
+        podman.remove_left_behind(&cname, s, ev).await;
+    }
+    r.context("bootc install to-disk failed")?;
+    // The deployment: read from the root partition, which this kernel shows (the probe).
+    let whole = disk::LoopDevice::attach_partscan_read_only(file, s, ev).await?;
+    let mut commit = None;
+    for part in disk::partitions_of(&whole.dev) {
+        let mnt = tempfile::tempdir()?;
+        let Ok(m) = Mount::mount(&part, mnt.path(), Some("ro"), s, ev).await else {
+            continue;
+        };
+        let deploy = mnt.path().join(format!("ostree/deploy/{STATEROOT}/deploy"));
+        commit = std::fs::read_dir(&deploy).ok().and_then(|d| {
+            d.flatten().find_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.strip_suffix(".0").map(str::to_string)
+            })
+        });
+        m.unmount(s, ev).await?;
+        if commit.is_some() {
+            break;
+        }
+    }
+    whole.detach(s, ev).await?;
+    let commit = commit.context("bootc install to-disk made no deployment bootlab can find")?;
+    Ok(DiskMeta {
+        recipe: build.recipe.clone(),
+        version: build.version.clone(),
+        commit,
+        stateroot: STATEROOT.into(),
+        root_label: "root".into(),
+        boot_label: "boot".into(),
+        remote: "oci".into(),
+        remote_url: guest_imgref(&build.recipe, STABLE_TAG),
+        branch: String::new(),
+        kargs: KARGS.iter().map(|k| k.to_string()).collect(),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        make_secs: 0.0,
+        image_id: Some(build.image_id.clone()),
+        format: super::super::disk::DISK_FORMAT,
+        // bootupd installs GRUB for both firmwares on x86_64.
+        uefi: true,
+    })
 }
 
 struct TempFile(Option<PathBuf>);
@@ -506,6 +697,57 @@ async fn fill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_disk_only_with_loop_partitions_and_bootupd() {
+        let c = choose_install(false, Some(true));
+        assert_eq!(c.method, InstallMethod::ToFilesystem);
+        assert!(c.why.contains("partitions on loop devices"), "{}", c.why);
+        let c = choose_install(true, Some(false));
+        assert_eq!(c.method, InstallMethod::ToFilesystem);
+        assert!(c.why.contains("bootupd"), "{}", c.why);
+        assert_eq!(
+            choose_install(true, None).method,
+            InstallMethod::ToFilesystem
+        );
+        assert_eq!(
+            choose_install(true, Some(true)).method,
+            InstallMethod::ToDisk
+        );
+    }
+
+    /// The to-disk command as upstream documents it (`--via-loopback`, `--pid=host`, the
+    /// host's container storage), reading the version from the recipe's layout and following
+    /// `stable`, with bootlab's kernel arguments, onto the file in the mounted folder.
+    #[test]
+    fn the_to_disk_command() {
+        let b = BuildResult {
+            recipe: "fedora-bootc-core".into(),
+            version: "v2".into(),
+            image_tag: "localhost/bootlab/fedora-bootc-core:v2".into(),
+            ..Default::default()
+        };
+        let a = to_disk_args(
+            &b,
+            Path::new("/h/updates"),
+            Path::new("/h/disks/.tmp-x.raw"),
+        );
+        let j = a.join(" ");
+        assert!(j.starts_with("--privileged --pid=host"), "{j}");
+        assert!(j.contains("-v /h/updates:/var/mnt/share -v /h/disks:/output localhost/bootlab/fedora-bootc-core:v2 bootc install to-disk --via-loopback"), "{j}");
+        assert!(
+            j.contains("--source-imgref oci:/var/mnt/share/fedora-bootc-core.oci:v2"),
+            "{j}"
+        );
+        assert!(
+            j.contains(
+                "--target-transport oci --target-imgref /var/mnt/share/fedora-bootc-core.oci:stable"
+            ),
+            "{j}"
+        );
+        assert!(j.contains("--karg=console=ttyS0,115200"), "{j}");
+        assert_eq!(a.last().unwrap(), "/output/.tmp-x.raw");
+    }
 
     #[test]
     fn index_digest_finds_a_tag() {
