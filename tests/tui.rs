@@ -266,6 +266,40 @@ fn snapshot_vm_empty_and_running() {
     snap!("vm_running", a);
 }
 
+/// In the VM view with no VM, `b` boots with BIOS and `u` with UEFI: the key map says both,
+/// and the job started carries the firmware.
+#[test]
+fn u_boots_with_uefi() {
+    use bootlab::tools::qemu::Firmware;
+    let mut a = app();
+    a.update(Action::GoTab(Tab::Vm));
+    let s = screen(&a);
+    assert!(s.contains("boot UEFI"), "{s}");
+    let fx = a.update(Action::BootUefi);
+    assert!(
+        fx.iter().any(|e| matches!(
+            e,
+            Effect::Start(JobKind::Boot {
+                firmware: Firmware::Uefi,
+                ..
+            })
+        )),
+        "{fx:?}"
+    );
+    a.job = None;
+    let fx = a.update(Action::Boot);
+    assert!(
+        fx.iter().any(|e| matches!(
+            e,
+            Effect::Start(JobKind::Boot {
+                firmware: Firmware::Bios,
+                ..
+            })
+        )),
+        "{fx:?}"
+    );
+}
+
 /// A reboot's boot-phase line (the state's detail, from the supervisor reading the console)
 /// stands beside the state, and the agent's answer leaves the phases of the boot there.
 #[test]
@@ -704,6 +738,7 @@ fn lab_progress_survives_a_restart() {
     a.labs.saved("first-boot").save(&paths).unwrap();
     let back = bootlab::tui::views::labs::load_progress(&paths, &sample_lab())
         .unwrap()
+        .0
         .unwrap();
     assert_eq!(back.position(&sample_lab().step_ids()), 1);
     let mut b = app_with_labs(vec![sample_lab()]);

@@ -144,6 +144,8 @@ pub enum Action {
     TextBackspace,
     // VM.
     Boot,
+    /// Boot with UEFI firmware (OVMF) instead of BIOS: the same disk, its EFI system partition.
+    BootUefi,
     Vm(VmControl),
     /// Suspend the TUI and hand the terminal to a shell in the guest.
     Shell,

@@ -73,6 +73,7 @@ pub enum JobKind {
     },
     Boot {
         recipe: String,
+        firmware: crate::tools::qemu::Firmware,
     },
     VmControl(VmControl),
     Refresh,
@@ -107,7 +108,10 @@ impl JobKind {
     pub fn label(&self) -> String {
         match self {
             JobKind::Build { recipe, version } => format!("building {recipe}:{version}"),
-            JobKind::Boot { recipe } => format!("booting {recipe}"),
+            JobKind::Boot { recipe, firmware } => match firmware {
+                crate::tools::qemu::Firmware::Bios => format!("booting {recipe}"),
+                crate::tools::qemu::Firmware::Uefi => format!("booting {recipe} (UEFI)"),
+            },
             JobKind::VmControl(c) => format!("VM {}", c.verb()),
             JobKind::Refresh => "reading deployments".into(),
             JobKind::Diff => "diffing deployments".into(),
@@ -428,12 +432,16 @@ impl App {
                 }
                 None => self.status = Some("no recipe to build (see assets/recipes)".into()),
             },
-            Action::Boot => match self.recipes.selected_target() {
+            Action::Boot | Action::BootUefi => match self.recipes.selected_target() {
                 Some((recipe, _)) => {
                     if self.job.is_none() {
                         self.vm.console.clear();
                     }
-                    return self.start(JobKind::Boot { recipe });
+                    let firmware = match action {
+                        Action::BootUefi => crate::tools::qemu::Firmware::Uefi,
+                        _ => crate::tools::qemu::Firmware::Bios,
+                    };
+                    return self.start(JobKind::Boot { recipe, firmware });
                 }
                 None => self.status = Some("no recipe to boot (see assets/recipes)".into()),
             },

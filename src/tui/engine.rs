@@ -44,7 +44,7 @@ pub struct JobInput {
 impl JobInput {
     pub fn from_app(app: &App, kind: JobKind) -> JobInput {
         let recipe = match &kind {
-            JobKind::Build { recipe, .. } | JobKind::Boot { recipe } => app
+            JobKind::Build { recipe, .. } | JobKind::Boot { recipe, .. } => app
                 .recipes
                 .recipes
                 .iter()
@@ -86,7 +86,7 @@ pub async fn run(
 ) -> Result<JobOutput, String> {
     let r = match &input.kind {
         JobKind::Build { version, .. } => build(&paths, &input, version, &emitter, &cancel).await,
-        JobKind::Boot { .. } => boot(&paths, &input, &emitter, &cancel).await,
+        JobKind::Boot { firmware, .. } => boot(&paths, &input, *firmware, &emitter, &cancel).await,
         JobKind::VmControl(c) => control(&paths, &input, *c).await,
         JobKind::Refresh => refresh(&paths, &input, &emitter).await,
         JobKind::Diff => diff(&paths, &input, &emitter).await,
@@ -365,6 +365,7 @@ pub fn vm_name(recipe: &str) -> String {
 async fn boot(
     paths: &Paths,
     input: &JobInput,
+    firmware: crate::tools::qemu::Firmware,
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> anyhow::Result<JobOutput> {
@@ -372,6 +373,7 @@ async fn boot(
     let t = Target::new(recipe, input.version.as_deref())?;
     let mut plan = BootPlan::new(t, vm_name(recipe.name()));
     plan.up.keep = true;
+    plan.up.firmware = firmware;
     let rec = workflow::boot(paths, plan, ev, cancel).await?;
     Ok(JobOutput::Vm(Some(vm_info(&rec))))
 }
@@ -553,7 +555,12 @@ pub fn vm_info(r: &VmRecord) -> VmInfo {
             _ => "no recipe".into(),
         },
         state: r.state.as_str().to_string(),
-        accel: r.accel.as_str().to_uppercase(),
+        accel: match r.firmware {
+            crate::tools::qemu::Firmware::Bios => r.accel.as_str().to_uppercase(),
+            crate::tools::qemu::Firmware::Uefi => {
+                format!("{}, UEFI firmware", r.accel.as_str().to_uppercase())
+            }
+        },
         accel_reason: r.accel_reason.clone(),
         known_password: r.known_password.clone(),
         access,

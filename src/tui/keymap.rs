@@ -406,7 +406,10 @@ fn view_bindings(app: &App, tab: Tab) -> (Vec<Binding>, Vec<Binding>) {
                         "power-cut",
                     ));
                 }
-                _ => v.push(b(Key::ch('b'), Action::Boot, "boot")),
+                _ => {
+                    v.push(b(Key::ch('b'), Action::Boot, "boot"));
+                    v.push(b(Key::ch('u'), Action::BootUefi, "boot UEFI"));
+                }
             }
             later.extend(log_bindings(Some(&app.vm.console)));
         }

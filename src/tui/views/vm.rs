@@ -113,7 +113,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                 ),
             };
             let booting = match app.job.as_ref().map(|j| &j.kind) {
-                Some(crate::tui::app::JobKind::Boot { recipe }) => Some(recipe.clone()),
+                Some(crate::tui::app::JobKind::Boot { recipe, .. }) => Some(recipe.clone()),
                 _ => None,
             };
             if let Some(r) = booting {
