@@ -342,18 +342,6 @@ async fn build(
     Ok(JobOutput::Built { summary, lint })
 }
 
-/// `$VISUAL`, else `$EDITOR`, else `vi`, on `file` (the value may carry arguments: `code -w`).
-pub fn editor_command(file: &std::path::Path) -> std::process::Command {
-    let editor = ["VISUAL", "EDITOR"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
-        .unwrap_or_else(|| "vi".into());
-    let mut parts = editor.split_whitespace();
-    let mut c = std::process::Command::new(parts.next().unwrap_or("vi"));
-    c.args(parts).arg(file);
-    c
-}
-
 /// The name the TUI gives a recipe's VM (the engine's one naming rule).
 pub fn vm_name(recipe: &str) -> String {
     workflow::vm_name(workflow::VmFor::Recipe(recipe))

@@ -333,7 +333,7 @@ async fn run_app(paths: Paths, present: Option<String>) -> anyhow::Result<()> {
                 Effect::Edit { recipe, file } => {
                     drop(keys);
                     restore_terminal();
-                    let mut cmd = engine::editor_command(&file);
+                    let mut cmd = crate::tools::editor::command(&file);
                     println!(
                         "bootlab: editing {} with {cmd:?} (quit it to build)",
                         file.display()

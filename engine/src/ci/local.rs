@@ -490,20 +490,9 @@ fn upload(
     let file_name = src.file_name().expect("a file");
     let dest = dir.join(file_name);
     let tmp = dir.join(format!(".{}.part", file_name.to_string_lossy()));
-    // Sparse-aware copy: a disk image stays sparse (GNU cp's default heuristics).
-    let st = std::process::Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&src)
-        .arg(&tmp)
-        .status()
-        .context("running cp")?;
-    if !st.success() {
+    if let Err(e) = crate::tools::disk::copy_sparse(&src, &tmp) {
         let _ = std::fs::remove_file(&tmp);
-        bail!(
-            "copying {} to {} failed ({st})",
-            src.display(),
-            tmp.display()
-        );
+        return Err(e);
     }
     std::fs::rename(&tmp, &dest)?;
     Ok((name, dest))

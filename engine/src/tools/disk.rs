@@ -254,6 +254,24 @@ pub async fn loop_parses_partitions(stage: &str, ev: &Emitter) -> Result<bool> {
     Ok(found)
 }
 
+/// Copy `src` to `dest` keeping holes (a disk image stays sparse): `cp --sparse=always`.
+pub fn copy_sparse(src: &Path, dest: &Path) -> Result<()> {
+    let st = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(src)
+        .arg(dest)
+        .status()
+        .context("running cp")?;
+    if !st.success() {
+        bail!(
+            "copying {} to {} failed ({st})",
+            src.display(),
+            dest.display()
+        );
+    }
+    Ok(())
+}
+
 /// The partition devices the kernel made for a partition-scanned loop device, in order.
 pub fn partitions_of(dev: &Path) -> Vec<PathBuf> {
     let name = dev

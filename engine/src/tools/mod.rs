@@ -5,6 +5,7 @@
 pub mod bootc;
 pub mod cmd;
 pub mod disk;
+pub mod editor;
 pub mod fetch;
 pub mod ostree;
 pub mod podman;

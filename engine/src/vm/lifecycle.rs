@@ -413,6 +413,8 @@ fn spawn_supervisor(
         .create(true)
         .append(true)
         .open(log)?;
+    // The supervisor is this very executable, not an external program: the one spawn outside
+    // `tools` besides the supervisor's own QEMU (it must outlive this process, so no HostCmd).
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["vm", "supervise", "--dir"])
         .arg(dir)
