@@ -19,6 +19,11 @@
 //!   drill itself proves the guest booted the old or the new deployment with /etc and /var
 //!   markers intact; survived = verdict pass. Recovery: the drill's power-on to guest ready.
 //!
+//! - `never-ready`: a disk whose kernel cannot find its root. `vm up` times out by itself with
+//!   the console tail and the phase it stopped in (the initramfs, waiting for its root), or
+//!   Ctrl-C ends it within 10 s; nothing of
+//!   the VM is left either way.
+//!
 //! - `corrupt-cache`: one of the caches bootlab trusts — the build record, the golden disk's
 //!   record, the golden disk itself, the podman runtime probe, the KVM probe — cut short at a
 //!   random length (what a crash of the file system under it leaves). Survived when the next
@@ -869,6 +874,157 @@ fn progress_cut(home: &bootlab::paths::Paths, runs: u32, rng: &mut Lcg) -> Tally
     t
 }
 
+/// `never-ready`: a copy of the golden disk whose boot entries name a root file system that
+/// does not exist (`root=LABEL=bootlab-nowhere`): the kernel boots, the initramfs waits for a
+/// root that never comes, the guest agent never answers. Odd runs: `vm up --boot-timeout 45`
+/// must fail by itself, saying the guest did not become ready, that the boot stopped in its
+/// initramfs (the kernel is `quiet`: the console shows nothing of the wait), and the console
+/// tail. Even runs: SIGINT (Ctrl-C) to `vm up` 5–25 s into the
+/// boot must end it within 10 s. Either way no VM record, QEMU, loop device or mount is left.
+/// Recovery: the timeout, or Ctrl-C → the command gone.
+fn never_ready(runs: u32, rng: &mut Lcg) -> Tally {
+    let mut t = Tally::new("guest never ready");
+    let home = bootlab::paths::Paths::from_env();
+    let (ok, _, err) = run(&["disk", "make", RECIPE]);
+    assert!(ok, "disk make: {err}");
+    let golden = golden(&home).expect("a golden disk");
+    let broken = home.cache.join("fault-noroot.raw");
+    bootlab::tools::disk::copy_sparse(&golden, &broken).expect("copying the golden disk");
+    let layout = bootlab::tools::disk::MbrLayout::new(
+        bootlab::pipeline::disk::DISK_SIZE,
+        bootlab::pipeline::disk::BOOT_SIZE,
+    );
+    let mnt = tempfile::tempdir().unwrap();
+    let ok = Command::new("mount")
+        .arg("-o")
+        .arg(format!(
+            "loop,offset={},sizelimit={}",
+            layout.boot.offset, layout.boot.size
+        ))
+        .arg(&broken)
+        .arg(mnt.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting the copy's /boot");
+    let cfg = mnt.path().join("loader/syslinux.cfg");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("root=LABEL=bootlab-root"), "{text}");
+    std::fs::write(
+        &cfg,
+        text.replace("root=LABEL=bootlab-root", "root=LABEL=bootlab-nowhere"),
+    )
+    .unwrap();
+    assert!(
+        Command::new("umount")
+            .arg(mnt.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let name = "fault-noroot";
+    let before = leftovers();
+    for i in 0..runs {
+        clean_up(name);
+        let disk = broken.to_string_lossy().into_owned();
+        let argv = [
+            "vm",
+            "up",
+            RECIPE,
+            "--name",
+            name,
+            "--disk",
+            &disk,
+            "--boot-timeout",
+            "45",
+        ];
+        let start = Instant::now();
+        let outcome = if i % 2 == 0 {
+            let (ok, _, err) = run(&argv);
+            let took = start.elapsed();
+            if ok {
+                Err("vm up succeeded on a disk without its root".into())
+            } else if !(err.contains("did not become ready") && err.contains("console tail")) {
+                Err(format!(
+                    "unclear failure: {}",
+                    err.lines().last().unwrap_or("")
+                ))
+            } else if !err.contains("the boot is in its initramfs") {
+                let tail: Vec<&str> = err.lines().rev().take(25).collect();
+                eprintln!(
+                    "[never-ready] what vm up said, last lines first:\n  {}",
+                    tail.join("\n  ")
+                );
+                Err("the error does not say the boot stopped in the initramfs".into())
+            } else {
+                Ok(took)
+            }
+        } else {
+            let mut child = bootlab()
+                .args(argv)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let wait = Duration::from_secs_f64(5.0 + rng.next_f64() * 20.0);
+            std::thread::sleep(wait);
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let stop = Instant::now();
+            let mut gone = None;
+            while stop.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(st)) = child.try_wait() {
+                    gone = Some(st);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            match gone {
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(format!(
+                        "Ctrl-C {:.1}s into the boot: vm up still running 10 s later",
+                        wait.as_secs_f64()
+                    ))
+                }
+                Some(st) if st.success() => Err("vm up succeeded after Ctrl-C".into()),
+                Some(_) => Ok(stop.elapsed()),
+            }
+        };
+        // Nothing of the VM may be left: no record, no QEMU, no loop device or mount.
+        let outcome = outcome.and_then(|d| {
+            std::thread::sleep(Duration::from_secs(1));
+            if record(name).is_some() {
+                return Err(format!(
+                    "a record is left: {:?}",
+                    record(name).map(|r| r.state)
+                ));
+            }
+            if !qemu_of(name).is_empty() {
+                return Err("its QEMU still runs".into());
+            }
+            let after = leftovers();
+            if after.loops > before.loops || after.mounts > before.mounts {
+                return Err(format!("left behind: {before:?} → {after:?}"));
+            }
+            Ok(d)
+        });
+        eprintln!(
+            "[never-ready] run {}: {}",
+            i + 1,
+            match &outcome {
+                Ok(d) => format!("ok in {:.1}s", d.as_secs_f64()),
+                Err(e) => e.clone(),
+            }
+        );
+        t.record(outcome);
+    }
+    clean_up(name);
+    let _ = std::fs::remove_file(&broken);
+    t
+}
+
 /// A bootlab command with `BOOTLAB_HOME` at `home`; (success, stdout, stderr).
 fn run_in(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     run_cmd(bootlab().env("BOOTLAB_HOME", home).args(args))
@@ -1493,6 +1649,9 @@ fn main() {
     }
     if want("powercut") {
         tallies.push(powercut(runs));
+    }
+    if want("never-ready") {
+        tallies.push(never_ready(runs, &mut rng));
     }
     if want("build-full") {
         tallies.push(build_full(runs, &mut rng));

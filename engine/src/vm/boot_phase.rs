@@ -34,6 +34,22 @@ impl BootPhase {
             BootPhase::Agent => "agent",
         }
     }
+
+    /// What a boot that never leaves this phase most often means (said when a boot times out:
+    /// the console of a `quiet` kernel may show nothing).
+    pub fn stuck_here(self) -> &'static str {
+        match self {
+            BootPhase::Firmware => "the firmware found nothing to boot on the disk",
+            BootPhase::Bootloader => "the bootloader did not start a kernel (its boot entry?)",
+            BootPhase::Kernel => "the kernel did not reach its initramfs",
+            BootPhase::Initramfs => {
+                "the initramfs never handed over to the real root: it waits for the root file \
+                 system (root= on the kernel command line) or ostree-prepare-root failed"
+            }
+            BootPhase::Systemd => "the guest's systemd did not start the guest agent",
+            BootPhase::Agent => "the guest agent answered",
+        }
+    }
 }
 
 /// What the initramfs writes on the console (see the module docs).

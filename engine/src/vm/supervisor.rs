@@ -652,12 +652,19 @@ impl Sup {
         .await;
         match r {
             Ok(r) => r.map_err(|e| anyhow!("{e}; console tail:\n  {}", self.console_tail(25))),
-            Err(_) => bail!(
-                "VM not {want} after {}s (state: {}); console tail:\n  {}",
-                within.as_secs(),
-                self.state(),
-                self.console_tail(25)
-            ),
+            Err(_) => {
+                let boot = self.boot.lock().unwrap().clone();
+                let stuck = match boot.current() {
+                    super::boot_phase::BootPhase::Agent => String::new(),
+                    p => format!("; the boot is in its {}: {}", boot.line(), p.stuck_here()),
+                };
+                bail!(
+                    "VM not {want} after {}s (state: {}{stuck}); console tail:\n  {}",
+                    within.as_secs(),
+                    self.state(),
+                    self.console_tail(25)
+                )
+            }
         }
     }
 
