@@ -231,25 +231,10 @@ pub async fn loop_parses_partitions(stage: &str, ev: &Emitter) -> Result<bool> {
         f.write_all(&mbr)?;
         f.set_len(4 << 20)?;
     }
-    let out = HostCmd::new("losetup")
-        .args(["--find", "--show", "--partscan", "--read-only"])
-        .arg(&file)
-        .capture()
-        .run(stage, ev, &CancellationToken::new())
+    let lo = LoopDevice::attach_partscan_read_only(&file, stage, ev)
         .await
-        .context("probing loop partitions: losetup failed")?;
-    let lo = LoopDevice {
-        dev: PathBuf::from(out.stdout.trim()),
-        detached: false,
-    };
-    let name = lo
-        .dev
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let found = Path::new("/sys/class/block")
-        .join(format!("{name}p1"))
-        .exists();
+        .context("probing loop partitions")?;
+    let found = !partitions_of(&lo.dev).is_empty();
     lo.detach(stage, ev).await?;
     Ok(found)
 }
