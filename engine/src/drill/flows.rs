@@ -309,33 +309,37 @@ async fn prepare_pull<G: GuestOps, H: HostOps>(
     }
 }
 
-pub async fn upgrade<G: GuestOps, H: HostOps>(
+/// Where an upgrade (the drill, or the one a power cut interrupts) starts and goes.
+struct UpgradeFrom {
+    booted: Deployment,
+    /// The recipe version counted from, and the next one (published).
+    cur: String,
+    target: String,
+    p: Published,
+}
+
+/// The steps both upgrade drills begin with, all before the guest changes: read the booted
+/// deployment and its version, then build, commit and publish the next version on the host.
+async fn booted_and_next_published<G: GuestOps, H: HostOps>(
     run: &mut Run<'_, G, H>,
     spec: &DrillSpec,
     t: Tooling,
-) -> Result<String> {
-    // 1. What runs now.
+) -> Result<UpgradeFrom> {
     let s = run.begin("read deployments before");
-    let (mut s, before) = read_status(run, s, t).await?;
+    let (s, before) = read_status(run, s, t).await?;
     let booted = before.booted().cloned();
-    let s0 = run.require(
+    let mut s = run.require(
         s,
         "a booted deployment",
         booted.is_some(),
         "one",
         found(booted.as_ref()),
     )?;
-    s = s0;
     let booted = booted.expect("checked");
-    let cur_file = if t == Tooling::Ostree {
-        version_file(run, &mut s).await?
-    } else {
-        booted.version.clone()
-    };
+    let cur_file = current_version(run, &mut s, t, &before).await?;
     run.fact("old.deployment", describe(&booted));
     run.fact("old.ident", t.ident(&booted));
     run.end(s, format!("booted {}", describe(&booted)));
-
     let (cur, target) = next_version(&spec.recipe, cur_file.as_deref())?;
     if let Some(v) = cur_file.as_deref().filter(|v| *v != cur) {
         // e.g. a bootc image labelled "nightly": say which recipe version we count from.
@@ -347,13 +351,32 @@ pub async fn upgrade<G: GuestOps, H: HostOps>(
     run.fact("old.version", cur.clone());
     run.fact("new.version", target.clone());
 
-    // 2. Host: the next version, built, committed, published.
     let mut s = run.begin(&format!("host: publish {target}"));
     let p = run
         .publish(&mut s, spec.recipe.name(), &target, Via::Stable)
         .await?;
     let s = require_verity_ready(run, s, &p).await?;
     run.end(s, p.summary.clone());
+    Ok(UpgradeFrom {
+        booted,
+        cur,
+        target,
+        p,
+    })
+}
+
+pub async fn upgrade<G: GuestOps, H: HostOps>(
+    run: &mut Run<'_, G, H>,
+    spec: &DrillSpec,
+    t: Tooling,
+) -> Result<String> {
+    // 1. What runs now; 2. host: the next version, built, committed, published.
+    let UpgradeFrom {
+        booted,
+        cur,
+        target,
+        p,
+    } = booted_and_next_published(run, spec, t).await?;
     if let Some(c) = &p.commit {
         run.fact("new.commit", c.clone());
     }
@@ -936,39 +959,12 @@ pub async fn powercut<G: GuestOps, H: HostOps>(
     run.power_cycle_ready(&mut s).await?;
     run.end(s, "its record and disk stay on the host when QEMU stops");
 
-    let s = run.begin("read deployments before");
-    let (mut s, before) = read_status(run, s, t).await?;
-    let booted = before.booted().cloned();
-    let s0 = run.require(
-        s,
-        "a booted deployment",
-        booted.is_some(),
-        "one",
-        found(booted.as_ref()),
-    )?;
-    s = s0;
-    let booted = booted.expect("checked");
-    let cur_file = current_version(run, &mut s, t, &before).await?;
-    run.fact("old.deployment", describe(&booted));
-    run.fact("old.ident", t.ident(&booted));
-    run.end(s, format!("booted {}", describe(&booted)));
-    let (cur, target) = next_version(&spec.recipe, cur_file.as_deref())?;
-    if let Some(v) = cur_file.as_deref().filter(|v| *v != cur) {
-        // e.g. a bootc image labelled "nightly": say which recipe version we count from.
-        run.fact(
-            "old.image_version",
-            format!("{v} (not a version of the recipe; counting from {cur})"),
-        );
-    }
-    run.fact("old.version", cur.clone());
-    run.fact("new.version", target.clone());
-
-    let mut s = run.begin(&format!("host: publish {target}"));
-    let p = run
-        .publish(&mut s, spec.recipe.name(), &target, Via::Stable)
-        .await?;
-    let s = require_verity_ready(run, s, &p).await?;
-    run.end(s, p.summary.clone());
+    let UpgradeFrom {
+        booted,
+        cur,
+        target,
+        p,
+    } = booted_and_next_published(run, spec, t).await?;
     prepare_pull(run, t, &booted, &p).await?;
 
     write_markers(run, spec).await?;
