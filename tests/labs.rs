@@ -733,3 +733,36 @@ fn lab_reset_forgets_the_progress() {
     );
     assert!(!bootlab::lab::Progress::file(&paths, "tour").exists());
 }
+
+/// The TUI offers a step's runnable code blocks to run in the guest, so a host command (bootlab,
+/// podman, qemu-img, or anything on bootlab's `$BOOTLAB_…` folders) or a file's contents must
+/// be fenced as copy-only (` ```host `, ` ```dockerfile `, ` ```text `), never runnable.
+#[test]
+fn no_host_command_is_offered_to_the_guest() {
+    let (labs, errors) = lab::shipped();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut bad = vec![];
+    for l in &labs {
+        let texts = l
+            .intro
+            .iter()
+            .chain(l.finish.iter())
+            .chain(l.steps.iter().map(|s| &s.text));
+        for t in texts {
+            for b in bootlab::tui::markdown::code_blocks(t) {
+                let first = b.code.split_whitespace().next().unwrap_or("");
+                let host = ["bootlab", "podman", "qemu-img", "RUN", "FROM", "COPY"]
+                    .contains(&first)
+                    || b.code.contains("$BOOTLAB_");
+                if b.runnable && host {
+                    bad.push(format!("{}: {}", l.id, b.summary()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "runnable in the guest but not a guest command:\n{}",
+        bad.join("\n")
+    );
+}

@@ -51,6 +51,9 @@ pub enum LabCmd {
         #[arg(long)]
         trust: bool,
     },
+    /// Print the variables lab commands use (`$BOOTLAB_STATE`, `$BOOTLAB_RECIPES`, …) as shell
+    /// `export` lines, for your own shell: `eval "$(bootlab lab env)"`.
+    Env,
     /// Start a lab over: stop and remove its VM (which holds the step snapshots) and forget its
     /// progress (steps passed, hints revealed).
     Reset { lab: String },
@@ -78,6 +81,13 @@ pub fn run(c: LabCmd) -> anyhow::Result<ExitCode> {
         LabCmd::Show { lab, json } => show(&lab, json),
         LabCmd::Validate { paths } => validate(paths),
         LabCmd::Reset { lab } => reset(&lab),
+        LabCmd::Env => {
+            let paths = crate::paths::Paths::from_env();
+            for (k, v) in lab::host_env(&paths) {
+                println!("export {k}={}", shell_quote(&v.to_string_lossy()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         LabCmd::Run {
             lab,
             solve,
@@ -641,4 +651,9 @@ fn selftest(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `s` in single quotes for a POSIX shell (a `'` inside becomes `'\''`).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

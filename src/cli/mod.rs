@@ -124,7 +124,10 @@ fn prints_data(c: &Command) -> bool {
         ),
         Command::Lab(l) => matches!(
             l,
-            lab::LabCmd::List { .. } | lab::LabCmd::Show { .. } | lab::LabCmd::Validate { .. }
+            lab::LabCmd::List { .. }
+                | lab::LabCmd::Show { .. }
+                | lab::LabCmd::Validate { .. }
+                | lab::LabCmd::Env
         ),
         Command::Vm(v) => matches!(v, vm::VmCmd::Ls { .. } | vm::VmCmd::Status { .. }),
         Command::Ci(c) => matches!(
