@@ -208,23 +208,20 @@ impl HostOps for PipelineHost {
             return crate::drill::bootc::publish(&self.paths, &r, v, via, &self.ev, &self.cancel)
                 .await;
         }
-        let mut b =
-            crate::pipeline::build_image(&self.paths, &r, v, &self.ev, &self.cancel).await?;
-        let p =
-            match crate::pipeline::publish(&self.paths, recipe, &b.commit, &self.ev, &self.cancel)
-                .await
-            {
-                // A damaged object was removed from bootlab's repo: commit again, publish that.
-                Err(e) if crate::pipeline::is_damaged_object(&e) => {
-                    self.ev
-                        .note("publish", format!("{e:#}; committing the image again"));
-                    b = crate::pipeline::build_image(&self.paths, &r, v, &self.ev, &self.cancel)
-                        .await?;
-                    crate::pipeline::publish(&self.paths, recipe, &b.commit, &self.ev, &self.cancel)
-                        .await?
-                }
-                r => r?,
-            };
+        let (paths, ev, cancel) = (&self.paths, &self.ev, &self.cancel);
+        let (b, p) =
+            crate::pipeline::with_image_commit(
+                paths,
+                &r,
+                v,
+                "publish",
+                ev,
+                cancel,
+                |commit| async move {
+                    crate::pipeline::publish(paths, recipe, &commit, ev, cancel).await
+                },
+            )
+            .await?;
         let summary = format!(
             "{recipe} {version}: {} commit {} on {}; published (branch was {})",
             if b.cached { "cached" } else { "built" },

@@ -123,6 +123,36 @@ pub(crate) async fn remove_damaged(
     }
 }
 
+/// Build (or reuse) the image of `recipe` `version`, then `use_commit` on its commit. A checked
+/// copy that finds a damaged object in bootlab's repo has removed it by then (see
+/// [`remove_damaged`]) and its commit no longer counts: the image is committed again (its
+/// objects written afresh) and `use_commit` runs once more, on the new commit.
+pub async fn with_image_commit<T, F, Fut>(
+    paths: &Paths,
+    recipe: &crate::recipe::Recipe,
+    version: &crate::recipe::Version,
+    stage: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+    use_commit: F,
+) -> Result<(BuildResult, T)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let image = build_image(paths, recipe, version, ev, cancel).await?;
+    match use_commit(image.commit.clone()).await {
+        Ok(t) => Ok((image, t)),
+        Err(e) if is_damaged_object(&e) => {
+            ev.note(stage, format!("{e:#}; committing the image again"));
+            let image = build_image(paths, recipe, version, ev, cancel).await?;
+            let t = use_commit(image.commit.clone()).await?;
+            Ok((image, t))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `e`, said plainly when the file system holding `dir` has filled up while writing there.
 /// A disk image is written through a loop device, and a loop device over a file whose file
 /// system is full reports "Input/output error", not "No space left on device".

@@ -79,27 +79,28 @@ pub async fn ensure_disk(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<Disk> {
-    let mut image = ensure_image(paths, t, ev, cancel).await?;
-    let disk = match t.recipe.file.family {
+    let (image, disk) = match t.recipe.file.family {
         Family::DebianOstree => {
-            let make = |commit: String| async move {
-                crate::pipeline::make_disk(paths, t.name(), &t.version.id, &commit, ev, cancel)
-                    .await
-            };
-            match make(image.commit.clone()).await {
-                // The damaged objects are gone and their commit counts as missing: commit the
-                // image again (its objects are written afresh) and make the disk from that.
-                Err(e) if crate::pipeline::is_damaged_object(&e) => {
-                    ev.note("disk", format!("{e:#}; committing the image again"));
-                    image = ensure_image(paths, t, ev, cancel).await?;
-                    make(image.commit.clone()).await?
-                }
-                r => r?,
-            }
+            crate::pipeline::with_image_commit(
+                paths,
+                &t.recipe,
+                &t.version,
+                "disk",
+                ev,
+                cancel,
+                |commit| async move {
+                    crate::pipeline::make_disk(paths, t.name(), &t.version.id, &commit, ev, cancel)
+                        .await
+                },
+            )
+            .await?
         }
         // bootc installs the image itself (`bootc install to-filesystem`).
         Family::Bootc => {
-            crate::pipeline::bootc::install::make_bootc_disk(paths, &image, ev, cancel).await?
+            let image = ensure_image(paths, t, ev, cancel).await?;
+            let disk =
+                crate::pipeline::bootc::install::make_bootc_disk(paths, &image, ev, cancel).await?;
+            (image, disk)
         }
     };
     Ok(Disk { image, disk })
