@@ -125,7 +125,7 @@ pub struct LoopDevice {
 impl LoopDevice {
     /// `losetup --find --show --offset … --sizelimit … FILE` (no partition scanning needed).
     pub async fn attach(file: &Path, part: Part, stage: &str, ev: &Emitter) -> Result<LoopDevice> {
-        Self::attach_with(file, part, false, stage, ev).await
+        Self::attach_with(file, Some(part), false, stage, ev).await
     }
 
     /// A read-only loop device (for inspecting a golden disk without changing it).
@@ -135,12 +135,23 @@ impl LoopDevice {
         stage: &str,
         ev: &Emitter,
     ) -> Result<LoopDevice> {
-        Self::attach_with(file, part, true, stage, ev).await
+        Self::attach_with(file, Some(part), true, stage, ev).await
     }
 
+    /// A whole disk file, read only, with its partitions made by the kernel (`loopNpK`, see
+    /// [`partitions_of`]); only on hosts where [`loop_parses_partitions`].
+    pub async fn attach_partscan_read_only(
+        file: &Path,
+        stage: &str,
+        ev: &Emitter,
+    ) -> Result<LoopDevice> {
+        Self::attach_with(file, None, true, stage, ev).await
+    }
+
+    /// `part`: a byte range of the file; `None`: the whole file, its partitions scanned.
     async fn attach_with(
         file: &Path,
-        part: Part,
+        part: Option<Part>,
         read_only: bool,
         stage: &str,
         ev: &Emitter,
@@ -155,8 +166,13 @@ impl LoopDevice {
         let out = HostCmd::new("losetup")
             .args(["--find", "--show"])
             .args(read_only.then_some("--read-only"))
-            .arg(format!("--offset={}", part.offset))
-            .arg(format!("--sizelimit={}", part.size))
+            .args(match part {
+                Some(p) => vec![
+                    format!("--offset={}", p.offset),
+                    format!("--sizelimit={}", p.size),
+                ],
+                None => vec!["--partscan".to_string()],
+            })
             .arg(file)
             .capture()
             .run(stage, ev, &CancellationToken::new())
@@ -168,26 +184,6 @@ impl LoopDevice {
         }
         Ok(LoopDevice {
             dev,
-            detached: false,
-        })
-    }
-
-    /// A whole disk file, read only, with its partitions made by the kernel (`loopNpK`, see
-    /// [`partitions_of`]); only on hosts where [`loop_parses_partitions`].
-    pub async fn attach_partscan_read_only(
-        file: &Path,
-        stage: &str,
-        ev: &Emitter,
-    ) -> Result<LoopDevice> {
-        let out = HostCmd::new("losetup")
-            .args(["--find", "--show", "--partscan", "--read-only"])
-            .arg(file)
-            .capture()
-            .run(stage, ev, &CancellationToken::new())
-            .await
-            .context("could not attach a loop device")?;
-        Ok(LoopDevice {
-            dev: PathBuf::from(out.stdout.trim()),
             detached: false,
         })
     }
@@ -214,23 +210,12 @@ impl Drop for LoopDevice {
 
 /// Whether this host's kernel finds the partitions of a disk image on a loop device (`losetup
 /// --partscan` makes `loopNp1`): what `bootc install to-disk --via-loopback` needs. Probed on a
-/// 4 MiB sparse file with one MBR partition. `Err` only when the probe itself could not run.
+/// small sparse file partitioned as a golden disk is. `Err` only when the probe could not run.
 pub async fn loop_parses_partitions(stage: &str, ev: &Emitter) -> Result<bool> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("partscan-probe.raw");
-    let mut mbr = [0u8; 512];
-    // One Linux partition (type 0x83) from sector 2048, 4096 sectors long.
-    mbr[446 + 4] = 0x83;
-    mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
-    mbr[446 + 12..446 + 16].copy_from_slice(&4096u32.to_le_bytes());
-    mbr[510] = 0x55;
-    mbr[511] = 0xaa;
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&file)?;
-        f.write_all(&mbr)?;
-        f.set_len(4 << 20)?;
-    }
+    let layout = MbrLayout::new(ESP_SIZE + 8 * MIB, 4 * MIB);
+    create_partitioned(&file, &layout, stage, ev, &CancellationToken::new()).await?;
     let lo = LoopDevice::attach_partscan_read_only(&file, stage, ev)
         .await
         .context("probing loop partitions")?;
