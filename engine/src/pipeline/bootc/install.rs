@@ -332,7 +332,7 @@ pub async fn make_bootc_disk(
         }
     }
     if made.is_err() {
-        made = fill(paths, &tmp_path, mnt.path(), build, ev, cancel).await;
+        made = fill(paths, &podman, &tmp_path, mnt.path(), build, ev, cancel).await;
     }
     let mut meta = made.map_err(full)?;
     meta.make_secs = started.elapsed().as_secs_f64();
@@ -530,6 +530,7 @@ impl Drop for TempFile {
 
 async fn fill(
     paths: &Paths,
+    podman: &Podman,
     file: &Path,
     mnt: &Path,
     build: &BuildResult,
@@ -562,7 +563,6 @@ async fn fill(
     }
 
     // bootc installs itself, from the image itself, reading the version from the layout.
-    let podman = Podman::probe(paths, ev, cancel).await?;
     let share = paths.update_share();
     let source = format!("oci:{}", guest_imgref(recipe, &build.version));
     let target = guest_imgref(recipe, STABLE_TAG);
