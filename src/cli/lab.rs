@@ -84,7 +84,10 @@ pub fn run(c: LabCmd) -> anyhow::Result<ExitCode> {
         LabCmd::Env => {
             let paths = crate::paths::Paths::from_env();
             for (k, v) in lab::host_env(&paths) {
-                println!("export {k}={}", shell_quote(&v.to_string_lossy()));
+                println!(
+                    "export {k}={}",
+                    crate::tools::cmd::shell_quote(&v.to_string_lossy())
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -651,9 +654,4 @@ fn selftest(
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// `s` in single quotes for a POSIX shell (a `'` inside becomes `'\''`).
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -117,25 +117,19 @@ impl Progress {
         lab_id: &str,
         steps: &[String],
     ) -> Result<(Progress, Option<String>)> {
-        let f = Self::file(paths, lab_id);
-        let bytes = match std::fs::read(&f) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((Self::new(lab_id), None));
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", f.display())),
-        };
-        match Self::parse(&bytes, lab_id, steps) {
+        match Self::load(paths, lab_id, steps) {
             Ok(p) => Ok((p, None)),
+            // The file could not be read at all: nothing to set aside.
+            Err(e) if e.root_cause().is::<std::io::Error>() => Err(e),
             Err(e) => {
+                let f = Self::file(paths, lab_id);
                 let aside = f.with_extension("json.broken");
                 std::fs::rename(&f, &aside)
                     .with_context(|| format!("setting {} aside", f.display()))?;
                 Ok((
                     Self::new(lab_id),
                     Some(format!(
-                        "{}: {e:#}; kept as {}, starting {lab_id} afresh",
-                        f.display(),
+                        "{e:#}; kept as {}, starting {lab_id} afresh",
                         aside.display()
                     )),
                 ))
