@@ -9,7 +9,7 @@ set -euo pipefail
 RECIPE=$(realpath "$1"); W=$2; VERSION=${3:-v1}
 NAME=$(basename "$RECIPE"); BRANCH="bootlab/$NAME"; OS=debian
 ROOT_LABEL=bootlab-root; BOOT_LABEL=bootlab-boot
-KARGS=("root=LABEL=$ROOT_LABEL" rw console=ttyS0,115200 quiet fsck.mode=skip mitigations=off 8250.nr_uarts=1
+KARGS=("root=LABEL=$ROOT_LABEL" rw console=ttyS0,115200 quiet systemd.show_status=auto fsck.mode=skip mitigations=off 8250.nr_uarts=1
   module_blacklist=floppy,pcspkr,parport_pc,ppdev,psmouse,serio_raw,kvm_amd,kvm_intel,kvm,ata_piix,ata_generic,bochs,i2c_piix4)
 # The ulimits bootlab pins (inherited hard limits, capped): podman cannot raise them here.
 NOFILE=$(ulimit -Hn); NPROC=$(ulimit -Hu)

@@ -52,6 +52,28 @@ impl BootPhase {
     }
 }
 
+/// systemd's own word that the guest waits for a job, the last such status in `line`:
+/// "A stop job is running for Session 1 of User root (32s / 1min 30s)", or for a unit without a
+/// description "Job slowstop.service/stop running (26s / 1min 30s)" (systemd 257, seen on a
+/// trixie guest). With `systemd.show_status=auto` ([`crate::pipeline::disk::KARGS`]) systemd
+/// prints it once a job has run for a while; a shutdown or boot waiting for one (up to its 90 s
+/// timeout) is otherwise silent.
+pub fn job_wait(line: &str) -> Option<String> {
+    let described = ["A stop job is running for ", "A start job is running for "]
+        .iter()
+        .filter_map(|p| line.rfind(p));
+    let bare = line
+        .rfind("Job ")
+        .filter(|&i| line[i..].contains(" running ("));
+    let i = described.chain(bare).max()?;
+    let rest = &line[i..];
+    // The status ends with its "(elapsed / limit)"; anything after it is other output.
+    let end = rest
+        .find(" / ")
+        .and_then(|j| rest[j..].find(')').map(|k| j + k + 1));
+    Some(rest[..end.unwrap_or(rest.len())].trim_end().to_string())
+}
+
 /// What the initramfs writes on the console (see the module docs).
 pub const MARK: &str = "bootlab-phase ";
 
@@ -178,6 +200,28 @@ const ALL: [BootPhase; 6] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_wait_is_read_from_systemds_status_line() {
+        // As the console log holds it after the CRs and ANSI colours are removed: one status
+        // rewritten in place, newest last.
+        let l = "[  *** ] A stop job is running for slowstop.service (27s / 1min 30s)\
+                 [ ***  ] (2 of 2) A stop job is running for slowstop.service (28s / 1min 30s)";
+        assert_eq!(
+            job_wait(l).as_deref(),
+            Some("A stop job is running for slowstop.service (28s / 1min 30s)")
+        );
+        assert_eq!(
+            job_wait("[ *** ] A start job is running for /dev/disk/by-label/bootlab-root (1min 2s / no limit)").as_deref(),
+            Some("A start job is running for /dev/disk/by-label/bootlab-root (1min 2s / no limit)")
+        );
+        assert_eq!(
+            job_wait("[    **] Job slowstop.service/stop running (29s / 1min 30s)").as_deref(),
+            Some("Job slowstop.service/stop running (29s / 1min 30s)")
+        );
+        assert_eq!(job_wait("[  OK  ] Stopped slowstop.service."), None);
+        assert_eq!(job_wait("Job for x.service failed."), None);
+    }
 
     /// The lines of a real debian-minimal boot's console (trixie, TCG), with the seconds since
     /// QEMU started at which they came.

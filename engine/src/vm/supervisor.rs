@@ -483,6 +483,46 @@ impl Sup {
         *self.boot.lock().unwrap() = super::boot_phase::BootTimeline::new();
     }
 
+    /// One whole console line: kept for error messages, read for the boot phases, sent on.
+    fn console_line(&self, line: String) {
+        {
+            let mut c = self.console.lock().unwrap();
+            if c.len() == CONSOLE_RING {
+                c.pop_front();
+            }
+            c.push_back(line.clone());
+        }
+        let st = self.state();
+        if matches!(st, VmState::Booting | VmState::Rebooting) {
+            let at = self.clock.lock().unwrap().elapsed().as_secs_f64();
+            let began = {
+                let mut b = self.boot.lock().unwrap();
+                b.observe(&line, at).then(|| b.line())
+            };
+            if let Some(l) = began {
+                self.boot_progress(st, l);
+            } else if let Some(w) = super::boot_phase::job_wait(&line) {
+                self.job_wait_progress(st, &w);
+            }
+        }
+        self.emit(VmEvent::Console { line });
+    }
+
+    /// systemd waits for a job: the state's detail says where the boot (or shutdown) is and
+    /// which job it waits for.
+    fn job_wait_progress(&self, st: VmState, wait: &str) {
+        let where_ = {
+            let b = self.boot.lock().unwrap();
+            // Before the reset the timeline is still the last boot's, which ended.
+            if b.current() == super::boot_phase::BootPhase::Agent {
+                "shutting down".to_string()
+            } else {
+                b.line()
+            }
+        };
+        self.boot_progress(st, format!("{where_}; the guest waits: {wait}"));
+    }
+
     /// A boot phase began: the state's detail says so (every face shows it).
     fn boot_progress(&self, st: VmState, detail: String) {
         self.write_state(st, detail, true);
@@ -1146,31 +1186,25 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
 
 async fn console_loop(sup: Arc<Sup>) {
     let path = sup.rec.lock().unwrap().console_log.clone();
-    let s2 = sup.clone();
-    console::Follower::from_start(&path)
-        .follow(Duration::from_millis(200), move |line| {
-            {
-                let mut c = s2.console.lock().unwrap();
-                if c.len() == CONSOLE_RING {
-                    c.pop_front();
-                }
-                c.push_back(line.clone());
-            }
-            let st = s2.state();
-            if matches!(st, VmState::Booting | VmState::Rebooting) {
-                let at = s2.clock.lock().unwrap().elapsed().as_secs_f64();
-                let began = {
-                    let mut b = s2.boot.lock().unwrap();
-                    b.observe(&line, at).then(|| b.line())
-                };
-                if let Some(l) = began {
-                    s2.boot_progress(st, l);
-                }
-            }
-            s2.emit(VmEvent::Console { line });
-            true
-        })
-        .await;
+    let mut follower = console::Follower::from_start(&path);
+    let mut told_wait: Option<String> = None;
+    loop {
+        for line in follower.poll() {
+            sup.console_line(line);
+        }
+        // A job systemd waits for, while its status is still rewritten in place (no newline
+        // until the job ends): a shutdown or boot that would otherwise be silent says why.
+        let st = sup.state();
+        let wait = matches!(st, VmState::Booting | VmState::Rebooting)
+            .then(|| follower.pending())
+            .flatten()
+            .and_then(|l| super::boot_phase::job_wait(&l));
+        if let Some(w) = wait.as_ref().filter(|w| Some(*w) != told_wait.as_ref()) {
+            sup.job_wait_progress(st, w);
+        }
+        told_wait = wait;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits for the guest agent whenever the guest is (re)booting or restoring; declares the VM ready
