@@ -47,8 +47,9 @@ pub const BOOT_SIZE: u64 = 512 * MIB;
 /// - `8250.nr_uarts=1` and `module_blacklist=…`: udev's coldplug loaded ~30 modules for devices
 ///   a lab never uses (legacy ports, floppy, IDE, VGA, nested KVM); each costs a second of TCG.
 /// - `systemd.show_status=auto`: under `quiet` systemd shows only errors, so a shutdown or boot
-///   waiting for a job (up to 90 s) printed nothing (measured); with `auto` it says "A stop job
-///   is running for …" once a job is slow, and bootlab's boot-phase line shows that.
+///   waiting for a job (up to 90 s) printed nothing (measured); with `auto` it prints the job
+///   once it is slow ("Job x.service/stop running (28s / 1min 30s)" on trixie), and the VM's
+///   state shows that ([`crate::vm::boot_phase::job_wait`]).
 pub const KARGS: &[&str] = &[
     "rw",
     "console=ttyS0,115200",

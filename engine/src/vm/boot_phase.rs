@@ -53,11 +53,11 @@ impl BootPhase {
 }
 
 /// systemd's own word that the guest waits for a job, the last such status in `line`:
-/// "A stop job is running for Session 1 of User root (32s / 1min 30s)", or for a unit without a
-/// description "Job slowstop.service/stop running (26s / 1min 30s)" (systemd 257, seen on a
-/// trixie guest). With `systemd.show_status=auto` ([`crate::pipeline::disk::KARGS`]) systemd
-/// prints it once a job has run for a while; a shutdown or boot waiting for one (up to its 90 s
-/// timeout) is otherwise silent.
+/// "A stop job is running for Session 1 of User root (32s / 1min 30s)" (older systemd), or
+/// "Job slowstop.service/stop running (26s / 1min 30s)" (systemd 257, seen on a trixie guest).
+/// With `systemd.show_status=auto` ([`crate::pipeline::disk::KARGS`]) systemd prints it once a
+/// job has run for a while, one whole console line per second (measured: each update ends in a
+/// newline); a shutdown or boot waiting for one (up to its 90 s timeout) is otherwise silent.
 pub fn job_wait(line: &str) -> Option<String> {
     let described = ["A stop job is running for ", "A start job is running for "]
         .iter()
@@ -203,8 +203,8 @@ mod tests {
 
     #[test]
     fn a_job_wait_is_read_from_systemds_status_line() {
-        // As the console log holds it after the CRs and ANSI colours are removed: one status
-        // rewritten in place, newest last.
+        // After the CRs and ANSI colours are removed; when a line holds two statuses, the
+        // newest (last) one.
         let l = "[  *** ] A stop job is running for slowstop.service (27s / 1min 30s)\
                  [ ***  ] (2 of 2) A stop job is running for slowstop.service (28s / 1min 30s)";
         assert_eq!(
@@ -218,6 +218,14 @@ mod tests {
         assert_eq!(
             job_wait("[    **] Job slowstop.service/stop running (29s / 1min 30s)").as_deref(),
             Some("Job slowstop.service/stop running (29s / 1min 30s)")
+        );
+        // The bytes a trixie guest (systemd 257, `quiet systemd.show_status=auto`) wrote on its
+        // console while a unit's stop took 40 s, one update, as the console log holds it.
+        let raw = b"\x1bM\r\x1b[K[ \x1b[0;31m*\x1b[0;1;31m*\x1b[0m\x1b[0;31m*  \x1b[0m] \
+                    Job slowstop.service/stop running (27s / 1min 30s)\r\r\n";
+        assert_eq!(
+            job_wait(&crate::vm::console::clean_line(raw)).as_deref(),
+            Some("Job slowstop.service/stop running (27s / 1min 30s)")
         );
         assert_eq!(job_wait("[  OK  ] Stopped slowstop.service."), None);
         assert_eq!(job_wait("Job for x.service failed."), None);

@@ -29,19 +29,6 @@ impl Follower {
         }
     }
 
-    /// The line being written, not ended yet: what follows its last CR, cleaned (systemd
-    /// rewrites its "A stop job is running for …" status in place, with CRs and no newline
-    /// until the job ends). None when nothing is pending.
-    pub fn pending(&self) -> Option<String> {
-        let start = self
-            .partial
-            .iter()
-            .rposition(|b| *b == b'\r')
-            .map_or(0, |i| i + 1);
-        let line = clean_line(&self.partial[start..]);
-        (!line.trim().is_empty()).then_some(line)
-    }
-
     /// New complete lines since the last call (ANSI escapes and CRs removed).
     pub fn poll(&mut self) -> Vec<String> {
         let Ok(mut f) = std::fs::File::open(&self.path) else {
@@ -146,30 +133,5 @@ mod tests {
         h.write_all(b"o\x1b[0;32m OK \x1b[0m\nthree").unwrap();
         assert_eq!(f.poll(), vec!["two OK "]);
         assert_eq!(tail(&p, 2), vec!["two OK ", "three"]);
-    }
-
-    #[test]
-    fn the_line_rewritten_in_place_is_pending_until_its_newline() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("c.log");
-        // systemd's status under `quiet`: CR, erase, the new text; no newline while it waits.
-        std::fs::write(
-            &p,
-            b"login: \n\r\x1b[K[ *** ] A stop job is running for x (27s / 1min 30s)\
-              \r\x1b[K[  ***] A stop job is running for x (28s / 1min 30s)",
-        )
-        .unwrap();
-        let mut f = Follower::from_start(&p);
-        assert_eq!(f.pending(), None, "nothing read yet");
-        assert_eq!(f.poll(), vec!["login: "]);
-        assert_eq!(
-            f.pending().as_deref(),
-            Some("[  ***] A stop job is running for x (28s / 1min 30s)")
-        );
-        use std::io::Write;
-        let mut h = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        h.write_all(b"\r\x1b[K[  OK  ] Stopped x.\n").unwrap();
-        assert_eq!(f.poll().len(), 1);
-        assert_eq!(f.pending(), None);
     }
 }

@@ -1186,25 +1186,12 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
 
 async fn console_loop(sup: Arc<Sup>) {
     let path = sup.rec.lock().unwrap().console_log.clone();
-    let mut follower = console::Follower::from_start(&path);
-    let mut told_wait: Option<String> = None;
-    loop {
-        for line in follower.poll() {
+    console::Follower::from_start(&path)
+        .follow(Duration::from_millis(200), move |line| {
             sup.console_line(line);
-        }
-        // A job systemd waits for, while its status is still rewritten in place (no newline
-        // until the job ends): a shutdown or boot that would otherwise be silent says why.
-        let st = sup.state();
-        let wait = matches!(st, VmState::Booting | VmState::Rebooting)
-            .then(|| follower.pending())
-            .flatten()
-            .and_then(|l| super::boot_phase::job_wait(&l));
-        if let Some(w) = wait.as_ref().filter(|w| Some(*w) != told_wait.as_ref()) {
-            sup.job_wait_progress(st, w);
-        }
-        told_wait = wait;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            true
+        })
+        .await;
 }
 
 /// Waits for the guest agent whenever the guest is (re)booting or restoring; declares the VM ready
