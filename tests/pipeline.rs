@@ -124,6 +124,45 @@ async fn builds_two_versions_commits_them_and_makes_a_bootable_disk() {
         "{ls}"
     );
     assert!(ls.contains("initramfs.img"), "{ls}");
+    // The slim base (guest-base.sh): of the documentation only the copyright files, no manual
+    // pages or translations, no kernel modules for hardware a QEMU guest never has; the
+    // drivers and file systems the guests use are there.
+    let tree = |path: &str| {
+        sh(&format!(
+            "ostree --repo={} ls -R {} {path}",
+            p.ostree_repo().display(),
+            b1.commit
+        ))
+    };
+    let doc = tree("/usr/share/doc");
+    let doc_files: Vec<&str> = doc.lines().filter(|l| !l.starts_with('d')).collect();
+    assert!(doc_files.len() > 50, "{doc}");
+    assert!(doc_files.iter().all(|l| l.ends_with("/copyright")), "{doc}");
+    for gone in ["/usr/share/man", "/usr/share/locale"] {
+        let l = tree(gone);
+        assert!(
+            l.lines()
+                .all(|l| l.starts_with('d') || l.ends_with("locale.alias")),
+            "{l}"
+        );
+    }
+    let kernel = tree(&format!("/usr/lib/modules/{}/kernel", b1.kernel));
+    for kept in [
+        "/virtio_net.ko",
+        "/virtio_blk.ko",
+        "/fs/erofs/",
+        "/fs/overlayfs/",
+        "/net/9p/",
+    ] {
+        assert!(kernel.contains(kept), "{kept} missing:\n{kernel}");
+    }
+    for gone in [
+        "/kernel/sound/",
+        "/drivers/media/",
+        "/drivers/net/wireless/",
+    ] {
+        assert!(!kernel.contains(gone), "{gone} still there");
+    }
     let fstab = sh(&format!(
         "ostree --repo={} cat {} /usr/etc/fstab",
         p.ostree_repo().display(),

@@ -10,6 +10,33 @@ set -eu
 root="$1"
 mkdir -p "$root/usr/lib/ostree"
 printf '[composefs]\nenabled = true\n' > "$root/usr/lib/ostree/prepare-root.conf"
+# Slim: every deploy hard-links each file of the commit and writes a composefs image over them,
+# and every prune walks them all (~0.6 s per 1,000 files under TCG, measured). Out go the
+# documentation (the copyright files stay), manual pages (no man in the guest), translations,
+# and the kernel modules of hardware a QEMU guest never has. dpkg keeps later installs slim too.
+cat > "$root/etc/dpkg/dpkg.cfg.d/bootlab-slim" <<'DPKG'
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+path-include=/usr/share/locale/locale.alias
+DPKG
+find "$root/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+find "$root/usr/share/doc" -mindepth 1 -depth -type d -empty -delete
+rm -rf "$root/usr/share/man/"* "$root/usr/share/info/"*
+find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+for kver in $(ls "$root/usr/lib/modules"); do
+  k="$root/usr/lib/modules/$kver/kernel"
+  for d in sound drivers/media drivers/iio drivers/comedi drivers/staging drivers/infiniband \
+    drivers/bluetooth drivers/nfc drivers/isdn drivers/w1 drivers/mmc drivers/memstick \
+    drivers/leds drivers/hwmon drivers/edac drivers/platform drivers/mtd drivers/usb \
+    drivers/net/wireless drivers/net/can drivers/net/ieee802154 drivers/net/wwan drivers/net/usb \
+    net/wireless net/mac80211 net/bluetooth net/nfc net/ieee802154 net/can; do
+    rm -rf "${k:?}/$d"
+  done
+  chroot "$root" depmod "$kver"
+done
 for kver in $(ls "$root/usr/lib/modules"); do
   chroot "$root" dracut --force --no-hostonly --add ostree --kver "$kver" "/usr/lib/modules/$kver/initramfs.img"
   cp "$root/boot/vmlinuz-$kver" "$root/usr/lib/modules/$kver/vmlinuz"
