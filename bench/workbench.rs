@@ -196,8 +196,9 @@ fn minimal_v1() -> bootlab::workflow::Target {
 
 /// The upgrade + rollback drill round trip (what `bootlab drill upgrade` then `drill rollback`
 /// do, with every check in the guest) vs the sum of its parts run bare on another fresh guest:
-/// mount the share, `ostree admin upgrade`, reboot, deploy the old commit again (ostree 2022.7
-/// has no set-default), reboot. v2 is built and published before either is timed.
+/// mount the share, `ostree admin upgrade`, reboot, make the rollback the default with the
+/// drill's own command (`ostree admin set-default`), reboot. v2 is built and published before
+/// either is timed.
 async fn drill_rows(paths: &Paths) -> Vec<Row> {
     use bootlab::drill::ops::GuestOps;
     use bootlab::drill::{DrillKind, Verdict};
@@ -230,16 +231,22 @@ async fn drill_rows(paths: &Paths) -> Vec<Row> {
     let up = bootlab::deploy::admin::upgrade_argv();
     must("upgrade", g.exec(&up).await.unwrap());
     g.reboot().await.expect("reboot");
-    let deploy_old: Vec<String> = [
-        "ostree",
-        "admin",
-        "deploy",
-        &format!("--os={}", bootlab::pipeline::STATEROOT),
-        &commits[0],
-    ]
-    .map(String::from)
-    .to_vec();
-    must("deploy the old commit", g.exec(&deploy_old).await.unwrap());
+    // The rollback the drill makes, bare: the same argv (`ostree admin set-default` on the
+    // guests' ostree 2026.4), from the deployments as the guest lists them.
+    let status = g
+        .exec(&bootlab::deploy::ostree::status_argv())
+        .await
+        .unwrap();
+    must("ostree admin status", status.clone());
+    let st = bootlab::deploy::ostree::parse_text(&status.stdout).expect("ostree admin status");
+    let version = g
+        .exec(&bootlab::deploy::admin::version_argv())
+        .await
+        .unwrap();
+    let (_, rollback) = bootlab::deploy::admin::rollback(&st, &version.stdout).expect("rollback");
+    for cmd in rollback {
+        must("rollback", g.exec(&cmd).await.unwrap());
+    }
     g.reboot().await.expect("reboot");
     let parts_s = t.elapsed().as_secs_f64();
     let v = g

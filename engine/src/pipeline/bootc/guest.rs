@@ -2,8 +2,9 @@
 //!
 //! - [`OSTREE_BASE_TAG`]: trixie with libostree/composefs from testing, kernel, systemd, dracut
 //!   initramfs with the ostree module in /usr/lib/modules, composefs on, the state folders in
-//!   /var, podman and skopeo (bootc needs podman at run time). No bootc: the offline ostree family
-//!   can build on it too.
+//!   /var, podman and skopeo (bootc needs podman at run time), slim (no documentation, manual
+//!   pages, translations or kernel modules for hardware QEMU never has: fewer files for every
+//!   deploy and prune). No bootc: the offline ostree family can build on it too.
 //! - [`BOOTC_BASE_TAG`]: that plus bootc from [`super::binary`], laid out as upstream does,
 //!   `containers.bootc=1`, the small initramfs of [`crate::pipeline::initramfs`] and the
 //!   housekeeping units masked as in the offline family's guests. `debian-bootc` recipes build FROM it.
