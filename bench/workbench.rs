@@ -223,13 +223,13 @@ async fn drill_rows(paths: &Paths) -> Vec<Row> {
     let (mut g, _) = bootlab::drill::vm_ops::VmGuest::connect(paths, &name, &ev)
         .await
         .unwrap();
-    let must = |what: &str, o: bootlab::drill::ops::ExecOutput| {
+    let must = |what: &str, o: &bootlab::drill::ops::ExecOutput| {
         assert!(o.success(), "{what}: exit {} {}", o.exit, o.stderr);
     };
     let t = Instant::now();
     g.mount_updates().await.expect("mount the share");
     let up = bootlab::deploy::admin::upgrade_argv();
-    must("upgrade", g.exec(&up).await.unwrap());
+    must("upgrade", &g.exec(&up).await.unwrap());
     g.reboot().await.expect("reboot");
     // The rollback the drill makes, bare: the same argv (`ostree admin set-default` on the
     // guests' ostree 2026.4), from the deployments as the guest lists them.
@@ -237,7 +237,7 @@ async fn drill_rows(paths: &Paths) -> Vec<Row> {
         .exec(&bootlab::deploy::ostree::status_argv())
         .await
         .unwrap();
-    must("ostree admin status", status.clone());
+    must("ostree admin status", &status);
     let st = bootlab::deploy::ostree::parse_text(&status.stdout).expect("ostree admin status");
     let version = g
         .exec(&bootlab::deploy::admin::version_argv())
@@ -245,7 +245,7 @@ async fn drill_rows(paths: &Paths) -> Vec<Row> {
         .unwrap();
     let (_, rollback) = bootlab::deploy::admin::rollback(&st, &version.stdout).expect("rollback");
     for cmd in rollback {
-        must("rollback", g.exec(&cmd).await.unwrap());
+        must("rollback", &g.exec(&cmd).await.unwrap());
     }
     g.reboot().await.expect("reboot");
     let parts_s = t.elapsed().as_secs_f64();

@@ -114,11 +114,14 @@ async fn builds_two_versions_commits_them_and_makes_a_bootable_disk() {
     }
 
     // The layout inside the commit.
-    let ls = sh(&format!(
-        "ostree --repo={} ls -R {} /usr/etc/fstab /usr/share/bootlab/version /usr/lib/modules",
-        p.ostree_repo().display(),
-        b1.commit
-    ));
+    let tree = |paths: &str| {
+        sh(&format!(
+            "ostree --repo={} ls -R {} {paths}",
+            p.ostree_repo().display(),
+            b1.commit
+        ))
+    };
+    let ls = tree("/usr/etc/fstab /usr/share/bootlab/version /usr/lib/modules");
     assert!(
         ls.contains(&format!("/usr/lib/modules/{}/vmlinuz", b1.kernel)),
         "{ls}"
@@ -127,13 +130,6 @@ async fn builds_two_versions_commits_them_and_makes_a_bootable_disk() {
     // The slim base (guest-base.sh): of the documentation only the copyright files, no manual
     // pages or translations, no kernel modules for hardware a QEMU guest never has; the
     // drivers and file systems the guests use are there.
-    let tree = |path: &str| {
-        sh(&format!(
-            "ostree --repo={} ls -R {} {path}",
-            p.ostree_repo().display(),
-            b1.commit
-        ))
-    };
     let doc = tree("/usr/share/doc");
     let doc_files: Vec<&str> = doc.lines().filter(|l| !l.starts_with('d')).collect();
     assert!(doc_files.len() > 50, "{doc}");

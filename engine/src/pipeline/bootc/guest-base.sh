@@ -37,8 +37,6 @@ for kver in $(ls "$root/usr/lib/modules"); do
     rm -rf "${k:?}/$d"
   done
   chroot "$root" depmod "$kver"
-done
-for kver in $(ls "$root/usr/lib/modules"); do
   chroot "$root" dracut --force --no-hostonly --add ostree --kver "$kver" "/usr/lib/modules/$kver/initramfs.img"
   cp "$root/boot/vmlinuz-$kver" "$root/usr/lib/modules/$kver/vmlinuz"
 done
