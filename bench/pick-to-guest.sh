@@ -6,7 +6,7 @@
 # Usage: bash bench/pick-to-guest.sh RECIPE_DIR WORKDIR [VERSION]   (root; WORKDIR new or empty)
 set -euo pipefail
 
-RECIPE=$(realpath "$1"); W=$2; VERSION=${3:-v1}
+RECIPE=$(realpath "$1"); W=$2; VERSION=${3:-v1}; HERE=$(dirname "$(realpath "$0")")
 NAME=$(basename "$RECIPE"); BRANCH="bootlab/$NAME"; OS=debian
 ROOT_LABEL=bootlab-root; BOOT_LABEL=bootlab-boot
 KARGS=("root=LABEL=$ROOT_LABEL" rw console=ttyS0,115200 quiet systemd.show_status=auto fsck.mode=skip mitigations=off 8250.nr_uarts=1
@@ -53,8 +53,9 @@ tar --numeric-owner --same-owner --same-permissions --xattrs --xattrs-include='*
 rm "$W/rootfs.tar"
 step export
 
-# initramfs: the base's generic one is 40 MB gzip; dracut in the image itself (its kernel,
-# systemd, ostree) makes a small uncompressed one with only what this VM needs. Every run.
+# initramfs: the base's generic one is 40 MB gzip with systemd and udev; bootlab's builder
+# (engine/src/pipeline/initramfs/make.sh: a shell /init, the drivers, ostree-prepare-root) runs
+# in the image itself (its kernel, its ostree). Every run.
 # The kernel is in /boot (older bases) or already in usr/lib/modules/$KVER (the trixie base).
 shopt -s nullglob
 KERNELS=("$TREE"/boot/vmlinuz-*); IN_PLACE=
@@ -62,15 +63,15 @@ KERNELS=("$TREE"/boot/vmlinuz-*); IN_PLACE=
 shopt -u nullglob
 [ ${#KERNELS[@]} -eq 1 ] || { echo "need exactly one kernel" >&2; exit 1; }
 if [ -n "$IN_PLACE" ]; then KVER=$(basename "$(dirname "${KERNELS[0]}")"); else KVER=${KERNELS[0]##*/vmlinuz-}; fi
-COMPOSEFS=; DRIVERS="virtio_pci virtio_blk ext4 crc32c_generic crc32c_intel"
+COMPOSEFS=; DRIVERS="virtio_pci virtio_blk crc32c_generic ext4"
 if grep -qsE '^enabled *= *(true|yes|1|signed|verity)' "$TREE/usr/lib/ostree/prepare-root.conf"; then
-  COMPOSEFS=1; DRIVERS="$DRIVERS erofs loop overlay"   # the composefs root: an erofs image over overlay
+  COMPOSEFS=1; DRIVERS="$DRIVERS loop erofs overlay"   # the composefs root: an erofs image over overlay
 fi
 mkdir "$W/initramfs"
+cp "$HERE/../engine/src/pipeline/initramfs/make.sh" "$HERE/../engine/src/pipeline/initramfs/init.sh" "$W/initramfs/"
+# shellcheck disable=SC2086 # one word per driver
 podman run --rm --network=none --name "$DRACUT_CTR" "${ULIMITS[@]}" -v "$W/initramfs:/out" "$IMAGE" \
-  dracut --force --no-hostonly --no-hostonly-cmdline --reproducible --no-early-microcode --no-compress \
-  -m "systemd systemd-initrd dracut-systemd base rootfs-block kernel-modules udev-rules fs-lib ostree" \
-  --drivers "$DRIVERS" --kver "$KVER" /out/initramfs.img 2>"$W/dracut.log"
+  sh /out/make.sh "$KVER" /out/initramfs.img /out/init.sh $DRIVERS
 mkdir -p "$TREE/boot"; install -m 0644 "$W/initramfs/initramfs.img" "$TREE/boot/initrd.img-$KVER"; rm -r "$W/initramfs"
 step initramfs
 
@@ -90,7 +91,8 @@ else printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults 1 2\n' $
 : >etc/machine-id; chmod 0444 etc/machine-id     # each VM makes its own machine-id on first boot
 mkdir -p etc/systemd/system                      # housekeeping that costs seconds under TCG
 for u in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
-  fstrim.timer systemd-pstore.service modprobe@drm.service dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount; do
+  fstrim.timer systemd-pstore.service modprobe@drm.service dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
+  dracut-shutdown.service; do
   ln -sfn /dev/null etc/systemd/system/$u; done
 mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # the agent's port coldplugged first
 printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n' \

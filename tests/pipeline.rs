@@ -127,6 +127,32 @@ async fn builds_two_versions_commits_them_and_makes_a_bootable_disk() {
         "{ls}"
     );
     assert!(ls.contains("initramfs.img"), "{ls}");
+    // bootlab's initramfs (pipeline/initramfs): the shell /init with ostree-prepare-root, the
+    // drivers in load order and journald; no systemd, no udev.
+    let initramfs = Command::new("ostree")
+        .arg(format!("--repo={}", p.ostree_repo().display()))
+        .args(["cat", &b1.commit])
+        .arg(format!("/usr/lib/modules/{}/initramfs.img", b1.kernel))
+        .output()
+        .unwrap()
+        .stdout;
+    pipeline::initramfs::check_members(&initramfs).unwrap();
+    let names = pipeline::initramfs::cpio_names(&initramfs).unwrap();
+    let has = |name: &str| names.iter().any(|n| n == name);
+    assert!(has("usr/lib/systemd/systemd-journald"), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with(&format!("usr/lib/modules/{}/ext4.ko", b1.kernel))),
+        "{names:?}"
+    );
+    for gone in [
+        "usr/lib/systemd/systemd",
+        "usr/bin/udevadm",
+        "etc/initrd-release",
+    ] {
+        assert!(!has(gone), "{gone} in the initramfs: {names:?}");
+    }
     // The slim base (guest-base.sh): of the documentation only the copyright files, no manual
     // pages or translations, no kernel modules for hardware a QEMU guest never has; the
     // drivers and file systems the guests use are there.

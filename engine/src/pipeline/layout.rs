@@ -213,6 +213,9 @@ pub const MASKED_UNITS: &[&str] = &[
     "dev-hugepages.mount",
     "sys-kernel-debug.mount",
     "sys-kernel-tracing.mount",
+    // It unpacks the booted initramfs into /run at every shutdown, for a dracut initramfs's
+    // own shutdown stage; bootlab's initramfs has none (pipeline/initramfs).
+    "dracut-shutdown.service",
 ];
 
 /// A drop-in (path under /etc, text) that lets udev's coldplug in the real root handle the

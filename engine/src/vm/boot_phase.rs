@@ -3,10 +3,9 @@
 //! minute of otherwise silent console.
 //!
 //! The kernel runs with `quiet`, so the console says little by itself: the bootloader's banner
-//! (`SYSLINUX 6.04 …`), then marks bootlab's small initramfs writes
-//! ([`crate::pipeline::initramfs::INITRD_DROPINS`]): `bootlab-phase initramfs <uptime>` when the
-//! initramfs's udev trigger starts and `bootlab-phase systemd <uptime>` when it switches to the
-//! real root. The uptime dates the kernel's start (the mark arrives `uptime` seconds after it),
+//! (`SYSLINUX 6.04 …`), then marks the `/init` of bootlab's initramfs writes
+//! ([`crate::pipeline::initramfs::INIT_SH`]): `bootlab-phase initramfs <uptime>` when it starts
+//! and `bootlab-phase systemd <uptime>` when it switches to the real root. The uptime dates the kernel's start (the mark arrives `uptime` seconds after it),
 //! which the console cannot show live. The agent answering ends the boot. A guest without the
 //! marks (an image bootlab did not make the initramfs of) shows the phases it can.
 

@@ -174,28 +174,42 @@ fn printf_to(text: &str, dest: &str) -> String {
     format!("printf '%b' '{}' > {dest}", text.replace('\n', "\\n"))
 }
 
-/// [`BOOTC_LAYER_HEAD`] plus the small initramfs the offline family's guests boot with
-/// (`pipeline::initramfs`): the base's generic one is 40 MB of gzip -9 that the firmware reads
-/// through BIOS calls and the kernel inflates under TCG on every boot. The deployment's
-/// initramfs comes from the image here (bootc installs and upgrades the image as it is), so it
-/// is made in the image.
+/// Where the bootc base's build context has the initramfs scripts ([`INITRAMFS_FILES`]), and
+/// where the layer copies them for its RUN.
+const INITRAMFS_DIR: &str = "/tmp/bootlab-initramfs";
+/// The initramfs scripts in the bootc base's build context: (file name, text).
+pub const INITRAMFS_FILES: &[(&str, &str)] = &[
+    ("make.sh", crate::pipeline::initramfs::MAKE_SH),
+    ("init.sh", crate::pipeline::initramfs::INIT_SH),
+];
+
+/// [`BOOTC_LAYER_HEAD`] plus bootlab's initramfs (`pipeline::initramfs`: a shell /init, no
+/// systemd or udev), as the offline family's guests boot with: the base's generic one is 40 MB
+/// of gzip -9 that the firmware reads through BIOS calls and the kernel inflates under TCG on
+/// every boot, and its systemd and udev take seconds more. The deployment's initramfs comes from
+/// the image here (bootc installs and upgrades the image as it is), so it is made in the image.
 pub fn bootc_layer() -> String {
-    use crate::pipeline::initramfs::{INITRD_DROPINS, dracut_args};
-    let args = dracut_args(true)
+    let make = crate::pipeline::initramfs::make_argv(INITRAMFS_DIR, "$kver", "$img", true)
         .iter()
-        .map(|a| format!("'{a}'"))
+        .map(|a| {
+            if a.starts_with('$') {
+                format!("\"{a}\"")
+            } else {
+                a.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ");
-    let dropins = INITRD_DROPINS
+    let checks = crate::pipeline::initramfs::MEMBERS
         .iter()
-        .map(|d| printf_to(d.text, &d.src()))
+        .map(|m| format!("grep -qF {m} \"$img\""))
         .collect::<Vec<_>>()
         .join(" && ");
-    let checks = INITRD_DROPINS
+    let files = INITRAMFS_FILES
         .iter()
-        .map(|d| format!("grep -qF {} \"$img\"", d.name()))
+        .map(|(f, _)| f.to_string())
         .collect::<Vec<_>>()
-        .join(" && ");
+        .join(" ");
     // Masked in /etc as in the offline family's guests (a learner can unmask them).
     let masks = crate::pipeline::layout::MASKED_UNITS
         .iter()
@@ -214,11 +228,11 @@ pub fn bootc_layer() -> String {
     );
     format!(
         "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger}\n\
+         COPY {files} {INITRAMFS_DIR}/\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
          && kver=$(basename \"$(dirname \"$1\")\") && img=/usr/lib/modules/$kver/initramfs.img \\\n \
-         && mkdir -p /out && {dropins} \\\n \
-         && dracut {args} --kver \"$kver\" \"$img\" \\\n \
-         && {checks} && chmod 0644 \"$img\" && rm -rf /out\n"
+         && {make} \\\n \
+         && {checks} && chmod 0644 \"$img\" && rm -rf {INITRAMFS_DIR}\n"
     )
 }
 
@@ -260,6 +274,9 @@ pub async fn ensure_bootc_base(
             .tempdir_in(paths.base())?;
         let ctx = work.path();
         std::fs::write(ctx.join("Containerfile"), bootc_layer())?;
+        for (name, text) in INITRAMFS_FILES {
+            std::fs::write(ctx.join(name), text)?;
+        }
         crate::tools::fetch::copy_tree(&bootc.root, &ctx.join("root"), stage, ev, cancel).await?;
         let iid = ctx.join("iid");
         let id = podman
@@ -317,38 +334,42 @@ pub async fn ensure_bootc_base(
 mod layer_tests {
     use super::*;
 
-    /// The layer's last RUN makes the small initramfs with the narrowed initrd trigger and the
-    /// boot-phase marks: one Containerfile instruction (every line but the last continued), the
-    /// drop-ins written where
-    /// dracut's `--include` takes it from, nothing left behind in /out; the housekeeping units
-    /// are masked as in the offline family.
+    /// The layer's last RUN makes bootlab's initramfs with the scripts the build context has
+    /// (copied in just before): one Containerfile instruction (every line but the last
+    /// continued), exactly one kernel, the result checked, the scripts removed; the
+    /// housekeeping units are masked as in the offline family.
     #[test]
-    fn the_bootc_layer_makes_the_small_initramfs_with_the_initrd_trigger() {
+    fn the_bootc_layer_makes_bootlabs_initramfs() {
         let l = bootc_layer();
+        assert!(
+            l.contains("COPY make.sh init.sh /tmp/bootlab-initramfs/\n"),
+            "{l}"
+        );
         let run = &l[l.rfind("RUN set -- /usr/lib/modules/*/vmlinuz").unwrap()..];
         let lines: Vec<&str> = run.lines().collect();
         assert!(lines.len() > 1, "{run}");
         for line in &lines[..lines.len() - 1] {
             assert!(line.ends_with('\\'), "{line}");
         }
-        assert!(
-            run.contains("printf '%b' '[Service]\\nExecStartPre=-/bin/sh -c \"read u r < /proc/uptime; echo bootlab-phase initramfs $$u > /dev/console\"\\nExecStart=\\nExecStart=-udevadm trigger --type=devices"),
-            "{run}"
-        );
-        assert!(run.contains("> /out/udev-trigger.conf"), "{run}");
-        assert!(run.contains("> /out/switch-root.conf"), "{run}");
-        assert!(run.contains("'--include' '/out/udev-trigger.conf' '/etc/systemd/system/systemd-udev-trigger.service.d/bootlab-initrd.conf'"), "{run}");
-        assert!(run.contains("'-m' 'systemd systemd-initrd"), "{run}");
-        assert!(run.trim_end().ends_with("rm -rf /out"), "{run}");
-        // Exactly one kernel, and dracut's output checked for the drop-in (dracut skips a
-        // missing --include source silently).
         assert!(run.contains("[ $# -eq 1 ]"), "{run}");
         assert!(
             run.contains(
-                "grep -qF bootlab-initrd.conf \"$img\" && grep -qF bootlab-phase.conf \"$img\""
+                "sh /tmp/bootlab-initramfs/make.sh \"$kver\" \"$img\" \
+                 /tmp/bootlab-initramfs/init.sh virtio_pci virtio_blk crc32c_generic ext4 loop \
+                 erofs overlay"
             ),
             "{run}"
         );
+        assert!(
+            run.contains("grep -qF init \"$img\" && grep -qF etc/bootlab-modules \"$img\""),
+            "{run}"
+        );
+        assert!(
+            run.trim_end().ends_with("rm -rf /tmp/bootlab-initramfs"),
+            "{run}"
+        );
+        let names: Vec<&str> = INITRAMFS_FILES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["make.sh", "init.sh"]);
         assert!(
             l.contains("mkdir -p /etc/systemd/system/systemd-udev-trigger.service.d && printf '%b' '# Written by bootlab: udev handles the guest agent port first"),
             "{l}"
