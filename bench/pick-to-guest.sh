@@ -10,7 +10,8 @@ RECIPE=$(realpath "$1"); W=$2; VERSION=${3:-v1}; HERE=$(dirname "$(realpath "$0"
 NAME=$(basename "$RECIPE"); BRANCH="bootlab/$NAME"; OS=debian
 ROOT_LABEL=bootlab-root; BOOT_LABEL=bootlab-boot
 KARGS=("root=LABEL=$ROOT_LABEL" rw console=ttyS0,115200 quiet systemd.show_status=auto fsck.mode=skip mitigations=off 8250.nr_uarts=1
-  module_blacklist=floppy,pcspkr,parport_pc,ppdev,psmouse,serio_raw,kvm_amd,kvm_intel,kvm,ata_piix,ata_generic,bochs,i2c_piix4)
+  module_blacklist=floppy,pcspkr,parport_pc,ppdev,psmouse,serio_raw,kvm_amd,kvm_intel,kvm,ata_piix,ata_generic,bochs,i2c_piix4
+  lsm=lockdown,capability,landlock,yama,apparmor,tomoyo,ipe,ima,evm)
 # The ulimits bootlab pins (inherited hard limits, capped): podman cannot raise them here.
 NOFILE=$(ulimit -Hn); NPROC=$(ulimit -Hu)
 [ "$NOFILE" = unlimited ] || [ "$NOFILE" -gt 20000 ] && NOFILE=20000

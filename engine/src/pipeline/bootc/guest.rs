@@ -174,6 +174,9 @@ fn printf_to(text: &str, dest: &str) -> String {
     format!("printf '%b' '{}' > {dest}", text.replace('\n', "\\n"))
 }
 
+/// The bootc base's kargs.d file.
+const BOOTLAB_KARGS: &str = "/usr/lib/bootc/kargs.d/10-bootlab.toml";
+
 /// Where the bootc base's build context has the initramfs scripts ([`INITRAMFS_FILES`]), and
 /// where the layer copies them for its RUN.
 const INITRAMFS_DIR: &str = "/tmp/bootlab-initramfs";
@@ -205,6 +208,19 @@ pub fn bootc_layer() -> String {
         .map(|m| format!("grep -qF {m} \"$img\""))
         .collect::<Vec<_>>()
         .join(" && ");
+    // The offline Debian families' own kernel arguments (pipeline::disk::DEBIAN_KARGS): bootc
+    // applies kargs.d on install and upgrade.
+    let kargs = printf_to(
+        &format!(
+            "# Written by bootlab: boot time under TCG (engine/src/pipeline/disk.rs, DEBIAN_KARGS).\nkargs = [{}]\n",
+            crate::pipeline::disk::DEBIAN_KARGS
+                .iter()
+                .map(|k| format!("\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        BOOTLAB_KARGS,
+    );
     let files = INITRAMFS_FILES
         .iter()
         .map(|(f, _)| f.to_string())
@@ -228,6 +244,7 @@ pub fn bootc_layer() -> String {
     );
     format!(
         "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger}\n\
+         RUN mkdir -p /usr/lib/bootc/kargs.d && {kargs}\n\
          COPY {files} {INITRAMFS_DIR}/\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
          && kver=$(basename \"$(dirname \"$1\")\") && img=/usr/lib/modules/$kver/initramfs.img \\\n \
@@ -367,6 +384,10 @@ mod layer_tests {
         assert!(
             run.trim_end().ends_with("rm -rf /tmp/bootlab-initramfs"),
             "{run}"
+        );
+        assert!(
+            l.contains("printf '%b' '# Written by bootlab: boot time under TCG (engine/src/pipeline/disk.rs, DEBIAN_KARGS).\\nkargs = [\"lsm=lockdown,capability,landlock,yama,apparmor,tomoyo,ipe,ima,evm\"]\\n' > /usr/lib/bootc/kargs.d/10-bootlab.toml"),
+            "{l}"
         );
         let names: Vec<&str> = INITRAMFS_FILES.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["make.sh", "init.sh"]);
