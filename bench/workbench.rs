@@ -539,15 +539,6 @@ fn script_once(dir: &Path) -> Result<f64, String> {
         .ok_or_else(|| format!("no TOTAL line in: {text}"))
 }
 
-/// Pick → guest answering, bootlab vs the plain script, twice:
-/// - the same work (an edited recipe: build, commit, new disk, cold boot), each on the recipe
-///   edited again (so podman rebuilds the same layers), back to back: the script, then bootlab.
-///   bootlab's rows above are the run's first heavy work and pay for the host's cold caches
-///   (the first build and disk of a run: 9.6 s and 4.4 s, against 7.0 s and 2.6 s right after,
-///   2026-12-05), so they are not used here;
-/// - warm (nothing changed since the last run): bootlab through the workflow every face calls
-///   (image and disk cache hits, start from the booted snapshot) vs the script run again (podman's
-///   layer cache hits; everything else it does again, having no cache).
 /// bootlab on the recipe in `dir` edited again: build, new disk, cold boot to the agent (what the
 /// script does), through the same engine calls as the rows above. Seconds.
 async fn bootlab_same_work(paths: &Paths, dir: &Path) -> f64 {
@@ -576,6 +567,15 @@ async fn bootlab_same_work(paths: &Paths, dir: &Path) -> f64 {
     secs
 }
 
+/// Pick → guest answering, bootlab vs the plain script, twice:
+/// - the same work (an edited recipe: build, commit, new disk, cold boot), each on the recipe
+///   edited again (so podman rebuilds the same layers), back to back: the script, then bootlab.
+///   bootlab's rows above are the run's first heavy work and pay for the host's cold caches
+///   (the first build and disk of a run: 9.6 s and 4.4 s, against 7.0 s and 2.6 s right after,
+///   2026-12-05), so they are not used here;
+/// - warm (nothing changed since the last run): bootlab through the workflow every face calls
+///   (image and disk cache hits, start from the booted snapshot) vs the script run again (podman's
+///   layer cache hits; everything else it does again, having no cache).
 async fn script_rows(paths: &Paths, b: &Bench) -> Vec<Row> {
     let dir = b.dir.path().join("bench-minimal");
     let motd = dir.join("motd");
