@@ -403,6 +403,14 @@ async fn plain_copy_row(paths: &Paths, commit: &str, disk_s: f64) -> Row {
     }
 }
 
+/// A VM of its own (`<prefix>-<pid>`) booting `golden` cold, with a boot timeout TCG can meet.
+fn cold_boot(prefix: &str, golden: &Path) -> UpOptions {
+    let mut o = UpOptions::new(format!("{prefix}-{}", std::process::id()));
+    o.golden = Some(golden.to_path_buf());
+    o.boot_timeout = Some(Duration::from_secs(400));
+    o
+}
+
 async fn boot_rows(paths: &Paths, mut b: Bench) -> Vec<Row> {
     let ev = Emitter::null();
     let cancel = CancellationToken::new();
@@ -410,9 +418,7 @@ async fn boot_rows(paths: &Paths, mut b: Bench) -> Vec<Row> {
     let d = &b.disk;
 
     // 3: cold boot vs snapshot start, on the same golden disk.
-    let mut o = UpOptions::new(format!("bench-boot-{}", std::process::id()));
-    o.golden = Some(d.path.clone());
-    o.boot_timeout = Some(Duration::from_secs(400));
+    let o = cold_boot("bench-boot", &d.path);
     let t = Instant::now();
     vm::up(paths, o.clone(), &ev, &cancel)
         .await
@@ -554,9 +560,7 @@ async fn bootlab_same_work(paths: &Paths, dir: &Path) -> f64 {
     let d = bootlab::pipeline::make_disk(paths, recipe.name(), &v.id, &built.commit, &ev, &cancel)
         .await
         .expect("disk of the other edit");
-    let mut o = UpOptions::new(format!("bench-same-{}", std::process::id()));
-    o.golden = Some(d.path.clone());
-    o.boot_timeout = Some(Duration::from_secs(400));
+    let o = cold_boot("bench-same", &d.path);
     vm::up(paths, o.clone(), &ev, &cancel)
         .await
         .expect("cold boot of the other edit");
