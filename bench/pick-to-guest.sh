@@ -19,7 +19,7 @@ NOFILE=$(ulimit -Hn); NPROC=$(ulimit -Hu)
 ULIMITS=(--ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC")
 [ -z "$(ls -A "$W" 2>/dev/null)" ] || { echo "WORKDIR $W is not empty" >&2; exit 2; }
 mkdir -p "$W"; W=$(realpath "$W"); MNT=$W/mnt; TREE=$W/tree
-EXPORT_CTR=pick-bench-export-$$; DRACUT_CTR=pick-bench-dracut-$$
+EXPORT_CTR=pick-bench-export-$$; INITRAMFS_CTR=pick-bench-initramfs-$$
 BOOT_LOOP=; ROOT_LOOP=; QPID=
 
 # Undo whatever this run set up, in reverse order, whether it succeeded or failed.
@@ -28,7 +28,7 @@ cleanup() {
   mountpoint -q "$MNT/boot" 2>/dev/null && umount "$MNT/boot"
   mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
   for d in $BOOT_LOOP $ROOT_LOOP; do losetup -d "$d" 2>/dev/null || true; done
-  podman rm -f --ignore "$EXPORT_CTR" "$DRACUT_CTR" >/dev/null 2>&1 || true
+  podman rm -f --ignore "$EXPORT_CTR" "$INITRAMFS_CTR" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT; trap "exit 130" INT TERM
 
@@ -71,7 +71,7 @@ fi
 mkdir "$W/initramfs"
 cp "$HERE/../engine/src/pipeline/initramfs/make.sh" "$HERE/../engine/src/pipeline/initramfs/init.sh" "$W/initramfs/"
 # shellcheck disable=SC2086 # one word per driver
-podman run --rm --network=none --name "$DRACUT_CTR" "${ULIMITS[@]}" -v "$W/initramfs:/out" "$IMAGE" \
+podman run --rm --network=none --name "$INITRAMFS_CTR" "${ULIMITS[@]}" -v "$W/initramfs:/out" "$IMAGE" \
   sh /out/make.sh "$KVER" /out/initramfs.img /out/init.sh $DRIVERS
 mkdir -p "$TREE/boot"; install -m 0644 "$W/initramfs/initramfs.img" "$TREE/boot/initrd.img-$KVER"; rm -r "$W/initramfs"
 step initramfs

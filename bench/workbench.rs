@@ -287,9 +287,7 @@ async fn drill_rows(paths: &Paths) -> Vec<Row> {
     ]
 }
 
-/// Rows 1 and 2 and container → disk vs a plain copy; returns the bench disk for the boot rows
-/// and the files to remove afterwards.
-/// The bench's private recipe (a copy of debian-minimal, edited) and what rows 1–2 measured of it.
+/// The bench's private recipe (a copy of debian-minimal, edited), its rows so far and its disk.
 struct Bench {
     rows: Vec<Row>,
     disk: bootlab::pipeline::DiskResult,
@@ -298,6 +296,8 @@ struct Bench {
     dir: tempfile::TempDir,
 }
 
+/// Rows 1 and 2 and container → disk vs a plain copy, on the bench's own recipe; its disk is
+/// what the boot rows start.
 async fn build_and_disk(paths: &Paths) -> Bench {
     let ev = Emitter::null();
     let cancel = CancellationToken::new();
@@ -573,7 +573,8 @@ async fn bootlab_same_work(paths: &Paths, dir: &Path) -> f64 {
 
 /// Pick → guest answering, bootlab vs the plain script, twice:
 /// - the same work (an edited recipe: build, commit, new disk, cold boot), each on the recipe
-///   edited again (so podman rebuilds the same layers), back to back: the script, then bootlab.
+///   edited again (so podman rebuilds the same layers), one after the other: the script (and
+///   its warm run, which rebuilds nothing), then bootlab.
 ///   bootlab's rows above are the run's first heavy work and pay for the host's cold caches
 ///   (the first build and disk of a run: 9.6 s and 4.4 s, against 7.0 s and 2.6 s right after,
 ///   2026-12-05), so they are not used here;

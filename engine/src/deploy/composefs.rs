@@ -11,7 +11,8 @@
 //!   `ostree-container` (bootc) carries no `ostree.composefs.digest.v0` metadata, so the digest
 //!   is computed here from the image bytes, the way the kernel's fs-verity would measure it.
 //! - `prepare-root.conf` in the deployment (`/etc/ostree` first, then `/usr/lib/ostree`): the
-//!   copy that counts at boot is the one dracut put in the initramfs, built from `/usr/lib`.
+//!   copy that counts at boot is the one in the initramfs (`pipeline/initramfs/make.sh` copies
+//!   `/usr/lib/ostree/prepare-root.conf` and `/etc/ostree/prepare-root.conf` into it).
 
 use super::{Deployment, StatusParseError};
 use crate::drill::ops::GuestOps;

@@ -8,8 +8,8 @@
 //! spent ~6 s of every boot starting systemd, udev and their units; the shell does the same in
 //! ~1.5 s (debian-minimal reboot, 2026-12-05: kernel + initramfs 9.1 s -> 4.4 s by
 //! `systemd-analyze`, reboot to guest agent 24.4 s -> 17.7 s). A journald runs beside it, since
-//! ostree-prepare-root logs only to the journal (`composefs: mounted successfully …`), which labs
-//! read in the guest. It is uncompressed: under TCG copying is cheaper than inflating.
+//! ostree-prepare-root writes its composefs lines to the journal (`composefs: mounted
+//! successfully …`), which labs read in the guest; its other lines go to the console. It is uncompressed: under TCG copying is cheaper than inflating.
 //!
 //! `initramfs/make.sh` builds it inside the recipe's own image (its kernel modules, its ostree,
 //! its libc) in a throw-away container. The result is cached under `<cache>/initramfs/` by the
@@ -267,8 +267,9 @@ pub fn cpio_names(cpio: &[u8]) -> Result<Vec<String>> {
             at += 1;
             continue;
         }
+        // newc, or newc with checksums (`-H crc`): the kernel reads both.
         anyhow::ensure!(
-            cpio[at..].starts_with(b"070701"),
+            cpio[at..].starts_with(b"070701") || cpio[at..].starts_with(b"070702"),
             "not an uncompressed newc cpio at byte {at}"
         );
         let h = cpio
@@ -280,6 +281,11 @@ pub fn cpio_names(cpio: &[u8]) -> Result<Vec<String>> {
             .with_context(|| format!("a cpio name cut short at byte {at}"))?;
         let name = String::from_utf8_lossy(name).into_owned();
         at = align(at + 110 + namesize);
+        anyhow::ensure!(
+            at + size <= cpio.len(),
+            "the cpio member {name} is cut short (it ends past byte {})",
+            cpio.len()
+        );
         at = align(at + size);
         if name != "TRAILER!!!" {
             names.push(name);
@@ -390,6 +396,13 @@ mod tests {
         );
         let e = cpio_names(&member("init", b"x")[..50]).unwrap_err();
         assert!(format!("{e}").contains("cut short"), "{e}");
+        // A member whose data the file does not hold in full.
+        let e = cpio_names(&member("init", b"0123456789")[..120]).unwrap_err();
+        assert!(format!("{e}").contains("member init is cut short"), "{e}");
+        // newc with checksums (`cpio -H crc`), which the kernel reads too.
+        let mut crc = member("init", b"x");
+        crc[5] = b'2';
+        assert_eq!(cpio_names(&crc).unwrap(), ["init"]);
     }
 
     #[test]

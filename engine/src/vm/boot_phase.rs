@@ -5,8 +5,9 @@
 //! The kernel runs with `quiet`, so the console says little by itself: the bootloader's banner
 //! (`SYSLINUX 6.04 …`), then marks the `/init` of bootlab's initramfs writes
 //! ([`crate::pipeline::initramfs::INIT_SH`]): `bootlab-phase initramfs <uptime>` when it starts
-//! and `bootlab-phase systemd <uptime>` when it switches to the real root. The uptime dates the kernel's start (the mark arrives `uptime` seconds after it),
-//! which the console cannot show live. The agent answering ends the boot. A guest without the
+//! and `bootlab-phase systemd <uptime>` when it switches to the real root. The uptime dates
+//! the kernel's start (the mark arrives `uptime` seconds after it), which the console cannot
+//! show live. The agent answering ends the boot. A guest without the
 //! marks (an image bootlab did not make the initramfs of) shows the phases it can.
 
 use std::fmt::Write;
@@ -42,8 +43,9 @@ impl BootPhase {
             BootPhase::Bootloader => "the bootloader did not start a kernel (its boot entry?)",
             BootPhase::Kernel => "the kernel did not reach its initramfs",
             BootPhase::Initramfs => {
-                "the initramfs never handed over to the real root: it waits for the root file \
-                 system (root= on the kernel command line) or ostree-prepare-root failed"
+                "the initramfs never handed over to the real root: its `bootlab initramfs:` \
+                 line on the console says why (the root file system of root= not found, or \
+                 ostree-prepare-root failed)"
             }
             BootPhase::Systemd => "the guest's systemd did not start the guest agent",
             BootPhase::Agent => "the guest agent answered",

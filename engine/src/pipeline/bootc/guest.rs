@@ -203,11 +203,18 @@ pub fn bootc_layer() -> String {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let checks = crate::pipeline::initramfs::MEMBERS
-        .iter()
-        .map(|m| format!("grep -qF {m} \"$img\""))
-        .collect::<Vec<_>>()
-        .join(" && ");
+    // The member names from the cpio's headers (`cpio -it`), not a grep of its bytes: init.sh's
+    // own text names the other members.
+    let checks = std::iter::once(format!(
+        "cpio -it --quiet < \"$img\" > {INITRAMFS_DIR}/members"
+    ))
+    .chain(
+        crate::pipeline::initramfs::MEMBERS
+            .iter()
+            .map(|m| format!("grep -qxF {m} {INITRAMFS_DIR}/members")),
+    )
+    .collect::<Vec<_>>()
+    .join(" && ");
     // The offline Debian families' own kernel arguments (pipeline::disk::DEBIAN_KARGS): bootc
     // applies kargs.d on install and upgrade.
     let kargs = printf_to(
@@ -378,7 +385,11 @@ mod layer_tests {
             "{run}"
         );
         assert!(
-            run.contains("grep -qF init \"$img\" && grep -qF etc/bootlab-modules \"$img\""),
+            run.contains(
+                "cpio -it --quiet < \"$img\" > /tmp/bootlab-initramfs/members && grep -qxF init \
+                 /tmp/bootlab-initramfs/members && grep -qxF etc/bootlab-modules \
+                 /tmp/bootlab-initramfs/members"
+            ),
             "{run}"
         );
         assert!(

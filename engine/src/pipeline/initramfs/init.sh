@@ -2,14 +2,15 @@
 # /init of bootlab's initramfs: no systemd, no udev (under TCG they took ~6 s of every boot).
 # It loads the few drivers the root needs, mounts the root as the kernel command line says,
 # lets ostree-prepare-root set up the deployment (composefs, /etc, /sysroot) and switches to it.
-# A journald runs meanwhile: ostree-prepare-root logs to the journal only, and `journalctl -b`
-# in the guest shows those lines as after a systemd initramfs.
+# A journald runs meanwhile: ostree-prepare-root writes its composefs and verity lines to the
+# journal (`journalctl -b` in the guest shows them); its other lines go to the console.
 export PATH=/usr/bin:/usr/sbin
 mount -t proc -o nosuid,nodev,noexec proc /proc
 mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
-mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-mount -t cgroup2 -o nosuid,nodev,noexec,nsdelegate cgroup2 /sys/fs/cgroup
+# The real root's systemd keeps these as they are: the options are those systemd would use.
+mount -t tmpfs -o nosuid,nodev,mode=0755,size=20%,nr_inodes=800k tmpfs /run
+mount -t cgroup2 -o nosuid,nodev,noexec,nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup
 exec </dev/console >/dev/console 2>&1
 
 # The boot-phase marks bootlab reads on the console (engine/src/vm/boot_phase.rs).
@@ -35,8 +36,10 @@ while read -r ko; do
   insmod "$ko" || echo "bootlab initramfs: could not load $ko"
 done < /etc/bootlab-modules
 
-root= flags= fstype= mode=ro
+root='' flags='' fstype='' mode=ro
 read -r cmdline < /proc/cmdline
+# Split on blanks only (no quoted arguments), never expanded as file names.
+set -f
 for arg in $cmdline; do
   case "$arg" in
     root=*) root=${arg#root=} ;;
@@ -46,6 +49,7 @@ for arg in $cmdline; do
     ro) mode=ro ;;
   esac
 done
+set +f
 [ -n "$root" ] || fail "no root= on the kernel command line"
 # The disk shows up while virtio_blk probes; mount resolves LABEL=/UUID= by probing.
 tries=0

@@ -27,6 +27,11 @@ put() {
 program() {
   [ -x "$1" ] || { echo "make.sh: the image has no $1" >&2; exit 1; }
   put "$1"
+  if ldd "$1" | grep -q 'not found'; then
+    echo "make.sh: a library of $1 is missing:" >&2
+    ldd "$1" | grep 'not found' >&2
+    exit 1
+  fi
   for lib in $(ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
     [ -e "$w$lib" ] || put "$lib"
   done
@@ -41,7 +46,8 @@ program "$kmod"
 ln -s "$kmod" "$w/usr/sbin/insmod"
 program /usr/lib/systemd/systemd-journald
 program /usr/lib/ostree/ostree-prepare-root
-# kmod opens the decompressor of .ko.xz / .ko.zst modules at run time (dlopen).
+# kmod opens the decompressor of .ko.xz / .ko.zst modules at run time (dlopen); the guests are
+# x86_64 only.
 for lib in /usr/lib/x86_64-linux-gnu/liblzma.so.5 /usr/lib/x86_64-linux-gnu/libzstd.so.1; do
   [ ! -e "$lib" ] || [ -e "$w$lib" ] || put "$lib"
 done
@@ -71,6 +77,8 @@ printf '[Journal]\nStorage=volatile\nAudit=no\nReadKMsg=no\n' > "$w/etc/systemd/
 
 cp "$init" "$w/init"
 chmod 0755 "$w/init"
+# The same bytes from the same image: cpio's --reproducible fixes inodes, not times.
+find "$w" -exec touch -h -d @0 {} +
 (cd "$w" && find . -mindepth 1 | sed 's|^\./||' | LC_ALL=C sort |
   cpio -o -H newc -R 0:0 --reproducible --quiet) > "$out.tmp"
 mv "$out.tmp" "$out"
