@@ -129,13 +129,14 @@ async fn builds_two_versions_commits_them_and_makes_a_bootable_disk() {
     assert!(ls.contains("initramfs.img"), "{ls}");
     // bootlab's initramfs (pipeline/initramfs): the shell /init with ostree-prepare-root, the
     // drivers in load order and journald; no systemd, no udev.
-    let initramfs = Command::new("ostree")
+    let cat = Command::new("ostree")
         .arg(format!("--repo={}", p.ostree_repo().display()))
         .args(["cat", &b1.commit])
         .arg(format!("/usr/lib/modules/{}/initramfs.img", b1.kernel))
         .output()
-        .unwrap()
-        .stdout;
+        .unwrap();
+    assert!(cat.status.success(), "{cat:?}");
+    let initramfs = cat.stdout;
     pipeline::initramfs::check_members(&initramfs).unwrap();
     let names = pipeline::initramfs::cpio_names(&initramfs).unwrap();
     let has = |name: &str| names.iter().any(|n| n == name);

@@ -9,7 +9,8 @@
 //! ~1.5 s (debian-minimal reboot, 2026-12-05: kernel + initramfs 9.1 s -> 4.4 s by
 //! `systemd-analyze`, reboot to guest agent 24.4 s -> 17.7 s). A journald runs beside it, since
 //! ostree-prepare-root writes its composefs lines to the journal (`composefs: mounted
-//! successfully …`), which labs read in the guest; its other lines go to the console. It is uncompressed: under TCG copying is cheaper than inflating.
+//! successfully …`), which labs read in the guest; its other lines go to the console. It is
+//! uncompressed: under TCG copying is cheaper than inflating.
 //!
 //! `initramfs/make.sh` builds it inside the recipe's own image (its kernel modules, its ostree,
 //! its libc) in a throw-away container. The result is cached under `<cache>/initramfs/` by the

@@ -168,10 +168,14 @@ RUN for r in / /usr/share/doc/bootc/baseimage/base/; do \
 LABEL containers.bootc=1
 "#;
 
-/// A shell command writing `text` (no `'` in it) to `dest`, on one line for the Containerfile:
-/// printf turns the `\n` back into line breaks.
+/// A shell command writing `text` (no `'` in it) to `dest`, its folder made first, on one line
+/// for the Containerfile: printf turns the `\n` back into line breaks.
 fn printf_to(text: &str, dest: &str) -> String {
-    format!("printf '%b' '{}' > {dest}", text.replace('\n', "\\n"))
+    let dir = std::path::Path::new(dest).parent().unwrap().display();
+    format!(
+        "mkdir -p {dir} && printf '%b' '{}' > {dest}",
+        text.replace('\n', "\\n")
+    )
 }
 
 /// The bootc base's kargs.d file.
@@ -240,18 +244,10 @@ pub fn bootc_layer() -> String {
         .collect::<Vec<_>>()
         .join(" && ");
     let (path, text) = crate::pipeline::layout::UDEV_TRIGGER_DROPIN;
-    let dir = std::path::Path::new(path)
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
-    let trigger = format!(
-        "mkdir -p /etc/{dir} && {}",
-        printf_to(text, &format!("/etc/{path}"))
-    );
+    let trigger = printf_to(text, &format!("/etc/{path}"));
     format!(
         "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger}\n\
-         RUN mkdir -p /usr/lib/bootc/kargs.d && {kargs}\n\
+         RUN {kargs}\n\
          COPY {files} {INITRAMFS_DIR}/\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
          && kver=$(basename \"$(dirname \"$1\")\") && img=/usr/lib/modules/$kver/initramfs.img \\\n \
