@@ -93,14 +93,15 @@ else printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults 1 2\n' $
 mkdir -p etc/systemd/system                      # housekeeping that costs seconds under TCG
 for u in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
   fstrim.timer systemd-pstore.service modprobe@drm.service dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
-  dracut-shutdown.service; do
+  dracut-shutdown.service kmod-static-nodes.service; do
   ln -sfn /dev/null etc/systemd/system/$u; done
 mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # the agent's port coldplugged first
 printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n' \
   >etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf
+printf 'TIMESTAMP_NSEC=0\n' >etc/.updated        # the first boot's ldconfig etc. are the image's
 mv etc usr/etc                                   # ostree makes (and 3-way merges) /etc from /usr/etc
 SEED=usr/share/bootlab/var-seed                  # /var is not deployed: keep it as a seed
-mkdir -p usr/share/bootlab; mv var $SEED; mkdir -m 0755 var
+mkdir -p usr/share/bootlab; mv var $SEED; mkdir -m 0755 var; cp usr/etc/.updated $SEED/.updated
 for l in home:var/home:home root:var/roothome:roothome opt:var/opt:opt srv:var/srv:srv mnt:var/mnt:mnt \
          usr/local:../var/usrlocal:usrlocal; do
   IFS=: read -r p target under <<<"$l"
@@ -112,6 +113,9 @@ rm -rf media ostree sysroot; ln -s run/media media; ln -s sysroot/ostree ostree;
 printf 'd /var/%s 0755 root root -\n' home opt srv mnt usrlocal usrlocal/bin >usr/lib/tmpfiles.d/bootlab-ostree.conf
 printf 'd /var/roothome 0700 root root -\nd /var/tmp 1777 root root -\nd /run/media 0755 root root -\n' \
   >>usr/lib/tmpfiles.d/bootlab-ostree.conf
+awk '/^#/ || NF == 0 { next } { n = $2; if (n ~ /\//) { d = n; sub(/\/[^\/]*$/, "", d); print "d /dev/" d " 0755 - - -" }
+  print substr($3, 1, 1) "! /dev/" n " 0600 - - - " substr($3, 2) }' "$M/modules.devname" \
+  >usr/lib/tmpfiles.d/static-nodes.conf          # the static device nodes (kmod-static-nodes masked)
 cd - >/dev/null
 step convert
 

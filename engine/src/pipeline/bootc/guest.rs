@@ -178,6 +178,13 @@ fn printf_to(text: &str, dest: &str) -> String {
     )
 }
 
+/// The awk program that writes what `layout::static_nodes_tmpfiles` writes (kmod-static-nodes
+/// is masked in both families): the bootc layer runs it on the image's own modules.devname.
+const STATIC_NODES_AWK: &str = r#"/^#/ || NF == 0 { next }
+NF != 3 || $3 !~ /^[cb][0-9]+:[0-9]+$/ { print "modules.devname line " NR ": " $0 > "/dev/stderr"; exit 1 }
+{ n = $2; if (n ~ /\//) { d = n; sub(/\/[^\/]*$/, "", d); print "d /dev/" d " 0755 - - -" }
+  print substr($3, 1, 1) "! /dev/" n " 0600 - - - " substr($3, 2) }"#;
+
 /// The bootc base's kargs.d file.
 const BOOTLAB_KARGS: &str = "/usr/lib/bootc/kargs.d/10-bootlab.toml";
 
@@ -245,14 +252,23 @@ pub fn bootc_layer() -> String {
         .join(" && ");
     let (path, text) = crate::pipeline::layout::UDEV_TRIGGER_DROPIN;
     let trigger = printf_to(text, &format!("/etc/{path}"));
+    // The first boot's catch-up work is the image's (layout::UPDATED). Only /etc: content in the
+    // image's /var is not bootc's to ship (lint var-tmpfiles).
+    let updated = printf_to(crate::pipeline::layout::UPDATED, "/etc/.updated");
+    let static_nodes = format!(
+        "awk '{}' \"/usr/lib/modules/$kver/modules.devname\" > /{}",
+        STATIC_NODES_AWK.replace('\n', " "),
+        crate::pipeline::layout::STATIC_NODES
+    );
     format!(
-        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger}\n\
+        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger} && {updated}\n\
          RUN {kargs}\n\
          COPY {files} {INITRAMFS_DIR}/\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
          && kver=$(basename \"$(dirname \"$1\")\") && img=/usr/lib/modules/$kver/initramfs.img \\\n \
          && {make} \\\n \
-         && {checks} && chmod 0644 \"$img\" && rm -rf {INITRAMFS_DIR}\n"
+         && {checks} && chmod 0644 \"$img\" && rm -rf {INITRAMFS_DIR} \\\n \
+         && {static_nodes}\n"
     )
 }
 
@@ -354,10 +370,48 @@ pub async fn ensure_bootc_base(
 mod layer_tests {
     use super::*;
 
+    /// The layer's awk writes the lines kmod wrote in a real guest (and the Rust the offline
+    /// family uses): run with the host's awk on the captured modules.devname, as the layer's
+    /// RUN line spells it.
+    #[test]
+    fn the_bootc_layers_static_nodes_are_kmods() {
+        let dir = tempfile::tempdir().unwrap();
+        let devname = include_str!(
+            "../../../../tests/fixtures/static-nodes/modules.devname-6.12.118+deb13-amd64"
+        );
+        let kmod = include_str!(
+            "../../../../tests/fixtures/static-nodes/kmod-static-nodes-6.12.118+deb13-amd64.conf"
+        );
+        let l = bootc_layer();
+        let cmd = &l[l.find("awk '").unwrap()..];
+        let cmd = cmd[..cmd.find(" > /").unwrap()].replace("$kver", "k");
+        let run = |text: &str| {
+            std::fs::create_dir_all(dir.path().join("usr/lib/modules/k")).unwrap();
+            std::fs::write(dir.path().join("usr/lib/modules/k/modules.devname"), text).unwrap();
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd.replace("\"/usr", "\"usr"))
+                .current_dir(dir.path())
+                .output()
+                .unwrap()
+        };
+        let out = run(devname);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), kmod);
+        assert_eq!(
+            crate::pipeline::layout::static_nodes_tmpfiles(devname).unwrap(),
+            kmod
+        );
+        assert!(!run("tun net/tun c10\n").status.success());
+        assert!(l.contains(&format!("> /{}\n", crate::pipeline::layout::STATIC_NODES)));
+        assert!(l.contains("> /etc/.updated"));
+    }
+
     /// The layer's last RUN makes bootlab's initramfs with the scripts the build context has
     /// (copied in just before): one Containerfile instruction (every line but the last
-    /// continued), exactly one kernel, the result checked, the scripts removed; the
-    /// housekeeping units are masked as in the offline family.
+    /// continued), exactly one kernel, the result checked, the scripts removed, the static
+    /// nodes written for the same kernel; the housekeeping units are masked as in the offline
+    /// family.
     #[test]
     fn the_bootc_layer_makes_bootlabs_initramfs() {
         let l = bootc_layer();
@@ -389,7 +443,12 @@ mod layer_tests {
             "{run}"
         );
         assert!(
-            run.trim_end().ends_with("rm -rf /tmp/bootlab-initramfs"),
+            run.contains("rm -rf /tmp/bootlab-initramfs \\\n && awk '"),
+            "{run}"
+        );
+        assert!(
+            run.trim_end()
+                .ends_with("> /usr/lib/tmpfiles.d/static-nodes.conf"),
             "{run}"
         );
         assert!(
