@@ -414,7 +414,8 @@ async fn start_from_booted_image_then_reboot() {
         .unwrap()
         .stdout;
 
-    // A guest reboot: the same QEMU keeps running; RESET, rebooting, then ready again.
+    // A guest reboot: QEMU stops at the reset (SHUTDOWN guest-reset) and the supervisor runs
+    // the guest on in a new QEMU, from its disk (not the snapshot): rebooting, then ready.
     let mut sub = c.subscribe().await.unwrap();
     let qemu = rec.qemu_pid.unwrap();
     let t = Instant::now();
@@ -424,7 +425,16 @@ async fn start_from_booted_image_then_reboot() {
         .await
         .expect("ready after reboot");
     println!("reboot to ready: {:.1}s", t.elapsed().as_secs_f64());
-    assert_eq!(after.qemu_pid, Some(qemu), "same QEMU after a guest reboot");
+    let new_qemu = after.qemu_pid.expect("a QEMU after the reboot");
+    assert_ne!(new_qemu, qemu, "a new QEMU after a guest reboot");
+    assert!(
+        !Path::new(&format!("/proc/{qemu}")).exists(),
+        "the old QEMU {qemu} is gone"
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{new_qemu}/comm")).unwrap();
+    // The kernel keeps 15 bytes of a process name.
+    let want = format!("bootlab-{name}");
+    assert_eq!(comm.trim(), &want[..want.len().min(15)], "{comm}");
     let new_id = c
         .exec(&["cat", "/proc/sys/kernel/random/boot_id"])
         .await
@@ -437,7 +447,9 @@ async fn start_from_booted_image_then_reboot() {
     }
     assert!(
         seen.iter()
-            .any(|e| matches!(e, VmEvent::Qmp { event, .. } if event == "RESET"))
+            .any(|e| matches!(e, VmEvent::Qmp { event, detail }
+            if event == "SHUTDOWN" && detail.contains("reason=guest-reset"))),
+        "{seen:?}"
     );
     let states: Vec<VmState> = seen
         .iter()

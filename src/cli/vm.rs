@@ -412,27 +412,38 @@ async fn console(
     }
     if interactive {
         // Raw bytes both ways over the serial socket (QEMU takes one client at a time).
-        let sock = tokio::net::UnixStream::connect(&rec.sockets.serial)
-            .await
-            .with_context(|| format!("connecting to {}", rec.sockets.serial.display()))?;
-        eprintln!("[connected to {name}'s serial console; Ctrl-] to leave]");
-        let (mut r, mut w) = sock.into_split();
-        let out = tokio::spawn(async move {
-            let mut stdout = tokio::io::stdout();
-            let _ = tokio::io::copy(&mut r, &mut stdout).await;
-        });
         let _raw = RawMode::enable();
         let mut stdin = tokio::io::stdin();
         let mut buf = [0u8; 1024];
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let n = stdin.read(&mut buf).await?;
-            if n == 0 || buf[..n].contains(&0x1d) {
-                break;
+        // A guest that resets runs on in a new QEMU (vm::supervisor) with a new serial
+        // socket: the session connects again instead of ending.
+        'session: loop {
+            let sock = connect_serial(paths, name, &rec.sockets.serial).await?;
+            eprint!("[connected to {name}'s serial console; Ctrl-] to leave]\r\n");
+            let (mut r, mut w) = sock.into_split();
+            let mut out = tokio::spawn(async move {
+                let mut stdout = tokio::io::stdout();
+                let _ = tokio::io::copy(&mut r, &mut stdout).await;
+            });
+            loop {
+                tokio::select! {
+                    n = stdin.read(&mut buf) => {
+                        let n = n?;
+                        if n == 0 || buf[..n].contains(&0x1d) {
+                            out.abort();
+                            break 'session;
+                        }
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = &mut out => break,
+                }
             }
-            w.write_all(&buf[..n]).await?;
+            out.abort();
+            eprint!("[{name}'s QEMU went away; connecting to the next one]\r\n");
         }
-        out.abort();
         return Ok(ExitCode::SUCCESS);
     }
     loop {
@@ -443,6 +454,30 @@ async fn console(
                 if !VmRecord::file(&VmRecord::dir(paths, name)).exists() {
                     return Ok(ExitCode::SUCCESS);
                 }
+            }
+        }
+    }
+}
+
+/// Connect to a VM's serial socket, waiting (up to 60 s) while a reset's new QEMU comes up;
+/// an error once the VM is stopped or gone.
+async fn connect_serial(
+    paths: &Paths,
+    name: &str,
+    sock: &std::path::Path,
+) -> Result<tokio::net::UnixStream> {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::net::UnixStream::connect(sock).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                let stopped = VmRecord::load(paths, name)
+                    .map(|r| r.state == vm::VmState::Stopped)
+                    .unwrap_or(true);
+                if stopped || std::time::Instant::now() > until {
+                    return Err(e).with_context(|| format!("connecting to {}", sock.display()));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }

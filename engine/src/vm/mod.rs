@@ -37,7 +37,7 @@ pub enum VmState {
     Booting,
     /// The guest agent answers (synced).
     Ready,
-    /// The guest reset (RESET event); waiting for the agent again.
+    /// The guest reset (a new QEMU runs it); waiting for the agent again.
     Rebooting,
     /// A snapshot is being loaded; the agent is re-synced afterwards.
     Restoring,

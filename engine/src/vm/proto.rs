@@ -24,7 +24,8 @@ pub enum Request {
         path: String,
         max_bytes: usize,
     },
-    /// Reboot the guest from inside (`systemctl reboot`); replies once QEMU saw the RESET.
+    /// Reboot the guest from inside (`systemctl reboot`); replies once the guest reset (its
+    /// QEMU then exits and the supervisor starts a new one).
     Reboot,
     /// ACPI power button; replies once QEMU exited (SHUTDOWN) or the timeout passed.
     Powerdown {

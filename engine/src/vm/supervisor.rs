@@ -1,7 +1,8 @@
 //! The per-VM supervisor: `bootlab vm supervise --dir <vm dir>`, started detached by
 //! [`super::up`]. It spawns QEMU (which is killed when the supervisor dies: PR_SET_PDEATHSIG),
-//! drains the console log, holds the QMP and guest-agent connections, keeps `vm.json` current
-//! and answers [`super::client::VmClient`]s on the control socket.
+//! and a new one on the same disk each time the guest resets (a reboot boots faster under TCG
+//! in a new process), drains the console log, holds the QMP and guest-agent connections, keeps
+//! `vm.json` current and answers [`super::client::VmClient`]s on the control socket.
 
 use super::proto::{Reply, Request, SnapshotDone, VmEvent, VmStamped};
 use super::{VmRecord, VmState, console};
@@ -73,7 +74,67 @@ pub fn main(dir: &Path) -> Result<()> {
             qemu::Firmware::Uefi => Some(crate::tools::uefi::find_ovmf()?),
         },
     };
-    let args = spec.args();
+    // After a reset the guest boots from its disk, never from the snapshot it started from.
+    let restart_args = QemuSpec {
+        loadvm: None,
+        ..spec.clone()
+    }
+    .args();
+    // Spawned from the main thread, which lives exactly as long as the supervisor: the death
+    // signal fires when the spawning *thread* exits, so a pool thread would kill QEMU early.
+    let parent = std::process::id() as i32;
+    let child = spawn_qemu(&spec.args(), parent)?;
+    rec.qemu_pid = Some(child.id() as i32);
+    rec.supervisor_pid = Some(parent);
+    rec.state = VmState::Booting;
+    rec.detail = match &rec.loadvm {
+        Some(t) => format!("QEMU started from snapshot {t}"),
+        None => "QEMU started; waiting for the guest agent".into(),
+    };
+    rec.save_dir(dir)?;
+
+    let (proc_tx, proc_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (again_tx, again_rx) = std::sync::mpsc::channel::<()>();
+    // Waits for QEMU; when asked after a reset, starts the next one. The next QEMU is spawned
+    // from this thread, which lives until its last child has exited.
+    std::thread::spawn(move || {
+        let mut child = child;
+        loop {
+            let st = match child.wait() {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("unknown exit: {e}"),
+            };
+            let _ = proc_tx.send(QemuProc::Exited(st));
+            if again_rx.recv().is_err() {
+                return;
+            }
+            match spawn_qemu(&restart_args, parent) {
+                Ok(c) => {
+                    let _ = proc_tx.send(QemuProc::Started(c.id()));
+                    child = c;
+                }
+                Err(e) => {
+                    let _ = proc_tx.send(QemuProc::Failed(format!("{e:#}")));
+                    return;
+                }
+            }
+        }
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(run(dir.to_path_buf(), rec, proc_rx, again_tx));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if let Err(e) = &r {
+        log_line!("supervisor: {e:#}");
+    }
+    r
+}
+
+/// Spawn QEMU with `args`, killed when the calling thread ends (PR_SET_PDEATHSIG).
+fn spawn_qemu(args: &[String], parent: i32) -> Result<std::process::Child> {
     log_line!(
         "$ {} {}",
         qemu::QEMU,
@@ -82,12 +143,8 @@ pub fn main(dir: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-
-    // Spawned from the main thread, which lives exactly as long as the supervisor: the death
-    // signal fires when the spawning *thread* exits, so a pool thread would kill QEMU early.
-    let parent = std::process::id() as i32;
     let mut cmd = std::process::Command::new(qemu::QEMU);
-    cmd.args(&args).stdin(std::process::Stdio::null());
+    cmd.args(args).stdin(std::process::Stdio::null());
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -102,37 +159,23 @@ pub fn main(dir: &Path) -> Result<()> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| {
+    cmd.spawn().map_err(|e| {
         anyhow!(
             "cannot run {}: {e}{}",
             qemu::QEMU,
             crate::tools::cmd::install_hint(qemu::QEMU)
         )
-    })?;
-    rec.qemu_pid = Some(child.id() as i32);
-    rec.supervisor_pid = Some(parent);
-    rec.state = VmState::Booting;
-    rec.detail = match &rec.loadvm {
-        Some(t) => format!("QEMU started from snapshot {t}"),
-        None => "QEMU started; waiting for the guest agent".into(),
-    };
-    rec.save_dir(dir)?;
+    })
+}
 
-    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = exit_tx.send(child.wait());
-    });
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let r = rt.block_on(run(dir.to_path_buf(), rec, exit_rx));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    if let Err(e) = &r {
-        log_line!("supervisor: {e:#}");
-    }
-    r
+/// What the thread that runs QEMU reports.
+enum QemuProc {
+    /// QEMU exited (its exit status).
+    Exited(String),
+    /// A new QEMU runs after a reset (its pid).
+    Started(u32),
+    /// The new QEMU could not be started.
+    Failed(String),
 }
 
 struct Sup {
@@ -159,30 +202,24 @@ struct Sup {
     /// Set while QEMU holds the guest paused because a disk write found the file system under
     /// the overlay full; the main loop resumes it once there is room again.
     paused_full: AtomicBool,
+    /// Set when the guest reset: the QEMU that exits next is started again.
+    restart_pending: AtomicBool,
+    /// Counts the guest's resets (a reboot or QMP system_reset), for the requests that wait
+    /// for one.
+    resets: watch::Sender<u64>,
 }
 
 async fn run(
     dir: PathBuf,
     rec: VmRecord,
-    exit_rx: tokio::sync::oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
+    mut procs: tokio::sync::mpsc::UnboundedReceiver<QemuProc>,
+    again: std::sync::mpsc::Sender<()>,
 ) -> Result<()> {
     let exited = CancellationToken::new();
     let exit_status: Arc<Mutex<Option<String>>> = Arc::default();
-    {
-        let exited = exited.clone();
-        let exit_status = exit_status.clone();
-        tokio::spawn(async move {
-            let st = exit_rx.await;
-            *exit_status.lock().unwrap() = Some(match st {
-                Ok(Ok(s)) => s.to_string(),
-                _ => "unknown exit".into(),
-            });
-            exited.cancel();
-        });
-    }
     let qmp = tokio::select! {
         q = Qmp::connect(&rec.sockets.qmp, Duration::from_secs(30)) => q,
-        _ = exited.cancelled() => Err(anyhow!("QEMU exited before its monitor answered")),
+        _ = procs.recv() => Err(anyhow!("QEMU exited before its monitor answered")),
     };
     let qmp = match qmp {
         Ok(q) => q,
@@ -221,6 +258,8 @@ async fn run(
         last_shutdown: Mutex::new(None),
         before_pause: Mutex::new(None),
         paused_full: AtomicBool::new(false),
+        restart_pending: AtomicBool::new(false),
+        resets: watch::channel(0).0,
     });
     {
         let r = sup.rec.lock().unwrap().clone();
@@ -241,6 +280,12 @@ async fn run(
     let ctl = sup.rec.lock().unwrap().sockets.control.clone();
     let listener = UnixListener::bind(&ctl).context("binding the control socket")?;
     tokio::spawn(serve(sup.clone(), listener));
+    tokio::spawn(qemu_proc_loop(
+        sup.clone(),
+        procs,
+        again,
+        exit_status.clone(),
+    ));
     tokio::spawn(qmp_loop(sup.clone(), qmp_events));
     tokio::spawn(console_loop(sup.clone()));
     tokio::spawn(agent_loop(sup.clone()));
@@ -478,6 +523,22 @@ impl Sup {
             let _ = r.save_dir(&self.dir);
         }
     }
+    /// The guest reset: the agent and the share mount are gone, the boot clock starts again.
+    async fn guest_reset(&self, detail: &str) {
+        self.drop_agent().await;
+        self.rec.lock().unwrap().share_mounted = false;
+        let st = self.state();
+        if matches!(
+            st,
+            VmState::Ready | VmState::Booting | VmState::Rebooting | VmState::Paused
+        ) {
+            self.restart_clock();
+            self.agent_hold.store(false, Ordering::Relaxed);
+            self.set_state(VmState::Rebooting, detail);
+        }
+        self.resets.send_modify(|n| *n += 1);
+    }
+
     fn restart_clock(&self) {
         *self.clock.lock().unwrap() = Instant::now();
         *self.boot.lock().unwrap() = super::boot_phase::BootTimeline::new();
@@ -947,7 +1008,7 @@ impl Sup {
             }
             Request::Reboot => {
                 let agent = self.agent().await?;
-                let mut rx = self.qmp().subscribe();
+                let mut resets = self.resets.subscribe();
                 self.agent_hold.store(true, Ordering::Relaxed);
                 self.set_state(
                     VmState::Rebooting,
@@ -959,12 +1020,11 @@ impl Sup {
                     self.agent_hold.store(false, Ordering::Relaxed);
                     return Err(e);
                 }
-                let r = wait_event(&mut rx, Duration::from_secs(300), |e| {
-                    matches!(e, QmpEvent::RESET { .. }).then_some(())
-                })
-                .await;
+                let r = tokio::time::timeout(Duration::from_secs(300), resets.changed()).await;
                 self.agent_hold.store(false, Ordering::Relaxed);
-                r.map_err(|e| anyhow!("guest did not reset after `systemctl reboot`: {e}"))?;
+                if !matches!(r, Ok(Ok(()))) {
+                    bail!("guest did not reset within 300 s of `systemctl reboot`");
+                }
                 serde_json::Value::Null
             }
             Request::Powerdown { timeout_secs } => {
@@ -994,12 +1054,14 @@ impl Sup {
                 to_value(self.last_shutdown.lock().unwrap().clone())?
             }
             Request::Reset => {
-                let mut rx = self.qmp().subscribe();
+                let mut resets = self.resets.subscribe();
                 self.qmp().system_reset().await?;
-                wait_event(&mut rx, Duration::from_secs(30), |e| {
-                    matches!(e, QmpEvent::RESET { .. }).then_some(())
-                })
-                .await?;
+                if !matches!(
+                    tokio::time::timeout(Duration::from_secs(30), resets.changed()).await,
+                    Ok(Ok(()))
+                ) {
+                    bail!("QEMU did not reset within 30 s of system_reset");
+                }
                 serde_json::Value::Null
             }
             Request::Pause => {
@@ -1106,8 +1168,17 @@ async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, v: &impl serde::Serializ
 }
 
 async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
+    // A QEMU's first SHUTDOWN says why; the quit that follows it brings another.
+    let mut shut = false;
+    // The connection's own end: its event channel stays open while `sup.qmp` holds it.
+    let mut closed = sup.qmp().closed();
     loop {
-        let ev = match rx.recv().await {
+        let ev = tokio::select! {
+            biased;
+            ev = rx.recv() => ev,
+            _ = closed.cancelled() => rx.try_recv().map_err(|_| broadcast::error::RecvError::Closed),
+        };
+        let ev = match ev {
             Ok(ev) => ev,
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => {
@@ -1120,8 +1191,14 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
                 match Qmp::connect(&sup.qmp_path, Duration::from_secs(10)).await {
                     Ok(q) => {
                         rx = q.subscribe();
+                        closed = q.closed();
+                        shut = false;
                         *sup.qmp.lock().unwrap() = q;
-                        sup.note("QMP connection lost and re-established");
+                        if sup.state() == VmState::Rebooting {
+                            sup.note("QMP connected to the new QEMU");
+                        } else {
+                            sup.note("QMP connection lost and re-established");
+                        }
                         continue;
                     }
                     Err(e) => {
@@ -1140,21 +1217,11 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
             detail: detail.clone(),
         });
         match ev {
+            // With `-action reboot=shutdown` a reset comes as SHUTDOWN (below); a RESET is one
+            // QEMU did in place all the same.
             QmpEvent::RESET { data, .. } => {
-                sup.drop_agent().await;
-                sup.rec.lock().unwrap().share_mounted = false;
-                let st = sup.state();
-                if matches!(
-                    st,
-                    VmState::Ready | VmState::Booting | VmState::Rebooting | VmState::Paused
-                ) {
-                    sup.restart_clock();
-                    sup.agent_hold.store(false, Ordering::Relaxed);
-                    sup.set_state(
-                        VmState::Rebooting,
-                        format!("guest reset ({})", enum_name(&data.reason)),
-                    );
-                }
+                sup.guest_reset(&format!("guest reset ({})", enum_name(&data.reason)))
+                    .await;
             }
             QmpEvent::BLOCK_IO_ERROR { data, .. } if enum_name(&data.action) == "stop" => {
                 // Disks given as -blockdev have no device name, only their node's.
@@ -1169,19 +1236,63 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
                     &data.reason,
                 );
             }
+            QmpEvent::SHUTDOWN { .. } if shut => {}
             QmpEvent::SHUTDOWN { data, .. } => {
-                *sup.last_shutdown.lock().unwrap() = Some(format!(
-                    "guest={} reason={}",
-                    data.guest,
-                    enum_name(&data.reason)
-                ));
-                if sup.state() != VmState::Stopping {
-                    sup.set_state(VmState::Stopping, format!("SHUTDOWN {detail}"));
+                shut = true;
+                let reason = enum_name(&data.reason);
+                let reset = matches!(reason.as_str(), "guest-reset" | "host-qmp-system-reset");
+                if reset && sup.state() != VmState::Stopping {
+                    sup.restart_pending.store(true, Ordering::SeqCst);
+                    sup.guest_reset(&format!("guest reset ({reason}); starting a new QEMU"))
+                        .await;
+                } else {
+                    *sup.last_shutdown.lock().unwrap() =
+                        Some(format!("guest={} reason={reason}", data.guest));
+                    if sup.state() != VmState::Stopping {
+                        sup.set_state(VmState::Stopping, format!("SHUTDOWN {detail}"));
+                    }
+                }
+                // `-action shutdown=pause` keeps QEMU after a SHUTDOWN: it goes now.
+                if let Err(e) = sup.qmp().quit().await {
+                    log_line!("quit after SHUTDOWN: {e:#}");
                 }
             }
             _ => {}
         }
     }
+}
+
+/// Follows the thread that runs QEMU: a QEMU that exits after the guest reset is started
+/// again (same disk, sockets and console log); any other exit ends the supervisor.
+async fn qemu_proc_loop(
+    sup: Arc<Sup>,
+    mut procs: tokio::sync::mpsc::UnboundedReceiver<QemuProc>,
+    again: std::sync::mpsc::Sender<()>,
+    exit_status: Arc<Mutex<Option<String>>>,
+) {
+    while let Some(p) = procs.recv().await {
+        let status = match p {
+            QemuProc::Exited(st) => st,
+            QemuProc::Started(_) | QemuProc::Failed(_) => continue,
+        };
+        if sup.restart_pending.swap(false, Ordering::SeqCst) && sup.state() != VmState::Stopping {
+            log_line!("QEMU exited ({status}) after the guest reset; starting a new one");
+            if again.send(()).is_ok() {
+                match procs.recv().await {
+                    Some(QemuProc::Started(pid)) => {
+                        sup.rec.lock().unwrap().qemu_pid = Some(pid as i32);
+                        sup.save();
+                        continue;
+                    }
+                    Some(QemuProc::Failed(e)) => sup.note(format!("QEMU did not start again: {e}")),
+                    _ => {}
+                }
+            }
+        }
+        *exit_status.lock().unwrap() = Some(status);
+        break;
+    }
+    sup.exited.cancel();
 }
 
 async fn console_loop(sup: Arc<Sup>) {

@@ -98,6 +98,13 @@ impl QemuSpec {
             // No default VGA, floppy, CD-ROM, parallel port or NIC: the guest's udev would load
             // a driver for each (seconds under TCG), and the firmware would initialise them.
             "-nodefaults".into(),
+            // A reset (the guest's reboot, QMP system_reset) stops the guest instead, and so
+            // does a power-off: the supervisor then starts a new QEMU for a reset, or quits.
+            // Under TCG a reset guest boots ~20 % slower than a new process (measured: 22.4–24.0
+            // s to the login against 17.5–18.8 s), the old boot's translated code being in the
+            // way; a power-off stays visible as the guest's own SHUTDOWN reason.
+            "-action".into(),
+            "reboot=shutdown,shutdown=pause".into(),
         ];
         match self.accel {
             Accel::Kvm => a.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]),
@@ -133,7 +140,8 @@ impl QemuSpec {
             },
             "-chardev".into(),
             format!(
-                "socket,id=ser0,path={},server=on,wait=off,logfile={}",
+                // Appended to: a reboot runs a new QEMU on the same log (`vm::supervisor`).
+                "socket,id=ser0,path={},server=on,wait=off,logfile={},logappend=on",
                 qemu_escape(&self.serial.to_string_lossy()),
                 qemu_escape(&self.console_log.to_string_lossy())
             ),
@@ -249,9 +257,11 @@ mod tests {
         );
         assert!(a.contains("file.filename=/x/a,,b.qcow2"), "{a}");
         assert!(a.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{a}");
-        assert!(a.contains("logfile=/s/console.log"), "{a}");
+        assert!(a.contains("logfile=/s/console.log,logappend=on"), "{a}");
+        // A reset is a SHUTDOWN the supervisor answers with a new QEMU (vm::supervisor).
+        assert!(a.contains("-action reboot=shutdown,shutdown=pause"), "{a}");
         assert!(a.contains("mount_tag=bootlab-updates,security_model=none,readonly=on"));
-        assert!(!a.contains("-no-reboot"), "reboots must keep QEMU running");
+        assert!(!a.contains("-no-reboot"), "{a}");
         assert!(a.contains("-machine pc -nodefaults"), "{a}");
         assert!(a.contains("virtio-net-pci,netdev=net0,romfile="), "{a}");
         assert!(!a.contains("-bios") && !a.contains("bootindex"), "{a}");
