@@ -98,10 +98,10 @@ for u in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrad
 mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # the agent's port coldplugged first
 printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n' \
   >etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf
-printf 'TIMESTAMP_NSEC=0\n' >etc/.updated        # the first boot's ldconfig etc. are the image's
 mv etc usr/etc                                   # ostree makes (and 3-way merges) /etc from /usr/etc
 SEED=usr/share/bootlab/var-seed                  # /var is not deployed: keep it as a seed
-mkdir -p usr/share/bootlab; mv var $SEED; mkdir -m 0755 var; cp usr/etc/.updated $SEED/.updated
+mkdir -p usr/share/bootlab; mv var $SEED; mkdir -m 0755 var
+printf 'TIMESTAMP_NSEC=0\n' >$SEED/.updated        # the first boot's catalog update is the image's
 for l in home:var/home:home root:var/roothome:roothome opt:var/opt:opt srv:var/srv:srv mnt:var/mnt:mnt \
          usr/local:../var/usrlocal:usrlocal; do
   IFS=: read -r p target under <<<"$l"
@@ -113,6 +113,7 @@ rm -rf media ostree sysroot; ln -s run/media media; ln -s sysroot/ostree ostree;
 printf 'd /var/%s 0755 root root -\n' home opt srv mnt usrlocal usrlocal/bin >usr/lib/tmpfiles.d/bootlab-ostree.conf
 printf 'd /var/roothome 0700 root root -\nd /var/tmp 1777 root root -\nd /run/media 0755 root root -\n' \
   >>usr/lib/tmpfiles.d/bootlab-ostree.conf
+[ -s "$M/modules.devname" ] || { echo "no $M/modules.devname" >&2; exit 1; }
 awk '/^#/ || NF == 0 { next } { n = $2; if (n ~ /\//) { d = n; sub(/\/[^\/]*$/, "", d); print "d /dev/" d " 0755 - - -" }
   print substr($3, 1, 1) "! /dev/" n " 0600 - - - " substr($3, 2) }' "$M/modules.devname" \
   >usr/lib/tmpfiles.d/static-nodes.conf          # the static device nodes (kmod-static-nodes masked)
@@ -155,6 +156,7 @@ else
   ostree admin deploy --sysroot="$MNT" --os=$OS "${KARGS[@]/#/--karg=}" "bootlab:$BRANCH" >/dev/null
 fi
 cp -a "$MNT/ostree/deploy/$OS/deploy/$COMMIT.0/$SEED/." "$MNT/ostree/deploy/$OS/var/"  # 2022.7 leaves /var empty
+printf 'TIMESTAMP_NSEC=0\n' >"$MNT/ostree/deploy/$OS/deploy/$COMMIT.0/etc/.updated"  # ostree removed it: ldconfig's is the image's
 extlinux --install "$MNT/boot/syslinux" 2>/dev/null
 grep -q /ostree/ "$MNT/boot/syslinux/syslinux.cfg" || { echo "ostree wrote no boot entry" >&2; exit 1; }
 sync -f "$MNT"; umount "$MNT/boot"; umount "$MNT"

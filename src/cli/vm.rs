@@ -419,7 +419,10 @@ async fn console(
         // A guest that resets runs on in a new QEMU (vm::supervisor) with a new serial
         // socket: the session connects again instead of ending.
         'session: loop {
-            let sock = connect_serial(paths, name, &rec.sockets.serial).await?;
+            let Some(sock) = connect_serial(paths, name, &rec.sockets.serial).await? else {
+                eprint!("[{name} stopped]\r\n");
+                break;
+            };
             eprint!("[connected to {name}'s serial console; Ctrl-] to leave]\r\n");
             let (mut r, mut w) = sock.into_split();
             let mut out = tokio::spawn(async move {
@@ -442,7 +445,9 @@ async fn console(
                 }
             }
             out.abort();
-            eprint!("[{name}'s QEMU went away; connecting to the next one]\r\n");
+            if VmRecord::load(paths, name).is_ok_and(|r| r.state == vm::VmState::Rebooting) {
+                eprint!("[{name} reset: connecting to its new QEMU]\r\n");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -460,21 +465,24 @@ async fn console(
 }
 
 /// Connect to a VM's serial socket, waiting (up to 60 s) while a reset's new QEMU comes up;
-/// an error once the VM is stopped or gone.
+/// `None` once the VM is stopped or gone.
 async fn connect_serial(
     paths: &Paths,
     name: &str,
     sock: &std::path::Path,
-) -> Result<tokio::net::UnixStream> {
+) -> Result<Option<tokio::net::UnixStream>> {
     let until = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         match tokio::net::UnixStream::connect(sock).await {
-            Ok(s) => return Ok(s),
+            Ok(s) => return Ok(Some(s)),
             Err(e) => {
                 let stopped = VmRecord::load(paths, name)
-                    .map(|r| r.state == vm::VmState::Stopped)
+                    .map(|r| matches!(r.state, vm::VmState::Stopped | vm::VmState::Stopping))
                     .unwrap_or(true);
-                if stopped || std::time::Instant::now() > until {
+                if stopped {
+                    return Ok(None);
+                }
+                if std::time::Instant::now() > until {
                     return Err(e).with_context(|| format!("connecting to {}", sock.display()));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 /// (invalidates build records). 3: the small initramfs also for a kernel already in
 /// usr/lib/modules (the trixie base), with composefs drivers. 4: no fstab line for / (a
 /// composefs root that systemd-remount-fs cannot remount). 5: udev's coldplug handles the guest
-/// agent's port first ([`layout::UDEV_TRIGGER_DROPIN`]). 6: the first boot's updates marked
-/// done ([`layout::UPDATED`]) and the static device nodes a tmpfiles.d file
+/// agent's port first ([`layout::UDEV_TRIGGER_DROPIN`]). 6: `/var/.updated` in the var seed
+/// ([`layout::UPDATED`]) and the static device nodes a tmpfiles.d file
 /// ([`layout::STATIC_NODES`]), kmod-static-nodes masked.
 pub const CONVERSION_VERSION: u32 = 6;
 

@@ -79,8 +79,9 @@ fn ostree_family_kargs() -> impl Iterator<Item = &'static str> {
 
 /// Bumped when the way a disk is made changes in a way the commit and kargs do not show (2: the
 /// deployment is written by the image's own ostree; 3: the root ext4 has the `verity` feature;
-/// 4: an EFI system partition with the UEFI loader); older golden disks are made again.
-pub const DISK_FORMAT: u32 = 4;
+/// 4: an EFI system partition with the UEFI loader; 5: `/etc/.updated` in the first
+/// deployment); older golden disks are made again.
+pub const DISK_FORMAT: u32 = 5;
 /// Non-LABEL lines of syslinux.cfg (ostree keeps them across deploys and rewrites the LABELs).
 pub const SYSLINUX_HEAD: &str = "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\n";
 
@@ -519,6 +520,11 @@ async fn fill_disk(
             ),
         );
     }
+    // ostree removes etc/.updated from each deployment it writes (so that systemd's update units
+    // run once on its first boot); this first one is the image's /etc as the image made it.
+    let updated = deployment.join("etc/.updated");
+    std::fs::write(&updated, layout::UPDATED)
+        .with_context(|| format!("write {}", updated.display()))?;
     disk::extlinux_install(&boot_dir.join("syslinux"), s, ev, cancel).await?;
     let cfg = std::fs::read_to_string(boot_dir.join("syslinux/syslinux.cfg"))
         .context("read syslinux.cfg")?;

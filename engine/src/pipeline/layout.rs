@@ -15,9 +15,10 @@
 //!   the seed), media → run/media, ostree → sysroot/ostree, an empty /sysroot.
 //! - dev, proc, sys, run, tmp, var/tmp are left empty; apt lists and caches are dropped.
 //! - housekeeping units no lab uses are masked in /etc ([`MASKED_UNITS`]): boot time under TCG.
-//! - the first boot's catch-up work is done in the image: `/etc/.updated` and `/var/.updated`
-//!   ([`UPDATED`]) say so, and the static device nodes are a tmpfiles.d file
-//!   ([`static_nodes_tmpfiles`]).
+//! - the first boot's catch-up work is the image's: the var seed has `/var/.updated`
+//!   ([`UPDATED`]; the disk maker writes `/etc/.updated` into the first deployment, since ostree
+//!   removes it from every deployment it writes), and the static device nodes are a tmpfiles.d
+//!   file ([`static_nodes_tmpfiles`]).
 
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -133,7 +134,6 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     )?;
     fs::write(etc.join("machine-id"), "")?;
     fs::set_permissions(etc.join("machine-id"), fs::Permissions::from_mode(0o444))?;
-    fs::write(etc.join(".updated"), UPDATED)?;
     mask_units(&etc)?;
     write_udev_trigger_dropin(&etc)?;
     fs::rename(&etc, root.join("usr/etc")).context("move etc to usr/etc")?;
@@ -236,12 +236,13 @@ pub const MASKED_UNITS: &[&str] = &[
     "kmod-static-nodes.service",
 ];
 
-/// `/etc/.updated` and `/var/.updated` as systemd-update-done writes them. With them in the
-/// image (mtime 0, as /usr's in a deployment) `ConditionNeedsUpdate=` is false on the first
-/// boot, so ldconfig, the journal catalog and sysusers do not redo what the image's package
-/// installs did (measured: ldconfig.service 1.3 s on the first boot's path to the agent, its
-/// /etc/ld.so.cache byte-identical to the image's). An upgrade keeps the merged /etc's file.
-/// (No `'` in the text: the bootc layer writes it with a single-quoted printf.)
+/// `/etc/.updated` and `/var/.updated` as systemd-update-done writes them. With them in a
+/// golden disk's first deployment (/usr's mtime is 0 in a deployment), `ConditionNeedsUpdate=`
+/// is false on its first boot, so ldconfig, the journal catalog and sysusers do not redo what
+/// the image's package installs did (measured: ldconfig.service 1.3 s on the first boot's path
+/// to the agent; /etc/ld.so.cache, passwd, group and shadow byte-identical to the image's after
+/// they ran). ostree removes `etc/.updated` from every deployment it writes, so after an upgrade
+/// they run once on the new deployment's first boot, as ostree means them to.
 pub const UPDATED: &str = "# Written by bootlab: the image was updated when it was made.\n\
      # See man:systemd-update-done.service(8).\n\
      TIMESTAMP_NSEC=0\n";
@@ -531,7 +532,7 @@ mod tests {
         assert!(fstab.contains("LABEL=bootlab-boot /boot ext4"), "{fstab}");
         assert_eq!(fs::read(etc.join("machine-id")).unwrap(), b"");
         assert!(!etc.join("hosts").exists());
-        assert_eq!(fs::read_to_string(etc.join(".updated")).unwrap(), UPDATED);
+        assert!(!etc.join(".updated").exists(), "ostree would remove it");
         assert!(UPDATED.ends_with("\nTIMESTAMP_NSEC=0\n"), "{UPDATED}");
 
         // /var: empty in the tree, its content in the seed, apt caches dropped

@@ -1,4 +1,5 @@
-//! Virtual machines: each VM is one QEMU owned by one small supervisor process.
+//! Virtual machines: each VM is one QEMU at a time (a new one after each guest reset) owned by
+//! one small supervisor process.
 //!
 //! `vm up` writes a record (`<vms>/<name>/vm.json`), starts a detached supervisor
 //! (`bootlab vm supervise --dir <vm dir>`), and waits until the guest agent answers. The

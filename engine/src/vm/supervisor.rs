@@ -8,7 +8,7 @@ use super::proto::{Reply, Request, SnapshotDone, VmEvent, VmStamped};
 use super::{VmRecord, VmState, console};
 use crate::tools::qemu::{self, DISK_NODE, QemuSpec, SHARE_TAG};
 use crate::tools::qmp::qga::Qga;
-use crate::tools::qmp::{Qmp, QmpEvent, describe_event, enum_name, wait_event};
+use crate::tools::qmp::{Qmp, QmpEvent, RunState, describe_event, enum_name, wait_event};
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use qapi::qmp;
@@ -26,7 +26,8 @@ const CONSOLE_RING: usize = 200;
 /// Free space under the overlay at which a guest QEMU paused for want of it is resumed.
 const ROOM_TO_RESUME: u64 = 64 << 20;
 
-/// Entry point of the hidden `vm supervise` subcommand. Runs until QEMU exits.
+/// Entry point of the hidden `vm supervise` subcommand. Runs until QEMU exits other than for a
+/// guest reset.
 pub fn main(dir: &Path) -> Result<()> {
     let mut rec = VmRecord::load_dir(dir)?;
     // Only `vm up` starts a supervisor, right after recording `starting`; any other state means
@@ -75,11 +76,14 @@ pub fn main(dir: &Path) -> Result<()> {
         },
     };
     // After a reset the guest boots from its disk, never from the snapshot it started from.
-    let restart_args = QemuSpec {
+    // `-S`: its vCPUs wait until the QMP loop is connected again (`cont`), so no SHUTDOWN or
+    // I/O error of the new QEMU goes unseen.
+    let mut restart_args = QemuSpec {
         loadvm: None,
         ..spec.clone()
     }
     .args();
+    restart_args.push("-S".into());
     // Spawned from the main thread, which lives exactly as long as the supervisor: the death
     // signal fires when the spawning *thread* exits, so a pool thread would kill QEMU early.
     let parent = std::process::id() as i32;
@@ -523,6 +527,20 @@ impl Sup {
             let _ = r.save_dir(&self.dir);
         }
     }
+    /// `-action shutdown=pause` keeps QEMU after a SHUTDOWN: it goes now (SIGTERM, QEMU's own
+    /// clean exit, when its monitor does not take the quit).
+    async fn quit_stopped(&self) {
+        if let Err(e) = self.qmp().quit().await {
+            log_line!("quit after SHUTDOWN: {e:#}; sending SIGTERM");
+            if let Some(pid) = self.rec.lock().unwrap().qemu_pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+
     /// The guest reset: the agent and the share mount are gone, the boot clock starts again.
     async fn guest_reset(&self, detail: &str) {
         self.drop_agent().await;
@@ -1037,7 +1055,10 @@ impl Sup {
                     );
                 }
                 self.set_state(VmState::Stopping, "ACPI power button (system_powerdown)");
-                self.qmp().system_powerdown().await?;
+                if let Err(e) = self.qmp().system_powerdown().await {
+                    self.set_state(prev, "the power button was not pressed");
+                    return Err(e);
+                }
                 if tokio::time::timeout(Duration::from_secs(timeout_secs), self.exited.cancelled())
                     .await
                     .is_err()
@@ -1176,38 +1197,59 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
         let ev = tokio::select! {
             biased;
             ev = rx.recv() => ev,
-            _ = closed.cancelled() => rx.try_recv().map_err(|_| broadcast::error::RecvError::Closed),
+            _ = closed.cancelled() => rx.try_recv().map_err(|e| match e {
+                broadcast::error::TryRecvError::Lagged(n) => broadcast::error::RecvError::Lagged(n),
+                _ => broadcast::error::RecvError::Closed,
+            }),
         };
         let ev = match ev {
             Ok(ev) => ev,
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => {
-                // The monitor connection ended. When QEMU still runs (a message the schema could
-                // not parse ends qapi's stream), connect again so events keep flowing.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if sup.exited.is_cancelled() {
-                    return;
-                }
-                match Qmp::connect(&sup.qmp_path, Duration::from_secs(10)).await {
-                    Ok(q) => {
-                        rx = q.subscribe();
-                        closed = q.closed();
-                        shut = false;
-                        *sup.qmp.lock().unwrap() = q;
-                        if sup.state() == VmState::Rebooting {
-                            sup.note("QMP connected to the new QEMU");
-                        } else {
-                            sup.note("QMP connection lost and re-established");
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        if !sup.exited.is_cancelled() {
-                            sup.note(format!("QMP connection lost: {e:#}"));
-                        }
-                        return;
+                // The monitor connection ended: QEMU exited (for a reset a new one follows) or a
+                // message the schema could not parse ended qapi's stream. Connect again for as
+                // long as a QEMU runs: with `shutdown=pause`, a QEMU nobody watches would stay
+                // paused at its next SHUTDOWN.
+                let mut q = None;
+                while q.is_none() && !sup.exited.is_cancelled() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::select! {
+                        r = Qmp::connect(&sup.qmp_path, Duration::from_secs(10)) => match r {
+                            Ok(c) => q = Some(c),
+                            Err(e) => log_line!("QMP: {e:#}; trying again"),
+                        },
+                        _ = sup.exited.cancelled() => {}
                     }
                 }
+                let Some(q) = q else { return };
+                rx = q.subscribe();
+                closed = q.closed();
+                shut = false;
+                *sup.qmp.lock().unwrap() = q.clone();
+                if sup.state() == VmState::Rebooting {
+                    sup.note("QMP connected to the new QEMU");
+                } else {
+                    sup.note("QMP connection lost and re-established");
+                }
+                // What happened while nobody listened: a new QEMU waits for `cont` (-S); one
+                // stopped at a SHUTDOWN is let go (its reason is lost).
+                match q.query_status().await.map(|st| st.status) {
+                    Ok(RunState::prelaunch) => {
+                        if let Err(e) = q.cont().await {
+                            sup.note(format!("could not start the new QEMU's vCPUs: {e:#}"));
+                        }
+                    }
+                    Ok(RunState::shutdown) => {
+                        shut = true;
+                        if sup.state() != VmState::Stopping {
+                            sup.set_state(VmState::Stopping, "QEMU found stopped at a SHUTDOWN");
+                        }
+                        let _ = q.quit().await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => log_line!("query-status after reconnecting: {e:#}"),
+                }
+                continue;
             }
         };
         let (name, detail) = describe_event(&ev);
@@ -1242,7 +1284,9 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
                 let reason = enum_name(&data.reason);
                 let reset = matches!(reason.as_str(), "guest-reset" | "host-qmp-system-reset");
                 if reset && sup.state() != VmState::Stopping {
+                    // Quit first: the guest_reset below may wait on the agent's lock.
                     sup.restart_pending.store(true, Ordering::SeqCst);
+                    sup.quit_stopped().await;
                     sup.guest_reset(&format!("guest reset ({reason}); starting a new QEMU"))
                         .await;
                 } else {
@@ -1251,10 +1295,7 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
                     if sup.state() != VmState::Stopping {
                         sup.set_state(VmState::Stopping, format!("SHUTDOWN {detail}"));
                     }
-                }
-                // `-action shutdown=pause` keeps QEMU after a SHUTDOWN: it goes now.
-                if let Err(e) = sup.qmp().quit().await {
-                    log_line!("quit after SHUTDOWN: {e:#}");
+                    sup.quit_stopped().await;
                 }
             }
             _ => {}
@@ -1277,17 +1318,30 @@ async fn qemu_proc_loop(
         };
         if sup.restart_pending.swap(false, Ordering::SeqCst) && sup.state() != VmState::Stopping {
             log_line!("QEMU exited ({status}) after the guest reset; starting a new one");
+            let mut status = status;
             if again.send(()).is_ok() {
                 match procs.recv().await {
                     Some(QemuProc::Started(pid)) => {
                         sup.rec.lock().unwrap().qemu_pid = Some(pid as i32);
                         sup.save();
+                        // Stopped meanwhile (a power cut while it started): this one goes too.
+                        if sup.state() == VmState::Stopping {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::SIGTERM,
+                            );
+                        }
                         continue;
                     }
-                    Some(QemuProc::Failed(e)) => sup.note(format!("QEMU did not start again: {e}")),
+                    Some(QemuProc::Failed(e)) => {
+                        sup.note(format!("QEMU did not start again: {e}"));
+                        status = format!("{status}; a new QEMU did not start: {e}");
+                    }
                     _ => {}
                 }
             }
+            *exit_status.lock().unwrap() = Some(status);
+            break;
         }
         *exit_status.lock().unwrap() = Some(status);
         break;

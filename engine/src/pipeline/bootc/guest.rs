@@ -252,16 +252,13 @@ pub fn bootc_layer() -> String {
         .join(" && ");
     let (path, text) = crate::pipeline::layout::UDEV_TRIGGER_DROPIN;
     let trigger = printf_to(text, &format!("/etc/{path}"));
-    // The first boot's catch-up work is the image's (layout::UPDATED). Only /etc: content in the
-    // image's /var is not bootc's to ship (lint var-tmpfiles).
-    let updated = printf_to(crate::pipeline::layout::UPDATED, "/etc/.updated");
     let static_nodes = format!(
         "awk '{}' \"/usr/lib/modules/$kver/modules.devname\" > /{}",
         STATIC_NODES_AWK.replace('\n', " "),
         crate::pipeline::layout::STATIC_NODES
     );
     format!(
-        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger} && {updated}\n\
+        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger}\n\
          RUN {kargs}\n\
          COPY {files} {INITRAMFS_DIR}/\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
@@ -404,7 +401,7 @@ mod layer_tests {
         );
         assert!(!run("tun net/tun c10\n").status.success());
         assert!(l.contains(&format!("> /{}\n", crate::pipeline::layout::STATIC_NODES)));
-        assert!(l.contains("> /etc/.updated"));
+        assert!(!STATIC_NODES_AWK.contains('\''));
     }
 
     /// The layer's last RUN makes bootlab's initramfs with the scripts the build context has
