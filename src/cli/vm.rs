@@ -449,7 +449,10 @@ async fn console(
                 eprint!("[{name} reset: connecting to its new QEMU]\r\n");
             }
         }
-        return Ok(ExitCode::SUCCESS);
+        // tokio's stdin read waits in a blocking thread that the runtime would wait for (until
+        // a key is pressed): leave now, the terminal restored first.
+        drop(_raw);
+        std::process::exit(0);
     }
     loop {
         tokio::select! {
