@@ -532,12 +532,14 @@ impl Sup {
     async fn quit_stopped(&self) {
         if let Err(e) = self.qmp().quit().await {
             log_line!("quit after SHUTDOWN: {e:#}; sending SIGTERM");
-            if let Some(pid) = self.rec.lock().unwrap().qemu_pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
+            self.signal_qemu(nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
+    /// Signal the current QEMU (our child: the pid is ours).
+    fn signal_qemu(&self, sig: nix::sys::signal::Signal) {
+        if let Some(pid) = self.rec.lock().unwrap().qemu_pid {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
         }
     }
 
@@ -741,13 +743,8 @@ impl Sup {
             .await
             .is_err()
         {
-            // QEMU ignores its monitor: SIGKILL it (it is our child, the pid is ours).
-            if let Some(pid) = self.rec.lock().unwrap().qemu_pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            // QEMU ignores its monitor: SIGKILL it.
+            self.signal_qemu(nix::sys::signal::Signal::SIGKILL);
         }
     }
 
@@ -1038,9 +1035,9 @@ impl Sup {
                     self.agent_hold.store(false, Ordering::Relaxed);
                     return Err(e);
                 }
-                let r = tokio::time::timeout(Duration::from_secs(300), resets.changed()).await;
+                let reset = reset_within(&mut resets, Duration::from_secs(300)).await;
                 self.agent_hold.store(false, Ordering::Relaxed);
-                if !matches!(r, Ok(Ok(()))) {
+                if !reset {
                     bail!("guest did not reset within 300 s of `systemctl reboot`");
                 }
                 serde_json::Value::Null
@@ -1077,10 +1074,7 @@ impl Sup {
             Request::Reset => {
                 let mut resets = self.resets.subscribe();
                 self.qmp().system_reset().await?;
-                if !matches!(
-                    tokio::time::timeout(Duration::from_secs(30), resets.changed()).await,
-                    Ok(Ok(()))
-                ) {
+                if !reset_within(&mut resets, Duration::from_secs(30)).await {
                     bail!("QEMU did not reset within 30 s of system_reset");
                 }
                 serde_json::Value::Null
@@ -1244,7 +1238,7 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
                         if sup.state() != VmState::Stopping {
                             sup.set_state(VmState::Stopping, "QEMU found stopped at a SHUTDOWN");
                         }
-                        let _ = q.quit().await;
+                        sup.quit_stopped().await;
                     }
                     Ok(_) => {}
                     Err(e) => log_line!("query-status after reconnecting: {e:#}"),
@@ -1303,6 +1297,14 @@ async fn qmp_loop(sup: Arc<Sup>, mut rx: broadcast::Receiver<QmpEvent>) {
     }
 }
 
+/// Whether the guest reset (the count moved) within `within`.
+async fn reset_within(resets: &mut watch::Receiver<u64>, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, resets.changed()).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Follows the thread that runs QEMU: a QEMU that exits after the guest reset is started
 /// again (same disk, sockets and console log); any other exit ends the supervisor.
 async fn qemu_proc_loop(
@@ -1312,36 +1314,30 @@ async fn qemu_proc_loop(
     exit_status: Arc<Mutex<Option<String>>>,
 ) {
     while let Some(p) = procs.recv().await {
-        let status = match p {
-            QemuProc::Exited(st) => st,
-            QemuProc::Started(_) | QemuProc::Failed(_) => continue,
+        let QemuProc::Exited(mut status) = p else {
+            continue;
         };
-        if sup.restart_pending.swap(false, Ordering::SeqCst) && sup.state() != VmState::Stopping {
+        if sup.restart_pending.swap(false, Ordering::SeqCst)
+            && sup.state() != VmState::Stopping
+            && again.send(()).is_ok()
+        {
             log_line!("QEMU exited ({status}) after the guest reset; starting a new one");
-            let mut status = status;
-            if again.send(()).is_ok() {
-                match procs.recv().await {
-                    Some(QemuProc::Started(pid)) => {
-                        sup.rec.lock().unwrap().qemu_pid = Some(pid as i32);
-                        sup.save();
-                        // Stopped meanwhile (a power cut while it started): this one goes too.
-                        if sup.state() == VmState::Stopping {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid as i32),
-                                nix::sys::signal::Signal::SIGTERM,
-                            );
-                        }
-                        continue;
+            match procs.recv().await {
+                Some(QemuProc::Started(pid)) => {
+                    sup.rec.lock().unwrap().qemu_pid = Some(pid as i32);
+                    sup.save();
+                    // Stopped meanwhile (a power cut while it started): this one goes too.
+                    if sup.state() == VmState::Stopping {
+                        sup.signal_qemu(nix::sys::signal::Signal::SIGTERM);
                     }
-                    Some(QemuProc::Failed(e)) => {
-                        sup.note(format!("QEMU did not start again: {e}"));
-                        status = format!("{status}; a new QEMU did not start: {e}");
-                    }
-                    _ => {}
+                    continue;
                 }
+                Some(QemuProc::Failed(e)) => {
+                    sup.note(format!("QEMU did not start again: {e}"));
+                    status = format!("{status}; a new QEMU did not start: {e}");
+                }
+                _ => {}
             }
-            *exit_status.lock().unwrap() = Some(status);
-            break;
         }
         *exit_status.lock().unwrap() = Some(status);
         break;
