@@ -86,9 +86,10 @@ for d in var/lib/apt/lists var/cache/apt var/log/journal; do [ -e $d ] && rm -rf
 [ -e var/tmp ] && rm -rf var/tmp && mkdir -m 1777 var/tmp
 [ -d var/lib/apt/lists ] && mkdir -p var/lib/apt/lists/partial
 for f in hosts resolv.conf hostname; do [ -f etc/$f ] && [ ! -L etc/$f ] && [ ! -s etc/$f ] && rm etc/$f; done  # podman's
-# No line for / on a composefs root: systemd-remount-fs cannot remount it.
-if [ -n "$COMPOSEFS" ]; then printf 'LABEL=%s /boot ext4 defaults 1 2\n' $BOOT_LABEL >etc/fstab
-else printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults 1 2\n' $ROOT_LABEL $BOOT_LABEL >etc/fstab; fi
+# No line for / on a composefs root: systemd-remount-fs cannot remount it. /boot: mounted by the
+# initramfs (x-initrd.mount), noauto so systemd does not wait for udev to announce the disk.
+if [ -n "$COMPOSEFS" ]; then printf 'LABEL=%s /boot ext4 defaults,noauto,x-initrd.mount 0 0\n' $BOOT_LABEL >etc/fstab
+else printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults,noauto,x-initrd.mount 0 0\n' $ROOT_LABEL $BOOT_LABEL >etc/fstab; fi
 : >etc/machine-id; chmod 0444 etc/machine-id     # each VM makes its own machine-id on first boot
 mkdir -p etc/systemd/system                      # housekeeping that costs seconds under TCG
 for u in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \

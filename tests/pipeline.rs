@@ -191,8 +191,12 @@ async fn builds_two_versions_commits_them_and_makes_a_bootable_disk() {
         p.ostree_repo().display(),
         b1.commit
     ));
-    // / is mounted by ostree-prepare-root; only /boot is in the fstab.
-    assert!(fstab.contains("LABEL=bootlab-boot /boot ext4"), "{fstab}");
+    // / is mounted by ostree-prepare-root; only /boot is in the fstab, mounted by the
+    // initramfs (x-initrd.mount), not waited for by systemd (noauto).
+    assert!(
+        fstab.contains("LABEL=bootlab-boot /boot ext4 defaults,noauto,x-initrd.mount 0 0"),
+        "{fstab}"
+    );
     assert!(!fstab.contains(" / "), "{fstab}");
     let v2_file = sh(&format!(
         "ostree --repo={} cat {} /usr/share/bootlab/version",

@@ -472,6 +472,28 @@ async fn start_from_booted_image_then_reboot() {
         "9p",
         "share mounted again after the reboot"
     );
+    // /boot is mounted by the initramfs (fstab: noauto,x-initrd.mount); systemd sees it mounted
+    // and the boot is clean.
+    let boot = c
+        .exec(&[
+            "sh",
+            "-c",
+            "findmnt -n -o SOURCE,FSTYPE /boot; systemctl is-active boot.mount; \
+             systemctl is-system-running --wait; ls /boot/loader/entries",
+        ])
+        .await
+        .unwrap();
+    let lines: Vec<&str> = boot.stdout.lines().map(str::trim).collect();
+    assert!(
+        lines.len() >= 4
+            && lines[0].ends_with(" ext4")
+            && lines[1] == "active"
+            && lines[2] == "running"
+            && lines[3].ends_with(".conf"),
+        "{}\n{}",
+        boot.stdout,
+        boot.stderr
+    );
 
     // Power cut: no clean shutdown, QEMU reports a host quit.
     let reason = c.powercut().await.unwrap();

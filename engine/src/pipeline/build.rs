@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 /// composefs root that systemd-remount-fs cannot remount). 5: udev's coldplug handles the guest
 /// agent's port first ([`layout::UDEV_TRIGGER_DROPIN`]). 6: `/var/.updated` in the var seed
 /// ([`layout::UPDATED`]) and the static device nodes a tmpfiles.d file
-/// ([`layout::STATIC_NODES`]), kmod-static-nodes masked.
-pub const CONVERSION_VERSION: u32 = 6;
+/// ([`layout::STATIC_NODES`]), kmod-static-nodes masked. 7: /boot mounted by the initramfs
+/// (its fstab line `noauto,x-initrd.mount`, [`layout::BOOT_FSTAB_OPTIONS`]).
+pub const CONVERSION_VERSION: u32 = 7;
 
 /// What [`build_image`] made or found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

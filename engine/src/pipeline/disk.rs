@@ -80,8 +80,9 @@ fn ostree_family_kargs() -> impl Iterator<Item = &'static str> {
 /// Bumped when the way a disk is made changes in a way the commit and kargs do not show (2: the
 /// deployment is written by the image's own ostree; 3: the root ext4 has the `verity` feature;
 /// 4: an EFI system partition with the UEFI loader; 5: `/etc/.updated` in the first
-/// deployment); older golden disks are made again.
-pub const DISK_FORMAT: u32 = 5;
+/// deployment; 6: the bootc deployment's /boot line marked for bootlab's initramfs); older golden
+/// disks are made again.
+pub const DISK_FORMAT: u32 = 6;
 /// Non-LABEL lines of syslinux.cfg (ostree keeps them across deploys and rewrites the LABELs).
 pub const SYSLINUX_HEAD: &str = "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\n";
 

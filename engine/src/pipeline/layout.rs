@@ -127,8 +127,7 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
         // the trixie base), and systemd-remount-fs, given an ext4 line for /, fails remounting
         // it and leaves the guest "degraded".
         format!(
-            "# Written by bootlab: the deployment's root is mounted by ostree-prepare-root.\n\
-             LABEL={} /boot ext4 defaults 1 2\n",
+            "{FSTAB_HEAD}LABEL={} /boot ext4 defaults,{BOOT_FSTAB_OPTIONS} 0 0\n",
             opts.boot_label
         ),
     )?;
@@ -208,6 +207,52 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
         kernel_version: kver,
         dropped,
     })
+}
+
+/// The head of the offline family's /etc/fstab.
+const FSTAB_HEAD: &str = "# Written by bootlab: the deployment's root is mounted by ostree-prepare-root,\n\
+     # /boot by bootlab's initramfs (x-initrd.mount) before systemd starts; noauto keeps systemd\n\
+     # from waiting for udev to announce its disk (~2 s of every boot under TCG).\n";
+
+/// What follows the source in the /boot line of a guest's /etc/fstab, both families (the bootc
+/// disk maker rewrites bootc's line with it): bootlab's initramfs mounts the lines marked
+/// `x-initrd.mount` (`pipeline/initramfs/init.sh`), `noauto` keeps the real root's systemd from
+/// ordering local-fs.target after the disk's udev event. Passno 0: the initramfs does not fsck
+/// (nor did systemd: `fsck.mode=skip`).
+pub const BOOT_FSTAB_OPTIONS: &str = "noauto,x-initrd.mount";
+
+/// `fstab` with its /boot line marked as the offline family's is ([`BOOT_FSTAB_OPTIONS`] added
+/// to its options, passno 0): for the bootc disk maker, where `bootc install` wrote the line.
+/// An fstab without a /boot line is an error naming `origin`.
+pub fn mark_boot_for_initramfs(fstab: &str, origin: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut found = false;
+    for line in fstab.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 4 && !f[0].starts_with('#') && f[1] == "/boot" {
+            found = true;
+            let mut opts: Vec<&str> = f[3].split(',').filter(|o| *o != "auto").collect();
+            for o in BOOT_FSTAB_OPTIONS.split(',') {
+                if !opts.contains(&o) {
+                    opts.push(o);
+                }
+            }
+            out.push_str(&format!(
+                "{} {} {} {} 0 0\n",
+                f[0],
+                f[1],
+                f[2],
+                opts.join(",")
+            ));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !found {
+        bail!("{origin}: no /boot line to mark for bootlab's initramfs");
+    }
+    Ok(out)
 }
 
 /// Units masked in every guest bootlab builds (the offline family here, the bootc base in
@@ -475,6 +520,29 @@ mod tests {
 
     /// The same lines kmod wrote in a real guest from the same modules.devname.
     #[test]
+    fn boot_line_marked_for_the_initramfs() {
+        // As bootc install to-filesystem wrote it (a debian-bootc guest, 2026-12-05).
+        let bootc = "UUID=db9ff383-ffc4-4e8e-8fb6-fe4538a065e2 /boot auto ro 0 0\n";
+        assert_eq!(
+            mark_boot_for_initramfs(bootc, "etc/fstab").unwrap(),
+            "UUID=db9ff383-ffc4-4e8e-8fb6-fe4538a065e2 /boot auto ro,noauto,x-initrd.mount 0 0\n"
+        );
+        let twice = mark_boot_for_initramfs(
+            "# a comment /boot\nLABEL=b /boot ext4 defaults,auto,noauto 1 2\nLABEL=d /data ext4 defaults 0 2\n",
+            "etc/fstab",
+        )
+        .unwrap();
+        assert_eq!(
+            twice,
+            "# a comment /boot\nLABEL=b /boot ext4 defaults,noauto,x-initrd.mount 0 0\nLABEL=d /data ext4 defaults 0 2\n"
+        );
+        let e =
+            mark_boot_for_initramfs("LABEL=d /data ext4 defaults 0 2\n", "deploy/x.0/etc/fstab")
+                .unwrap_err();
+        assert!(format!("{e}").contains("deploy/x.0/etc/fstab"), "{e}");
+    }
+
+    #[test]
     fn static_nodes_as_kmod_writes_them() {
         let devname = include_str!(
             "../../../tests/fixtures/static-nodes/modules.devname-6.12.118+deb13-amd64"
@@ -529,7 +597,10 @@ mod tests {
         assert!(etc.join("ssh/sshd_config").is_file());
         let fstab = fs::read_to_string(etc.join("fstab")).unwrap();
         assert!(!fstab.contains(" / "), "{fstab}");
-        assert!(fstab.contains("LABEL=bootlab-boot /boot ext4"), "{fstab}");
+        assert!(
+            fstab.contains("LABEL=bootlab-boot /boot ext4 defaults,noauto,x-initrd.mount 0 0"),
+            "{fstab}"
+        );
         assert_eq!(fs::read(etc.join("machine-id")).unwrap(), b"");
         assert!(!etc.join("hosts").exists());
         assert!(!etc.join(".updated").exists(), "ostree would remove it");

@@ -634,6 +634,13 @@ async fn fill(
         })
         .next()
         .context("bootc made no deployment")?;
+    // /boot is mounted by bootlab's initramfs, as in the offline family (layout::BOOT_FSTAB_OPTIONS).
+    let fstab = deploy_dir.join(format!("{commit}.0/etc/fstab"));
+    let text = std::fs::read_to_string(&fstab)
+        .with_context(|| format!("bootc wrote no {}", fstab.display()))?;
+    let marked =
+        crate::pipeline::layout::mark_boot_for_initramfs(&text, &fstab.display().to_string())?;
+    std::fs::write(&fstab, marked).with_context(|| format!("write {}", fstab.display()))?;
     let entries = boot_dir.join("loader/entries");
     let entry = std::fs::read_dir(&entries)
         .with_context(|| format!("bootc wrote no {}", entries.display()))?

@@ -71,6 +71,20 @@ until [ -S /run/systemd/journal/socket ]; do
 done
 /usr/lib/ostree/ostree-prepare-root /sysroot || fail "ostree-prepare-root failed"
 
+# The deployment's fstab lines marked x-initrd.mount (its /boot) are mounted here, before
+# systemd starts: mounted by systemd, /boot waited ~2 s of every boot under TCG for udev to
+# announce its disk. They also say noauto, so the real root's systemd does not wait again.
+if [ -f /sysroot/etc/fstab ]; then
+  while read -r src dir type opts _; do
+    case "$src" in '' | '#'*) continue ;; esac
+    case ",$opts," in *,x-initrd.mount,*) ;; *) continue ;; esac
+    mount -t "$type" -o "$opts" "$src" "/sysroot$dir" 2>/run/mount.err || {
+      read -r why < /run/mount.err
+      fail "could not mount $dir ($src, /etc/fstab): $why"
+    }
+  done < /sysroot/etc/fstab
+fi
+
 kill -TERM "$journald"
 wait "$journald"
 mark systemd
