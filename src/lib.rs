@@ -6,7 +6,8 @@
 //! tests and the benchmark name them as `bootlab::vm`, `bootlab::drill`, ….
 
 pub use bootlab_engine::{
-    ci, deploy, diag, doctor, drill, events, lab, paths, pipeline, recipe, tools, vm, workflow,
+    ci, deploy, diag, doctor, drill, events, lab, paths, pipeline, recipe, timings, tools, vm,
+    workflow,
 };
 
 pub mod cli;

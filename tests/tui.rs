@@ -149,14 +149,17 @@ fn snapshot_recipes_building() {
     a.update(Action::Build);
     a.on_msg(ev(Event::StageStarted {
         stage: "base".into(),
+        expected_secs: None,
     }));
     a.on_msg(ev(Event::StageFinished {
         stage: "base".into(),
         secs: 0.4,
         cached: true,
     }));
+    // Built before on this machine: the job line says what to expect.
     a.on_msg(ev(Event::StageStarted {
         stage: "build".into(),
+        expected_secs: Some(31.0),
     }));
     a.on_msg(ev(Event::Command {
         stage: "build".into(),
@@ -426,6 +429,7 @@ fn snapshot_drills_empty_and_verdict() {
         0,
         Event::StageStarted {
             stage: "stage".into(),
+            expected_secs: None,
         },
     ));
     a.on_msg(ev_at(

@@ -3,7 +3,9 @@
 //! Every long operation (a build, a boot, a drill) takes an [`Emitter`] and a
 //! [`CancellationToken`]; faces (TUI, CLI) own the receiving end and render what arrives.
 
+use crate::timings::{Timings, stage_key};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
@@ -27,8 +29,13 @@ pub enum Event {
         total: u64,
         label: String,
     },
-    /// A stage started.
-    StageStarted { stage: String },
+    /// A stage started; `expected_secs`: how long it took before on this machine (the median
+    /// of the last runs, `crate::timings`), when it was measured before.
+    StageStarted {
+        stage: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_secs: Option<f64>,
+    },
     /// A stage finished; `cached` when it was a cache hit.
     StageFinished {
         stage: String,
@@ -115,16 +122,88 @@ pub struct Stamped {
 #[derive(Debug, Clone)]
 pub struct Emitter {
     tx: Option<mpsc::UnboundedSender<Stamped>>,
+    timing: Option<Arc<Timing>>,
+}
+
+/// Where an emitter's stages read their expectations and add their durations.
+#[derive(Debug)]
+struct Timing {
+    store: Timings,
+    subject: Option<String>,
 }
 
 impl Emitter {
     pub fn channel() -> (Emitter, mpsc::UnboundedReceiver<Stamped>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Emitter { tx: Some(tx) }, rx)
+        (
+            Emitter {
+                tx: Some(tx),
+                timing: None,
+            },
+            rx,
+        )
+    }
+    /// A new channel whose emitter keeps this one's timing record and subject: for a relay
+    /// that forwards what it gets to this emitter.
+    pub fn channel_like(&self) -> (Emitter, mpsc::UnboundedReceiver<Stamped>) {
+        let (mut e, rx) = Emitter::channel();
+        e.timing = self.timing.clone();
+        (e, rx)
     }
     /// An emitter that drops everything (for callers that only want the result).
     pub fn null() -> Emitter {
-        Emitter { tx: None }
+        Emitter {
+            tx: None,
+            timing: None,
+        }
+    }
+    /// This emitter, its stages timed in `store`: they start with the expectation of earlier
+    /// runs and add their own duration when they did their work (faces set this up).
+    pub fn with_timings(mut self, store: Timings) -> Emitter {
+        self.timing = Some(Arc::new(Timing {
+            store,
+            subject: None,
+        }));
+        self
+    }
+    /// A clone whose stages are timed as work on `subject` (a recipe): a debian-web build is
+    /// not expected to take what a debian-minimal one took.
+    pub fn about(&self, subject: &str) -> Emitter {
+        let mut e = self.clone();
+        if let Some(t) = &self.timing {
+            e.timing = Some(Arc::new(Timing {
+                store: t.store.clone(),
+                subject: Some(subject.to_string()),
+            }));
+        }
+        e
+    }
+    /// How long `stage` took before (for this emitter's subject), if it was measured.
+    pub fn expected(&self, stage: &str) -> Option<f64> {
+        let t = self.timing.as_ref()?;
+        t.store.expected(&stage_key(stage, t.subject.as_deref()))
+    }
+    /// Report that `stage` started, with its expectation.
+    pub fn stage_started(&self, stage: &str) {
+        self.emit(Event::StageStarted {
+            stage: stage.into(),
+            expected_secs: self.expected(stage),
+        });
+    }
+    /// Report that `stage` finished; a stage that did its work (no cache hit) is kept as the
+    /// latest duration of its kind. A record that cannot be written does not fail the work.
+    pub fn stage_finished(&self, stage: &str, secs: f64, cached: bool) {
+        if !cached && let Some(t) = &self.timing {
+            let key = stage_key(stage, t.subject.as_deref());
+            if let Err(e) = t.store.record(&key, secs) {
+                self.note(stage, format!("could not keep its duration: {e:#}"));
+            }
+        }
+        self.emit(Event::StageFinished {
+            stage: stage.into(),
+            secs,
+            cached,
+        });
     }
     pub fn emit(&self, event: Event) {
         if let Some(tx) = &self.tx {
@@ -156,7 +235,7 @@ impl Emitter {
         stage: &str,
         mut observe: impl FnMut(&str) -> Option<(u64, u64, String)> + Send + 'static,
     ) -> (Emitter, tokio::task::JoinHandle<()>) {
-        let (relay, mut rx) = Emitter::channel();
+        let (relay, mut rx) = self.channel_like();
         let ev = self.clone();
         let stage = stage.to_string();
         let forward = tokio::spawn(async move {
@@ -187,9 +266,7 @@ pub struct StageTimer {
 
 impl StageTimer {
     pub fn start(emitter: &Emitter, stage: &str) -> StageTimer {
-        emitter.emit(Event::StageStarted {
-            stage: stage.into(),
-        });
+        emitter.stage_started(stage);
         StageTimer {
             stage: stage.into(),
             start: std::time::Instant::now(),
@@ -198,11 +275,7 @@ impl StageTimer {
     }
     pub fn finish(self, cached: bool) -> StageTiming {
         let secs = self.start.elapsed().as_secs_f64();
-        self.emitter.emit(Event::StageFinished {
-            stage: self.stage.clone(),
-            secs,
-            cached,
-        });
+        self.emitter.stage_finished(&self.stage, secs, cached);
         StageTiming {
             stage: self.stage,
             secs,

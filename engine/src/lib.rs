@@ -24,6 +24,7 @@ pub mod lab;
 pub mod paths;
 pub mod pipeline;
 pub mod recipe;
+pub mod timings;
 pub mod tools;
 pub mod vm;
 pub mod workflow;

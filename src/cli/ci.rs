@@ -101,7 +101,7 @@ fn run_local(
     };
     let rt = super::runtime()?;
     rt.block_on(async {
-        let (ev, rx) = crate::events::Emitter::channel();
+        let (ev, rx) = super::channel();
         // A runner's log: every step's output is shown.
         let printer = super::print_events(rx, true);
         let cancel = crate::events::CancellationToken::new();

@@ -112,7 +112,7 @@ pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let paths = Paths::from_env();
-        let (ev, rx) = Emitter::channel();
+        let (ev, rx) = super::channel();
         let printer = super::print_events(rx, false);
         let (mut guest, recipe) = VmGuest::connect(&paths, &a.vm, &ev).await?;
         let family = recipe
@@ -186,7 +186,7 @@ pub fn run(c: DrillCmd) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let paths = Paths::from_env();
-        let (ev, rx) = Emitter::channel();
+        let (ev, rx) = super::channel();
         let printer = super::print_events(rx, common.verbose);
         let cancel = CancellationToken::new();
         {

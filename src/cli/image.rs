@@ -55,7 +55,7 @@ pub(super) fn with_job<T>(
 ) -> anyhow::Result<T> {
     let rt = super::runtime()?;
     rt.block_on(async {
-        let (ev, rx) = Emitter::channel();
+        let (ev, rx) = super::channel();
         let printer = super::print_events(rx, verbose);
         let cancel = CancellationToken::new();
         let c2 = cancel.clone();

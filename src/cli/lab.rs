@@ -1,8 +1,6 @@
 //! `bootlab lab …`: list, show and validate step files. Formatting only; see `crate::lab`.
 
-use crate::events::{
-    CancellationToken, CheckOutcome, Emitter, Event, Stamped, is_lab_stage, lab_stage,
-};
+use crate::events::{CancellationToken, CheckOutcome, Event, Stamped, is_lab_stage, lab_stage};
 use crate::lab::{self, Lab, Probe, Progress, Slot};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -429,7 +427,7 @@ fn run_lab(
     let vm = vm.or_else(|| progress.vm.clone());
     let rt = super::runtime()?;
     let ok = rt.block_on(async {
-        let (ev, rx) = Emitter::channel();
+        let (ev, rx) = super::channel();
         let printer = lab_printer(vec![l.clone()], rx, verbose);
         let cancel = ctrl_c_cancels();
         let mut runner = lab::LabRunner::new(l.clone(), vm, paths.clone(), ev.clone(), cancel);
@@ -598,7 +596,7 @@ fn selftest(
     }
     let rt = super::runtime()?;
     let reports = rt.block_on(async {
-        let (ev, rx) = Emitter::channel();
+        let (ev, rx) = super::channel();
         let printer = lab_printer(labs.clone(), rx, verbose);
         let cancel = ctrl_c_cancels();
         let mut reports = Vec::new();

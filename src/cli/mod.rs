@@ -145,6 +145,24 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The event channel of a CLI command: its stages say what they took before on this machine
+/// and add their own durations (`crate::timings`).
+pub(crate) fn channel() -> (
+    crate::events::Emitter,
+    tokio::sync::mpsc::UnboundedReceiver<crate::events::Stamped>,
+) {
+    let (ev, rx) = crate::events::Emitter::channel();
+    let paths = crate::paths::Paths::from_env();
+    (ev.with_timings(crate::timings::Timings::new(&paths)), rx)
+}
+
+/// ` (~6.1 s before)` for a stage measured before, else nothing.
+pub(crate) fn expected_note(expected_secs: Option<f64>) -> String {
+    expected_secs
+        .map(|e| format!(" (~{e:.1} s before)"))
+        .unwrap_or_default()
+}
+
 /// Print engine events to stderr as they arrive (the CLI's way of showing progress).
 pub(crate) fn print_events(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::events::Stamped>,
@@ -171,7 +189,10 @@ pub(crate) fn print_events(
                 } => {
                     eprintln!("[{stage}] {done}/{total} {label}")
                 }
-                Event::StageStarted { stage } => eprintln!("[{stage}] started"),
+                Event::StageStarted {
+                    stage,
+                    expected_secs,
+                } => eprintln!("[{stage}] started{}", expected_note(expected_secs)),
                 Event::StageFinished {
                     stage,
                     secs,

@@ -182,7 +182,7 @@ async fn run_async(c: VmCmd, paths: Paths) -> Result<ExitCode> {
                 ),
                 None => {}
             }
-            let (ev, rx) = Emitter::channel();
+            let (ev, rx) = super::channel();
             let printer = super::print_events(rx, false);
             let cancel = CancellationToken::new();
             let c2 = cancel.clone();

@@ -129,6 +129,8 @@ impl JobKind {
 pub struct JobInfo {
     pub kind: JobKind,
     pub started: SystemTime,
+    /// The stage it is in: its name, when it started, how long it took before (if measured).
+    pub stage: Option<(String, SystemTime, Option<f64>)>,
 }
 
 /// Work the runtime does for the app. Each is a request; results come back as [`Msg`]s.
@@ -285,6 +287,7 @@ impl App {
         self.job = Some(JobInfo {
             kind: kind.clone(),
             started: self.now,
+            stage: None,
         });
         self.status = Some(format!("{}…", kind.label()));
         vec![Effect::Start(kind)]
@@ -863,7 +866,13 @@ impl App {
                     );
                 }
             }
-            Event::StageStarted { stage } => {
+            Event::StageStarted {
+                stage,
+                expected_secs,
+            } => {
+                if let Some(j) = &mut self.job {
+                    j.stage = Some((stage.clone(), s.at, expected_secs));
+                }
                 if let Some(JobKind::Build { .. }) = kind {
                     self.recipes.build.stage_started(&stage);
                 }
@@ -876,6 +885,11 @@ impl App {
                 secs,
                 cached,
             } => {
+                if let Some(j) = &mut self.job
+                    && j.stage.as_ref().is_some_and(|(st, ..)| *st == stage)
+                {
+                    j.stage = None;
+                }
                 if let Some(JobKind::Build { .. }) = kind {
                     self.recipes.build.stage_finished(&stage, secs, cached);
                 }
@@ -1063,7 +1077,13 @@ mod tests {
         };
         a.on_msg(ev(Event::StageStarted {
             stage: "build".into(),
+            expected_secs: Some(31.0),
         }));
+        // The job line's stage, with what it took before; gone when the stage ends.
+        assert_eq!(
+            a.job.as_ref().unwrap().stage,
+            Some(("build".into(), SystemTime::UNIX_EPOCH, Some(31.0)))
+        );
         a.on_msg(ev(Event::Progress {
             stage: "build".into(),
             done: 2,
@@ -1080,6 +1100,7 @@ mod tests {
             secs: 3.0,
             cached: false,
         }));
+        assert_eq!(a.job.as_ref().unwrap().stage, None);
         assert_eq!(a.recipes.build.gauge, Some((2, 5, "RUN apt-get".into())));
         assert_eq!(
             a.recipes.build.stages,

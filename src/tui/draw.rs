@@ -67,7 +67,19 @@ fn draw_tabs(app: &App, f: &mut Frame, area: Rect) {
 }
 
 fn draw_status(app: &App, f: &mut Frame, area: Rect) {
-    let text = app.status.clone().unwrap_or_default();
+    let mut text = app.status.clone().unwrap_or_default();
+    // The running job's stage: how long it runs, and what it took before on this machine.
+    if let Some((stage, at, expected)) = app.job.as_ref().and_then(|j| j.stage.as_ref()) {
+        let in_stage = app
+            .now
+            .duration_since(*at)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        text.push_str(&format!(" · {stage} {}", fmt_secs(in_stage)));
+        if let Some(e) = expected {
+            text.push_str(&format!(" of ~{} before", fmt_secs(*e)));
+        }
+    }
     let style = if text.starts_with("failed") {
         Style::new().fg(Color::LightRed)
     } else {

@@ -144,6 +144,8 @@ impl Runner {
         let cancel = CancellationToken::new();
         self.cancel = Some(cancel.clone());
         let (emitter, mut rx) = Emitter::channel();
+        // Its stages say what they took before and add their own durations.
+        let emitter = emitter.with_timings(crate::timings::Timings::new(&self.paths));
         let tx = self.tx.clone();
         let fwd_tx = tx.clone();
         let forward = tokio::spawn(async move {

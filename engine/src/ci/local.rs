@@ -402,9 +402,7 @@ pub async fn run(
                     }
                 }
                 Plan::Run => {
-                    ev.emit(Event::StageStarted {
-                        stage: stage.clone(),
-                    });
+                    ev.stage_started(&stage);
                     let script = wf.expand(s.run.as_deref().unwrap_or_default(), &ctx)?;
                     // As GitHub runs `shell: bash`.
                     let mut c = HostCmd::new("bash")
@@ -427,11 +425,7 @@ pub async fn run(
                         .await
                         .with_context(|| format!("step {:?} failed", s.name))?;
                     from_steps = read_github_env(&github_env)?;
-                    ev.emit(Event::StageFinished {
-                        stage: stage.clone(),
-                        secs: t.elapsed().as_secs_f64(),
-                        cached: false,
-                    });
+                    ev.stage_finished(&stage, t.elapsed().as_secs_f64(), false);
                 }
             }
             done.push(StepDone {

@@ -49,9 +49,7 @@ impl<'a, G: GuestOps, H: HostOps> Run<'a, G, H> {
     }
 
     pub fn begin(&mut self, name: &str) -> StepRec {
-        self.ev.emit(Event::StageStarted {
-            stage: format!("drill: {name}"),
-        });
+        self.ev.stage_started(&format!("drill: {name}"));
         self.ev.emit(Event::State {
             object: "drill".into(),
             state: name.into(),
@@ -69,11 +67,8 @@ impl<'a, G: GuestOps, H: HostOps> Run<'a, G, H> {
     /// Close a step. It is ok when all its checks held.
     pub fn end(&mut self, s: StepRec, detail: impl Into<String>) {
         let secs = s.started.elapsed().as_secs_f64();
-        self.ev.emit(Event::StageFinished {
-            stage: format!("drill: {}", s.name),
-            secs,
-            cached: false,
-        });
+        self.ev
+            .stage_finished(&format!("drill: {}", s.name), secs, false);
         let detail = detail.into();
         self.ev.note("drill", format!("{}: {detail}", s.name));
         self.steps.push(Step {

@@ -240,7 +240,9 @@ pub async fn build_image(
         .tempdir_in(&work_root)?;
 
     // build
-    let t = StageTimer::start(ev, "build");
+    // Timed as this recipe's (crate::timings): images differ in what they take.
+    let rev = ev.about(recipe.name());
+    let t = StageTimer::start(&rev, "build");
     let iidfile = work.path().join("iid");
     let image_id = podman
         .build(
@@ -288,7 +290,7 @@ pub async fn build_image(
     }
 
     // export
-    let t = StageTimer::start(ev, "export");
+    let t = StageTimer::start(&rev, "export");
     let tree = work.path().join("tree");
     export_rootfs(&podman, &image_id, work.path(), &tree, ev, cancel)
         .await
@@ -296,7 +298,7 @@ pub async fn build_image(
     timings.push(t.finish(false));
 
     // convert+commit
-    let t = StageTimer::start(ev, "convert+commit");
+    let t = StageTimer::start(&rev, "convert+commit");
     // The small initramfs first: the conversion moves the kernel and its initramfs.
     super::initramfs::replace_initramfs(
         paths,

@@ -197,7 +197,7 @@ pub async fn make_disk(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<DiskResult> {
-    let t = StageTimer::start(ev, "disk");
+    let t = StageTimer::start(&ev.about(recipe), "disk");
     let started = std::time::Instant::now();
     let result = |path: PathBuf, cached: bool, t: StageTimer, cold: Option<f64>| {
         let timing = t.finish(cached);

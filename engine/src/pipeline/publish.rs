@@ -38,7 +38,7 @@ pub async fn publish(
     ev: &Emitter,
     cancel: &CancellationToken,
 ) -> Result<PublishResult> {
-    let t = StageTimer::start(ev, "publish");
+    let t = StageTimer::start(&ev.about(recipe), "publish");
     let host = Repo::at(paths.ostree_repo());
     if !host.has_commit(commit, cancel).await? {
         anyhow::bail!(

@@ -211,6 +211,8 @@ struct Sup {
     /// Counts the guest's resets (a reboot or QMP system_reset), for the requests that wait
     /// for one.
     resets: watch::Sender<u64>,
+    /// Where boots to the agent are timed (`<state>` is two folders above the VM's).
+    timings: Option<crate::timings::Timings>,
 }
 
 async fn run(
@@ -259,6 +261,10 @@ async fn run(
         exited: exited.clone(),
         clock: Mutex::new(Instant::now()),
         boot: Mutex::new(super::boot_phase::BootTimeline::new()),
+        timings: dir
+            .parent()
+            .and_then(Path::parent)
+            .map(crate::timings::Timings::in_state),
         last_shutdown: Mutex::new(None),
         before_pause: Mutex::new(None),
         paused_full: AtomicBool::new(false),
@@ -604,9 +610,33 @@ impl Sup {
         self.boot_progress(st, format!("{where_}; the guest waits: {wait}"));
     }
 
-    /// A boot phase began: the state's detail says so (every face shows it).
+    /// A boot phase began: the state's detail says so (every face shows it), with how long
+    /// such a boot took to the agent before on this machine, when it was measured.
     fn boot_progress(&self, st: VmState, detail: String) {
+        let expected = self
+            .boot_key(st)
+            .and_then(|k| self.timings.as_ref()?.expected(&k));
+        let detail = match expected {
+            Some(e) => format!("{detail} · ~{e:.1} s to the agent before"),
+            None => detail,
+        };
         self.write_state(st, detail, true);
+    }
+
+    /// The timing key (`crate::timings`) of the boot running now: a recipe's cold boots and
+    /// its reboots are kept apart, and so are the accelerators.
+    fn boot_key(&self, st: VmState) -> Option<String> {
+        let kind = match st {
+            VmState::Booting => "cold",
+            VmState::Rebooting => "reboot",
+            _ => return None,
+        };
+        let rec = self.rec.lock().unwrap();
+        Some(format!(
+            "boot {} {} {kind}",
+            rec.recipe.as_deref().unwrap_or("disk"),
+            rec.accel.as_str()
+        ))
     }
     fn console_tail(&self, n: usize) -> String {
         let c = self.console.lock().unwrap();
@@ -1392,6 +1422,13 @@ async fn agent_loop(sup: Arc<Sup>) {
                         String::new()
                     }
                 };
+                // A boot the console told about is this machine's latest of its kind.
+                if !phases.is_empty()
+                    && let (Some(key), Some(t)) = (sup.boot_key(st), sup.timings.as_ref())
+                    && let Err(e) = t.record(&key, secs)
+                {
+                    sup.note(format!("could not keep the boot's duration: {e:#}"));
+                }
                 if sup.share_wanted.load(Ordering::Relaxed) {
                     // The agent answers before the state says ready, so `guest()` can't be used.
                     match mount_now(&sup).await {

@@ -245,7 +245,15 @@ pub async fn drill(
     };
     let spec = crate::drill::DrillSpec::new(kind(&recipe)?, vm, recipe.clone());
     let mut host = PipelineHost::new(paths.clone(), ev.clone(), cancel.clone());
-    let report = crate::drill::run_drill(&spec, &mut guest, &mut host, ev, cancel).await;
+    // Its steps are timed as this recipe's (crate::timings).
+    let report = crate::drill::run_drill(
+        &spec,
+        &mut guest,
+        &mut host,
+        &ev.about(recipe.name()),
+        cancel,
+    )
+    .await;
     if !cancel.is_cancelled()
         && let Err(e) = guest.follow_booted(recipe.file.family).await
     {

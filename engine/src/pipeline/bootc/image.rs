@@ -191,7 +191,9 @@ pub async fn build_bootc_image(
         .prefix(".work-")
         .tempdir_in(paths.cache.join("builds"))?;
 
-    let t = StageTimer::start(ev, "build");
+    // Timed as this recipe's (crate::timings): images differ in what they take.
+    let rev = ev.about(recipe.name());
+    let t = StageTimer::start(&rev, "build");
     let iidfile = work.path().join("iid");
     let image_id = podman
         .build(
@@ -211,7 +213,7 @@ pub async fn build_bootc_image(
     timings.push(t.finish(false));
     let image_digest = podman.image_digest(&image_id, cancel).await?;
 
-    let t = StageTimer::start(ev, "lint");
+    let t = StageTimer::start(&rev, "lint");
     let found = lint(&podman, &image_id, ev, cancel).await?;
     timings.push(t.finish(false));
     if found.kernel.is_empty() {

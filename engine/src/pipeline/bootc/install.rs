@@ -273,7 +273,7 @@ pub async fn make_bootc_disk(
     cancel: &CancellationToken,
 ) -> Result<DiskResult> {
     let (recipe, version) = (build.recipe.as_str(), build.version.as_str());
-    let t = StageTimer::start(ev, "disk");
+    let t = StageTimer::start(&ev.about(recipe), "disk");
     let started = std::time::Instant::now();
     let done = |path: PathBuf, commit: String, cached: bool, t: StageTimer, cold: Option<f64>| {
         let timing = t.finish(cached);
