@@ -190,6 +190,15 @@ impl Emitter {
             expected_secs: self.expected(stage),
         });
     }
+    /// Report that `stage` ended in a failure: its time is no measure of the work, so it is
+    /// not kept.
+    pub fn stage_failed(&self, stage: &str, secs: f64) {
+        self.emit(Event::StageFinished {
+            stage: stage.into(),
+            secs,
+            cached: false,
+        });
+    }
     /// Report that `stage` finished; a stage that did its work (no cache hit) is kept as the
     /// latest duration of its kind. A record that cannot be written does not fail the work.
     pub fn stage_finished(&self, stage: &str, secs: f64, cached: bool) {
@@ -272,6 +281,11 @@ impl StageTimer {
             start: std::time::Instant::now(),
             emitter: emitter.clone(),
         }
+    }
+    /// The stage failed: reported as finished, its time not kept as a measure of the work.
+    pub fn failed(self) {
+        self.emitter
+            .stage_failed(&self.stage, self.start.elapsed().as_secs_f64());
     }
     pub fn finish(self, cached: bool) -> StageTiming {
         let secs = self.start.elapsed().as_secs_f64();

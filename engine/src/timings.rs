@@ -1,6 +1,6 @@
 //! How long work took before, so the faces can say what to expect while it runs: `[disk]
-//! started (~6.1 s before)`, the TUI's job line `disk 2.0 s of ~6.1 s`, a boot's phase line
-//! `… · ~16.7 s to the agent before`.
+//! started (~6.1 s before)` (CLI), `… · disk 2.0s of ~6.1s before` (the TUI's status line), a
+//! boot's phase line `… · ~16.7 s to the agent before`.
 //!
 //! Each finished stage that did its work (not a cache hit) and each boot to the guest agent is
 //! kept under a key — the stage and what it worked on (`disk debian-minimal`, `boot

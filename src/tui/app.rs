@@ -129,8 +129,9 @@ impl JobKind {
 pub struct JobInfo {
     pub kind: JobKind,
     pub started: SystemTime,
-    /// The stage it is in: its name, when it started, how long it took before (if measured).
-    pub stage: Option<(String, SystemTime, Option<f64>)>,
+    /// The stages it is in, outermost first (a drill step runs a build): each one's name, when
+    /// it started, how long it took before (if measured).
+    pub stages: Vec<(String, SystemTime, Option<f64>)>,
 }
 
 /// Work the runtime does for the app. Each is a request; results come back as [`Msg`]s.
@@ -287,7 +288,7 @@ impl App {
         self.job = Some(JobInfo {
             kind: kind.clone(),
             started: self.now,
-            stage: None,
+            stages: Vec::new(),
         });
         self.status = Some(format!("{}…", kind.label()));
         vec![Effect::Start(kind)]
@@ -871,7 +872,7 @@ impl App {
                 expected_secs,
             } => {
                 if let Some(j) = &mut self.job {
-                    j.stage = Some((stage.clone(), s.at, expected_secs));
+                    j.stages.push((stage.clone(), s.at, expected_secs));
                 }
                 if let Some(JobKind::Build { .. }) = kind {
                     self.recipes.build.stage_started(&stage);
@@ -886,9 +887,9 @@ impl App {
                 cached,
             } => {
                 if let Some(j) = &mut self.job
-                    && j.stage.as_ref().is_some_and(|(st, ..)| *st == stage)
+                    && let Some(i) = j.stages.iter().rposition(|(st, ..)| *st == stage)
                 {
-                    j.stage = None;
+                    j.stages.remove(i);
                 }
                 if let Some(JobKind::Build { .. }) = kind {
                     self.recipes.build.stage_finished(&stage, secs, cached);
@@ -1081,8 +1082,8 @@ mod tests {
         }));
         // The job line's stage, with what it took before; gone when the stage ends.
         assert_eq!(
-            a.job.as_ref().unwrap().stage,
-            Some(("build".into(), SystemTime::UNIX_EPOCH, Some(31.0)))
+            a.job.as_ref().unwrap().stages,
+            vec![("build".into(), SystemTime::UNIX_EPOCH, Some(31.0))]
         );
         a.on_msg(ev(Event::Progress {
             stage: "build".into(),
@@ -1100,7 +1101,7 @@ mod tests {
             secs: 3.0,
             cached: false,
         }));
-        assert_eq!(a.job.as_ref().unwrap().stage, None);
+        assert!(a.job.as_ref().unwrap().stages.is_empty());
         assert_eq!(a.recipes.build.gauge, Some((2, 5, "RUN apt-get".into())));
         assert_eq!(
             a.recipes.build.stages,

@@ -68,8 +68,8 @@ fn draw_tabs(app: &App, f: &mut Frame, area: Rect) {
 
 fn draw_status(app: &App, f: &mut Frame, area: Rect) {
     let mut text = app.status.clone().unwrap_or_default();
-    // The running job's stage: how long it runs, and what it took before on this machine.
-    if let Some((stage, at, expected)) = app.job.as_ref().and_then(|j| j.stage.as_ref()) {
+    // The running job's innermost stage: how long it runs, what it took before on this machine.
+    if let Some((stage, at, expected)) = app.job.as_ref().and_then(|j| j.stages.last()) {
         let in_stage = app
             .now
             .duration_since(*at)

@@ -67,12 +67,18 @@ impl<'a, G: GuestOps, H: HostOps> Run<'a, G, H> {
     /// Close a step. It is ok when all its checks held.
     pub fn end(&mut self, s: StepRec, detail: impl Into<String>) {
         let secs = s.started.elapsed().as_secs_f64();
-        self.ev
-            .stage_finished(&format!("drill: {}", s.name), secs, false);
+        let ok = s.checks.iter().all(|c| c.ok);
+        let stage = format!("drill: {}", s.name);
+        // A failed step's time is no measure of the step (crate::timings).
+        if ok {
+            self.ev.stage_finished(&stage, secs, false);
+        } else {
+            self.ev.stage_failed(&stage, secs);
+        }
         let detail = detail.into();
         self.ev.note("drill", format!("{}: {detail}", s.name));
         self.steps.push(Step {
-            ok: s.checks.iter().all(|c| c.ok),
+            ok,
             name: s.name,
             at: s.at,
             secs,

@@ -301,9 +301,14 @@ pub async fn in_format(
         );
         return Ok(dest);
     }
-    let t = StageTimer::start(ev, "convert");
+    let t = StageTimer::start(&ev.about(format.name()), "convert");
     let r = crate::tools::qemu::img::convert(golden, format, &dest, "convert", ev, cancel).await;
-    t.finish(false);
+    match r {
+        Ok(_) => {
+            t.finish(false);
+        }
+        Err(_) => t.failed(),
+    }
     r
 }
 

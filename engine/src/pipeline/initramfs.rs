@@ -3,7 +3,8 @@
 //!
 //! A guest of bootlab's always boots the same way (virtio disk, ext4, an OSTree root), so the
 //! initramfs only has to load the virtio disk, ext4 and composefs drivers, mount the root the
-//! kernel command line names, run ostree-prepare-root and switch to the deployment
+//! kernel command line names, run ostree-prepare-root, mount the deployment's /boot (its fstab
+//! line marked `x-initrd.mount`, so systemd does not wait for udev) and switch to the deployment
 //! (`initramfs/init.sh`). Under TCG a systemd initramfs (dracut's, even cut to those modules)
 //! spent ~6 s of every boot starting systemd, udev and their units; the shell does the same in
 //! ~1.5 s (debian-minimal reboot, 2026-12-05: kernel + initramfs 9.1 s -> 4.4 s by
@@ -307,6 +308,85 @@ pub fn check_members(cpio: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shell function `name` of init.sh, as written there (from `name() {` to the `}` that
+    /// closes it at the start of a line).
+    fn init_function(name: &str) -> String {
+        let start = INIT_SH
+            .find(&format!("\n{name}() {{\n"))
+            .unwrap_or_else(|| panic!("init.sh has no {name}()"));
+        let body = &INIT_SH[start + 1..];
+        let end = body.find("\n}\n").expect("the function's end") + 3;
+        body[..end].to_string()
+    }
+
+    /// init.sh's `mount_initrd_lines` run by dash on the host, with a `mount` that logs its
+    /// arguments (and fails for the source `FAILME`) and a `fail` that says so.
+    fn mount_initrd_lines(fstab: &str) -> (String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = d.path().join("mount.log");
+        let stub = format!(
+            "#!/bin/sh\n\
+             for a in \"$@\"; do [ \"$a\" = FAILME ] && {{ echo 'mount: no such device' >&2; exit 32; }}; done\n\
+             echo \"$*\" >> {}\n",
+            log.display()
+        );
+        std::fs::write(bin.join("mount"), stub).unwrap();
+        std::fs::set_permissions(bin.join("mount"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(d.path().join("fstab"), fstab).unwrap();
+        let script = format!(
+            "fail() {{ echo \"FAIL $*\"; exit 3; }}\nMOUNT_ERR={dir}/mount.err\n{f}\n\
+             mount_initrd_lines {dir}/fstab /sysroot\necho done\n",
+            dir = d.path().display(),
+            f = init_function("mount_initrd_lines"),
+        );
+        let out = std::process::Command::new("dash")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .expect("dash");
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), logged)
+    }
+
+    #[test]
+    fn init_mounts_the_fstab_lines_marked_for_it() {
+        // As layout.rs writes it (a comment naming x-initrd.mount), with a tab and a blank line.
+        let (out, log) = mount_initrd_lines(
+            "# /boot by bootlab's initramfs (x-initrd.mount) before systemd starts\n\n\
+             LABEL=bootlab-boot\t/boot ext4 defaults,noauto,x-initrd.mount 0 0\n\
+             LABEL=data /data ext4 defaults 0 2\n",
+        );
+        assert_eq!(out, "done\n");
+        assert_eq!(
+            log,
+            "-t ext4 -o defaults,noauto,x-initrd.mount LABEL=bootlab-boot /sysroot/boot\n"
+        );
+        // bootc's line as the disk maker marks it, last in a file without a final newline.
+        let (_, log) = mount_initrd_lines(
+            "UUID=db9ff383-ffc4-4e8e-8fb6-fe4538a065e2 /boot auto ro,noauto,x-initrd.mount 0 0",
+        );
+        assert_eq!(
+            log,
+            "-t auto -o ro,noauto,x-initrd.mount UUID=db9ff383-ffc4-4e8e-8fb6-fe4538a065e2 /sysroot/boot\n"
+        );
+        // Nothing marked (an fstab from before), or a line for / (ostree-prepare-root's).
+        let (out, log) = mount_initrd_lines(
+            "LABEL=bootlab-boot /boot ext4 defaults 1 2\nLABEL=r / ext4 x-initrd.mount 0 0\n",
+        );
+        assert_eq!((out.as_str(), log.as_str()), ("done\n", ""));
+        // A mount that fails stops the boot, saying which line and why.
+        let (out, _) = mount_initrd_lines("FAILME /boot ext4 defaults,noauto,x-initrd.mount 0 0\n");
+        assert_eq!(
+            out,
+            "FAIL could not mount /boot (FAILME, the deployment's /etc/fstab): mount: no such device\n"
+        );
+    }
 
     #[test]
     fn the_builder_gets_the_drivers_and_the_init() {

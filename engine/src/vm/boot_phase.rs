@@ -44,8 +44,8 @@ impl BootPhase {
             BootPhase::Kernel => "the kernel did not reach its initramfs",
             BootPhase::Initramfs => {
                 "the initramfs never handed over to the real root: its `bootlab initramfs:` \
-                 line on the console says why (the root file system of root= not found, or \
-                 ostree-prepare-root failed)"
+                 line on the console says why (the root file system of root= not found, \
+                 ostree-prepare-root failed, or the deployment's /boot line would not mount)"
             }
             BootPhase::Systemd => "the guest's systemd did not start the guest agent",
             BootPhase::Agent => "the guest agent answered",

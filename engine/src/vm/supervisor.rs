@@ -598,16 +598,20 @@ impl Sup {
     /// systemd waits for a job: the state's detail says where the boot (or shutdown) is and
     /// which job it waits for.
     fn job_wait_progress(&self, st: VmState, wait: &str) {
-        let where_ = {
+        let shutting_down = {
             let b = self.boot.lock().unwrap();
             // Before the reset the timeline is still the last boot's, which ended.
-            if b.current() == super::boot_phase::BootPhase::Agent {
-                "shutting down".to_string()
-            } else {
-                b.line()
-            }
+            (b.current() == super::boot_phase::BootPhase::Agent)
+                .then(|| "shutting down".to_string())
         };
-        self.boot_progress(st, format!("{where_}; the guest waits: {wait}"));
+        match shutting_down {
+            // No boot's expectation: the boot has not begun.
+            Some(s) => self.write_state(st, format!("{s}; the guest waits: {wait}"), true),
+            None => {
+                let line = self.boot.lock().unwrap().line();
+                self.boot_progress(st, format!("{line}; the guest waits: {wait}"))
+            }
+        }
     }
 
     /// A boot phase began: the state's detail says so (every face shows it), with how long
@@ -624,7 +628,7 @@ impl Sup {
     }
 
     /// The timing key (`crate::timings`) of the boot running now: a recipe's cold boots and
-    /// its reboots are kept apart, and so are the accelerators.
+    /// its reboots are kept apart, and so are the accelerators and the firmwares.
     fn boot_key(&self, st: VmState) -> Option<String> {
         let kind = match st {
             VmState::Booting => "cold",
@@ -633,9 +637,10 @@ impl Sup {
         };
         let rec = self.rec.lock().unwrap();
         Some(format!(
-            "boot {} {} {kind}",
+            "boot {} {} {} {kind}",
             rec.recipe.as_deref().unwrap_or("disk"),
-            rec.accel.as_str()
+            rec.accel.as_str(),
+            rec.firmware.as_str()
         ))
     }
     fn console_tail(&self, n: usize) -> String {
@@ -1001,6 +1006,8 @@ impl Sup {
         self.rec.lock().unwrap().share_mounted = false;
         self.drop_agent().await;
         *self.clock.lock().unwrap() = t;
+        // The last boot's phases are not this guest's any more (nor a boot to time).
+        *self.boot.lock().unwrap() = super::boot_phase::BootTimeline::new();
         self.agent_hold.store(false, Ordering::Relaxed);
         if let Err(e) = r {
             // The old state may be gone: treat it like a reboot and let the agent loop decide.
@@ -1412,18 +1419,21 @@ async fn agent_loop(sup: Arc<Sup>) {
                 let secs = sup.clock.lock().unwrap().elapsed().as_secs_f64();
                 sup.rec.lock().unwrap().ready_secs = Some(secs);
                 // After a boot the console told about (not a snapshot load): its phases.
-                let phases = {
+                let (phases, timed) = {
                     let mut b = sup.boot.lock().unwrap();
+                    // A timeline the agent already ended is a boot that was over (the guest
+                    // never went down after a reboot request, a failed snapshot load).
+                    let fresh = b.began(super::boot_phase::BootPhase::Agent).is_none();
                     b.agent(secs);
                     let told = b.began(super::boot_phase::BootPhase::Bootloader).is_some();
                     if told && st != VmState::Restoring {
-                        format!(" ({})", b.summary())
+                        (format!(" ({})", b.summary()), fresh)
                     } else {
-                        String::new()
+                        (String::new(), false)
                     }
                 };
-                // A boot the console told about is this machine's latest of its kind.
-                if !phases.is_empty()
+                // A whole boot the console told about is this machine's latest of its kind.
+                if timed
                     && let (Some(key), Some(t)) = (sup.boot_key(st), sup.timings.as_ref())
                     && let Err(e) = t.record(&key, secs)
                 {

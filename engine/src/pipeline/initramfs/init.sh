@@ -1,7 +1,8 @@
 #!/bin/sh
 # /init of bootlab's initramfs: no systemd, no udev (under TCG they took ~6 s of every boot).
 # It loads the few drivers the root needs, mounts the root as the kernel command line says,
-# lets ostree-prepare-root set up the deployment (composefs, /etc, /sysroot) and switches to it.
+# lets ostree-prepare-root set up the deployment (composefs, /etc, /sysroot), mounts the
+# deployment's /boot (its fstab line marked x-initrd.mount) and switches to it.
 # A journald runs meanwhile: ostree-prepare-root writes its composefs and verity lines to the
 # journal (`journalctl -b` in the guest shows them); its other lines go to the console.
 export PATH=/usr/bin:/usr/sbin
@@ -12,6 +13,8 @@ mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
 mount -t tmpfs -o nosuid,nodev,mode=0755,size=20%,nr_inodes=800k tmpfs /run
 mount -t cgroup2 -o nosuid,nodev,noexec,nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup
 exec </dev/console >/dev/console 2>&1
+# Where a failed mount's message waits to be shown.
+MOUNT_ERR=/run/mount.err
 
 # The boot-phase marks bootlab reads on the console (engine/src/vm/boot_phase.rs).
 mark() {
@@ -21,7 +24,25 @@ mark() {
 fail() {
   echo "bootlab initramfs: $*"
   echo "bootlab initramfs: a shell on the console; the boot stops here."
-  exec sh
+  # The console, whatever the caller had redirected (a loop reading a file).
+  exec sh </dev/console >/dev/console 2>&1
+}
+# Mounts the lines of fstab $1 marked x-initrd.mount under the root $2 (bootlab's marks /boot):
+# mounted by systemd, /boot waited ~2 s of every boot under TCG for udev to announce its disk;
+# the lines also say noauto, so the real root's systemd does not wait again. A line for / is
+# ostree-prepare-root's. The file is read on fd 3: a failure's shell keeps the console.
+mount_initrd_lines() {
+  while read -r src dir type opts _ <&3 || [ -n "$src" ]; do
+    case "$src" in '' | '#'*) src=''; continue ;; esac
+    case ",$opts," in *,x-initrd.mount,*) ;; *) src=''; continue ;; esac
+    if [ "$dir" != / ]; then
+      mount -t "$type" -o "$opts" "$src" "$2$dir" 2>"$MOUNT_ERR" || {
+        read -r why < "$MOUNT_ERR"
+        fail "could not mount $dir ($src, the deployment's /etc/fstab): $why"
+      }
+    fi
+    src=''
+  done 3< "$1"
 }
 mark initramfs
 
@@ -53,10 +74,10 @@ set +f
 [ -n "$root" ] || fail "no root= on the kernel command line"
 # The disk shows up while virtio_blk probes; mount resolves LABEL=/UUID= by probing.
 tries=0
-until mount ${fstype:+-t "$fstype"} -o "$mode$flags" "$root" /sysroot 2>/run/mount.err; do
+until mount ${fstype:+-t "$fstype"} -o "$mode$flags" "$root" /sysroot 2>"$MOUNT_ERR"; do
   tries=$((tries + 1))
   if [ "$tries" -ge 200 ]; then
-    read -r why < /run/mount.err
+    read -r why < "$MOUNT_ERR"
     fail "could not mount root=$root: $why"
   fi
   sleep 0.05
@@ -71,18 +92,9 @@ until [ -S /run/systemd/journal/socket ]; do
 done
 /usr/lib/ostree/ostree-prepare-root /sysroot || fail "ostree-prepare-root failed"
 
-# The deployment's fstab lines marked x-initrd.mount (its /boot) are mounted here, before
-# systemd starts: mounted by systemd, /boot waited ~2 s of every boot under TCG for udev to
-# announce its disk. They also say noauto, so the real root's systemd does not wait again.
-if [ -f /sysroot/etc/fstab ]; then
-  while read -r src dir type opts _; do
-    case "$src" in '' | '#'*) continue ;; esac
-    case ",$opts," in *,x-initrd.mount,*) ;; *) continue ;; esac
-    mount -t "$type" -o "$opts" "$src" "/sysroot$dir" 2>/run/mount.err || {
-      read -r why < /run/mount.err
-      fail "could not mount $dir ($src, /etc/fstab): $why"
-    }
-  done < /sysroot/etc/fstab
+# The deployment's /boot (its fstab line marked x-initrd.mount), before systemd starts.
+if [ -e /sysroot/etc/fstab ]; then
+  mount_initrd_lines /sysroot/etc/fstab /sysroot
 fi
 
 kill -TERM "$journald"
