@@ -53,12 +53,11 @@ fn draw_tabs(app: &App, f: &mut Frame, area: Rect) {
     }
     f.render_widget(Line::from(spans), area);
     if let Some(j) = &app.job {
-        let secs = app
-            .now
-            .duration_since(j.started)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        let s = format!("⟳ {} {} ", j.kind.label(), fmt_secs(secs));
+        let s = format!(
+            "⟳ {} {} ",
+            j.kind.label(),
+            fmt_secs(secs_since(app, j.started))
+        );
         f.render_widget(
             Line::styled(s, Style::new().fg(Color::Yellow)).alignment(Alignment::Right),
             area,
@@ -66,16 +65,19 @@ fn draw_tabs(app: &App, f: &mut Frame, area: Rect) {
     }
 }
 
+/// Seconds from `t` to the app's clock (0 for a time after it).
+fn secs_since(app: &App, t: std::time::SystemTime) -> f64 {
+    app.now
+        .duration_since(t)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 fn draw_status(app: &App, f: &mut Frame, area: Rect) {
     let mut text = app.status.clone().unwrap_or_default();
     // The running job's innermost stage: how long it runs, what it took before on this machine.
     if let Some((stage, at, expected)) = app.job.as_ref().and_then(|j| j.stages.last()) {
-        let in_stage = app
-            .now
-            .duration_since(*at)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        text.push_str(&format!(" · {stage} {}", fmt_secs(in_stage)));
+        text.push_str(&format!(" · {stage} {}", fmt_secs(secs_since(app, *at))));
         if let Some(e) = expected {
             text.push_str(&format!(" of ~{} before", fmt_secs(*e)));
         }

@@ -518,7 +518,6 @@ mod tests {
         t
     }
 
-    /// The same lines kmod wrote in a real guest from the same modules.devname.
     #[test]
     fn boot_line_marked_for_the_initramfs() {
         // As bootc install to-filesystem wrote it (a debian-bootc guest, 2026-12-05).
@@ -542,6 +541,7 @@ mod tests {
         assert!(format!("{e}").contains("deploy/x.0/etc/fstab"), "{e}");
     }
 
+    /// The same lines kmod wrote in a real guest from the same modules.devname.
     #[test]
     fn static_nodes_as_kmod_writes_them() {
         let devname = include_str!(
