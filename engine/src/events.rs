@@ -414,6 +414,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stages_start_with_what_they_took_before_and_keep_only_real_work() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Timings::new(&crate::paths::Paths::under(d.path()));
+        let (ev, mut rx) = Emitter::channel();
+        let ev = ev.with_timings(store.clone());
+        let mut started = Vec::new();
+        let mut take = |rx: &mut mpsc::UnboundedReceiver<Stamped>| {
+            while let Ok(s) = rx.try_recv() {
+                if let Event::StageStarted { expected_secs, .. } = s.event {
+                    started.push(expected_secs);
+                }
+            }
+            started.clone()
+        };
+        // Never measured: no expectation. A stage that did its work is kept under its subject.
+        StageTimer::start(&ev.about("debian-minimal"), "disk").finish(false);
+        assert_eq!(take(&mut rx), vec![None]);
+        assert!(store.expected("disk debian-minimal").is_some());
+        assert_eq!(store.expected("disk"), None);
+        // A cache hit and a failure are reported but not kept.
+        StageTimer::start(&ev.about("debian-web"), "disk").finish(true);
+        StageTimer::start(&ev.about("debian-web"), "disk").failed();
+        assert_eq!(store.expected("disk debian-web"), None);
+        // The next run of the measured stage starts with its expectation, through a relay too.
+        let (relay, forward) = ev.about("debian-minimal").progress_relay("disk", |_| None);
+        StageTimer::start(&relay, "disk").finish(true);
+        drop(relay);
+        forward.await.unwrap();
+        let got = take(&mut rx);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[3].is_some(), "{got:?}");
+    }
+
+    #[tokio::test]
     async fn cancellable_stops_on_cancel() {
         let tok = CancellationToken::new();
         tok.cancel();
