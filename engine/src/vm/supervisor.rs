@@ -348,6 +348,9 @@ fn sup_qmp_path(rec: &VmRecord) -> PathBuf {
     rec.sockets.qmp.clone()
 }
 
+/// How long a powerdown waits for the guest before pressing the power button again.
+const REPRESS_AFTER: Duration = Duration::from_secs(10);
+
 impl Sup {
     fn qmp(&self) -> Qmp {
         self.qmp.lock().unwrap().clone()
@@ -362,6 +365,39 @@ impl Sup {
     }
     fn state(&self) -> VmState {
         *self.state_tx.borrow()
+    }
+
+    /// After the first press of the power button, wait up to `within` for QEMU to exit, pressing
+    /// again every [`REPRESS_AFTER`]: the guest agent answers before udev has announced the power
+    /// button and systemd-logind watches it (and a snapshot taken at "ready" restores into that
+    /// window), and a press nobody reads is lost. A press during a shutdown already under way
+    /// only queues the same poweroff again. True when QEMU exited.
+    async fn press_until_off(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut pressed = 1;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = left.min(REPRESS_AFTER);
+            if tokio::time::timeout(wait, self.exited.cancelled())
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            if wait == left {
+                return false;
+            }
+            pressed += 1;
+            self.note(format!(
+                "still running {} s after the power button: pressing it again (press {pressed}; \
+                 a press before systemd-logind watches the button is lost)",
+                REPRESS_AFTER.as_secs() * (pressed - 1)
+            ));
+            if let Err(e) = self.qmp().system_powerdown().await {
+                // QEMU may be exiting right now; the wait above sees it.
+                log_line!("pressing the power button again: {e:#}");
+            }
+        }
     }
 
     /// The folder of the VM's overlay (and of its saved states).
@@ -1093,9 +1129,9 @@ impl Sup {
                     self.set_state(prev, "the power button was not pressed");
                     return Err(e);
                 }
-                if tokio::time::timeout(Duration::from_secs(timeout_secs), self.exited.cancelled())
+                if !self
+                    .press_until_off(Duration::from_secs(timeout_secs))
                     .await
-                    .is_err()
                 {
                     self.set_state(prev, "guest ignored the power button");
                     bail!(
