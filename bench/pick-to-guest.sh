@@ -86,19 +86,25 @@ for d in var/lib/apt/lists var/cache/apt var/log/journal; do [ -e $d ] && rm -rf
 [ -e var/tmp ] && rm -rf var/tmp && mkdir -m 1777 var/tmp
 [ -d var/lib/apt/lists ] && mkdir -p var/lib/apt/lists/partial
 for f in hosts resolv.conf hostname; do [ -f etc/$f ] && [ ! -L etc/$f ] && [ ! -s etc/$f ] && rm etc/$f; done  # podman's
-# No line for / on a composefs root: systemd-remount-fs cannot remount it. /boot: mounted by the
-# initramfs (x-initrd.mount), noauto so systemd does not wait for udev to announce the disk.
-if [ -n "$COMPOSEFS" ]; then printf 'LABEL=%s /boot ext4 defaults,noauto,x-initrd.mount 0 0\n' $BOOT_LABEL >etc/fstab
-else printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults,noauto,x-initrd.mount 0 0\n' $ROOT_LABEL $BOOT_LABEL >etc/fstab; fi
+# No line for / on a composefs root: systemd-remount-fs cannot remount it. /boot and the /var
+# bind: mounted by the initramfs (x-initrd.mount), so systemd does not wait for udev's disk.
+VARLINE='/sysroot/ostree/deploy/debian/var /var none bind,x-initrd.mount 0 0'
+if [ -n "$COMPOSEFS" ]; then printf 'LABEL=%s /boot ext4 defaults,noauto,x-initrd.mount 0 0\n%s\n' $BOOT_LABEL "$VARLINE" >etc/fstab
+else printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults,noauto,x-initrd.mount 0 0\n%s\n' $ROOT_LABEL $BOOT_LABEL "$VARLINE" >etc/fstab; fi
 : >etc/machine-id; chmod 0444 etc/machine-id     # each VM makes its own machine-id on first boot
 mkdir -p etc/systemd/system                      # housekeeping that costs seconds under TCG
 for u in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
   fstrim.timer systemd-pstore.service modprobe@drm.service dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
-  dracut-shutdown.service kmod-static-nodes.service; do
+  dracut-shutdown.service kmod-static-nodes.service systemd-tmpfiles-setup-dev-early.service; do
   ln -sfn /dev/null etc/systemd/system/$u; done
 mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # the agent's port coldplugged first
 printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n' \
   >etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf
+# The agent opens its port by its sysfs name, not waiting for udev's device of it.
+printf '[Unit]\nDescription=QEMU Guest Agent\n[Service]\nExecStart=/bin/sh -c "for p in /sys/class/virtio-ports/*; do read -r n < $$p/name; [ $$n = org.qemu.guest_agent.0 ] && exec /usr/sbin/qemu-ga --method=virtio-serial --path=/dev/$${p##*/}; done; exit 1"\nRestart=always\nRestartSec=1\n' \
+  >etc/systemd/system/qemu-guest-agent.service
+mkdir -p etc/systemd/system/multi-user.target.wants
+ln -sfn ../qemu-guest-agent.service etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service
 mv etc usr/etc                                   # ostree makes (and 3-way merges) /etc from /usr/etc
 SEED=usr/share/bootlab/var-seed                  # /var is not deployed: keep it as a seed
 mkdir -p usr/share/bootlab; mv var $SEED; mkdir -m 0755 var

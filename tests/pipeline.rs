@@ -191,10 +191,14 @@ async fn builds_two_versions_commits_them_and_makes_a_bootable_disk() {
         p.ostree_repo().display(),
         b1.commit
     ));
-    // / is mounted by ostree-prepare-root; only /boot is in the fstab, mounted by the
-    // initramfs (x-initrd.mount), not waited for by systemd (noauto).
+    // / is mounted by ostree-prepare-root; /boot and the /var bind are in the fstab, mounted
+    // by the initramfs (x-initrd.mount); /boot is not waited for by systemd (noauto).
     assert!(
         fstab.contains("LABEL=bootlab-boot /boot ext4 defaults,noauto,x-initrd.mount 0 0"),
+        "{fstab}"
+    );
+    assert!(
+        fstab.contains("/sysroot/ostree/deploy/debian/var /var none bind,x-initrd.mount 0 0"),
         "{fstab}"
     );
     assert!(!fstab.contains(" / "), "{fstab}");

@@ -475,25 +475,33 @@ async fn start_from_booted_image_then_reboot() {
         "9p",
         "share mounted again after the reboot"
     );
-    // /boot is mounted by the initramfs (fstab: noauto,x-initrd.mount); systemd knows it by its
-    // fstab line and the boot is clean.
+    // /boot and /var are mounted by the initramfs (fstab: x-initrd.mount); systemd knows them
+    // by their fstab lines (it also makes units from the mount table alone), never mounted
+    // them itself, and the boot is clean.
     let boot = c
         .exec(&[
             "sh",
             "-c",
-            "findmnt -n -o SOURCE,FSTYPE /boot; systemctl show -P FragmentPath boot.mount; \
-             systemctl is-system-running --wait; ls /boot/loader/entries",
+            "findmnt -n -o SOURCE,FSTYPE /boot; systemctl show -P SourcePath boot.mount; \
+             findmnt -n -o SOURCE /var; systemctl show -P SourcePath var.mount; \
+             systemctl is-system-running --wait; ls /boot/loader/entries; \
+             systemctl show -P FragmentPath qemu-guest-agent.service; \
+             journalctl -b -o cat -u boot.mount -u var.mount",
         ])
         .await
         .unwrap();
     let lines: Vec<&str> = boot.stdout.lines().map(str::trim).collect();
     assert!(
-        lines.len() >= 4
+        lines.len() >= 6
             && lines[0].ends_with(" ext4")
-            // The unit is fstab's (systemd also makes one from the mount table alone).
-            && lines[1] == "/run/systemd/generator/boot.mount"
-            && lines[2] == "running"
-            && lines[3].ends_with(".conf"),
+            && lines[1] == "/etc/fstab"
+            && lines[2].ends_with("[/ostree/deploy/debian/var]")
+            && lines[3] == "/etc/fstab"
+            && lines[4] == "running"
+            && lines[5].ends_with(".conf")
+            // bootlab's agent unit (no wait for udev's device of the port) answered.
+            && lines.contains(&"/etc/systemd/system/qemu-guest-agent.service")
+            && !boot.stdout.contains("Mounting"),
         "{}\n{}",
         boot.stdout,
         boot.stderr

@@ -356,16 +356,19 @@ mod tests {
 
     #[test]
     fn init_mounts_the_fstab_lines_marked_for_it() {
-        // As layout.rs writes it (a comment naming x-initrd.mount), with a tab and a blank line.
-        let (out, log) = mount_initrd_lines(
+        // As layout.rs writes it (a comment naming x-initrd.mount), with a tab and a blank line:
+        // the /var bind's source is a path of the real root, so under /sysroot here.
+        let (out, log) = mount_initrd_lines(&format!(
             "# /boot by bootlab's initramfs (x-initrd.mount) before systemd starts\n\n\
              LABEL=bootlab-boot\t/boot ext4 defaults,noauto,x-initrd.mount 0 0\n\
-             LABEL=data /data ext4 defaults 0 2\n",
-        );
+             LABEL=data /data ext4 defaults 0 2\n{}",
+            crate::pipeline::layout::var_fstab_line("debian")
+        ));
         assert_eq!(out, "done\n");
         assert_eq!(
             log,
-            "-t ext4 -o defaults,noauto,x-initrd.mount LABEL=bootlab-boot /sysroot/boot\n"
+            "-t ext4 -o defaults,noauto,x-initrd.mount LABEL=bootlab-boot /sysroot/boot\n\
+             -t none -o bind,x-initrd.mount /sysroot/sysroot/ostree/deploy/debian/var /sysroot/var\n"
         );
         // bootc's line as the disk maker marks it, last in a file without a final newline.
         let (_, log) = mount_initrd_lines(

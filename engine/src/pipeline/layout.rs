@@ -127,14 +127,16 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
         // the trixie base), and systemd-remount-fs, given an ext4 line for /, fails remounting
         // it and leaves the guest "degraded".
         format!(
-            "{FSTAB_HEAD}LABEL={} /boot ext4 defaults,{BOOT_FSTAB_OPTIONS} 0 0\n",
-            opts.boot_label
+            "{FSTAB_HEAD}LABEL={} /boot ext4 defaults,{BOOT_FSTAB_OPTIONS} 0 0\n{}",
+            opts.boot_label,
+            var_fstab_line(super::STATEROOT)
         ),
     )?;
     fs::write(etc.join("machine-id"), "")?;
     fs::set_permissions(etc.join("machine-id"), fs::Permissions::from_mode(0o444))?;
     mask_units(&etc)?;
     write_udev_trigger_dropin(&etc)?;
+    write_agent_unit(&etc)?;
     fs::rename(&etc, root.join("usr/etc")).context("move etc to usr/etc")?;
 
     // 4. /var: the image's content becomes the seed; dirs the symlinks need come from tmpfiles.
@@ -211,8 +213,9 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
 
 /// The head of the offline family's /etc/fstab.
 const FSTAB_HEAD: &str = "# Written by bootlab: the deployment's root is mounted by ostree-prepare-root,\n\
-     # /boot by bootlab's initramfs (x-initrd.mount) before systemd starts; noauto keeps systemd\n\
-     # from waiting for udev to announce its disk (~2 s of every boot under TCG).\n";
+     # /boot and /var by bootlab's initramfs (x-initrd.mount) before systemd starts, so systemd\n\
+     # does not wait for udev to announce their disk (~2 s of every boot under TCG); noauto:\n\
+     # /boot is mounted only there. /var is the stateroot's, shared by every deployment.\n";
 
 /// What follows the source in the /boot line of a guest's /etc/fstab, both families (the bootc
 /// disk maker rewrites bootc's line with it): bootlab's initramfs mounts the lines marked
@@ -220,6 +223,16 @@ const FSTAB_HEAD: &str = "# Written by bootlab: the deployment's root is mounted
 /// ordering local-fs.target after the disk's udev event. Passno 0: the initramfs does not fsck
 /// (nor did systemd: `fsck.mode=skip`).
 pub const BOOT_FSTAB_OPTIONS: &str = "noauto,x-initrd.mount";
+
+/// The /var line of an ostree-family guest's /etc/fstab: the stateroot's var bound on /var, as
+/// the var.mount ostree-system-generator writes when fstab has no /var line, but mounted by
+/// bootlab's initramfs (`x-initrd.mount`). That var.mount waited for udev to announce the root
+/// disk (the bind's source lies on it): under TCG ~2 s of every boot, with the journal's flush,
+/// systemd-tmpfiles and so sysinit.target (and the guest agent) behind it. Not `noauto`: should
+/// the initramfs not have mounted it, systemd still does.
+pub fn var_fstab_line(stateroot: &str) -> String {
+    format!("/sysroot/ostree/deploy/{stateroot}/var /var none bind,x-initrd.mount 0 0\n")
+}
 
 /// `fstab` with its /boot line marked as the offline family's is ([`BOOT_FSTAB_OPTIONS`] added
 /// to its options, passno 0): for the bootc disk maker, where `bootc install` wrote the line.
@@ -279,6 +292,10 @@ pub const MASKED_UNITS: &[&str] = &[
     // they are made with the image instead ([`STATIC_NODES`]), so /dev/net/tun and the like are
     // there as before.
     "kmod-static-nodes.service",
+    // The same `systemd-tmpfiles --prefix=/dev --create --boot` as systemd-tmpfiles-setup-dev,
+    // run first "gracefully" (for users a first boot's sysusers has yet to make; the images
+    // bring theirs): ~1-2 s under TCG ahead of udevd and so of sysinit.target.
+    "systemd-tmpfiles-setup-dev-early.service",
 ];
 
 /// `/etc/.updated` and `/var/.updated` as systemd-update-done writes them. With them in a
@@ -345,6 +362,49 @@ pub const UDEV_TRIGGER_DROPIN: (&str, &str) = (
      ExecStart=-udevadm trigger --type=all --action=add \
      --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n",
 );
+
+/// The guest agent's unit (path under /etc, text), replacing Debian's whole (a drop-in cannot
+/// drop a dependency): Debian's binds to the udev device of its virtio port, and that device is
+/// announced once udevd has started and coldplug reached it, under TCG 1-3 s after
+/// basic.target. The port is there from the kernel's start (virtio_console is built in), so the
+/// agent finds it by its name in sysfs and starts right after basic.target, as before: "ready"
+/// still means the system reached basic.target. (`$$` is a literal `$` for systemd; no `'` in
+/// the text: the bootc layer writes it with a single-quoted printf.)
+pub const AGENT_UNIT: (&str, &str) = (
+    "systemd/system/qemu-guest-agent.service",
+    "# Written by bootlab: the agent opens its virtio port by the kernel name it has in sysfs,\n\
+     # instead of waiting for udev to announce /dev/virtio-ports/org.qemu.guest_agent.0.\n\
+     [Unit]\n\
+     Description=QEMU Guest Agent\n\
+     \n\
+     [Service]\n\
+     ExecStart=/bin/sh -c \"for p in /sys/class/virtio-ports/*; do read -r n < $$p/name; \
+     [ $$n = org.qemu.guest_agent.0 ] && exec /usr/sbin/qemu-ga --method=virtio-serial \
+     --path=/dev/$${p##*/}; done; echo no virtio port named org.qemu.guest_agent.0 >&2; exit 1\"\n\
+     Restart=always\n\
+     RestartSec=1\n\
+     \n\
+     [Install]\n\
+     WantedBy=multi-user.target\n",
+);
+/// Where [`AGENT_UNIT`] is enabled (relative to /etc), and what the link points to.
+pub const AGENT_UNIT_WANTS: (&str, &str) = (
+    "systemd/system/multi-user.target.wants/qemu-guest-agent.service",
+    "../qemu-guest-agent.service",
+);
+
+/// Writes [`AGENT_UNIT`] under `etc` and enables it.
+fn write_agent_unit(etc: &Path) -> Result<()> {
+    let (path, text) = AGENT_UNIT;
+    let p = etc.join(path);
+    fs::create_dir_all(p.parent().unwrap())?;
+    fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
+    let (link, target) = AGENT_UNIT_WANTS;
+    let l = etc.join(link);
+    fs::create_dir_all(l.parent().unwrap())?;
+    remove_any(&l)?;
+    symlink(target, &l).with_context(|| format!("enable {}", l.display()))
+}
 
 fn mask_units(etc: &Path) -> Result<()> {
     let dir = etc.join("systemd/system");
@@ -665,6 +725,16 @@ mod tests {
             "the bootc layer single-quotes it: {trig}"
         );
         assert!(trig.contains("ExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,"), "{trig}");
+        // The guest agent's own unit, enabled, binding to no udev device.
+        let agent = fs::read_to_string(etc.join(AGENT_UNIT.0)).unwrap();
+        assert!(
+            !agent.contains('\'') && !agent.contains("BindsTo"),
+            "{agent}"
+        );
+        assert_eq!(
+            fs::read_link(etc.join(AGENT_UNIT_WANTS.0)).unwrap(),
+            Path::new(AGENT_UNIT_WANTS.1)
+        );
 
         // tmpfiles lines for every /var dir a symlink points to
         let tf = fs::read_to_string(r.join(TMPFILES)).unwrap();

@@ -252,13 +252,20 @@ pub fn bootc_layer() -> String {
         .join(" && ");
     let (path, text) = crate::pipeline::layout::UDEV_TRIGGER_DROPIN;
     let trigger = printf_to(text, &format!("/etc/{path}"));
+    let (path, text) = crate::pipeline::layout::AGENT_UNIT;
+    let (link, target) = crate::pipeline::layout::AGENT_UNIT_WANTS;
+    let agent = format!(
+        "{} && mkdir -p /etc/{} && ln -sfn {target} /etc/{link}",
+        printf_to(text, &format!("/etc/{path}")),
+        std::path::Path::new(link).parent().unwrap().display()
+    );
     let static_nodes = format!(
         "awk '{}' \"/usr/lib/modules/$kver/modules.devname\" > /{}",
         STATIC_NODES_AWK.replace('\n', " "),
         crate::pipeline::layout::STATIC_NODES
     );
     format!(
-        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger}\n\
+        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger} && {agent}\n\
          RUN {kargs}\n\
          COPY {files} {INITRAMFS_DIR}/\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
@@ -468,5 +475,11 @@ mod layer_tests {
                 "{u} not masked in\n{l}"
             );
         }
+        // The guest agent's own unit, written and enabled as the offline family's.
+        assert!(
+            l.contains("> /etc/systemd/system/qemu-guest-agent.service && mkdir -p /etc/systemd/system/multi-user.target.wants && ln -sfn ../qemu-guest-agent.service /etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service"),
+            "{l}"
+        );
+        assert!(l.contains("--path=/dev/$${p##*/}"), "{l}");
     }
 }
