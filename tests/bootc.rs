@@ -192,6 +192,40 @@ async fn debian_bootc_boots_upgrades_rolls_back_and_switches() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("first boot {:.0}s", t_up.elapsed().as_secs_f64());
 
+    // As on the offline family's disks: /boot and /var mounted by bootlab's initramfs from the
+    // fstab bootc wrote (marked by the disk maker), the image counted as updated on the first
+    // boot, the agent's own unit, a clean boot.
+    let c = bootlab::vm::VmClient::connect(&paths, VM).await.unwrap();
+    let out = c
+        .sh(
+            "findmnt -n -o SOURCE /var; systemctl show -P SourcePath var.mount boot.mount; \
+             systemctl show -P FragmentPath qemu-guest-agent.service; \
+             systemctl is-system-running --wait; cat /etc/.updated /var/.updated | grep -c NSEC=0",
+        )
+        .await
+        .unwrap();
+    // (systemctl show puts a blank line between two units.)
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "/dev/vda2[/ostree/deploy/default/var]",
+            "/etc/fstab",
+            "/etc/fstab",
+            "/etc/systemd/system/qemu-guest-agent.service",
+            "running",
+            "2"
+        ],
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+
     let (mut guest, _) = VmGuest::connect(&paths, VM, &ev).await.unwrap();
     let live = bootlab::deploy::live::read(&mut guest, bootlab::recipe::Family::Bootc)
         .await

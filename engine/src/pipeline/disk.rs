@@ -80,9 +80,10 @@ fn ostree_family_kargs() -> impl Iterator<Item = &'static str> {
 /// Bumped when the way a disk is made changes in a way the commit and kargs do not show (2: the
 /// deployment is written by the image's own ostree; 3: the root ext4 has the `verity` feature;
 /// 4: an EFI system partition with the UEFI loader; 5: `/etc/.updated` in the first
-/// deployment; 6: the bootc deployment's /boot line marked for bootlab's initramfs); older golden
+/// deployment; 6: the bootc deployment's /boot line marked for bootlab's initramfs; 7: the
+/// bootc deployment's fstab binds /var too, its etc and var have `.updated`); older golden
 /// disks are made again.
-pub const DISK_FORMAT: u32 = 6;
+pub const DISK_FORMAT: u32 = 7;
 /// Non-LABEL lines of syslinux.cfg (ostree keeps them across deploys and rewrites the LABELs).
 pub const SYSLINUX_HEAD: &str = "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\n";
 

@@ -234,6 +234,23 @@ pub fn var_fstab_line(stateroot: &str) -> String {
     format!("/sysroot/ostree/deploy/{stateroot}/var /var none bind,x-initrd.mount 0 0\n")
 }
 
+/// `fstab` with [`var_fstab_line`] added, unless it mounts /var already (the bootc disk maker's,
+/// after `bootc install` wrote the file).
+pub fn with_var_line(fstab: &str, stateroot: &str) -> String {
+    let has_var = fstab.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 2 && !f[0].starts_with('#') && f[1] == "/var"
+    });
+    let mut out = fstab.to_string();
+    if !has_var {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&var_fstab_line(stateroot));
+    }
+    out
+}
+
 /// `fstab` with its /boot line marked as the offline family's is ([`BOOT_FSTAB_OPTIONS`] added
 /// to its options, passno 0): for the bootc disk maker, where `bootc install` wrote the line.
 /// An fstab without a /boot line is an error naming `origin`.
@@ -741,6 +758,23 @@ mod tests {
         for d in ["home", "roothome", "opt", "srv", "mnt", "usrlocal", "tmp"] {
             assert!(tf.contains(&format!("d /var/{d} ")), "{d}: {tf}");
         }
+    }
+
+    #[test]
+    fn the_var_line_is_added_once() {
+        let bootc = "UUID=ae5c /boot auto ro,noauto,x-initrd.mount 0 0";
+        assert_eq!(
+            with_var_line(bootc, "default"),
+            "UUID=ae5c /boot auto ro,noauto,x-initrd.mount 0 0\n\
+             /sysroot/ostree/deploy/default/var /var none bind,x-initrd.mount 0 0\n"
+        );
+        let once = with_var_line(bootc, "default");
+        assert_eq!(with_var_line(&once, "default"), once);
+        // A commented /var line does not count.
+        assert!(
+            with_var_line("# x /var none bind 0 0\n", "d")
+                .ends_with("/var none bind,x-initrd.mount 0 0\n")
+        );
     }
 
     #[test]

@@ -634,13 +634,26 @@ async fn fill(
         })
         .next()
         .context("bootc made no deployment")?;
-    // /boot is mounted by bootlab's initramfs, as in the offline family (layout::BOOT_FSTAB_OPTIONS).
-    let fstab = deploy_dir.join(format!("{commit}.0/etc/fstab"));
+    // /boot and the /var bind are mounted by bootlab's initramfs, as in the offline family
+    // (layout::BOOT_FSTAB_OPTIONS, layout::var_fstab_line).
+    let deployment = deploy_dir.join(format!("{commit}.0"));
+    let fstab = deployment.join("etc/fstab");
     let text = std::fs::read_to_string(&fstab)
         .with_context(|| format!("bootc wrote no {}", fstab.display()))?;
     let marked =
         crate::pipeline::layout::mark_boot_for_initramfs(&text, &fstab.display().to_string())?;
+    let marked = crate::pipeline::layout::with_var_line(&marked, STATEROOT);
     std::fs::write(&fstab, marked).with_context(|| format!("write {}", fstab.display()))?;
+    // The first boot does not redo what the image's package installs did (ldconfig ~2 s under
+    // TCG on the way to the agent), as on the offline family's disks (layout::UPDATED).
+    for dir in [
+        deployment.join("etc"),
+        mnt.join(format!("ostree/deploy/{STATEROOT}/var")),
+    ] {
+        let updated = dir.join(".updated");
+        std::fs::write(&updated, crate::pipeline::layout::UPDATED)
+            .with_context(|| format!("write {}", updated.display()))?;
+    }
     let entries = boot_dir.join("loader/entries");
     let entry = std::fs::read_dir(&entries)
         .with_context(|| format!("bootc wrote no {}", entries.display()))?
