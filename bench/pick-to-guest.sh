@@ -105,6 +105,11 @@ printf '[Unit]\nDescription=QEMU Guest Agent\n[Service]\nExecStart=/bin/sh -c "f
   >etc/systemd/system/qemu-guest-agent.service
 mkdir -p etc/systemd/system/multi-user.target.wants
 ln -sfn ../qemu-guest-agent.service etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service
+# The 9p file system loaded beside the boot, for the update share's mount.
+printf '[Unit]\nDescription=Load 9p\nDefaultDependencies=no\nConditionVirtualization=qemu\n[Service]\nType=oneshot\nExecStart=-modprobe -a 9p 9pnet_virtio\n' \
+  >etc/systemd/system/bootlab-share-modules.service
+mkdir -p etc/systemd/system/sysinit.target.wants
+ln -sfn ../bootlab-share-modules.service etc/systemd/system/sysinit.target.wants/bootlab-share-modules.service
 mv etc usr/etc                                   # ostree makes (and 3-way merges) /etc from /usr/etc
 SEED=usr/share/bootlab/var-seed                  # /var is not deployed: keep it as a seed
 mkdir -p usr/share/bootlab; mv var $SEED; mkdir -m 0755 var

@@ -486,6 +486,7 @@ async fn start_from_booted_image_then_reboot() {
              findmnt -n -o SOURCE /var; systemctl show -P SourcePath var.mount; \
              systemctl is-system-running --wait; ls /boot/loader/entries; \
              systemctl show -P FragmentPath qemu-guest-agent.service; \
+             systemctl show -P Result bootlab-share-modules.service; \
              journalctl -b -o cat -u boot.mount -u var.mount",
         ])
         .await
@@ -501,6 +502,8 @@ async fn start_from_booted_image_then_reboot() {
             && lines[5].ends_with(".conf")
             // bootlab's agent unit (no wait for udev's device of the port) answered.
             && lines.contains(&"/etc/systemd/system/qemu-guest-agent.service")
+            // The 9p modules were loaded beside the boot.
+            && boot.stdout.contains("\nsuccess\n")
             && !boot.stdout.contains("Mounting"),
         "{}\n{}",
         boot.stdout,

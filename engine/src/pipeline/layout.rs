@@ -136,7 +136,7 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     fs::set_permissions(etc.join("machine-id"), fs::Permissions::from_mode(0o444))?;
     mask_units(&etc)?;
     write_udev_trigger_dropin(&etc)?;
-    write_agent_unit(&etc)?;
+    write_own_units(&etc)?;
     fs::rename(&etc, root.join("usr/etc")).context("move etc to usr/etc")?;
 
     // 4. /var: the image's content becomes the seed; dirs the symlinks need come from tmpfiles.
@@ -410,17 +410,49 @@ pub const AGENT_UNIT_WANTS: (&str, &str) = (
     "../qemu-guest-agent.service",
 );
 
-/// Writes [`AGENT_UNIT`] under `etc` and enables it.
-fn write_agent_unit(etc: &Path) -> Result<()> {
-    let (path, text) = AGENT_UNIT;
-    let p = etc.join(path);
-    fs::create_dir_all(p.parent().unwrap())?;
-    fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
-    let (link, target) = AGENT_UNIT_WANTS;
-    let l = etc.join(link);
-    fs::create_dir_all(l.parent().unwrap())?;
-    remove_any(&l)?;
-    symlink(target, &l).with_context(|| format!("enable {}", l.display()))
+/// A unit (path under /etc, text) that loads the 9p file system while the boot goes on: the
+/// host mounts its update share through the guest agent once that answers, and the kernel's
+/// loading of `9p` and its `netfs` then (on the mount's request) kept "ready" waiting ~1 s
+/// under TCG. Not ordered before anything, so it runs beside the chain to the agent, on the
+/// other vCPU (a `modules-load.d` line, in that chain, delayed the agent by as much). (No `'`:
+/// the bootc layer writes it with a single-quoted printf.)
+pub const SHARE_MODULES_UNIT: (&str, &str) = (
+    "systemd/system/bootlab-share-modules.service",
+    "# Written by bootlab: the 9p file system for the bootlab update share, loaded early.\n\
+     [Unit]\n\
+     Description=Load the 9p file system for the bootlab update share\n\
+     DefaultDependencies=no\n\
+     ConditionVirtualization=qemu\n\
+     \n\
+     [Service]\n\
+     Type=oneshot\n\
+     ExecStart=-modprobe -a 9p 9pnet_virtio\n\
+     \n\
+     [Install]\n\
+     WantedBy=sysinit.target\n",
+);
+/// Where [`SHARE_MODULES_UNIT`] is enabled (relative to /etc), and what the link points to.
+pub const SHARE_MODULES_WANTS: (&str, &str) = (
+    "systemd/system/sysinit.target.wants/bootlab-share-modules.service",
+    "../bootlab-share-modules.service",
+);
+
+/// Writes bootlab's own units ([`AGENT_UNIT`], [`SHARE_MODULES_UNIT`]) under `etc` and
+/// enables them.
+fn write_own_units(etc: &Path) -> Result<()> {
+    for ((path, text), (link, target)) in [
+        (AGENT_UNIT, AGENT_UNIT_WANTS),
+        (SHARE_MODULES_UNIT, SHARE_MODULES_WANTS),
+    ] {
+        let p = etc.join(path);
+        fs::create_dir_all(p.parent().unwrap())?;
+        fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
+        let l = etc.join(link);
+        fs::create_dir_all(l.parent().unwrap())?;
+        remove_any(&l)?;
+        symlink(target, &l).with_context(|| format!("enable {}", l.display()))?;
+    }
+    Ok(())
 }
 
 fn mask_units(etc: &Path) -> Result<()> {
@@ -751,6 +783,15 @@ mod tests {
         assert_eq!(
             fs::read_link(etc.join(AGENT_UNIT_WANTS.0)).unwrap(),
             Path::new(AGENT_UNIT_WANTS.1)
+        );
+        let share = fs::read_to_string(etc.join(SHARE_MODULES_UNIT.0)).unwrap();
+        assert!(
+            !share.contains('\'') && !share.contains("Before="),
+            "{share}"
+        );
+        assert_eq!(
+            fs::read_link(etc.join(SHARE_MODULES_WANTS.0)).unwrap(),
+            Path::new(SHARE_MODULES_WANTS.1)
         );
 
         // tmpfiles lines for every /var dir a symlink points to

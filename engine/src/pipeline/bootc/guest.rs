@@ -252,13 +252,23 @@ pub fn bootc_layer() -> String {
         .join(" && ");
     let (path, text) = crate::pipeline::layout::UDEV_TRIGGER_DROPIN;
     let trigger = printf_to(text, &format!("/etc/{path}"));
-    let (path, text) = crate::pipeline::layout::AGENT_UNIT;
-    let (link, target) = crate::pipeline::layout::AGENT_UNIT_WANTS;
-    let agent = format!(
-        "{} && mkdir -p /etc/{} && ln -sfn {target} /etc/{link}",
-        printf_to(text, &format!("/etc/{path}")),
-        std::path::Path::new(link).parent().unwrap().display()
-    );
+    use crate::pipeline::layout::{
+        AGENT_UNIT, AGENT_UNIT_WANTS, SHARE_MODULES_UNIT, SHARE_MODULES_WANTS,
+    };
+    let agent = [
+        (AGENT_UNIT, AGENT_UNIT_WANTS),
+        (SHARE_MODULES_UNIT, SHARE_MODULES_WANTS),
+    ]
+    .iter()
+    .map(|((path, text), (link, target))| {
+        format!(
+            "{} && mkdir -p /etc/{} && ln -sfn {target} /etc/{link}",
+            printf_to(text, &format!("/etc/{path}")),
+            std::path::Path::new(link).parent().unwrap().display()
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(" && ");
     let static_nodes = format!(
         "awk '{}' \"/usr/lib/modules/$kver/modules.devname\" > /{}",
         STATIC_NODES_AWK.replace('\n', " "),
@@ -481,5 +491,9 @@ mod layer_tests {
             "{l}"
         );
         assert!(l.contains("--path=/dev/$${p##*/}"), "{l}");
+        assert!(
+            l.contains("ln -sfn ../bootlab-share-modules.service /etc/systemd/system/sysinit.target.wants/bootlab-share-modules.service"),
+            "{l}"
+        );
     }
 }
