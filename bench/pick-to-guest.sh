@@ -88,7 +88,7 @@ for d in var/lib/apt/lists var/cache/apt var/log/journal; do [ -e $d ] && rm -rf
 for f in hosts resolv.conf hostname; do [ -f etc/$f ] && [ ! -L etc/$f ] && [ ! -s etc/$f ] && rm etc/$f; done  # podman's
 # No line for / on a composefs root: systemd-remount-fs cannot remount it. /boot and the /var
 # bind: mounted by the initramfs (x-initrd.mount), so systemd does not wait for udev's disk.
-VARLINE='/sysroot/ostree/deploy/debian/var /var none bind,x-initrd.mount 0 0'
+VARLINE="/sysroot/ostree/deploy/$OS/var /var none bind,x-initrd.mount 0 0"
 if [ -n "$COMPOSEFS" ]; then printf 'LABEL=%s /boot ext4 defaults,noauto,x-initrd.mount 0 0\n%s\n' $BOOT_LABEL "$VARLINE" >etc/fstab
 else printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults,noauto,x-initrd.mount 0 0\n%s\n' $ROOT_LABEL $BOOT_LABEL "$VARLINE" >etc/fstab; fi
 : >etc/machine-id; chmod 0444 etc/machine-id     # each VM makes its own machine-id on first boot
@@ -101,12 +101,12 @@ mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # the agent's port 
 printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n' \
   >etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf
 # The agent opens its port by its sysfs name, not waiting for udev's device of it.
-printf '[Unit]\nDescription=QEMU Guest Agent\n[Service]\nExecStart=/bin/sh -c "for p in /sys/class/virtio-ports/*; do read -r n < $$p/name; [ $$n = org.qemu.guest_agent.0 ] && exec /usr/sbin/qemu-ga --method=virtio-serial --path=/dev/$${p##*/}; done; exit 1"\nRestart=always\nRestartSec=1\n' \
+printf '[Unit]\nDescription=QEMU Guest Agent\nConditionPathExistsGlob=/sys/class/virtio-ports/vport*\n[Service]\nExecStart=/bin/sh -c "for p in /sys/class/virtio-ports/*; do read -r n < $$p/name; [ x$$n = xorg.qemu.guest_agent.0 ] && exec /usr/sbin/qemu-ga --method=virtio-serial --path=/dev/$${p##*/}; done; exit 1"\nRestart=always\nRestartSec=1\n' \
   >etc/systemd/system/qemu-guest-agent.service
 mkdir -p etc/systemd/system/multi-user.target.wants
 ln -sfn ../qemu-guest-agent.service etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service
 # The 9p file system loaded beside the boot, for the update share's mount.
-printf '[Unit]\nDescription=Load 9p\nDefaultDependencies=no\nConditionVirtualization=qemu\n[Service]\nType=oneshot\nExecStart=-modprobe -a 9p 9pnet_virtio\n' \
+printf '[Unit]\nDescription=Load 9p\nDefaultDependencies=no\nConditionVirtualization=vm\n[Service]\nType=oneshot\nExecStart=-modprobe -a 9p 9pnet_virtio\n' \
   >etc/systemd/system/bootlab-share-modules.service
 mkdir -p etc/systemd/system/sysinit.target.wants
 ln -sfn ../bootlab-share-modules.service etc/systemd/system/sysinit.target.wants/bootlab-share-modules.service

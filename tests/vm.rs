@@ -486,7 +486,8 @@ async fn start_from_booted_image_then_reboot() {
              findmnt -n -o SOURCE /var; systemctl show -P SourcePath var.mount; \
              systemctl is-system-running --wait; ls /boot/loader/entries; \
              systemctl show -P FragmentPath qemu-guest-agent.service; \
-             systemctl show -P Result bootlab-share-modules.service; \
+             echo share-modules $(systemctl show -P ConditionResult bootlab-share-modules.service) \
+             $(systemctl show -P ExecMainStatus bootlab-share-modules.service); \
              journalctl -b -o cat -u boot.mount -u var.mount",
         ])
         .await
@@ -503,7 +504,7 @@ async fn start_from_booted_image_then_reboot() {
             // bootlab's agent unit (no wait for udev's device of the port) answered.
             && lines.contains(&"/etc/systemd/system/qemu-guest-agent.service")
             // The 9p modules were loaded beside the boot.
-            && boot.stdout.contains("\nsuccess\n")
+            && lines.contains(&"share-modules yes 0")
             && !boot.stdout.contains("Mounting"),
         "{}\n{}",
         boot.stdout,

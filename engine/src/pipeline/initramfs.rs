@@ -378,6 +378,12 @@ mod tests {
             log,
             "-t auto -o ro,noauto,x-initrd.mount UUID=db9ff383-ffc4-4e8e-8fb6-fe4538a065e2 /sysroot/boot\n"
         );
+        // A device given by its path is not a bind: it stays as it is.
+        let (_, log) = mount_initrd_lines("/dev/vdb1 /data ext4 defaults,x-initrd.mount 0 0\n");
+        assert_eq!(
+            log,
+            "-t ext4 -o defaults,x-initrd.mount /dev/vdb1 /sysroot/data\n"
+        );
         // Nothing marked (an fstab from before), or a line for / (ostree-prepare-root's).
         let (out, log) = mount_initrd_lines(
             "LABEL=bootlab-boot /boot ext4 defaults 1 2\nLABEL=r / ext4 x-initrd.mount 0 0\n",

@@ -229,7 +229,9 @@ pub const BOOT_FSTAB_OPTIONS: &str = "noauto,x-initrd.mount";
 /// bootlab's initramfs (`x-initrd.mount`). That var.mount waited for udev to announce the root
 /// disk (the bind's source lies on it): under TCG ~2 s of every boot, with the journal's flush,
 /// systemd-tmpfiles and so sysinit.target (and the guest agent) behind it. Not `noauto`: should
-/// the initramfs not have mounted it, systemd still does.
+/// the initramfs not have mounted it, systemd still does. The stateroot is the disk's: a
+/// deployment in another stateroot (`ostree admin os-init`, `deploy --os=`) made from this
+/// /usr/etc would bind this one's /var, unless its /etc/fstab is edited.
 pub fn var_fstab_line(stateroot: &str) -> String {
     format!("/sysroot/ostree/deploy/{stateroot}/var /var none bind,x-initrd.mount 0 0\n")
 }
@@ -385,18 +387,20 @@ pub const UDEV_TRIGGER_DROPIN: (&str, &str) = (
 /// announced once udevd has started and coldplug reached it, under TCG 1-3 s after
 /// basic.target. The port is there from the kernel's start (virtio_console is built in), so the
 /// agent finds it by its name in sysfs and starts right after basic.target, as before: "ready"
-/// still means the system reached basic.target. (`$$` is a literal `$` for systemd; no `'` in
-/// the text: the bootc layer writes it with a single-quoted printf.)
+/// still means the system reached basic.target. A machine without virtio ports (the disk
+/// exported to another hypervisor) skips it instead of failing. (`$$` is a literal `$` for
+/// systemd; no `'` in the text: the bootc layer writes it with a single-quoted printf.)
 pub const AGENT_UNIT: (&str, &str) = (
     "systemd/system/qemu-guest-agent.service",
     "# Written by bootlab: the agent opens its virtio port by the kernel name it has in sysfs,\n\
      # instead of waiting for udev to announce /dev/virtio-ports/org.qemu.guest_agent.0.\n\
      [Unit]\n\
      Description=QEMU Guest Agent\n\
+     ConditionPathExistsGlob=/sys/class/virtio-ports/vport*\n\
      \n\
      [Service]\n\
      ExecStart=/bin/sh -c \"for p in /sys/class/virtio-ports/*; do read -r n < $$p/name; \
-     [ $$n = org.qemu.guest_agent.0 ] && exec /usr/sbin/qemu-ga --method=virtio-serial \
+     [ x$$n = xorg.qemu.guest_agent.0 ] && exec /usr/sbin/qemu-ga --method=virtio-serial \
      --path=/dev/$${p##*/}; done; echo no virtio port named org.qemu.guest_agent.0 >&2; exit 1\"\n\
      Restart=always\n\
      RestartSec=1\n\
@@ -422,7 +426,7 @@ pub const SHARE_MODULES_UNIT: (&str, &str) = (
      [Unit]\n\
      Description=Load the 9p file system for the bootlab update share\n\
      DefaultDependencies=no\n\
-     ConditionVirtualization=qemu\n\
+     ConditionVirtualization=vm\n\
      \n\
      [Service]\n\
      Type=oneshot\n\

@@ -29,14 +29,13 @@ fail() {
 }
 # Mounts the lines of fstab $1 marked x-initrd.mount under the root $2 (bootlab's marks /boot
 # and the /var bind): mounted by systemd, they waited ~2 s of every boot under TCG for udev to
-# announce their disk. A line for / is ostree-prepare-root's. A source that is a path (a bind's)
-# is one of the real root, so under $2 here. The file is read on fd 3: a failure's shell keeps
-# the console.
+# announce their disk. A line for / is ostree-prepare-root's. A bind's source is a path of the
+# real root, so under $2 here. The file is read on fd 3: a failure's shell keeps the console.
 mount_initrd_lines() {
   while read -r src dir type opts _ <&3 || [ -n "$src" ]; do
     case "$src" in '' | '#'*) src=''; continue ;; esac
     case ",$opts," in *,x-initrd.mount,*) ;; *) src=''; continue ;; esac
-    case "$src" in /*) src=$2$src ;; esac
+    case ",$opts," in *,bind,* | *,rbind,*) case "$src" in /*) src=$2$src ;; esac ;; esac
     if [ "$dir" != / ]; then
       mount -t "$type" -o "$opts" "$src" "$2$dir" 2>"$MOUNT_ERR" || {
         read -r why < "$MOUNT_ERR"
