@@ -529,9 +529,7 @@ async fn fill_disk(
     }
     // ostree removes etc/.updated from each deployment it writes (so that systemd's update units
     // run once on its first boot); this first one is the image's /etc as the image made it.
-    let updated = deployment.join("etc/.updated");
-    std::fs::write(&updated, layout::UPDATED)
-        .with_context(|| format!("write {}", updated.display()))?;
+    layout::write_updated(&deployment.join("etc"))?;
     disk::extlinux_install(&boot_dir.join("syslinux"), s, ev, cancel).await?;
     let cfg = std::fs::read_to_string(boot_dir.join("syslinux/syslinux.cfg"))
         .context("read syslinux.cfg")?;

@@ -151,7 +151,7 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     }
     fs::create_dir(&var)?;
     fs::set_permissions(&var, fs::Permissions::from_mode(0o755))?;
-    fs::write(seed.join(".updated"), UPDATED)?;
+    write_updated(&seed)?;
 
     // 5. Symlinks into /var; their content joins the seed.
     for (name, target, under_var) in VAR_LINKS {
@@ -328,6 +328,12 @@ pub const UPDATED: &str = "# Written by bootlab: the image was updated when it w
      # See man:systemd-update-done.service(8).\n\
      TIMESTAMP_NSEC=0\n";
 
+/// Writes [`UPDATED`] as `dir/.updated` (an /etc or a /var).
+pub fn write_updated(dir: &Path) -> Result<()> {
+    let p = dir.join(".updated");
+    fs::write(&p, UPDATED).with_context(|| format!("write {}", p.display()))
+}
+
 /// The tmpfiles.d file with the static device nodes (relative to the rootfs). Its name is
 /// kmod-static-nodes' own output's (/run/tmpfiles.d/static-nodes.conf), which takes precedence
 /// if a learner unmasks the unit.
@@ -441,13 +447,19 @@ pub const SHARE_MODULES_WANTS: (&str, &str) = (
     "../bootlab-share-modules.service",
 );
 
-/// Writes bootlab's own units ([`AGENT_UNIT`], [`SHARE_MODULES_UNIT`]) under `etc` and
-/// enables them.
+/// A path under /etc with what it holds: a file's text, or a symlink's target.
+pub type EtcPair = (&'static str, &'static str);
+
+/// bootlab's own units, each (path, text) with its enabling link (path, target), all relative
+/// to /etc: written by [`convert`] for the offline family and by the bootc base's layer.
+pub const OWN_UNITS: &[(EtcPair, EtcPair)] = &[
+    (AGENT_UNIT, AGENT_UNIT_WANTS),
+    (SHARE_MODULES_UNIT, SHARE_MODULES_WANTS),
+];
+
+/// Writes [`OWN_UNITS`] under `etc` and enables them.
 fn write_own_units(etc: &Path) -> Result<()> {
-    for ((path, text), (link, target)) in [
-        (AGENT_UNIT, AGENT_UNIT_WANTS),
-        (SHARE_MODULES_UNIT, SHARE_MODULES_WANTS),
-    ] {
+    for &((path, text), (link, target)) in OWN_UNITS {
         let p = etc.join(path);
         fs::create_dir_all(p.parent().unwrap())?;
         fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
@@ -778,25 +790,18 @@ mod tests {
             "the bootc layer single-quotes it: {trig}"
         );
         assert!(trig.contains("ExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,"), "{trig}");
-        // The guest agent's own unit, enabled, binding to no udev device.
+        // bootlab's own units, written and enabled (no `'`: the bootc layer single-quotes them).
+        assert_eq!(OWN_UNITS.len(), 2);
+        for &((path, _), (link, target)) in OWN_UNITS {
+            let text = fs::read_to_string(etc.join(path)).unwrap();
+            assert!(!text.contains('\''), "{text}");
+            assert_eq!(fs::read_link(etc.join(link)).unwrap(), Path::new(target));
+        }
+        // The guest agent's binds to no udev device; the 9p unit is ordered before nothing.
         let agent = fs::read_to_string(etc.join(AGENT_UNIT.0)).unwrap();
-        assert!(
-            !agent.contains('\'') && !agent.contains("BindsTo"),
-            "{agent}"
-        );
-        assert_eq!(
-            fs::read_link(etc.join(AGENT_UNIT_WANTS.0)).unwrap(),
-            Path::new(AGENT_UNIT_WANTS.1)
-        );
+        assert!(!agent.contains("BindsTo"), "{agent}");
         let share = fs::read_to_string(etc.join(SHARE_MODULES_UNIT.0)).unwrap();
-        assert!(
-            !share.contains('\'') && !share.contains("Before="),
-            "{share}"
-        );
-        assert_eq!(
-            fs::read_link(etc.join(SHARE_MODULES_WANTS.0)).unwrap(),
-            Path::new(SHARE_MODULES_WANTS.1)
-        );
+        assert!(!share.contains("Before="), "{share}");
 
         // tmpfiles lines for every /var dir a symlink points to
         let tf = fs::read_to_string(r.join(TMPFILES)).unwrap();

@@ -252,30 +252,25 @@ pub fn bootc_layer() -> String {
         .join(" && ");
     let (path, text) = crate::pipeline::layout::UDEV_TRIGGER_DROPIN;
     let trigger = printf_to(text, &format!("/etc/{path}"));
-    use crate::pipeline::layout::{
-        AGENT_UNIT, AGENT_UNIT_WANTS, SHARE_MODULES_UNIT, SHARE_MODULES_WANTS,
-    };
-    let agent = [
-        (AGENT_UNIT, AGENT_UNIT_WANTS),
-        (SHARE_MODULES_UNIT, SHARE_MODULES_WANTS),
-    ]
-    .iter()
-    .map(|((path, text), (link, target))| {
-        format!(
-            "{} && mkdir -p /etc/{} && ln -sfn {target} /etc/{link}",
-            printf_to(text, &format!("/etc/{path}")),
-            std::path::Path::new(link).parent().unwrap().display()
-        )
-    })
-    .collect::<Vec<_>>()
-    .join(" && ");
+    // bootlab's own units, written and enabled as the offline family's.
+    let own_units = crate::pipeline::layout::OWN_UNITS
+        .iter()
+        .map(|((path, text), (link, target))| {
+            format!(
+                "{} && mkdir -p /etc/{} && ln -sfn {target} /etc/{link}",
+                printf_to(text, &format!("/etc/{path}")),
+                std::path::Path::new(link).parent().unwrap().display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" && ");
     let static_nodes = format!(
         "awk '{}' \"/usr/lib/modules/$kver/modules.devname\" > /{}",
         STATIC_NODES_AWK.replace('\n', " "),
         crate::pipeline::layout::STATIC_NODES
     );
     format!(
-        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger} && {agent}\n\
+        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger} && {own_units}\n\
          RUN {kargs}\n\
          COPY {files} {INITRAMFS_DIR}/\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \

@@ -646,14 +646,8 @@ async fn fill(
     std::fs::write(&fstab, marked).with_context(|| format!("write {}", fstab.display()))?;
     // The first boot does not redo what the image's package installs did (ldconfig ~2 s under
     // TCG on the way to the agent), as on the offline family's disks (layout::UPDATED).
-    for dir in [
-        deployment.join("etc"),
-        mnt.join(format!("ostree/deploy/{STATEROOT}/var")),
-    ] {
-        let updated = dir.join(".updated");
-        std::fs::write(&updated, crate::pipeline::layout::UPDATED)
-            .with_context(|| format!("write {}", updated.display()))?;
-    }
+    crate::pipeline::layout::write_updated(&deployment.join("etc"))?;
+    crate::pipeline::layout::write_updated(&mnt.join(format!("ostree/deploy/{STATEROOT}/var")))?;
     let entries = boot_dir.join("loader/entries");
     let entry = std::fs::read_dir(&entries)
         .with_context(|| format!("bootc wrote no {}", entries.display()))?
