@@ -64,13 +64,14 @@ KERNELS=("$TREE"/boot/vmlinuz-*); IN_PLACE=
 shopt -u nullglob
 [ ${#KERNELS[@]} -eq 1 ] || { echo "need exactly one kernel" >&2; exit 1; }
 if [ -n "$IN_PLACE" ]; then KVER=$(basename "$(dirname "${KERNELS[0]}")"); else KVER=${KERNELS[0]##*/vmlinuz-}; fi
-COMPOSEFS=; DRIVERS="virtio_pci virtio_blk crc32c_generic ext4"
+# Two lanes of drivers the initramfs loads side by side (ext4's, the virtio disk's).
+COMPOSEFS=; DRIVERS="crc32c_generic,ext4 virtio_pci,virtio_blk,autofs4,ip_tables"
 if grep -qsE '^enabled *= *(true|yes|1|signed|verity)' "$TREE/usr/lib/ostree/prepare-root.conf"; then
-  COMPOSEFS=1; DRIVERS="$DRIVERS loop erofs overlay"   # the composefs root: an erofs image over overlay
+  COMPOSEFS=1; DRIVERS="crc32c_generic,ext4,erofs virtio_pci,virtio_blk,autofs4,ip_tables,loop,overlay"   # erofs image over overlay
 fi
 mkdir "$W/initramfs"
 cp "$HERE/../engine/src/pipeline/initramfs/make.sh" "$HERE/../engine/src/pipeline/initramfs/init.sh" "$W/initramfs/"
-# shellcheck disable=SC2086 # one word per driver
+# shellcheck disable=SC2086 # one word per lane
 podman run --rm --network=none --name "$INITRAMFS_CTR" "${ULIMITS[@]}" -v "$W/initramfs:/out" "$IMAGE" \
   sh /out/make.sh "$KVER" /out/initramfs.img /out/init.sh $DRIVERS
 mkdir -p "$TREE/boot"; install -m 0644 "$W/initramfs/initramfs.img" "$TREE/boot/initrd.img-$KVER"; rm -r "$W/initramfs"
@@ -110,6 +111,10 @@ printf '[Unit]\nDescription=Load 9p\nDefaultDependencies=no\nConditionVirtualiza
   >etc/systemd/system/bootlab-share-modules.service
 mkdir -p etc/systemd/system/sysinit.target.wants
 ln -sfn ../bootlab-share-modules.service etc/systemd/system/sysinit.target.wants/bootlab-share-modules.service
+mkdir -p etc/modprobe.d                          # drivers for PC parts no lab uses: not loaded by udev
+printf 'blacklist %s\n' floppy pcspkr parport_pc ppdev psmouse serio_raw ata_piix ata_generic bochs i2c_piix4 \
+  qemu_fw_cfg kvm_amd kvm_intel aesni_intel ghash_clmulni_intel sha1_ssse3 sha256_ssse3 sha512_ssse3 crc32_pclmul \
+  crct10dif_pclmul >etc/modprobe.d/bootlab-unused.conf
 mv etc usr/etc                                   # ostree makes (and 3-way merges) /etc from /usr/etc
 SEED=usr/share/bootlab/var-seed                  # /var is not deployed: keep it as a seed
 mkdir -p usr/share/bootlab; mv var $SEED; mkdir -m 0755 var

@@ -2,7 +2,8 @@
 //! made once per kernel and package set.
 //!
 //! A guest of bootlab's always boots the same way (virtio disk, ext4, an OSTree root), so the
-//! initramfs only has to load the virtio disk, ext4 and composefs drivers, mount the root the
+//! initramfs only has to load the virtio disk, ext4 and composefs drivers (and two the real
+//! root's systemd would load first thing), mount the root the
 //! kernel command line names, run ostree-prepare-root, mount the deployment's /boot (its fstab
 //! line marked `x-initrd.mount`, so systemd does not wait for udev) and switch to the deployment
 //! (`initramfs/init.sh`). Under TCG a systemd initramfs (dracut's, even cut to those modules)
@@ -33,20 +34,34 @@ pub const MAKE_SH: &str = include_str!("initramfs/make.sh");
 /// The initramfs's `/init`.
 pub const INIT_SH: &str = include_str!("initramfs/init.sh");
 
-/// The kernel modules in it (dependencies follow, built-in ones are skipped): the virtio disk
-/// and ext4 (crc32c is loaded by name, not as a dependency, so it is listed).
-pub const DRIVERS: &[&str] = &["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"];
-/// Added when the image requires composefs (the trixie base): ostree-prepare-root mounts the
-/// deployment's `.ostree.cfs` (erofs, through a loop device) under an overlay.
-pub const COMPOSEFS_DRIVERS: &[&str] = &["loop", "erofs", "overlay"];
+/// The kernel modules in it, in two lanes init.sh loads side by side (a guest has two vCPUs;
+/// under TCG ext4's chain alone took ~1 s of one): ext4 with crc32c (loaded by name, not as a
+/// dependency, so it is listed), and the virtio disk. The second lane, done long before the
+/// first, also loads what the real root's systemd loads first thing itself (autofs4, ip_tables:
+/// ~0.2 s of its start). Dependencies follow; built-in ones are skipped.
+pub const LANES: [&[&str]; 2] = [
+    &["crc32c_generic", "ext4"],
+    &["virtio_pci", "virtio_blk", "autofs4", "ip_tables"],
+];
+/// Added to those lanes when the image requires composefs (the trixie base): ostree-prepare-root
+/// mounts the deployment's `.ostree.cfs` (erofs, through a loop device) under an overlay. erofs
+/// needs crc32c (through libcrc32c), so it joins ext4's lane.
+pub const COMPOSEFS_LANES: [&[&str]; 2] = [&["erofs"], &["loop", "overlay"]];
 
-/// The drivers of an initramfs for an image with or without composefs.
-pub fn drivers(composefs: bool) -> Vec<&'static str> {
-    let mut d = DRIVERS.to_vec();
-    if composefs {
-        d.extend(COMPOSEFS_DRIVERS);
-    }
-    d
+/// The lanes of an initramfs for an image with or without composefs, each as `make.sh` takes
+/// it: driver names joined by commas.
+pub fn lanes(composefs: bool) -> Vec<String> {
+    LANES
+        .iter()
+        .zip(COMPOSEFS_LANES)
+        .map(|(lane, extra)| {
+            let mut d = lane.to_vec();
+            if composefs {
+                d.extend(extra);
+            }
+            d.join(",")
+        })
+        .collect()
 }
 
 /// The command that makes the initramfs in the image, with [`MAKE_SH`] and [`INIT_SH`] in `dir`.
@@ -58,7 +73,7 @@ pub fn make_argv(dir: &str, kver: &str, out: &str, composefs: bool) -> Vec<Strin
         out.to_string(),
         format!("{dir}/init.sh"),
     ];
-    a.extend(drivers(composefs).iter().map(|d| d.to_string()));
+    a.extend(lanes(composefs));
     a
 }
 
@@ -87,7 +102,7 @@ pub fn method_id() -> String {
     h.update(INIT_SH);
     h.update("\0");
     for composefs in [false, true] {
-        h.update(drivers(composefs).join(" "));
+        h.update(lanes(composefs).join(" "));
         h.update("\0");
     }
     hex::encode(h.finalize())[..16].to_string()
@@ -308,6 +323,7 @@ pub fn check_members(cpio: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// The shell function `name` of init.sh, as written there (from `name() {` to the `}` that
     /// closes it at the start of a line).
@@ -352,6 +368,79 @@ mod tests {
             .expect("dash");
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         (String::from_utf8_lossy(&out.stdout).into_owned(), logged)
+    }
+
+    /// init.sh's `load_drivers` run by dash on the host with an `insmod` that logs when it
+    /// starts and ends a module (0.3 s each; `bad.ko` fails), while another child (journald's
+    /// place) runs on: returns its output, the log and how long it took.
+    fn load_drivers(list: &str) -> (String, Vec<String>, Duration) {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = d.path().join("insmod.log");
+        let stub = format!(
+            "#!/bin/sh
+echo \"start $1\" >> {l}
+sleep 0.3
+[ \"$1\" = bad.ko ] && exit 1
+\
+             echo \"end $1\" >> {l}\n",
+            l = log.display()
+        );
+        std::fs::write(bin.join("insmod"), stub).unwrap();
+        std::fs::set_permissions(bin.join("insmod"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(d.path().join("modules"), list).unwrap();
+        let script = format!(
+            "{}\n{}\nsleep 30 &\nload_drivers {}/modules\necho done\n",
+            init_function("load_drivers"),
+            init_function("load_lane"),
+            d.path().display()
+        );
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new("dash")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("dash");
+        // Not `output()`: the background `sleep 30` keeps the pipe open after dash exits.
+        let mut stdout = String::new();
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out.stdout.unwrap()).lines() {
+            let line = line.unwrap();
+            stdout.push_str(&line);
+            stdout.push('\n');
+            if line == "done" {
+                break;
+            }
+        }
+        let took = t.elapsed();
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        (stdout, logged.lines().map(str::to_string).collect(), took)
+    }
+
+    #[test]
+    fn init_loads_each_lane_in_order_and_the_lanes_side_by_side() {
+        let (out, log, took) = load_drivers("1 a.ko\n1 b.ko\n2 c.ko\n2 bad.ko\n2 d.ko\n");
+        // a failed module is said and the rest of its lane still loads
+        assert_eq!(out, "bootlab initramfs: could not load bad.ko\ndone\n");
+        let at = |what: &str| {
+            log.iter()
+                .position(|l| l == what)
+                .unwrap_or_else(|| panic!("no {what} in {log:?}"))
+        };
+        // each lane in its order, dependencies first
+        assert!(at("end a.ko") < at("start b.ko"), "{log:?}");
+        assert!(at("start bad.ko") > at("end c.ko"), "{log:?}");
+        assert!(at("start d.ko") > at("start bad.ko"), "{log:?}");
+        // the lanes overlap: lane 2 started before lane 1's first module ended
+        assert!(at("start c.ko") < at("end a.ko"), "{log:?}");
+        assert_eq!(log.len(), 9, "{log:?}");
+        // it waited for its lanes only, not for the other child (journald's place)
+        assert!(took < Duration::from_secs(10), "{took:?}");
     }
 
     #[test]
@@ -403,10 +492,15 @@ mod tests {
         assert_eq!(
             a,
             "sh /out/make.sh 6.12.1-amd64 /out/initramfs.img /out/init.sh \
-             virtio_pci virtio_blk crc32c_generic ext4"
+             crc32c_generic,ext4 virtio_pci,virtio_blk,autofs4,ip_tables"
         );
         let c = make_argv("/out", "6.12.1-amd64", "/out/initramfs.img", true).join(" ");
-        assert!(c.ends_with("ext4 loop erofs overlay"), "{c}");
+        assert!(
+            c.ends_with(
+                " crc32c_generic,ext4,erofs virtio_pci,virtio_blk,autofs4,ip_tables,loop,overlay"
+            ),
+            "{c}"
+        );
     }
 
     /// The marks the init writes are the ones the boot-phase line reads, and it writes the

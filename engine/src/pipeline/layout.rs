@@ -135,7 +135,7 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     fs::write(etc.join("machine-id"), "")?;
     fs::set_permissions(etc.join("machine-id"), fs::Permissions::from_mode(0o444))?;
     mask_units(&etc)?;
-    write_udev_trigger_dropin(&etc)?;
+    write_own_files(&etc)?;
     write_own_units(&etc)?;
     fs::rename(&etc, root.join("usr/etc")).context("move etc to usr/etc")?;
 
@@ -388,6 +388,33 @@ pub const UDEV_TRIGGER_DROPIN: (&str, &str) = (
      --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n",
 );
 
+/// A modprobe.d file (path under /etc, text) that keeps udev's coldplug from loading drivers for
+/// parts of QEMU's PC no lab uses. It loaded ~20 of them at every boot (aesni_intel and four
+/// other CPU-feature crypto drivers, libata and scsi_mod for an IDE controller with no disk,
+/// qemu_fw_cfg, …), ~0.1-0.5 s of a vCPU each under TCG, until after the agent answered: the
+/// deploy of a drill started from a snapshot shared the CPU with them. `module_blacklist=` on the
+/// kernel command line ([`super::disk::KARGS`]) refuses some of them too, but only after the
+/// kernel has read, unpacked and checked the file, and after modprobe loaded its dependencies
+/// (libata for ata_piix). A `blacklist` line stops udev before that; an explicit `modprobe NAME`
+/// still loads one. (No `'` in the text: the bootc layer writes it with a single-quoted printf.)
+pub const UNUSED_MODULES: (&str, &str) = (
+    "modprobe.d/bootlab-unused.conf",
+    "# Written by bootlab: drivers udev loaded at every boot for parts of the QEMU PC no lab uses\n\
+     # (each costs a fraction of a second of a vCPU under TCG). `modprobe NAME` still loads one.\n\
+     # legacy PC devices, the IDE controller, the VGA card, the SMBus\n\
+     blacklist floppy\nblacklist pcspkr\nblacklist parport_pc\nblacklist ppdev\n\
+     blacklist psmouse\nblacklist serio_raw\nblacklist ata_piix\nblacklist ata_generic\n\
+     blacklist bochs\nblacklist i2c_piix4\nblacklist qemu_fw_cfg\n\
+     # the virtualization and crypto features of the CPU (`-cpu max` has them all)\n\
+     blacklist kvm_amd\nblacklist kvm_intel\nblacklist aesni_intel\n\
+     blacklist ghash_clmulni_intel\nblacklist sha1_ssse3\nblacklist sha256_ssse3\n\
+     blacklist sha512_ssse3\nblacklist crc32_pclmul\nblacklist crct10dif_pclmul\n",
+);
+
+/// The files bootlab writes under /etc in every guest it builds besides its units, each
+/// (path, text): the offline family's [`convert`] and the bootc base's layer.
+pub const OWN_FILES: &[EtcPair] = &[UDEV_TRIGGER_DROPIN, UNUSED_MODULES];
+
 /// The guest agent's unit (path under /etc, text), replacing Debian's whole (a drop-in cannot
 /// drop a dependency): Debian's binds to the udev device of its virtio port, and that device is
 /// announced once udevd has started and coldplug reached it, under TCG 1-3 s after
@@ -482,12 +509,14 @@ fn mask_units(etc: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes [`UDEV_TRIGGER_DROPIN`] under `etc`.
-fn write_udev_trigger_dropin(etc: &Path) -> Result<()> {
-    let (path, text) = UDEV_TRIGGER_DROPIN;
-    let p = etc.join(path);
-    fs::create_dir_all(p.parent().unwrap())?;
-    fs::write(&p, text).with_context(|| format!("write {}", p.display()))
+/// Writes [`OWN_FILES`] under `etc`.
+fn write_own_files(etc: &Path) -> Result<()> {
+    for &(path, text) in OWN_FILES {
+        let p = etc.join(path);
+        fs::create_dir_all(p.parent().unwrap())?;
+        fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// Move `boot/vmlinuz-$KVER` and its initramfs to `usr/lib/modules/$KVER/`. Exactly one kernel.
@@ -790,6 +819,21 @@ mod tests {
             "the bootc layer single-quotes it: {trig}"
         );
         assert!(trig.contains("ExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,"), "{trig}");
+        // udev's coldplug does not load the unused drivers: a modprobe.d file of blacklist lines
+        let unused = fs::read_to_string(etc.join("modprobe.d/bootlab-unused.conf")).unwrap();
+        assert!(!unused.contains('\''), "the bootc layer single-quotes it");
+        let names: Vec<&str> = unused
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.strip_prefix("blacklist ").expect(l))
+            .collect();
+        for m in ["aesni_intel", "ata_piix", "kvm_amd", "qemu_fw_cfg", "floppy"] {
+            assert!(names.contains(&m), "{m} not in\n{unused}");
+        }
+        // what the guests need stays loadable: the root's drivers, the power button, the share
+        for m in ["virtio_blk", "ext4", "crc32c_intel", "button", "evdev", "9p", "virtio_net"] {
+            assert!(!names.contains(&m), "{m} blacklisted");
+        }
         // bootlab's own units, written and enabled (no `'`: the bootc layer single-quotes them).
         assert_eq!(OWN_UNITS.len(), 2);
         for &((path, _), (link, target)) in OWN_UNITS {

@@ -250,8 +250,12 @@ pub fn bootc_layer() -> String {
         .map(|u| format!("ln -sfn /dev/null /etc/systemd/system/{u}"))
         .collect::<Vec<_>>()
         .join(" && ");
-    let (path, text) = crate::pipeline::layout::UDEV_TRIGGER_DROPIN;
-    let trigger = printf_to(text, &format!("/etc/{path}"));
+    // bootlab's own files under /etc (udev's trigger order, the drivers it does not load).
+    let own_files = crate::pipeline::layout::OWN_FILES
+        .iter()
+        .map(|(path, text)| printf_to(text, &format!("/etc/{path}")))
+        .collect::<Vec<_>>()
+        .join(" && ");
     // bootlab's own units, written and enabled as the offline family's.
     let own_units = crate::pipeline::layout::OWN_UNITS
         .iter()
@@ -270,7 +274,7 @@ pub fn bootc_layer() -> String {
         crate::pipeline::layout::STATIC_NODES
     );
     format!(
-        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {trigger} && {own_units}\n\
+        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {own_files} && {own_units}\n\
          RUN {kargs}\n\
          COPY {files} {INITRAMFS_DIR}/\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
@@ -438,8 +442,8 @@ mod layer_tests {
         assert!(
             run.contains(
                 "sh /tmp/bootlab-initramfs/make.sh \"$kver\" \"$img\" \
-                 /tmp/bootlab-initramfs/init.sh virtio_pci virtio_blk crc32c_generic ext4 loop \
-                 erofs overlay"
+                 /tmp/bootlab-initramfs/init.sh crc32c_generic,ext4,erofs \
+                 virtio_pci,virtio_blk,autofs4,ip_tables,loop,overlay"
             ),
             "{run}"
         );
@@ -472,6 +476,15 @@ mod layer_tests {
         );
         assert!(
             l.contains("--prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\\n' > /etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf"),
+            "{l}"
+        );
+        // the drivers udev does not load, as in the offline family
+        assert!(
+            l.contains("mkdir -p /etc/modprobe.d && printf '%b' '# Written by bootlab: drivers udev loaded"),
+            "{l}"
+        );
+        assert!(
+            l.contains("blacklist aesni_intel\\n") && l.contains("\\n' > /etc/modprobe.d/bootlab-unused.conf"),
             "{l}"
         );
         for u in crate::pipeline::layout::MASKED_UNITS {

@@ -1,10 +1,10 @@
 #!/bin/sh
 # Makes bootlab's initramfs inside the image it boots (its kernel modules, its ostree, its libc):
-#   sh make.sh KVER OUT INIT DRIVER...
+#   sh make.sh KVER OUT INIT LANE...   (a LANE: DRIVER[,DRIVER...])
 # INIT becomes /init (init.sh beside this file). Also in it: a shell, mount, switch_root,
 # insmod, sleep, journald and ostree-prepare-root with their libraries; prepare-root.conf
 # (ostree-prepare-root reads it from the initramfs, not from the deployment); the DRIVERs and
-# their dependencies, in load order in /etc/bootlab-modules; a journald.conf.
+# their dependencies, in load order with their lane in /etc/bootlab-modules; a journald.conf.
 # Uncompressed: under TCG copying it is cheaper than inflating it.
 set -eu
 kver=$1 out=$2 init=$3
@@ -56,17 +56,29 @@ for f in /usr/lib/ostree/prepare-root.conf /etc/ostree/prepare-root.conf \
   [ ! -e "$f" ] || put "$f"
 done
 
-# The drivers, dependencies first; built-in ones are skipped, each module listed once.
+# The drivers in lanes, one argument each (comma-separated names): init.sh loads a lane's
+# modules in order, dependencies first, and the lanes side by side. Built-in ones are skipped,
+# each module is listed once; a module a lane needs from another lane is an error (that lane
+# could load it too late).
 : > "$w/etc/bootlab-modules"
-for m in "$@"; do
-  modprobe -S "$kver" --show-depends "$m" > "$w/deps" ||
-    { echo "make.sh: kernel $kver has no driver $m" >&2; exit 1; }
-  for ko in $(awk '$1 == "insmod" {print $2}' "$w/deps"); do
-    dest=/usr/lib/modules/$kver/$(basename "$ko")
-    grep -qxF "$dest" "$w/etc/bootlab-modules" && continue
-    mkdir -p "$w/usr/lib/modules/$kver"
-    cp -L "$ko" "$w$dest"
-    echo "$dest" >> "$w/etc/bootlab-modules"
+lane=0
+for arg in "$@"; do
+  lane=$((lane + 1))
+  for m in $(printf '%s' "$arg" | tr , ' '); do
+    modprobe -S "$kver" --show-depends "$m" > "$w/deps" ||
+      { echo "make.sh: kernel $kver has no driver $m" >&2; exit 1; }
+    for ko in $(awk '$1 == "insmod" {print $2}' "$w/deps"); do
+      dest=/usr/lib/modules/$kver/$(basename "$ko")
+      other=$(awk -v d="$dest" '$2 == d {print $1}' "$w/etc/bootlab-modules")
+      if [ -n "$other" ]; then
+        [ "$other" = "$lane" ] && continue
+        echo "make.sh: $m (lane $lane) needs $(basename "$ko"), which lane $other loads: put them in one lane" >&2
+        exit 1
+      fi
+      mkdir -p "$w/usr/lib/modules/$kver"
+      cp -L "$ko" "$w$dest"
+      echo "$lane $dest" >> "$w/etc/bootlab-modules"
+    done
   done
 done
 rm "$w/deps"
