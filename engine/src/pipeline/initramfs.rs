@@ -380,20 +380,17 @@ mod tests {
         std::fs::create_dir(&bin).unwrap();
         let log = d.path().join("insmod.log");
         let stub = format!(
-            "#!/bin/sh
-echo \"start $1\" >> {l}
-sleep 0.3
-[ \"$1\" = bad.ko ] && exit 1
-\
-             echo \"end $1\" >> {l}\n",
+            "#!/bin/sh\necho \"start $1\" >> {l}\nsleep 0.3\n\
+             [ \"$1\" = bad.ko ] && exit 1\necho \"end $1\" >> {l}\n",
             l = log.display()
         );
         std::fs::write(bin.join("insmod"), stub).unwrap();
         std::fs::set_permissions(bin.join("insmod"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
         std::fs::write(d.path().join("modules"), list).unwrap();
+        // A bare `wait` in load_drivers would wait the 30 s of that other child.
         let script = format!(
-            "{}\n{}\nsleep 30 &\nload_drivers {}/modules\necho done\n",
+            "{}\n{}\nsleep 30 & other=$!\nload_drivers {}/modules\necho done\nkill $other\n",
             init_function("load_drivers"),
             init_function("load_lane"),
             d.path().display()
@@ -403,20 +400,9 @@ sleep 0.3
             .arg("-c")
             .arg(script)
             .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
+            .output()
             .expect("dash");
-        // Not `output()`: the background `sleep 30` keeps the pipe open after dash exits.
-        let mut stdout = String::new();
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out.stdout.unwrap()).lines() {
-            let line = line.unwrap();
-            stdout.push_str(&line);
-            stdout.push('\n');
-            if line == "done" {
-                break;
-            }
-        }
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let took = t.elapsed();
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         (stdout, logged.lines().map(str::to_string).collect(), took)

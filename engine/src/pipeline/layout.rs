@@ -827,11 +827,25 @@ mod tests {
             .filter(|l| !l.starts_with('#'))
             .map(|l| l.strip_prefix("blacklist ").expect(l))
             .collect();
-        for m in ["aesni_intel", "ata_piix", "kvm_amd", "qemu_fw_cfg", "floppy"] {
+        for m in [
+            "aesni_intel",
+            "ata_piix",
+            "kvm_amd",
+            "qemu_fw_cfg",
+            "floppy",
+        ] {
             assert!(names.contains(&m), "{m} not in\n{unused}");
         }
         // what the guests need stays loadable: the root's drivers, the power button, the share
-        for m in ["virtio_blk", "ext4", "crc32c_intel", "button", "evdev", "9p", "virtio_net"] {
+        for m in [
+            "virtio_blk",
+            "ext4",
+            "crc32c_intel",
+            "button",
+            "evdev",
+            "9p",
+            "virtio_net",
+        ] {
             assert!(!names.contains(&m), "{m} blacklisted");
         }
         // bootlab's own units, written and enabled (no `'`: the bootc layer single-quotes them).

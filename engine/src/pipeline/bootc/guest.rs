@@ -480,11 +480,14 @@ mod layer_tests {
         );
         // the drivers udev does not load, as in the offline family
         assert!(
-            l.contains("mkdir -p /etc/modprobe.d && printf '%b' '# Written by bootlab: drivers udev loaded"),
+            l.contains(
+                "mkdir -p /etc/modprobe.d && printf '%b' '# Written by bootlab: drivers udev loaded"
+            ),
             "{l}"
         );
         assert!(
-            l.contains("blacklist aesni_intel\\n") && l.contains("\\n' > /etc/modprobe.d/bootlab-unused.conf"),
+            l.contains("blacklist aesni_intel\\n")
+                && l.contains("\\n' > /etc/modprobe.d/bootlab-unused.conf"),
             "{l}"
         );
         for u in crate::pipeline::layout::MASKED_UNITS {
