@@ -336,33 +336,26 @@ mod tests {
         body[..end].to_string()
     }
 
-    /// init.sh's `mount_initrd_lines` run by dash on the host, with a `mount` that logs its
-    /// arguments (and fails for the source `FAILME`) and a `fail` that says so.
-    fn mount_initrd_lines(fstab: &str) -> (String, String) {
+    /// Runs a script of init.sh's functions with dash on the host, in a temporary folder `dir`
+    /// holding `file` (name, text) and a stub program `prog` first on the PATH (its text made
+    /// from the path of the log it writes, `dir/prog.log`): returns dash's output and that log.
+    fn dash_with_stub(
+        prog: &str,
+        stub: impl Fn(&Path) -> String,
+        file: (&str, &str),
+        script: impl Fn(&Path) -> String,
+    ) -> (String, String) {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let bin = d.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
-        let log = d.path().join("mount.log");
-        let stub = format!(
-            "#!/bin/sh\n\
-             for a in \"$@\"; do [ \"$a\" = FAILME ] && {{ echo 'mount: no such device' >&2; exit 32; }}; done\n\
-             echo \"$*\" >> {}\n",
-            log.display()
-        );
-        std::fs::write(bin.join("mount"), stub).unwrap();
-        std::fs::set_permissions(bin.join("mount"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
-        std::fs::write(d.path().join("fstab"), fstab).unwrap();
-        let script = format!(
-            "fail() {{ echo \"FAIL $*\"; exit 3; }}\nMOUNT_ERR={dir}/mount.err\n{f}\n\
-             mount_initrd_lines {dir}/fstab /sysroot\necho done\n",
-            dir = d.path().display(),
-            f = init_function("mount_initrd_lines"),
-        );
+        let log = d.path().join(format!("{prog}.log"));
+        std::fs::write(bin.join(prog), stub(&log)).unwrap();
+        std::fs::set_permissions(bin.join(prog), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(d.path().join(file.0), file.1).unwrap();
         let out = std::process::Command::new("dash")
             .arg("-c")
-            .arg(script)
+            .arg(script(d.path()))
             .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
             .output()
             .expect("dash");
@@ -370,42 +363,58 @@ mod tests {
         (String::from_utf8_lossy(&out.stdout).into_owned(), logged)
     }
 
+    /// init.sh's `mount_initrd_lines` run by dash on the host, with a `mount` that logs its
+    /// arguments (and fails for the source `FAILME`) and a `fail` that says so.
+    fn mount_initrd_lines(fstab: &str) -> (String, String) {
+        dash_with_stub(
+            "mount",
+            |log| {
+                format!(
+                    "#!/bin/sh\n\
+                     for a in \"$@\"; do [ \"$a\" = FAILME ] && {{ echo 'mount: no such device' >&2; exit 32; }}; done\n\
+                     echo \"$*\" >> {}\n",
+                    log.display()
+                )
+            },
+            ("fstab", fstab),
+            |dir| {
+                format!(
+                    "fail() {{ echo \"FAIL $*\"; exit 3; }}\nMOUNT_ERR={dir}/mount.err\n{f}\n\
+                     mount_initrd_lines {dir}/fstab /sysroot\necho done\n",
+                    dir = dir.display(),
+                    f = init_function("mount_initrd_lines"),
+                )
+            },
+        )
+    }
+
     /// init.sh's `load_drivers` run by dash on the host with an `insmod` that logs when it
     /// starts and ends a module (0.3 s each; `bad.ko` fails), while another child (journald's
-    /// place) runs on: returns its output, the log and how long it took.
+    /// place) runs on: returns its output, the log's lines and how long it took.
     fn load_drivers(list: &str) -> (String, Vec<String>, Duration) {
-        use std::os::unix::fs::PermissionsExt;
-        let d = tempfile::tempdir().unwrap();
-        let bin = d.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let log = d.path().join("insmod.log");
-        let stub = format!(
-            "#!/bin/sh\necho \"start $1\" >> {l}\nsleep 0.3\n\
-             [ \"$1\" = bad.ko ] && exit 1\necho \"end $1\" >> {l}\n",
-            l = log.display()
-        );
-        std::fs::write(bin.join("insmod"), stub).unwrap();
-        std::fs::set_permissions(bin.join("insmod"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
-        std::fs::write(d.path().join("modules"), list).unwrap();
-        // A bare `wait` in load_drivers would wait the 30 s of that other child.
-        let script = format!(
-            "{}\n{}\nsleep 30 & other=$!\nload_drivers {}/modules\necho done\nkill $other\n",
-            init_function("load_drivers"),
-            init_function("load_lane"),
-            d.path().display()
-        );
         let t = std::time::Instant::now();
-        let out = std::process::Command::new("dash")
-            .arg("-c")
-            .arg(script)
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .output()
-            .expect("dash");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (out, log) = dash_with_stub(
+            "insmod",
+            |log| {
+                format!(
+                    "#!/bin/sh\necho \"start $1\" >> {l}\nsleep 0.3\n\
+                     [ \"$1\" = bad.ko ] && exit 1\necho \"end $1\" >> {l}\n",
+                    l = log.display()
+                )
+            },
+            ("modules", list),
+            // A bare `wait` in load_drivers would wait the 30 s of that other child.
+            |dir| {
+                format!(
+                    "{}\n{}\nsleep 30 & other=$!\nload_drivers {}/modules\necho done\nkill $other\n",
+                    init_function("load_drivers"),
+                    init_function("load_lane"),
+                    dir.display()
+                )
+            },
+        );
         let took = t.elapsed();
-        let logged = std::fs::read_to_string(&log).unwrap_or_default();
-        (stdout, logged.lines().map(str::to_string).collect(), took)
+        (out, log.lines().map(str::to_string).collect(), took)
     }
 
     #[test]
