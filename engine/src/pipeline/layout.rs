@@ -391,8 +391,9 @@ pub const UDEV_TRIGGER_DROPIN: (&str, &str) = (
 /// A modprobe.d file (path under /etc, text) that keeps udev's coldplug from loading drivers for
 /// parts of QEMU's PC no lab uses. It loaded ~20 of them at every boot (aesni_intel and four
 /// other CPU-feature crypto drivers, libata and scsi_mod for an IDE controller with no disk,
-/// qemu_fw_cfg, …), ~0.1-0.5 s of a vCPU each under TCG, until after the agent answered: the
-/// deploy of a drill started from a snapshot shared the CPU with them. `module_blacklist=` on the
+/// qemu_fw_cfg, …), ~0.1-0.5 s of a vCPU each under TCG, the last ~2 s after the agent answered
+/// (no second of the boot came back: that vCPU time was beside the chain to the agent; the guest
+/// does less and its console shows no refused loads). `module_blacklist=` on the
 /// kernel command line ([`super::disk::KARGS`]) refuses some of them too, but only after the
 /// kernel has read, unpacked and checked the file, and after modprobe loaded its dependencies
 /// (libata for ata_piix). A `blacklist` line stops udev before that; an explicit `modprobe NAME`
