@@ -488,9 +488,7 @@ pub const OWN_UNITS: &[(EtcPair, EtcPair)] = &[
 /// Writes [`OWN_UNITS`] under `etc` and enables them.
 fn write_own_units(etc: &Path) -> Result<()> {
     for &((path, text), (link, target)) in OWN_UNITS {
-        let p = etc.join(path);
-        fs::create_dir_all(p.parent().unwrap())?;
-        fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
+        write_etc_file(etc, path, text)?;
         let l = etc.join(link);
         fs::create_dir_all(l.parent().unwrap())?;
         remove_any(&l)?;
@@ -513,11 +511,16 @@ fn mask_units(etc: &Path) -> Result<()> {
 /// Writes [`OWN_FILES`] under `etc`.
 fn write_own_files(etc: &Path) -> Result<()> {
     for &(path, text) in OWN_FILES {
-        let p = etc.join(path);
-        fs::create_dir_all(p.parent().unwrap())?;
-        fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
+        write_etc_file(etc, path, text)?;
     }
     Ok(())
+}
+
+/// Writes `text` at `path` under `etc`, its folders first.
+fn write_etc_file(etc: &Path, path: &str, text: &str) -> Result<()> {
+    let p = etc.join(path);
+    fs::create_dir_all(p.parent().unwrap())?;
+    fs::write(&p, text).with_context(|| format!("write {}", p.display()))
 }
 
 /// Move `boot/vmlinuz-$KVER` and its initramfs to `usr/lib/modules/$KVER/`. Exactly one kernel.

@@ -728,17 +728,7 @@ impl Sup {
         argv: &[&str],
         within: Duration,
     ) -> Result<crate::tools::qmp::qga::ExecOutput> {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        let out = self.agent().await?.exec(&argv, None, within).await?;
-        if !out.success() {
-            bail!(
-                "guest command `{}` failed (exit {}): {}",
-                argv.join(" "),
-                out.status(),
-                out.stderr.trim()
-            );
-        }
-        Ok(out)
+        guest_ok(&*self.agent().await?, argv, within).await
     }
 
     /// The guest folder of the update share (per VM: bootc guests use /var/mnt/share).
@@ -1491,7 +1481,7 @@ async fn mount_share_with(agent: &Qga, dir: &str) -> Result<bool> {
         return Ok(false);
     }
     let t = Duration::from_secs(30);
-    let mount: Vec<String> = [
+    let mount = [
         "mount",
         "-t",
         "9p",
@@ -1499,31 +1489,34 @@ async fn mount_share_with(agent: &Qga, dir: &str) -> Result<bool> {
         "trans=virtio,version=9p2000.L,ro",
         SHARE_TAG,
         dir,
-    ]
-    .map(String::from)
-    .to_vec();
-    if agent.exec(&mount, None, t).await?.success() {
+    ];
+    let argv: Vec<String> = mount.map(String::from).to_vec();
+    if agent.exec(&argv, None, t).await?.success() {
         return Ok(true);
     }
-    let mkdir = agent
-        .exec(&["mkdir".into(), "-p".into(), dir.into()], None, t)
-        .await?;
-    if !mkdir.success() {
-        bail!(
-            "mkdir -p {dir} failed (exit {}): {}",
-            mkdir.status(),
-            mkdir.stderr.trim()
-        );
-    }
-    let out = agent.exec(&mount, None, t).await?;
+    guest_ok(agent, &["mkdir", "-p", dir], t).await?;
+    guest_ok(agent, &mount, t).await?;
+    Ok(true)
+}
+
+/// Runs `argv` in the guest through `agent`; an error with its exit status and stderr when it
+/// fails.
+async fn guest_ok(
+    agent: &Qga,
+    argv: &[&str],
+    within: Duration,
+) -> Result<crate::tools::qmp::qga::ExecOutput> {
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let out = agent.exec(&argv, None, within).await?;
     if !out.success() {
         bail!(
-            "mount failed (exit {}): {}",
+            "guest command `{}` failed (exit {}): {}",
+            argv.join(" "),
             out.status(),
             out.stderr.trim()
         );
     }
-    Ok(true)
+    Ok(out)
 }
 
 /// QEMU saves a VM's state only when every disk in the chain can be migrated: a VM whose golden
