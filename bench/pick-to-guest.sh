@@ -96,7 +96,9 @@ else printf 'LABEL=%s / ext4 defaults 1 1\nLABEL=%s /boot ext4 defaults,noauto,x
 mkdir -p etc/systemd/system                      # housekeeping that costs seconds under TCG
 for u in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
   fstrim.timer systemd-pstore.service modprobe@drm.service dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
-  dracut-shutdown.service kmod-static-nodes.service systemd-tmpfiles-setup-dev-early.service; do
+  dracut-shutdown.service kmod-static-nodes.service systemd-tmpfiles-setup-dev-early.service \
+  systemd-udev-load-credentials.service modprobe@configfs.service sys-kernel-config.mount modprobe@fuse.service \
+  sys-fs-fuse-connections.mount dev-mqueue.mount run-lock.mount; do
   ln -sfn /dev/null etc/systemd/system/$u; done
 mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # the agent's port coldplugged first
 printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n' \

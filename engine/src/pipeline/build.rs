@@ -32,8 +32,9 @@ use std::path::{Path, PathBuf};
 /// ([`layout::STATIC_NODES`]), kmod-static-nodes masked. 7: /boot mounted by the initramfs
 /// (its fstab line `noauto,x-initrd.mount`, [`layout::BOOT_FSTAB_OPTIONS`]). 8: /var too
 /// ([`layout::var_fstab_line`]) and the guest agent's own unit ([`layout::AGENT_UNIT`]). 9: the
-/// drivers udev does not load ([`layout::UNUSED_MODULES`]).
-pub const CONVERSION_VERSION: u32 = 9;
+/// drivers udev does not load ([`layout::UNUSED_MODULES`]). 10: seven more units masked
+/// ([`layout::MASKED_UNITS`]).
+pub const CONVERSION_VERSION: u32 = 10;
 
 /// What [`build_image`] made or found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
