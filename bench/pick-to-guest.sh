@@ -121,6 +121,9 @@ mv etc usr/etc                                   # ostree makes (and 3-way merge
 SEED=usr/share/bootlab/var-seed                  # /var is not deployed: keep it as a seed
 mkdir -p usr/share/bootlab; mv var $SEED; mkdir -m 0755 var
 printf 'TIMESTAMP_NSEC=0\n' >$SEED/.updated        # the first boot's catalog update is the image's
+if [ -d $SEED/lib/dpkg/info ]; then               # dpkg's ~900 info files: one tar in the seed
+  (cd $SEED/lib/dpkg/info && ls -A | LC_ALL=C sort | tar --numeric-owner --mtime=@0 -cf ../info.tar -T -)
+  rm -rf $SEED/lib/dpkg/info; fi
 for l in home:var/home:home root:var/roothome:roothome opt:var/opt:opt srv:var/srv:srv mnt:var/mnt:mnt \
          usr/local:../var/usrlocal:usrlocal; do
   IFS=: read -r p target under <<<"$l"
@@ -175,6 +178,8 @@ else
   ostree admin deploy --sysroot="$MNT" --os=$OS "${KARGS[@]/#/--karg=}" "bootlab:$BRANCH" >/dev/null
 fi
 cp -a "$MNT/ostree/deploy/$OS/deploy/$COMMIT.0/$SEED/." "$MNT/ostree/deploy/$OS/var/"  # 2022.7 leaves /var empty
+V=$MNT/ostree/deploy/$OS/var/lib/dpkg
+if [ -f $V/info.tar ]; then mkdir -p $V/info && tar --numeric-owner -xpf $V/info.tar -C $V/info && rm $V/info.tar; fi
 printf 'TIMESTAMP_NSEC=0\n' >"$MNT/ostree/deploy/$OS/deploy/$COMMIT.0/etc/.updated"  # ostree removed it: ldconfig's is the image's
 extlinux --install "$MNT/boot/syslinux" 2>/dev/null
 grep -q /ostree/ "$MNT/boot/syslinux/syslinux.cfg" || { echo "ostree wrote no boot entry" >&2; exit 1; }

@@ -191,6 +191,16 @@ async fn boot_exec_snapshot_restore_powerdown() {
     let hostname = c.read_file("/etc/os-release").await.unwrap();
     assert_eq!(String::from_utf8_lossy(&hostname), osr.stdout);
 
+    // dpkg's database is whole in /var: the disk maker unpacked the seed's info tar.
+    let listed = c.exec(&["dpkg", "-L", "bash"]).await.unwrap();
+    assert!(listed.success(), "{}", listed.stderr);
+    assert!(listed.stdout.lines().any(|l| l == "/usr/bin/bash"));
+    let tar = c
+        .exec(&["test", "-e", "/var/lib/dpkg/info.tar"])
+        .await
+        .unwrap();
+    assert!(!tar.success(), "the tar is unpacked and removed");
+
     // The update share is mounted once ready.
     let fs = c
         .exec(&["findmnt", "-n", "-o", "FSTYPE", "/run/bootlab/updates"])

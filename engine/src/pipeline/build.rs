@@ -33,8 +33,9 @@ use std::path::{Path, PathBuf};
 /// (its fstab line `noauto,x-initrd.mount`, [`layout::BOOT_FSTAB_OPTIONS`]). 8: /var too
 /// ([`layout::var_fstab_line`]) and the guest agent's own unit ([`layout::AGENT_UNIT`]). 9: the
 /// drivers udev does not load ([`layout::UNUSED_MODULES`]). 10: seven more units masked
-/// ([`layout::MASKED_UNITS`]).
-pub const CONVERSION_VERSION: u32 = 10;
+/// ([`layout::MASKED_UNITS`]). 11: dpkg's info files one tar in the var seed
+/// ([`layout::DPKG_INFO_TAR`]).
+pub const CONVERSION_VERSION: u32 = 11;
 
 /// What [`build_image`] made or found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

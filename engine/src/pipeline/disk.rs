@@ -518,6 +518,7 @@ async fn fill_disk(
             .arg(&var)
             .run(s, ev, cancel)
             .await?;
+        unpack_dpkg_info(&var, s, ev, cancel).await?;
     } else {
         ev.note(
             s,
@@ -567,6 +568,31 @@ async fn fill_disk(
         format: DISK_FORMAT,
         uefi,
     })
+}
+
+/// dpkg's per-package files, packed into one tar in the image's var seed
+/// ([`layout::DPKG_INFO_TAR`]), back into /var/lib/dpkg/info of the new disk's /var (`var`),
+/// as they were in the image: `dpkg -L` and upgrades in the guest read them.
+async fn unpack_dpkg_info(
+    var: &Path,
+    s: &str,
+    ev: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let tar = var.join(layout::DPKG_INFO_TAR);
+    if !tar.is_file() {
+        return Ok(());
+    }
+    let dir = var.join(layout::DPKG_INFO_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    HostCmd::new("tar")
+        .args(["--numeric-owner", "-xpf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&dir)
+        .run(s, ev, cancel)
+        .await?;
+    std::fs::remove_file(&tar).with_context(|| format!("remove {}", tar.display()))
 }
 
 #[cfg(test)]

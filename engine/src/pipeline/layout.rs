@@ -10,7 +10,8 @@
 //!   its own on first boot).
 //! - /var is not part of a deployment (the host's ostree 2022.7 does not populate the stateroot's /var):
 //!   a seed copy is kept at [`VAR_SEED`] (the disk maker copies it into the stateroot), and
-//!   tmpfiles.d lines create the /var directories the symlinks below point to.
+//!   tmpfiles.d lines create the /var directories the symlinks below point to. dpkg's ~900
+//!   info files are one tar in it ([`DPKG_INFO_TAR`]): fewer files for every deploy and prune.
 //! - home, root, opt, srv, mnt, usr/local become symlinks into /var (their content moves into
 //!   the seed), media → run/media, ostree → sysroot/ostree, an empty /sysroot.
 //! - dev, proc, sys, run, tmp, var/tmp are left empty; apt lists and caches are dropped.
@@ -152,6 +153,7 @@ pub fn convert(root: &Path, opts: &LayoutOptions) -> Result<LayoutReport> {
     fs::create_dir(&var)?;
     fs::set_permissions(&var, fs::Permissions::from_mode(0o755))?;
     write_updated(&seed)?;
+    pack_dpkg_info(&seed)?;
 
     // 5. Symlinks into /var; their content joins the seed.
     for (name, target, under_var) in VAR_LINKS {
@@ -630,6 +632,76 @@ pub fn var_seed_in(deployment: &Path) -> PathBuf {
     deployment.join(VAR_SEED)
 }
 
+/// dpkg's per-package files in the var seed, one tar (relative to the seed, and to /var once
+/// the disk maker has copied the seed there and unpacked it: [`DPKG_INFO_DIR`]). They were
+/// ~900 of a deployment's ~9,000 files, and under TCG every deploy hard-links each file, writes
+/// it into the composefs image, removes the old deployment's, and every prune walks them all;
+/// no lab reads them from the seed (lab 04 reads the seed's www/, `bootlab diff` its
+/// lib/dpkg/status, both stay files).
+pub const DPKG_INFO_TAR: &str = "lib/dpkg/info.tar";
+/// Where [`DPKG_INFO_TAR`] unpacks (relative to the seed or /var).
+pub const DPKG_INFO_DIR: &str = "lib/dpkg/info";
+
+/// Packs the seed's [`DPKG_INFO_DIR`] (regular files only, as dpkg writes it) into
+/// [`DPKG_INFO_TAR`], then removes the folder. Names sorted, times 0 (a deployment's files
+/// have mtime 0 anyway): the same files make the same bytes, so versions share the object.
+fn pack_dpkg_info(seed: &Path) -> Result<()> {
+    let dir = seed.join(DPKG_INFO_DIR);
+    if !dir.is_dir() || dir.is_symlink() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = list_names(&dir)?;
+    names.sort();
+    let mut out = Vec::new();
+    for name in &names {
+        let p = dir.join(name);
+        let md = fs::symlink_metadata(&p).with_context(|| format!("read {}", p.display()))?;
+        if !md.file_type().is_file() {
+            bail!(
+                "{}: not a regular file (dpkg's info folder holds only files)",
+                p.display()
+            );
+        }
+        let data = fs::read(&p).with_context(|| format!("read {}", p.display()))?;
+        out.extend_from_slice(&ustar_header(name, &md, data.len() as u64)?);
+        out.extend_from_slice(&data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+    // Two zero blocks end the archive.
+    out.resize(out.len() + 1024, 0);
+    let tar = seed.join(DPKG_INFO_TAR);
+    fs::write(&tar, &out).with_context(|| format!("write {}", tar.display()))?;
+    fs::set_permissions(&tar, fs::Permissions::from_mode(0o644))?;
+    fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    Ok(())
+}
+
+/// A POSIX ustar header for a regular file `name` (no folders: it is unpacked into one).
+fn ustar_header(name: &str, md: &fs::Metadata, size: u64) -> Result<[u8; 512]> {
+    use std::os::unix::fs::MetadataExt;
+    if name.len() > 100 || name.contains('/') {
+        bail!("{name}: a name tar's header cannot hold (over 100 bytes or a folder)");
+    }
+    let mut h = [0u8; 512];
+    let mut put = |at: usize, len: usize, v: &[u8]| {
+        h[at..at + v.len().min(len)].copy_from_slice(&v[..v.len().min(len)])
+    };
+    let octal = |v: u64, len: usize| format!("{v:0w$o}\0", w = len - 1).into_bytes();
+    put(0, 100, name.as_bytes());
+    put(100, 8, &octal(u64::from(md.mode() & 0o7777), 8));
+    put(108, 8, &octal(u64::from(md.uid()), 8));
+    put(116, 8, &octal(u64::from(md.gid()), 8));
+    put(124, 12, &octal(size, 12));
+    put(136, 12, &octal(0, 12));
+    put(148, 8, b"        ");
+    put(156, 1, b"0");
+    put(257, 6, b"ustar\0");
+    put(263, 2, b"00");
+    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    Ok(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,7 +715,7 @@ mod tests {
             "usr/lib/modules/6.1.0-99-amd64/kernel",
             "etc/ssh",
             "boot",
-            "var/lib/dpkg",
+            "var/lib/dpkg/info",
             "var/lib/apt/lists",
             "var/cache/apt/archives",
             "var/log",
@@ -674,6 +746,13 @@ mod tests {
         .unwrap();
         symlink("boot/vmlinuz-6.1.0-99-amd64", r.join("vmlinuz")).unwrap();
         symlink("boot/initrd.img-6.1.0-99-amd64", r.join("initrd.img.old")).unwrap();
+        fs::write(r.join("var/lib/dpkg/info/bash.list"), "/.\n/usr/bin/bash\n").unwrap();
+        fs::write(r.join("var/lib/dpkg/info/bash.postinst"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(
+            r.join("var/lib/dpkg/info/bash.postinst"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         fs::write(r.join("etc/hostname"), "bootlab\n").unwrap();
         fs::write(r.join("etc/hosts"), "").unwrap();
         fs::write(r.join("etc/machine-id"), "abc\n").unwrap();
@@ -784,6 +863,24 @@ mod tests {
             fs::read_to_string(seed.join("lib/dpkg/status")).unwrap(),
             "Package: x"
         );
+        // dpkg's info folder is one tar in the seed, which host tar unpacks as it was
+        assert!(!seed.join(DPKG_INFO_DIR).exists());
+        let out = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("tar")
+            .arg("-xpf")
+            .arg(seed.join(DPKG_INFO_TAR))
+            .arg("-C")
+            .arg(out.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(
+            fs::read_to_string(out.path().join("bash.list")).unwrap(),
+            "/.\n/usr/bin/bash\n"
+        );
+        let md = fs::metadata(out.path().join("bash.postinst")).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o755);
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 2);
         assert!(!seed.join("lib/apt/lists/deb_Packages").exists());
         assert!(!seed.join("cache/apt/archives/x.deb").exists());
         assert!(!seed.join("tmp/junk").exists());
@@ -902,6 +999,16 @@ mod tests {
                 "bench/pick-to-guest.sh does not mask {u}"
             );
         }
+    }
+
+    #[test]
+    fn packing_refuses_what_dpkg_does_not_write() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("lib/dpkg/info/sub")).unwrap();
+        let e = pack_dpkg_info(t.path()).unwrap_err().to_string();
+        assert!(e.contains("lib/dpkg/info/sub: not a regular file"), "{e}");
+        // nothing lost: the folder stays when packing fails
+        assert!(t.path().join("lib/dpkg/info/sub").is_dir());
     }
 
     #[test]
