@@ -98,8 +98,15 @@ for u in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrad
   fstrim.timer systemd-pstore.service modprobe@drm.service dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
   dracut-shutdown.service kmod-static-nodes.service systemd-tmpfiles-setup-dev-early.service \
   systemd-udev-load-credentials.service modprobe@configfs.service sys-kernel-config.mount modprobe@fuse.service \
-  sys-fs-fuse-connections.mount dev-mqueue.mount run-lock.mount; do
+  sys-fs-fuse-connections.mount dev-mqueue.mount run-lock.mount systemd-random-seed.service; do
   ln -sfn /dev/null etc/systemd/system/$u; done
+mkdir -p etc/systemd/system-generators           # generators for what the guest never has
+for g in systemd-gpt-auto-generator systemd-hibernate-resume-generator systemd-ssh-generator \
+  systemd-system-update-generator systemd-tpm2-generator; do
+  ln -sfn /dev/null etc/systemd/system-generators/$g; done
+mkdir -p etc/systemd/system/systemd-journal-flush.service.d   # no flush without /var/log/journal
+printf '[Unit]\nConditionPathIsDirectory=/var/log/journal\n' \
+  >etc/systemd/system/systemd-journal-flush.service.d/bootlab-volatile.conf
 mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # the agent's port coldplugged first
 printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n' \
   >etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf

@@ -34,8 +34,10 @@ use std::path::{Path, PathBuf};
 /// ([`layout::var_fstab_line`]) and the guest agent's own unit ([`layout::AGENT_UNIT`]). 9: the
 /// drivers udev does not load ([`layout::UNUSED_MODULES`]). 10: seven more units masked
 /// ([`layout::MASKED_UNITS`]). 11: dpkg's info files one tar in the var seed
-/// ([`layout::DPKG_INFO_TAR`]).
-pub const CONVERSION_VERSION: u32 = 11;
+/// ([`layout::DPKG_INFO_TAR`]). 12: the random seed's unit and five generators masked
+/// ([`layout::MASKED_GENERATORS`]), the journal's flush only into a persistent journal
+/// ([`layout::JOURNAL_FLUSH_DROPIN`]).
+pub const CONVERSION_VERSION: u32 = 12;
 
 /// What [`build_image`] made or found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

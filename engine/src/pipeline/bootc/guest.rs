@@ -248,6 +248,14 @@ pub fn bootc_layer() -> String {
     let masks = crate::pipeline::layout::MASKED_UNITS
         .iter()
         .map(|u| format!("ln -sfn /dev/null /etc/systemd/system/{u}"))
+        .chain(std::iter::once(
+            "mkdir -p /etc/systemd/system-generators".to_string(),
+        ))
+        .chain(
+            crate::pipeline::layout::MASKED_GENERATORS
+                .iter()
+                .map(|g| format!("ln -sfn /dev/null /etc/systemd/system-generators/{g}")),
+        )
         .collect::<Vec<_>>()
         .join(" && ");
     // bootlab's own files under /etc (udev's trigger order, the drivers it does not load).
@@ -496,6 +504,21 @@ mod layer_tests {
                 "{u} not masked in\n{l}"
             );
         }
+        for g in crate::pipeline::layout::MASKED_GENERATORS {
+            assert!(
+                l.contains(&format!(
+                    "ln -sfn /dev/null /etc/systemd/system-generators/{g}"
+                )),
+                "{g} not masked in\n{l}"
+            );
+        }
+        // the journal's flush only with a persistent journal, as in the offline family
+        assert!(
+            l.contains(
+                "> /etc/systemd/system/systemd-journal-flush.service.d/bootlab-volatile.conf"
+            ),
+            "{l}"
+        );
         // The guest agent's own unit, written and enabled as the offline family's.
         assert!(
             l.contains("> /etc/systemd/system/qemu-guest-agent.service && mkdir -p /etc/systemd/system/multi-user.target.wants && ln -sfn ../qemu-guest-agent.service /etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service"),
