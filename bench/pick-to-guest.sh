@@ -107,9 +107,9 @@ for g in systemd-gpt-auto-generator systemd-hibernate-resume-generator systemd-s
 mkdir -p etc/systemd/system/systemd-journal-flush.service.d   # no flush without /var/log/journal
 printf '[Unit]\nConditionPathIsDirectory=/var/log/journal\n' \
   >etc/systemd/system/systemd-journal-flush.service.d/bootlab-volatile.conf
-mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # the agent's port coldplugged first
-printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\n' \
-  >etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf
+mkdir -p etc/systemd/system/systemd-udev-trigger.service.d   # coldplug: the devices a guest uses
+printf '[Service]\nExecStart=\nExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=tty --sysname-match=ttyS* --sysname-match=tty1 --sysname-match=console --sysname-match=ptmx --sysname-match=tty\nExecStart=-udevadm trigger --type=devices --action=add --subsystem-nomatch=tty --subsystem-nomatch=vc --prioritized-subsystem=virtio-ports,block,tpmrm,net,input\n' \
+  >etc/systemd/system/systemd-udev-trigger.service.d/bootlab-coldplug.conf
 # The agent opens its port by its sysfs name, not waiting for udev's device of it.
 printf '[Unit]\nDescription=QEMU Guest Agent\nConditionPathExistsGlob=/sys/class/virtio-ports/vport*\n[Service]\nExecStart=/bin/sh -c "for p in /sys/class/virtio-ports/*; do read -r n < $$p/name; [ x$$n = xorg.qemu.guest_agent.0 ] && exec /usr/sbin/qemu-ga --method=virtio-serial --path=/dev/$${p##*/}; done; exit 1"\nRestart=always\nRestartSec=1\n' \
   >etc/systemd/system/qemu-guest-agent.service

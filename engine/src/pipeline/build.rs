@@ -36,8 +36,9 @@ use std::path::{Path, PathBuf};
 /// ([`layout::MASKED_UNITS`]). 11: dpkg's info files one tar in the var seed
 /// ([`layout::DPKG_INFO_TAR`]). 12: the random seed's unit and five generators masked
 /// ([`layout::MASKED_GENERATORS`]), the journal's flush only into a persistent journal
-/// ([`layout::JOURNAL_FLUSH_DROPIN`]).
-pub const CONVERSION_VERSION: u32 = 12;
+/// ([`layout::JOURNAL_FLUSH_DROPIN`]). 13: udev's coldplug without the subsystems and the
+/// virtual consoles ([`layout::UDEV_TRIGGER_DROPIN`]).
+pub const CONVERSION_VERSION: u32 = 13;
 
 /// What [`build_image`] made or found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -479,11 +479,11 @@ mod layer_tests {
         let names: Vec<&str> = INITRAMFS_FILES.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["make.sh", "init.sh"]);
         assert!(
-            l.contains("mkdir -p /etc/systemd/system/systemd-udev-trigger.service.d && printf '%b' '# Written by bootlab: udev handles the guest agent port first"),
+            l.contains("mkdir -p /etc/systemd/system/systemd-udev-trigger.service.d && printf '%b' '# Written by bootlab: udev coldplug replays"),
             "{l}"
         );
         assert!(
-            l.contains("--prioritized-subsystem=virtio-ports,module,block,tpmrm,net,tty,input\\n' > /etc/systemd/system/systemd-udev-trigger.service.d/bootlab-agent-first.conf"),
+            l.contains("--prioritized-subsystem=virtio-ports,block,tpmrm,net,input\\n' > /etc/systemd/system/systemd-udev-trigger.service.d/bootlab-coldplug.conf"),
             "{l}"
         );
         // the drivers udev does not load, as in the offline family
