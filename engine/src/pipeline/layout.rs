@@ -1013,7 +1013,8 @@ mod tests {
             flush.contains("[Unit]\nConditionPathIsDirectory=/var/log/journal\n"),
             "{flush}"
         );
-        // udev's coldplug handles the agent's port first, the rest as systemd itself orders it
+        // udev's coldplug: the ttys a guest uses first, then every other device but the virtual
+        // consoles; no subsystem events
         let trig = fs::read_to_string(etc.join(UDEV_TRIGGER_DROPIN.0)).unwrap();
         assert!(
             !trig.contains('\''),
@@ -1092,6 +1093,20 @@ mod tests {
                 && script.contains("ConditionPathIsDirectory=/var/log/journal"),
             "bench/pick-to-guest.sh does not write the journal flush's drop-in"
         );
+        // the same coldplug: each of the drop-in's `udevadm trigger` lines, word for word
+        assert!(script.contains(UDEV_TRIGGER_DROPIN.0));
+        let triggers: Vec<&str> = UDEV_TRIGGER_DROPIN
+            .1
+            .lines()
+            .filter(|l| l.starts_with("ExecStart=-udevadm"))
+            .collect();
+        assert_eq!(triggers.len(), 2, "{}", UDEV_TRIGGER_DROPIN.1);
+        for t in triggers {
+            assert!(
+                script.contains(&format!("\\n{t}\\n")),
+                "bench/pick-to-guest.sh does not run {t}"
+            );
+        }
     }
 
     #[test]

@@ -258,7 +258,8 @@ pub fn bootc_layer() -> String {
         )
         .collect::<Vec<_>>()
         .join(" && ");
-    // bootlab's own files under /etc (udev's trigger order, the drivers it does not load).
+    // bootlab's own files under /etc (what udev's coldplug replays, the drivers it does not
+    // load, the journal's flush only into a persistent journal).
     let own_files = crate::pipeline::layout::OWN_FILES
         .iter()
         .map(|(path, text)| printf_to(text, &format!("/etc/{path}")))
