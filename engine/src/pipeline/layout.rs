@@ -356,6 +356,13 @@ pub const MASKED_GENERATORS: &[&str] = &[
     "systemd-tpm2-generator",
 ];
 
+/// Each masked list with the folder (relative to /etc) its links to /dev/null go into: written
+/// by [`convert`] for the offline family and by the bootc base's layer.
+pub const MASKS: [(&str, &[&str]); 2] = [
+    ("systemd/system", MASKED_UNITS),
+    ("systemd/system-generators", MASKED_GENERATORS),
+];
+
 /// `/etc/.updated` and `/var/.updated` as systemd-update-done writes them. With them in a
 /// golden disk's first deployment (/usr's mtime is 0 in a deployment), `ConditionNeedsUpdate=`
 /// is false on its first boot, so ldconfig, the journal catalog and sysusers do not redo what
@@ -564,12 +571,9 @@ fn write_own_units(etc: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Masks [`MASKED_UNITS`] and [`MASKED_GENERATORS`] under `etc`.
+/// Masks [`MASKS`] under `etc`.
 fn mask_units(etc: &Path) -> Result<()> {
-    for (dir, names) in [
-        ("systemd/system", MASKED_UNITS),
-        ("systemd/system-generators", MASKED_GENERATORS),
-    ] {
+    for (dir, names) in MASKS {
         let dir = etc.join(dir);
         fs::create_dir_all(&dir)?;
         for u in names {
@@ -1003,6 +1007,10 @@ mod tests {
                 "{g}"
             );
         }
+        assert_eq!(
+            MASKS.map(|(dir, _)| dir),
+            ["systemd/system", "systemd/system-generators"]
+        );
         for g in ["ostree", "fstab", "getty"] {
             assert!(!MASKED_GENERATORS.iter().any(|m| m.contains(g)), "{g}");
         }

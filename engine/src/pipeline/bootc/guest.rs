@@ -245,17 +245,15 @@ pub fn bootc_layer() -> String {
         .collect::<Vec<_>>()
         .join(" ");
     // Masked in /etc as in the offline family's guests (a learner can unmask them).
-    let masks = crate::pipeline::layout::MASKED_UNITS
+    let masks = crate::pipeline::layout::MASKS
         .iter()
-        .map(|u| format!("ln -sfn /dev/null /etc/systemd/system/{u}"))
-        .chain(std::iter::once(
-            "mkdir -p /etc/systemd/system-generators".to_string(),
-        ))
-        .chain(
-            crate::pipeline::layout::MASKED_GENERATORS
-                .iter()
-                .map(|g| format!("ln -sfn /dev/null /etc/systemd/system-generators/{g}")),
-        )
+        .flat_map(|(dir, names)| {
+            std::iter::once(format!("mkdir -p /etc/{dir}")).chain(
+                names
+                    .iter()
+                    .map(move |u| format!("ln -sfn /dev/null /etc/{dir}/{u}")),
+            )
+        })
         .collect::<Vec<_>>()
         .join(" && ");
     // bootlab's own files under /etc (what udev's coldplug replays, the drivers it does not
@@ -283,7 +281,7 @@ pub fn bootc_layer() -> String {
         crate::pipeline::layout::STATIC_NODES
     );
     format!(
-        "{BOOTC_LAYER_HEAD}RUN mkdir -p /etc/systemd/system && {masks} && {own_files} && {own_units}\n\
+        "{BOOTC_LAYER_HEAD}RUN {masks} && {own_files} && {own_units}\n\
          RUN {kargs}\n\
          COPY {files} {INITRAMFS_DIR}/\n\
          RUN set -- /usr/lib/modules/*/vmlinuz && [ $# -eq 1 ] && [ -f \"$1\" ] \\\n \
