@@ -405,7 +405,7 @@ async fn start_from_booted_image_then_reboot() {
     drop(ev);
     printer.await.unwrap();
     println!(
-        "start from booted image (-loadvm) to ready: {start:.1}s (agent after {:.1}s)",
+        "start from booted image to ready: {start:.1}s (agent after {:.1}s)",
         rec.ready_secs.unwrap()
     );
     assert!(start < 60.0, "a snapshot start took {start:.1}s");
@@ -546,11 +546,14 @@ async fn boot_timeout_and_cancel_leave_nothing_behind() {
     let guard = NoLeftovers::new(&paths, &name);
     let mut o = options(&name);
     o.golden = Some(golden.clone());
-    o.boot_timeout = Some(Duration::from_secs(12));
+    // 4 s: the firmware, the bootloader and the kernel alone take ~3.6 s under TCG on the
+    // fastest machine of this kind seen (2026-12-06: the agent after 9.5 s), where 12 s no
+    // longer was too short.
+    o.boot_timeout = Some(Duration::from_secs(4));
     let t = Instant::now();
     let err = vm::up(&paths, o, &Emitter::null(), &CancellationToken::new())
         .await
-        .expect_err("12 s is too short for a TCG boot");
+        .expect_err("4 s is too short for a TCG boot");
     let msg = format!("{err:#}");
     println!("{msg}");
     assert!(t.elapsed() < Duration::from_secs(60));

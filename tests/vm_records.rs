@@ -277,6 +277,7 @@ fn write_starting(paths: &Paths, name: &str, keep: bool) {
         share_mounted: false,
         guest_share_dir: None,
         loadvm: None,
+        load_state: None,
         firmware: Default::default(),
         known_password: None,
         keep,

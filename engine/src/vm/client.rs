@@ -225,6 +225,13 @@ impl VmClient {
         Self::data(self.call(&req, Duration::from_secs(1000)).await?)
     }
 
+    /// Save the machine state into `path` (see [`crate::tools::qmp::Qmp::save_state`]); the
+    /// guest stays stopped afterwards.
+    pub async fn state_save(&self, path: &std::path::Path) -> Result<SnapshotDone> {
+        let req = Request::StateSave { path: path.into() };
+        Self::data(self.call(&req, Duration::from_secs(1000)).await?)
+    }
+
     /// Load a snapshot and wait until the guest agent answers again (re-synced).
     pub async fn snapshot_restore(&self, tag: &str, within: Duration) -> Result<SnapshotDone> {
         let req = Request::SnapshotRestore {

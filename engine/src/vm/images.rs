@@ -52,9 +52,22 @@ fn file_identity(p: &Path) -> Result<String> {
     ))
 }
 
-/// What a booted image's stamp says: the QEMU and golden file it was saved with, and its length.
-fn stamp_text(qemu_and_golden: &str, image_len: u64) -> String {
-    format!("{qemu_and_golden}\nbooted image {image_len} bytes")
+/// The machine state saved beside a booted image (`x.booted-….vmstate`), when the QEMU that
+/// made it saves state files (QEMU 9 and later, [`crate::tools::qemu::saves_state_files`]);
+/// with an older QEMU the state is an internal snapshot inside the image.
+pub fn state_file(image: &Path) -> PathBuf {
+    image.with_extension("vmstate")
+}
+
+/// What a booted image's stamp says: the QEMU and golden file it was saved with, its length and,
+/// when its machine state is a file beside it, that file's length.
+fn stamp_text(qemu_and_golden: &str, image_len: u64, state_len: Option<u64>) -> String {
+    match state_len {
+        Some(n) => format!(
+            "{qemu_and_golden}\nbooted image {image_len} bytes\nmachine state file {n} bytes"
+        ),
+        None => format!("{qemu_and_golden}\nbooted image {image_len} bytes"),
+    }
 }
 
 /// The booted image for `golden`, made on first use: boot a throwaway VM once, save a snapshot
@@ -80,16 +93,22 @@ pub async fn booted_image(
     // file it was saved on (a golden made again at the same path — kernel arguments changed, a
     // disk cut short — has new filesystems under the same name): the image records both.
     let stamp = dest.with_extension("qemu");
-    let qemu = format!(
-        "{}\n{}",
-        crate::tools::qemu::kvm_probe::qemu_version().await?,
-        file_identity(&golden)?
-    );
-    // The image's own length is recorded too: one cut short (a crash, a full disk) is made
-    // again, never booted.
+    let version = crate::tools::qemu::kvm_probe::qemu_version().await?;
+    let state_files = crate::tools::qemu::saves_state_files(&version);
+    let qemu = format!("{version}\n{}", file_identity(&golden)?);
+    let state = state_file(&dest);
+    // The image's own length is recorded too (and its state file's): one cut short (a crash,
+    // a full disk) is made again, never booted. An image of the other kind (an internal
+    // snapshot where this QEMU saves a state file) has another stamp and is made again too.
     let fresh = |dest: &Path| {
+        let state_len = match std::fs::metadata(&state) {
+            Ok(m) if state_files => Some(m.len()),
+            Err(_) if state_files => return false,
+            _ => None,
+        };
         std::fs::metadata(dest).is_ok_and(|m| {
-            std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == stamp_text(&qemu, m.len()))
+            std::fs::read_to_string(&stamp)
+                .is_ok_and(|s| s.trim() == stamp_text(&qemu, m.len(), state_len))
         })
     };
     if fresh(&dest) {
@@ -127,6 +146,7 @@ pub async fn booted_image(
         }
     }
     let _ = std::fs::remove_file(&dest);
+    let _ = std::fs::remove_file(&state);
     let name = format!("booted-{}", fastrand::u32(..));
     let stage = crate::events::vm_stage(&name);
     ev.note(
@@ -156,11 +176,21 @@ pub async fn booted_image(
     };
     let result = async {
         let c = VmClient::connect(paths, &name).await?;
-        let d = c.snapshot_save(BOOTED_TAG).await?;
-        ev.note(
-            &stage,
-            format!("snapshot {BOOTED_TAG} saved in {:.1}s", d.secs),
-        );
+        let state_tmp = state.with_extension("vmstate-tmp");
+        let state_len = if state_files {
+            // The guest stays stopped after the save, so the power cut below leaves its disk
+            // exactly as the state expects it.
+            let d = c.state_save(&state_tmp).await?;
+            ev.note(&stage, format!("machine state saved in {:.1}s", d.secs));
+            Some(std::fs::metadata(&state_tmp)?.len())
+        } else {
+            let d = c.snapshot_save(BOOTED_TAG).await?;
+            ev.note(
+                &stage,
+                format!("snapshot {BOOTED_TAG} saved in {:.1}s", d.secs),
+            );
+            None
+        };
         c.powercut().await?;
         super::lifecycle::stop(paths, &name, true, Duration::from_secs(10)).await?;
         let tmp = dest.with_extension("tmp");
@@ -168,13 +198,17 @@ pub async fn booted_image(
             std::fs::copy(&rec.overlay, &tmp)?;
         }
         let len = std::fs::metadata(&tmp)?.len();
-        std::fs::write(&stamp, stamp_text(&qemu, len))?;
+        if state_files {
+            std::fs::rename(&state_tmp, &state)?;
+        }
+        std::fs::write(&stamp, stamp_text(&qemu, len, state_len))?;
         std::fs::rename(&tmp, &dest)?;
         Ok::<_, anyhow::Error>(())
     }
     .await;
     let _ = super::lifecycle::stop(paths, &name, true, Duration::from_secs(10)).await;
     let _ = std::fs::remove_dir_all(VmRecord::dir(paths, &name));
+    let _ = std::fs::remove_file(state.with_extension("vmstate-tmp"));
     result?;
     drop(lock);
     Ok(dest)

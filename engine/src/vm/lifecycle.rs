@@ -193,12 +193,28 @@ async fn start(
     crate::paths::create_private_dir(&dir)?;
     let overlay = dir.join("disk.qcow2");
     let mut golden = None;
+    let mut load_state = None;
     if !existing {
         if let Some(img) = &opts.image {
-            ev.note(
-                &stage,
-                format!("copying {} (with its snapshots)", img.display()),
-            );
+            // A booted image with its machine state in a file beside it: its disk holds only
+            // what the boot wrote (a few MB to copy) and the state loads straight into memory.
+            let state = super::images::state_file(img);
+            if opts.from_snapshot.as_deref() == Some(super::images::BOOTED_TAG) && state.is_file() {
+                ev.note(
+                    &stage,
+                    format!(
+                        "copying {} (the booted disk); its machine state loads from {}",
+                        img.display(),
+                        state.display()
+                    ),
+                );
+                load_state = Some(state);
+            } else {
+                ev.note(
+                    &stage,
+                    format!("copying {} (with its snapshots)", img.display()),
+                );
+            }
             HostCmd::new("cp")
                 .args(["--reflink=auto", "--sparse=always"])
                 .arg(img)
@@ -249,7 +265,34 @@ async fn start(
     };
     let mut rec = if existing {
         let mut r = VmRecord::load_dir(&dir)?;
+        if let Some(tag) = &opts.from_snapshot {
+            // Said now, not by a QEMU that fails to start: a VM started from a booted image's
+            // saved state keeps no snapshot of it in its own disk.
+            let tags = qemu::img::snapshot_tags(&r.overlay, &stage, ev).await?;
+            if !tags.contains(tag) {
+                let hint = if tag == super::images::BOOTED_TAG {
+                    format!(
+                        "; a VM started from a booted image loaded the image's saved state and \
+                         keeps no copy of it: `bootlab vm rm {}` and start it again with \
+                         --from-snapshot booted",
+                        r.name
+                    )
+                } else {
+                    String::new()
+                };
+                let has = if tags.is_empty() {
+                    "none".to_string()
+                } else {
+                    tags.join(", ")
+                };
+                bail!(
+                    "VM {}'s disk has no snapshot {tag} (it has: {has}){hint}",
+                    r.name
+                );
+            }
+        }
         r.loadvm = opts.from_snapshot.clone();
+        r.load_state = None;
         r
     } else {
         VmRecord {
@@ -273,7 +316,13 @@ async fn start(
             guest_share_dir: share.as_ref().and(opts.share_dir.clone()),
             share,
             share_mounted: false,
-            loadvm: opts.from_snapshot.clone(),
+            // Either the image's internal snapshot or its saved state file, never both.
+            loadvm: if load_state.is_some() {
+                None
+            } else {
+                opts.from_snapshot.clone()
+            },
+            load_state,
             firmware: opts.firmware,
             known_password: opts.known_password.clone(),
             keep: opts.keep,

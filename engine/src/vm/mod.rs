@@ -124,6 +124,10 @@ pub struct VmRecord {
     pub guest_share_dir: Option<String>,
     /// Start from this internal snapshot (`-loadvm`).
     pub loadvm: Option<String>,
+    /// Start from this saved machine state (a booted image's, see [`images::state_file`])
+    /// instead of booting; only the first QEMU of a start, never after a reset.
+    #[serde(default)]
+    pub load_state: Option<PathBuf>,
     /// SeaBIOS or OVMF (`vm up --firmware uefi`).
     #[serde(default)]
     pub firmware: crate::tools::qemu::Firmware,

@@ -3,6 +3,7 @@
 //! (Only bootlab talks this protocol; QEMU is spoken to through qapi.)
 
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +40,11 @@ pub enum Request {
     Resume,
     SnapshotSave {
         tag: String,
+    },
+    /// Save the whole machine state into a file (a booted image's); the guest then stays
+    /// stopped so that its disk stays what the state expects.
+    StateSave {
+        path: PathBuf,
     },
     /// Load a snapshot and reply once the guest agent answers again.
     SnapshotRestore {

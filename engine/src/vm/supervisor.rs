@@ -70,6 +70,7 @@ pub fn main(dir: &Path) -> Result<()> {
         share: rec.share.clone(),
         ssh_port: rec.ssh_port,
         loadvm: rec.loadvm.clone(),
+        incoming: rec.load_state.is_some(),
         uefi: match rec.firmware {
             qemu::Firmware::Bios => None,
             qemu::Firmware::Uefi => Some(crate::tools::uefi::find_ovmf()?),
@@ -80,6 +81,7 @@ pub fn main(dir: &Path) -> Result<()> {
     // I/O error of the new QEMU goes unseen.
     let mut restart_args = QemuSpec {
         loadvm: None,
+        incoming: false,
         ..spec.clone()
     }
     .args();
@@ -91,9 +93,10 @@ pub fn main(dir: &Path) -> Result<()> {
     rec.qemu_pid = Some(child.id() as i32);
     rec.supervisor_pid = Some(parent);
     rec.state = VmState::Booting;
-    rec.detail = match &rec.loadvm {
-        Some(t) => format!("QEMU started from snapshot {t}"),
-        None => "QEMU started; waiting for the guest agent".into(),
+    rec.detail = match (&rec.loadvm, &rec.load_state) {
+        (Some(t), _) => format!("QEMU started from snapshot {t}"),
+        (None, Some(_)) => "QEMU started; loading the saved machine state".into(),
+        (None, None) => "QEMU started; waiting for the guest agent".into(),
     };
     rec.save_dir(dir)?;
 
@@ -298,6 +301,19 @@ async fn run(
     ));
     tokio::spawn(qmp_loop(sup.clone(), qmp_events));
     tokio::spawn(console_loop(sup.clone()));
+    let load = sup.rec.lock().unwrap().load_state.clone();
+    if let Some(file) = load {
+        // Before the agent loop: an agent sync sent while the guest is not yet running may go
+        // unanswered until its timeout.
+        sup.set_state(
+            VmState::Restoring,
+            format!("loading the saved machine state {}", file.display()),
+        );
+        if let Err(e) = sup.qmp().load_state(&file, Duration::from_secs(300)).await {
+            sup.cut(&format!("could not load the saved machine state: {e:#}"))
+                .await;
+        }
+    }
     tokio::spawn(agent_loop(sup.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -883,8 +899,6 @@ impl Sup {
     }
 
     async fn snapshot_save_ready(&self, tag: &str) -> Result<SnapshotDone> {
-        const UNMOUNTED_FOR_SAVE: &str =
-            "unmounted the 9p update share: a mounted VirtFS export blocks saving VM state";
         if self.paused_full.load(Ordering::Relaxed) {
             // Space may be back since the last tick: a save asked for now need not wait for it.
             self.resume_if_room().await;
@@ -968,6 +982,55 @@ impl Sup {
             share_remounted: was_mounted,
             method: "QMP snapshot-save job".into(),
         })
+    }
+
+    /// The machine state into `file` for a booted image ([`Qmp::save_state`]), the share
+    /// unmounted first. The guest stays stopped: its disk must stay what the state expects
+    /// (the booted-image maker cuts the power next). A failed save resumes it.
+    async fn state_save(&self, file: &Path) -> Result<SnapshotDone> {
+        let st = self.state();
+        if st != VmState::Ready {
+            let detail = self.detail();
+            bail!("can only save the state of a ready VM (state: {st}: {detail})");
+        }
+        let t = Instant::now();
+        let unmounted = self.unmount_share().await?;
+        if unmounted {
+            self.note(UNMOUNTED_FOR_SAVE);
+        }
+        self.drop_agent().await;
+        self.set_state(
+            VmState::Saving,
+            format!("saving the machine state to {}", file.display()),
+        );
+        let r = self.qmp().save_state(file, Duration::from_secs(900)).await;
+        let secs = t.elapsed().as_secs_f64();
+        match r {
+            Ok(()) => {
+                self.set_state(
+                    VmState::Paused,
+                    format!("machine state saved in {secs:.1}s; the guest stays stopped"),
+                );
+                Ok(SnapshotDone {
+                    tag: file.display().to_string(),
+                    secs,
+                    ready_secs: None,
+                    share_remounted: false,
+                    method: "QMP migrate to a mapped-ram file".into(),
+                })
+            }
+            Err(e) => {
+                if let Err(c) = self.qmp().cont().await {
+                    self.note(format!("could not resume the guest: {c:#}"));
+                }
+                self.set_state(VmState::Ready, "machine state not saved");
+                Err(crate::pipeline::explain_full_disk(
+                    e,
+                    file.parent().unwrap_or(Path::new(".")),
+                    "the VM's saved state",
+                ))
+            }
+        }
     }
 
     async fn snapshot_restore(&self, tag: &str, within: Duration) -> Result<SnapshotDone> {
@@ -1122,6 +1185,7 @@ impl Sup {
                 serde_json::Value::Null
             }
             Request::SnapshotSave { tag } => to_value(self.snapshot_save(&tag).await?)?,
+            Request::StateSave { path } => to_value(self.state_save(&path).await?)?,
             Request::SnapshotRestore { tag, timeout_secs } => to_value(
                 self.snapshot_restore(&tag, Duration::from_secs(timeout_secs))
                     .await?,
@@ -1456,6 +1520,9 @@ async fn mount_now(sup: &Sup) -> Result<()> {
     sup.save();
     Ok(())
 }
+
+const UNMOUNTED_FOR_SAVE: &str =
+    "unmounted the 9p update share: a mounted VirtFS export blocks saving VM state";
 
 /// Whether `dir` is a mount point in the guest, from /proc/self/mountinfo read by the agent
 /// itself: no process started in the guest (after a snapshot load TCG translates every new

@@ -82,6 +82,27 @@ pub async fn format_of(path: &Path, stage: &str, ev: &Emitter) -> Result<Format>
     Format::parse(&info.format).with_context(|| format!("disk image {}", path.display()))
 }
 
+/// The tags of the internal snapshots in a qcow2 disk (`-U`: its VM may run).
+pub async fn snapshot_tags(path: &Path, stage: &str, ev: &Emitter) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Snapshot {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Info {
+        #[serde(default)]
+        snapshots: Vec<Snapshot>,
+    }
+    let out = HostCmd::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(path)
+        .output(stage, ev)
+        .await?;
+    let info: Info = serde_json::from_str(&out)
+        .with_context(|| format!("qemu-img info of {}", path.display()))?;
+    Ok(info.snapshots.into_iter().map(|s| s.name).collect())
+}
+
 /// `src` (a golden disk) written as `format` to `dest`, under a temp name renamed when
 /// complete, so a cancelled or failed conversion never leaves a file that looks whole.
 pub async fn convert(

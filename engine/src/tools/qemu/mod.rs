@@ -83,6 +83,9 @@ pub struct QemuSpec {
     pub ssh_port: Option<u16>,
     /// Start from this internal snapshot of the disk instead of booting.
     pub loadvm: Option<String>,
+    /// Wait for a saved machine state instead of booting (`-incoming defer`; the supervisor
+    /// loads it over QMP, see [`crate::tools::qmp::Qmp::load_state`]).
+    pub incoming: bool,
     /// OVMF to boot with (`-bios`, read only, so a snapshot holds the whole machine); `None`:
     /// SeaBIOS.
     pub uefi: Option<PathBuf>,
@@ -186,8 +189,21 @@ impl QemuSpec {
         if let Some(tag) = &self.loadvm {
             a.extend(["-loadvm".into(), tag.clone()]);
         }
+        if self.incoming {
+            a.extend(["-incoming".into(), "defer".into()]);
+        }
         a
     }
+}
+
+/// Whether this QEMU (`qemu-system-x86_64 --version`'s first line) saves and loads machine
+/// states as `mapped-ram` files ([`crate::tools::qmp::Qmp::save_state`]): QEMU 9.0 and later.
+pub fn saves_state_files(version_line: &str) -> bool {
+    let number = version_line
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()));
+    let major = number.and_then(|n| n.split('.').next()?.parse::<u32>().ok());
+    major.is_some_and(|m| m >= 9)
 }
 
 /// QEMU option values use `,` as separator; a literal comma is written `,,`.
@@ -244,6 +260,7 @@ mod tests {
             share: Some("/u".into()),
             ssh_port: Some(2222),
             loadvm: None,
+            incoming: false,
             uefi: None,
         }
     }
@@ -276,5 +293,30 @@ mod tests {
         assert!(a.contains("virtio-blk-pci,drive=disk0,bootindex=0"), "{a}");
         assert_eq!("uefi".parse::<Firmware>().unwrap(), Firmware::Uefi);
         assert!("efi".parse::<Firmware>().is_err());
+    }
+
+    #[test]
+    fn a_saved_state_starts_with_incoming_defer() {
+        let mut s = spec();
+        assert!(!s.args().contains(&"-incoming".to_string()));
+        s.incoming = true;
+        let a = s.args().join(" ");
+        assert!(a.ends_with("-incoming defer"), "{a}");
+    }
+
+    #[test]
+    fn state_files_need_qemu_9() {
+        let v = |l: &str| saves_state_files(l);
+        assert!(v(
+            "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"
+        ));
+        assert!(v("QEMU emulator version 9.0.0"));
+        assert!(!v(
+            "QEMU emulator version 8.2.2 (Debian 1:8.2.2+ds-0ubuntu1)"
+        ));
+        assert!(!v(
+            "QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u12)"
+        ));
+        assert!(!v(""));
     }
 }

@@ -157,6 +157,74 @@ impl Qmp {
             Err(e) => Err(e),
         }
     }
+    /// Stop the vCPUs and save the whole machine (RAM and devices) into `file` in QEMU's
+    /// `mapped-ram` migration format: every RAM page at a fixed offset of a sparse file, zero
+    /// pages left out. The vCPUs stay stopped (QEMU is then in `postmigrate`). A saved state
+    /// loads only into the same QEMU with the same devices ([`Qmp::load_state`]).
+    pub async fn save_state(&self, file: &Path, within: Duration) -> Result<()> {
+        self.stop().await?;
+        self.set_mapped_ram().await?;
+        self.execute(qmp::migrate {
+            channels: Some(vec![file_channel(file)]),
+            detach: None,
+            resume: None,
+            uri: None,
+        })
+        .await?;
+        self.wait_migration("saving the machine state", within)
+            .await
+    }
+
+    /// Load a state saved by [`Qmp::save_state`] into this QEMU (started with `-incoming
+    /// defer`) and run it. QEMU reads the RAM pages straight into guest memory: measured, 0.05–0.09
+    /// s for a booted guest's 226 MB, where `-loadvm` of the same state from a qcow2 took 0.35–0.40 s.
+    pub async fn load_state(&self, file: &Path, within: Duration) -> Result<()> {
+        self.set_mapped_ram().await?;
+        self.execute(qmp::migrate_incoming {
+            channels: Some(vec![file_channel(file)]),
+            exit_on_error: Some(false),
+            uri: None,
+        })
+        .await?;
+        self.wait_migration("loading the machine state", within)
+            .await?;
+        self.cont().await
+    }
+
+    async fn set_mapped_ram(&self) -> Result<()> {
+        self.execute(qmp::migrate_set_capabilities {
+            capabilities: vec![qmp::MigrationCapabilityStatus {
+                capability: qmp::MigrationCapability::mapped_ram,
+                state: true,
+            }],
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Polls `query-migrate` (the MIGRATION event needs the `events` capability) until the
+    /// migration completed or failed.
+    async fn wait_migration(&self, what: &str, within: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let info = self.execute(qmp::query_migrate {}).await?;
+            match info.status {
+                Some(qmp::MigrationStatus::completed) => return Ok(()),
+                Some(s @ (qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled)) => {
+                    return Err(anyhow!(
+                        "{what}: migration {}: {}",
+                        enum_name(&s),
+                        info.error_desc.unwrap_or_default()
+                    ));
+                }
+                _ if tokio::time::Instant::now() > deadline => {
+                    return Err(anyhow!("{what}: not done within {}s", within.as_secs()));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
     /// Save the display as PNG (a text console shows as its VGA rendering).
     pub async fn screendump(&self, file: &Path) -> Result<()> {
         self.execute(qmp::screendump {
@@ -253,4 +321,15 @@ pub fn enum_name<E: serde::Serialize>(e: &E) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+/// A migration channel to or from `file` (structured: no URI, so no escaping of the path).
+fn file_channel(file: &Path) -> qmp::MigrationChannel {
+    qmp::MigrationChannel {
+        channel_type: qmp::MigrationChannelType::main,
+        addr: qmp::MigrationAddress::file(qmp::FileMigrationArgs {
+            filename: file.to_string_lossy().into_owned(),
+            offset: 0,
+        }),
+    }
 }
