@@ -208,7 +208,16 @@ async fn start(
                         state.display()
                     ),
                 );
-                load_state = Some(state);
+                // The VM keeps its own link to the state file: a booted image made again
+                // meanwhile (its state renamed over this one) must not hand this VM's disk
+                // another boot's memory. Where the two folders are on different file systems,
+                // the shared file is read.
+                let own = dir.join("booted.vmstate");
+                let _ = std::fs::remove_file(&own);
+                load_state = Some(match std::fs::hard_link(&state, &own) {
+                    Ok(()) => own,
+                    Err(_) => state,
+                });
             } else {
                 ev.note(
                     &stage,
