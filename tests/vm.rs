@@ -427,6 +427,34 @@ async fn start_from_booted_image_then_reboot() {
         .unwrap()
         .stdout;
 
+    // A guest started from the booted image saves and loads its own snapshots as any other
+    // (a lab's step snapshots): the state file's load must leave no migration setting behind
+    // that a snapshot's save into the qcow2 cannot use.
+    assert!(
+        c.exec(&["touch", "/run/before-snapshot"])
+            .await
+            .unwrap()
+            .success()
+    );
+    c.snapshot_save("after-start").await.expect("snapshot save");
+    assert!(
+        c.exec(&["touch", "/run/after-snapshot"])
+            .await
+            .unwrap()
+            .success()
+    );
+    c.snapshot_restore("after-start", Duration::from_secs(120))
+        .await
+        .expect("snapshot restore");
+    let files = c
+        .exec(&["ls", "/run/before-snapshot", "/run/after-snapshot"])
+        .await
+        .unwrap();
+    assert!(
+        files.stdout.contains("/run/before-snapshot") && !files.stdout.contains("after-snapshot"),
+        "{files:?}"
+    );
+
     // A guest reboot: QEMU stops at the reset (SHUTDOWN guest-reset) and the supervisor runs
     // the guest on in a new QEMU, from its disk (not the snapshot): rebooting, then ready.
     let mut sub = c.subscribe().await.unwrap();
