@@ -61,9 +61,19 @@ impl Format {
     }
 }
 
+/// `qemu-img info` of `path` as JSON, read into `T` (`-U`: a running VM's disk may be read).
+async fn info<T: serde::de::DeserializeOwned>(path: &Path, stage: &str, ev: &Emitter) -> Result<T> {
+    let out = HostCmd::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(path)
+        .output(stage, ev)
+        .await?;
+    serde_json::from_str(&out).with_context(|| format!("qemu-img info of {}", path.display()))
+}
+
 /// The format of a disk image. A `.raw` file is raw without probing (a probed raw disk whose
 /// first bytes look like another format's header would be misread: QEMU's own warning);
-/// anything else as qemu-img reads it (`-U`: a running VM's disk may be read).
+/// anything else as qemu-img reads it.
 pub async fn format_of(path: &Path, stage: &str, ev: &Emitter) -> Result<Format> {
     if path.extension().is_some_and(|e| e == "raw") {
         return Ok(Format::Raw);
@@ -72,17 +82,11 @@ pub async fn format_of(path: &Path, stage: &str, ev: &Emitter) -> Result<Format>
     struct Info {
         format: String,
     }
-    let out = HostCmd::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(path)
-        .output(stage, ev)
-        .await?;
-    let info: Info = serde_json::from_str(&out)
-        .with_context(|| format!("qemu-img info of {}", path.display()))?;
-    Format::parse(&info.format).with_context(|| format!("disk image {}", path.display()))
+    let i: Info = info(path, stage, ev).await?;
+    Format::parse(&i.format).with_context(|| format!("disk image {}", path.display()))
 }
 
-/// The tags of the internal snapshots in a qcow2 disk (`-U`: its VM may run).
+/// The tags of the internal snapshots in a qcow2 disk (its VM may run).
 pub async fn snapshot_tags(path: &Path, stage: &str, ev: &Emitter) -> Result<Vec<String>> {
     #[derive(serde::Deserialize)]
     struct Snapshot {
@@ -93,14 +97,8 @@ pub async fn snapshot_tags(path: &Path, stage: &str, ev: &Emitter) -> Result<Vec
         #[serde(default)]
         snapshots: Vec<Snapshot>,
     }
-    let out = HostCmd::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(path)
-        .output(stage, ev)
-        .await?;
-    let info: Info = serde_json::from_str(&out)
-        .with_context(|| format!("qemu-img info of {}", path.display()))?;
-    Ok(info.snapshots.into_iter().map(|s| s.name).collect())
+    let i: Info = info(path, stage, ev).await?;
+    Ok(i.snapshots.into_iter().map(|s| s.name).collect())
 }
 
 /// `src` (a golden disk) written as `format` to `dest`, under a temp name renamed when
@@ -216,6 +214,44 @@ mod tests {
         assert!(info.contains("backing file format: raw"), "{info}");
         // Only the overlay: no temp file left.
         assert_eq!(std::fs::read_dir(t.path().join("vm")).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn snapshot_tags_lists_the_internal_snapshots() {
+        if std::process::Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: no qemu-img");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d.qcow2");
+        let qemu_img = |args: &[&str]| {
+            let st = std::process::Command::new("qemu-img")
+                .args(args)
+                .arg(&d)
+                .status()
+                .unwrap();
+            assert!(st.success(), "qemu-img {args:?}");
+        };
+        // `create` takes the size after the file name.
+        let st = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&d)
+            .arg("1M")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let ev = Emitter::null();
+        assert!(snapshot_tags(&d, "t", &ev).await.unwrap().is_empty());
+        qemu_img(&["snapshot", "-c", "lab-step-2"]);
+        qemu_img(&["snapshot", "-c", "booted"]);
+        assert_eq!(
+            snapshot_tags(&d, "t", &ev).await.unwrap(),
+            ["lab-step-2", "booted"]
+        );
     }
 
     #[tokio::test]
