@@ -1,6 +1,7 @@
 //! Disks VMs start from: the pipeline's golden raw disks, and cached "booted" images (a qcow2
-//! overlay on a golden disk holding a snapshot of the guest just after it became ready), so tests
-//! and labs start a ready guest in seconds instead of a cold boot.
+//! overlay on a golden disk plus the machine state of the guest just after it became ready: a
+//! `mapped-ram` file beside it, or with a QEMU older than 9 an internal snapshot inside it), so
+//! tests and labs start a ready guest in about a second instead of a cold boot.
 
 use super::lifecycle::{UpOptions, up};
 use super::{VmClient, VmRecord};
@@ -70,8 +71,9 @@ fn stamp_text(qemu_and_golden: &str, image_len: u64, state_len: Option<u64>) -> 
     }
 }
 
-/// The booted image for `golden`, made on first use: boot a throwaway VM once, save a snapshot
-/// when the agent answers, cut the power and keep its qcow2 next to the golden disk.
+/// The booted image for `golden`, made on first use: boot a throwaway VM once, save its machine
+/// state when the agent answers (a state file, [`state_file`], or an internal snapshot), cut the
+/// power and keep its qcow2 next to the golden disk.
 pub async fn booted_image(
     paths: &Paths,
     golden: &Path,
