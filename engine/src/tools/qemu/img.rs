@@ -176,14 +176,21 @@ pub async fn overlay(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn overlay_is_backed_by_the_golden() {
-        if std::process::Command::new("qemu-img")
+    /// Whether qemu-img is missing here (the test is then skipped, and says so).
+    fn no_qemu_img() -> bool {
+        let missing = std::process::Command::new("qemu-img")
             .arg("--version")
             .output()
-            .is_err()
-        {
+            .is_err();
+        if missing {
             eprintln!("SKIPPED: no qemu-img");
+        }
+        missing
+    }
+
+    #[tokio::test]
+    async fn overlay_is_backed_by_the_golden() {
+        if no_qemu_img() {
             return;
         }
         let t = tempfile::tempdir().unwrap();
@@ -218,12 +225,7 @@ mod tests {
 
     #[tokio::test]
     async fn snapshot_tags_lists_the_internal_snapshots() {
-        if std::process::Command::new("qemu-img")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("SKIPPED: no qemu-img");
+        if no_qemu_img() {
             return;
         }
         let t = tempfile::tempdir().unwrap();
