@@ -456,8 +456,10 @@ async fn fill_disk(
         .args(["remote", "add", "--no-gpg-verify", REMOTE, &url, &br])
         .run(s, ev, cancel)
         .await?;
-    sysrepo
-        .pull_local(&host.path, &[commit], s, ev, cancel)
+    // Checked beside the deploy (on the other core); nothing made from the copy is kept unless
+    // every object matches (`copied.finish` below; dropped early, the check stops first).
+    let copied = sysrepo
+        .pull_local_checking(&host.path, commit, s, ev, cancel)
         .await?;
     let refspec = format!("{REMOTE}:{br}");
     sysrepo.set_ref(&refspec, commit, s, ev, cancel).await?;
@@ -477,6 +479,8 @@ async fn fill_disk(
             "ostree",
             "admin",
             "deploy",
+            // The repo holds this commit alone: a prune finds nothing (0.15 s, measured).
+            "--no-prune",
             "--sysroot=/out",
             &format!("--os={STATEROOT}"),
             &format!("--karg=root=LABEL={ROOT_LABEL}"),
@@ -499,6 +503,7 @@ async fn fill_disk(
         );
     } else {
         let mut deploy = ostree::admin_sub("deploy", mnt)
+            .arg("--no-prune")
             .arg(format!("--os={STATEROOT}"))
             .arg(format!("--karg=root=LABEL={ROOT_LABEL}"));
         for k in ostree_family_kargs() {
@@ -539,6 +544,7 @@ async fn fill_disk(
         "ostree wrote no boot entry into syslinux.cfg:\n{cfg}"
     );
 
+    copied.finish(s, ev).await?;
     HostCmd::new("sync")
         .arg("-f")
         .arg(mnt)
