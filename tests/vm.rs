@@ -443,9 +443,21 @@ async fn start_from_booted_image_then_reboot() {
             .unwrap()
             .success()
     );
+    // The restored guest's clock would go on from the save, 6 s behind; it is set to the host's.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     c.snapshot_restore("after-start", Duration::from_secs(120))
         .await
         .expect("snapshot restore");
+    let guest_now = c.exec(&["date", "+%s.%N"]).await.unwrap().stdout;
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let skew = guest_now.trim().parse::<f64>().unwrap() - host_now;
+    assert!(
+        skew.abs() < 2.0,
+        "the guest's clock after a snapshot load is {skew:.1} s off the host's"
+    );
     let files = c
         .exec(&["ls", "/run/before-snapshot", "/run/after-snapshot"])
         .await

@@ -1494,6 +1494,9 @@ async fn agent_loop(sup: Arc<Sup>) {
                 {
                     sup.note(format!("could not keep the boot's duration: {e:#}"));
                 }
+                if st == VmState::Restoring {
+                    set_guest_clock(&sup).await;
+                }
                 if sup.share_wanted.load(Ordering::Relaxed) {
                     // The agent answers before the state says ready, so `guest()` can't be used.
                     match mount_now(&sup).await {
@@ -1510,6 +1513,23 @@ async fn agent_loop(sup: Arc<Sup>) {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
+    }
+}
+
+/// A loaded state's guest believes it is still the moment the state was saved: its clock is
+/// set to the host's before the VM is ready (a lab's `date`, journal and file times are now).
+async fn set_guest_clock(sup: &Sup) {
+    let Some(agent) = sup.agent.lock().await.clone() else {
+        return;
+    };
+    match agent.set_time_to_host(Duration::from_secs(5)).await {
+        Ok(off) if off.abs() >= 1.0 => sup.note(format!(
+            "the guest's clock was {:.0} s {}: set to the host's time",
+            off.abs(),
+            if off < 0.0 { "behind" } else { "ahead" }
+        )),
+        Ok(_) => {}
+        Err(e) => sup.note(format!("could not set the guest's clock: {e:#}")),
     }
 }
 

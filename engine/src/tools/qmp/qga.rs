@@ -116,6 +116,37 @@ impl Qga {
         self.call(qga::guest_ping {}, within).await.map(drop)
     }
 
+    /// Set the guest's clock to the host's (`guest-set-time`) and return how far it was off
+    /// (guest minus host, seconds). After a saved state is loaded the guest's clock goes on
+    /// from the moment the state was saved — hours or days behind. The agent sets the system
+    /// time, then runs `hwclock -w`; the lab guests have no hwclock, which fails the command
+    /// after the time was set, so the guest's time is read back to tell.
+    pub async fn set_time_to_host(&self, within: Duration) -> Result<f64> {
+        let now_ns = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64)
+        };
+        let before = self.call(qga::guest_get_time {}, within).await? - now_ns();
+        let set = self
+            .call(
+                qga::guest_set_time {
+                    time: Some(now_ns()),
+                },
+                within,
+            )
+            .await;
+        let after = self.call(qga::guest_get_time {}, within).await? - now_ns();
+        if after.abs() > 1_000_000_000 {
+            bail!(
+                "the guest's clock is still {:.1} s off after guest-set-time ({})",
+                after as f64 / 1e9,
+                set.err().map_or("no error".into(), |e| format!("{e:#}"))
+            );
+        }
+        Ok(before as f64 / 1e9)
+    }
+
     /// Start a guest command and return its guest pid without waiting for it (for commands that
     /// take the guest down, like `systemctl reboot`).
     pub async fn spawn(&self, argv: &[String]) -> Result<i64> {
