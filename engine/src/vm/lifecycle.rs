@@ -179,6 +179,9 @@ pub async fn up(
     }
 }
 
+/// A VM's own link to the machine state of the booted image it started from.
+const OWN_STATE: &str = "booted.vmstate";
+
 /// The part of [`up`] that creates things; [`up`] undoes them when this fails.
 async fn start(
     paths: &Paths,
@@ -212,7 +215,7 @@ async fn start(
                 // meanwhile (its state renamed over this one) must not hand this VM's disk
                 // another boot's memory. Where the two folders are on different file systems,
                 // the shared file is read.
-                let own = dir.join("booted.vmstate");
+                let own = dir.join(OWN_STATE);
                 let _ = std::fs::remove_file(&own);
                 load_state = Some(match std::fs::hard_link(&state, &own) {
                     Ok(()) => own,
@@ -302,6 +305,9 @@ async fn start(
         }
         r.loadvm = opts.from_snapshot.clone();
         r.load_state = None;
+        // The link to the state it first started from is of no use again; it would keep a
+        // booted image's state (~200 MB) alive after that image was made again.
+        let _ = std::fs::remove_file(dir.join(OWN_STATE));
         r
     } else {
         VmRecord {
