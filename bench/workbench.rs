@@ -339,6 +339,10 @@ async fn build_and_disk(paths: &Paths) -> Bench {
         goal: Some(Goal::RatioAtLeast(10.0)),
     });
 
+    // The build just left ~1 GB to write back (its export and commit), which the disk's first
+    // fsync would pay (4.1 s against 2.9 s measured): the disk and the plain copy it is
+    // compared with both start with nothing left to write.
+    sync_all();
     let t = Instant::now();
     let d = bootlab::pipeline::make_disk(paths, recipe.name(), &v.id, &cold.commit, &ev, &cancel)
         .await
@@ -380,6 +384,7 @@ async fn plain_copy_row(paths: &Paths, commit: &str, disk_s: f64) -> Row {
         .unwrap();
     assert!(st.success(), "ostree checkout");
     let raw = tmp.path().join("plain.raw");
+    sync_all();
     let t = Instant::now();
     std::fs::File::create(&raw)
         .unwrap()
@@ -401,6 +406,12 @@ async fn plain_copy_row(paths: &Paths, commit: &str, disk_s: f64) -> Row {
         unit: "s",
         goal: Some(Goal::RatioAtMost(1.5)),
     }
+}
+
+/// `sync(2)`: everything written so far reaches the disk.
+fn sync_all() {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 /// A VM of its own (`<prefix>-<pid>`) booting `golden` cold, with a boot timeout TCG can meet.

@@ -594,17 +594,18 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("../usr/bin/tool", tree.join("etc/link")).unwrap();
-        let tagged = std::ffi::CString::new(
-            tree.join("usr/bin/big").as_os_str().as_encoded_bytes(),
-        )
-        .unwrap();
-        let xattr_ok = [("user.zz", "two"), ("user.aa", "one")].iter().all(|(n, v)| {
-            let n = std::ffi::CString::new(*n).unwrap();
-            // SAFETY: NUL-terminated path and name, value with its length.
-            unsafe {
-                libc::setxattr(tagged.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) == 0
-            }
-        });
+        let tagged =
+            std::ffi::CString::new(tree.join("usr/bin/big").as_os_str().as_encoded_bytes())
+                .unwrap();
+        let xattr_ok = [("user.zz", "two"), ("user.aa", "one")]
+            .iter()
+            .all(|(n, v)| {
+                let n = std::ffi::CString::new(*n).unwrap();
+                // SAFETY: NUL-terminated path and name, value with its length.
+                unsafe {
+                    libc::setxattr(tagged.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) == 0
+                }
+            });
         let spec = CommitSpec {
             branch: "b/x",
             tree: &tree,
@@ -695,7 +696,9 @@ mod tests {
             Ok(copy) => copy.finish("t", &ev).await.unwrap_err(),
             Err(e) => e,
         };
-        let d = e.downcast_ref::<DamagedObject>().unwrap_or_else(|| panic!("not a DamagedObject: {e:#}"));
+        let d = e
+            .downcast_ref::<DamagedObject>()
+            .unwrap_or_else(|| panic!("not a DamagedObject: {e:#}"));
         assert!(d.message.contains("dirtree"), "{d}");
         // The repair bootlab runs then: the damaged listing goes, the tree is committed again.
         src.delete_damaged("t", &ev, &c).await.unwrap();

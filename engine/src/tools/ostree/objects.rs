@@ -73,7 +73,6 @@ fn list(repo: &Path) -> Result<Vec<Object>, CheckError> {
         move |source| CheckError::Io { path, source }
     };
     let objects = repo.join("objects");
-    let mut out = Vec::new();
     let mut sized = Vec::new();
     for d in std::fs::read_dir(&objects).map_err(io(&objects))? {
         let d = d.map_err(io(&objects))?;
@@ -104,9 +103,8 @@ fn list(repo: &Path) -> Result<Vec<Object>, CheckError> {
             ));
         }
     }
-    sized.sort_by(|a, b| b.0.cmp(&a.0));
-    out.extend(sized.into_iter().map(|(_, o)| o));
-    Ok(out)
+    sized.sort_by_key(|s| std::cmp::Reverse(s.0));
+    Ok(sized.into_iter().map(|(_, o)| o).collect())
 }
 
 /// The GVariant framing offsets `offsets` appended to `body`, each in the smallest size that
@@ -432,4 +430,3 @@ mod tests {
         assert_eq!(&body[17..17 + first.len()], first);
     }
 }
-
