@@ -511,14 +511,9 @@ mod tests {
     /// again writes the object back so the copy succeeds.
     #[tokio::test]
     async fn a_damaged_object_is_refused_removed_and_committed_again() {
-        if which("ostree").is_none() {
-            eprintln!("SKIPPED: no ostree");
+        let Some((t, ev, c, src)) = source_repo().await else {
             return;
-        }
-        let t = tempfile::tempdir().unwrap();
-        let (ev, c) = (Emitter::null(), CancellationToken::new());
-        let src = Repo::at(t.path().join("src"));
-        src.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        };
         let tree = t.path().join("tree");
         std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
         let big: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -572,15 +567,10 @@ mod tests {
     /// copy of a commit whose object was damaged in the source is refused by name.
     #[tokio::test]
     async fn the_own_check_agrees_with_ostree_and_finds_damage() {
-        if which("ostree").is_none() {
-            eprintln!("SKIPPED: no ostree");
-            return;
-        }
         use std::os::unix::fs::PermissionsExt;
-        let t = tempfile::tempdir().unwrap();
-        let (ev, c) = (Emitter::null(), CancellationToken::new());
-        let src = Repo::at(t.path().join("src"));
-        src.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        let Some((t, ev, c, src)) = source_repo().await else {
+            return;
+        };
         let tree = t.path().join("tree");
         std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
         std::fs::create_dir_all(tree.join("etc")).unwrap();
@@ -657,14 +647,9 @@ mod tests {
     /// it, the checking copy ends in a [`DamagedObject`].
     #[tokio::test]
     async fn a_damaged_dirtree_is_a_damaged_object_too() {
-        if which("ostree").is_none() {
-            eprintln!("SKIPPED: no ostree");
+        let Some((t, ev, c, src)) = source_repo().await else {
             return;
-        }
-        let t = tempfile::tempdir().unwrap();
-        let (ev, c) = (Emitter::null(), CancellationToken::new());
-        let src = Repo::at(t.path().join("src"));
-        src.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        };
         let tree = t.path().join("tree");
         // `--consume` takes the tree: made afresh for each commit.
         let make_tree = || {
@@ -712,6 +697,19 @@ mod tests {
             .await
             .unwrap();
         copy.finish("t", &ev).await.unwrap();
+    }
+
+    /// A temp folder with a bare repo `src` in it, or `None` (and a note) without ostree.
+    async fn source_repo() -> Option<(tempfile::TempDir, Emitter, CancellationToken, Repo)> {
+        if which("ostree").is_none() {
+            eprintln!("SKIPPED: no ostree");
+            return None;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (ev, c) = (Emitter::null(), CancellationToken::new());
+        let src = Repo::at(t.path().join("src"));
+        src.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        Some((t, ev, c, src))
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
