@@ -544,7 +544,7 @@ async fn fill_disk(
         "ostree wrote no boot entry into syslinux.cfg:\n{cfg}"
     );
 
-    copied.finish(s, ev).await?;
+    copied.finish(s, ev, cancel).await?;
     HostCmd::new("sync")
         .arg("-f")
         .arg(mnt)

@@ -1452,8 +1452,13 @@ async fn console_loop(sup: Arc<Sup>) {
 async fn agent_loop(sup: Arc<Sup>) {
     let qga_path = sup.rec.lock().unwrap().sockets.qga.clone();
     let mut state_rx = sup.state_tx.subscribe();
+    // Whether this load's guest clock was set (tried once per load, see set_guest_clock).
+    let mut clock_tried = false;
     loop {
         let st = *state_rx.borrow_and_update();
+        if st != VmState::Restoring {
+            clock_tried = false;
+        }
         let waiting = matches!(
             st,
             VmState::Booting | VmState::Rebooting | VmState::Restoring
@@ -1494,8 +1499,21 @@ async fn agent_loop(sup: Arc<Sup>) {
                 {
                     sup.note(format!("could not keep the boot's duration: {e:#}"));
                 }
-                if st == VmState::Restoring {
+                if st == VmState::Restoring && !clock_tried {
                     set_guest_clock(&sup).await;
+                    let poisoned = sup
+                        .agent
+                        .lock()
+                        .await
+                        .as_ref()
+                        .is_some_and(|a| a.is_poisoned());
+                    if poisoned || sup.state() != st {
+                        // Connect again, once (or the VM went on meanwhile: a stop, another
+                        // load, whose clock is set in turn).
+                        clock_tried = sup.state() == st;
+                        sup.drop_agent().await;
+                        continue;
+                    }
                 }
                 if sup.share_wanted.load(Ordering::Relaxed) {
                     // The agent answers before the state says ready, so `guest()` can't be used.
@@ -1510,6 +1528,7 @@ async fn agent_loop(sup: Arc<Sup>) {
                     VmState::Ready,
                     format!("guest agent answered after {secs:.1}s{phases}"),
                 );
+                clock_tried = false;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -1522,7 +1541,16 @@ async fn set_guest_clock(sup: &Sup) {
     let Some(agent) = sup.agent.lock().await.clone() else {
         return;
     };
-    match agent.set_time_to_host(Duration::from_secs(5)).await {
+    // Three agent calls, each answered in milliseconds; a guest that does not answer holds the
+    // VM back from ready for 2 s at most (the call that timed out poisons the connection and
+    // the agent loop connects again).
+    let r = tokio::time::timeout(
+        Duration::from_secs(2),
+        agent.set_time_to_host(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_or_else(|_| Err(anyhow!("no answer within 2 s")));
+    match r {
         Ok(off) if off.abs() >= 1.0 => sup.note(format!(
             "the guest's clock was {:.0} s {}: set to the host's time",
             off.abs(),

@@ -16,27 +16,55 @@ pub struct CheckedCopy {
 }
 
 impl CheckedCopy {
-    /// Wait for the check: every object matched, or the first that did not as a
-    /// [`DamagedObject`] of the source repo (the copy is byte for byte).
-    pub async fn finish(self, stage: &str, ev: &Emitter) -> Result<()> {
-        match self.check.finish().await {
+    /// Wait for the check: every object matched, or the first that did not. A damaged object
+    /// in the source is a [`DamagedObject`] of the source repo (what the repair acts on); a copy
+    /// that differs from a whole source is a plain error, so nothing good is deleted.
+    pub async fn finish(self, stage: &str, ev: &Emitter, cancel: &CancellationToken) -> Result<()> {
+        let CheckedCopy {
+            check,
+            src,
+            started,
+        } = self;
+        // A cancel drops the check, which stops it and waits for its threads.
+        let result = tokio::select! {
+            r = check.finish() => r,
+            _ = cancel.cancelled() => return Err(crate::events::Cancelled.into()),
+        };
+        match result {
             Ok(c) => {
                 ev.note(
                     stage,
                     format!(
-                        "{} objects ({} MB) match their checksums (checked in {:.1} s)",
+                        "{} objects ({} MiB) match their checksums (checked in {:.1} s)",
                         c.objects,
                         c.bytes >> 20,
-                        self.started.elapsed().as_secs_f64()
+                        started.elapsed().as_secs_f64()
                     ),
                 );
                 Ok(())
             }
-            Err(e @ objects::CheckError::Mismatch { .. }) => Err(DamagedObject {
-                repo: self.src,
-                message: e.to_string(),
+            Err(e @ objects::CheckError::Mismatch { .. }) => {
+                let objects::CheckError::Mismatch { kind, expected, .. } = &e else {
+                    unreachable!("matched above")
+                };
+                let (repo, sum, ext) = (src.clone(), expected.clone(), kind.clone());
+                let source_whole =
+                    tokio::task::spawn_blocking(move || objects::object_matches(&repo, &sum, &ext))
+                        .await?;
+                match source_whole {
+                    Ok(true) => Err(anyhow::anyhow!(
+                        "the copy on the new disk does not match ({e}), but the object in {} \
+                         does: the copy changed on the way (an extended attribute the host \
+                         adds to new files, such as a security label, would do that)",
+                        src.display()
+                    )),
+                    _ => Err(DamagedObject {
+                        repo: src,
+                        message: e.to_string(),
+                    }
+                    .into()),
+                }
             }
-            .into()),
             Err(e) => Err(anyhow::Error::from(e).context("checking the copied objects")),
         }
     }
@@ -290,11 +318,13 @@ impl Repo {
             let repo = src.to_path_buf();
             let meta = tokio::task::spawn_blocking(move || objects::check_metadata(&repo)).await?;
             return Err(match meta {
-                Err(m @ objects::CheckError::Mismatch { .. }) => DamagedObject {
-                    repo: src.to_path_buf(),
-                    message: m.to_string(),
+                Err(m @ objects::CheckError::Mismatch { .. }) => {
+                    anyhow::Error::from(DamagedObject {
+                        repo: src.to_path_buf(),
+                        message: m.to_string(),
+                    })
+                    .context(format!("{e:#}"))
                 }
-                .into(),
                 _ => e,
             });
         }
@@ -584,18 +614,26 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("../usr/bin/tool", tree.join("etc/link")).unwrap();
+        // Headers past 255 bytes frame with 2-byte offsets: a long symlink target, a long xattr.
+        let long_target = format!("../{}", "d/".repeat(150));
+        std::os::unix::fs::symlink(&long_target, tree.join("etc/long-link")).unwrap();
         let tagged =
             std::ffi::CString::new(tree.join("usr/bin/big").as_os_str().as_encoded_bytes())
                 .unwrap();
-        let xattr_ok = [("user.zz", "two"), ("user.aa", "one")]
-            .iter()
-            .all(|(n, v)| {
-                let n = std::ffi::CString::new(*n).unwrap();
-                // SAFETY: NUL-terminated path and name, value with its length.
-                unsafe {
-                    libc::setxattr(tagged.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) == 0
-                }
-            });
+        let long_value = "v".repeat(300);
+        let xattr_ok = [
+            ("user.zz", "two"),
+            ("user.aa", "one"),
+            ("user.long", &long_value),
+        ]
+        .iter()
+        .all(|(n, v)| {
+            let n = std::ffi::CString::new(*n).unwrap();
+            // SAFETY: NUL-terminated path and name, value with its length.
+            unsafe {
+                libc::setxattr(tagged.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) == 0
+            }
+        });
         let spec = CommitSpec {
             branch: "b/x",
             tree: &tree,
@@ -622,7 +660,7 @@ mod tests {
         // Damage the big file's object in place; the checking copy names it.
         let object = all
             .iter()
-            .find(|p| std::fs::metadata(p).unwrap().len() == big.len() as u64)
+            .find(|p| std::fs::symlink_metadata(p).unwrap().len() == big.len() as u64)
             .unwrap();
         let mut bytes = std::fs::read(object).unwrap();
         bytes[2_000_000] ^= 0xff;
@@ -633,7 +671,7 @@ mod tests {
             .pull_local_checking(&src.path, &sum, "t", &ev, &c)
             .await
             .unwrap();
-        let e = copy.finish("t", &ev).await.unwrap_err();
+        let e = copy.finish("t", &ev, &c).await.unwrap_err();
         let d = e.downcast_ref::<DamagedObject>().expect("a DamagedObject");
         assert_eq!(d.repo, src.path);
         let name = object.file_name().unwrap().to_string_lossy();
@@ -678,7 +716,7 @@ mod tests {
         let dst = Repo::at(t.path().join("dst"));
         dst.ensure(Mode::Bare, &ev, &c).await.unwrap();
         let e = match dst.pull_local_checking(&src.path, &sum, "t", &ev, &c).await {
-            Ok(copy) => copy.finish("t", &ev).await.unwrap_err(),
+            Ok(copy) => copy.finish("t", &ev, &c).await.unwrap_err(),
             Err(e) => e,
         };
         let d = e
@@ -696,7 +734,7 @@ mod tests {
             .pull_local_checking(&src.path, &again, "t", &ev, &c)
             .await
             .unwrap();
-        copy.finish("t", &ev).await.unwrap();
+        copy.finish("t", &ev, &c).await.unwrap();
     }
 
     /// A temp folder with a bare repo `src` in it, or `None` (and a note) without ostree.

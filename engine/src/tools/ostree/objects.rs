@@ -64,6 +64,8 @@ pub enum CheckError {
     },
     #[error("the check was stopped")]
     Stopped,
+    #[error("a thread of the check failed (a bug in bootlab)")]
+    Panicked,
 }
 
 /// Every object of the bare repository `repo`, biggest first (so the cores finish together).
@@ -276,6 +278,25 @@ pub fn check_repo(repo: &Path, threads: usize, stop: &AtomicBool) -> Result<Chec
     check_objects(list(repo)?, threads, stop)
 }
 
+/// Whether the object `checksum` of kind `ext` (`file`, `dirtree`, …) in `repo` matches its
+/// name (a copy that did not match is told from a damaged source this way).
+pub fn object_matches(repo: &Path, checksum: &str, ext: &str) -> Result<bool, CheckError> {
+    let kind = if ext == "file" {
+        Kind::Content
+    } else {
+        Kind::Meta
+    };
+    let o = Object {
+        path: repo
+            .join("objects")
+            .join(checksum.get(..2).unwrap_or_default())
+            .join(format!("{}.{ext}", checksum.get(2..).unwrap_or_default())),
+        checksum: checksum.to_string(),
+        kind,
+    };
+    Ok(self::checksum(&o, &AtomicBool::new(false))?.0 == checksum)
+}
+
 /// Check the metadata objects (`.commit`, `.dirtree`, `.dirmeta`) of `repo`: small files, a
 /// few thousand per commit, read in well under a second.
 pub fn check_metadata(repo: &Path) -> Result<Checked, CheckError> {
@@ -325,7 +346,10 @@ fn check_objects(
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(Err(CheckError::Panicked)))
+            .collect()
     });
     // A mismatch says more than the stop it caused in another thread.
     let mut errs: Vec<CheckError> = results.into_iter().filter_map(Result::err).collect();
