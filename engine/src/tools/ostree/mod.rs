@@ -43,29 +43,26 @@ impl CheckedCopy {
                 );
                 Ok(())
             }
-            Err(e @ objects::CheckError::Mismatch { .. }) => {
-                let objects::CheckError::Mismatch { kind, expected, .. } = &e else {
-                    unreachable!("matched above")
+            Err(e) => {
+                let message = e.to_string();
+                let objects::CheckError::Mismatch { kind, expected, .. } = e else {
+                    return Err(anyhow::Error::from(e).context("checking the copied objects"));
                 };
-                let (repo, sum, ext) = (src.clone(), expected.clone(), kind.clone());
-                let source_whole =
-                    tokio::task::spawn_blocking(move || objects::object_matches(&repo, &sum, &ext))
-                        .await?;
+                let repo = src.clone();
+                let source_whole = tokio::task::spawn_blocking(move || {
+                    objects::object_matches(&repo, &expected, &kind)
+                })
+                .await?;
                 match source_whole {
                     Ok(true) => Err(anyhow::anyhow!(
-                        "the copy on the new disk does not match ({e}), but the object in {} \
-                         does: the copy changed on the way (an extended attribute the host \
+                        "the copy on the new disk does not match ({message}), but the object in \
+                         {} does: the copy changed on the way (an extended attribute the host \
                          adds to new files, such as a security label, would do that)",
                         src.display()
                     )),
-                    _ => Err(DamagedObject {
-                        repo: src,
-                        message: e.to_string(),
-                    }
-                    .into()),
+                    _ => Err(DamagedObject { repo: src, message }.into()),
                 }
             }
-            Err(e) => Err(anyhow::Error::from(e).context("checking the copied objects")),
         }
     }
 }
@@ -567,12 +564,9 @@ mod tests {
             .find(|p| p.extension().is_some_and(|e| e == "file"))
             .unwrap();
         // Damage it in place (the same inode, as bit rot or a stray write would).
-        let mut bytes = std::fs::read(&object).unwrap();
-        bytes[500] ^= 0xff;
-        std::fs::write(&object, &bytes).unwrap();
+        flip(&object, 500, 0xff);
 
-        let dst = Repo::at(t.path().join("dst"));
-        dst.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        let dst = empty_repo(&t, "dst", &ev, &c).await;
         let e = dst
             .pull_local(&src.path, &[&sum], "t", &ev, &c)
             .await
@@ -662,11 +656,8 @@ mod tests {
             .iter()
             .find(|p| std::fs::symlink_metadata(p).unwrap().len() == big.len() as u64)
             .unwrap();
-        let mut bytes = std::fs::read(object).unwrap();
-        bytes[2_000_000] ^= 0xff;
-        std::fs::write(object, &bytes).unwrap();
-        let dst = Repo::at(t.path().join("dst"));
-        dst.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        flip(object, 2_000_000, 0xff);
+        let dst = empty_repo(&t, "dst", &ev, &c).await;
         let copy = dst
             .pull_local_checking(&src.path, &sum, "t", &ev, &c)
             .await
@@ -710,11 +701,8 @@ mod tests {
             .filter(|p| p.extension().is_some_and(|e| e == "dirtree"))
             .max_by_key(|p| std::fs::metadata(p).unwrap().len())
             .unwrap();
-        let mut bytes = std::fs::read(&dirtree).unwrap();
-        bytes[3] ^= 0x20;
-        std::fs::write(&dirtree, &bytes).unwrap();
-        let dst = Repo::at(t.path().join("dst"));
-        dst.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        flip(&dirtree, 3, 0x20);
+        let dst = empty_repo(&t, "dst", &ev, &c).await;
         let e = match dst.pull_local_checking(&src.path, &sum, "t", &ev, &c).await {
             Ok(copy) => copy.finish("t", &ev, &c).await.unwrap_err(),
             Err(e) => e,
@@ -728,8 +716,7 @@ mod tests {
         assert!(!dirtree.exists(), "the damaged dirtree is removed");
         make_tree();
         let again = src.commit(&spec, "t", &ev, &c).await.unwrap();
-        let dst = Repo::at(t.path().join("dst2"));
-        dst.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        let dst = empty_repo(&t, "dst2", &ev, &c).await;
         let copy = dst
             .pull_local_checking(&src.path, &again, "t", &ev, &c)
             .await
@@ -745,9 +732,28 @@ mod tests {
         }
         let t = tempfile::tempdir().unwrap();
         let (ev, c) = (Emitter::null(), CancellationToken::new());
-        let src = Repo::at(t.path().join("src"));
-        src.ensure(Mode::Bare, &ev, &c).await.unwrap();
+        let src = empty_repo(&t, "src", &ev, &c).await;
         Some((t, ev, c, src))
+    }
+
+    /// An empty bare repo `name` in `t`.
+    async fn empty_repo(
+        t: &tempfile::TempDir,
+        name: &str,
+        ev: &Emitter,
+        c: &CancellationToken,
+    ) -> Repo {
+        let r = Repo::at(t.path().join(name));
+        r.ensure(Mode::Bare, ev, c).await.unwrap();
+        r
+    }
+
+    /// Damage `file` in place (the same inode, as bit rot or a stray write would): the byte at
+    /// `at` XOR `mask`.
+    fn flip(file: &Path, at: usize, mask: u8) {
+        let mut bytes = std::fs::read(file).unwrap();
+        bytes[at] ^= mask;
+        std::fs::write(file, &bytes).unwrap();
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

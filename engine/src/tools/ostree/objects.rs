@@ -18,7 +18,6 @@ use std::ffi::CString;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,6 +29,18 @@ enum Kind {
     Meta,
     /// `.file`: header + content.
     Content,
+}
+
+impl Kind {
+    /// The kind of an object file named `<checksum>.<ext>`; `None` for what is not named after
+    /// its bytes (`.commitmeta` is named after its commit) or not an object.
+    fn of(ext: &str) -> Option<Kind> {
+        match ext {
+            "commit" | "dirtree" | "dirmeta" => Some(Kind::Meta),
+            "file" => Some(Kind::Content),
+            _ => None,
+        }
+    }
 }
 
 /// One object file, its expected checksum and its kind.
@@ -88,11 +99,8 @@ fn list(repo: &Path) -> Result<Vec<Object>, CheckError> {
             let Some((rest, ext)) = name.to_str().and_then(|n| n.split_once('.')) else {
                 continue;
             };
-            let kind = match ext {
-                "commit" | "dirtree" | "dirmeta" => Kind::Meta,
-                "file" => Kind::Content,
-                // `.commitmeta` is named after its commit, not its bytes; nothing else is ours.
-                _ => continue,
+            let Some(kind) = Kind::of(ext) else {
+                continue;
             };
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
             sized.push((
@@ -167,21 +175,15 @@ pub(crate) fn file_header(
     header
 }
 
-/// The extended attributes of an open file (`fd`) or, for a symlink, of `path` itself.
-fn xattrs(fd: Option<i32>, path: &CString) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// The extended attributes of `path` itself (a symlink's own, not its target's).
+fn xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let path = CString::new(path.as_os_str().as_bytes()).expect("no NUL in a path");
     // SAFETY: each call gets a buffer of the length it is told, or a null buffer with length 0
-    // (the size query); `path` is a NUL-terminated string that outlives the calls.
-    let list = |buf: *mut libc::c_char, len: usize| unsafe {
-        match fd {
-            Some(fd) => libc::flistxattr(fd, buf, len),
-            None => libc::llistxattr(path.as_ptr(), buf, len),
-        }
-    };
+    // (the size query); `path` and the names are NUL-terminated and outlive the calls.
+    let list =
+        |buf: *mut libc::c_char, len: usize| unsafe { libc::llistxattr(path.as_ptr(), buf, len) };
     let get = |name: &CString, buf: *mut libc::c_void, len: usize| unsafe {
-        match fd {
-            Some(fd) => libc::fgetxattr(fd, name.as_ptr(), buf, len),
-            None => libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf, len),
-        }
+        libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf, len)
     };
     let n = list(std::ptr::null_mut(), 0);
     if n < 0 {
@@ -237,36 +239,36 @@ fn checksum(o: &Object, stop: &AtomicBool) -> Result<(String, u64), CheckError> 
             read += n as u64;
         }
     };
-    let meta = std::fs::symlink_metadata(&o.path).map_err(io)?;
     match o.kind {
         Kind::Meta => {
             let mut f = std::fs::File::open(&o.path).map_err(io)?;
             hash_all(&mut h, &mut f)?;
         }
-        Kind::Content if meta.file_type().is_symlink() => {
-            let target = std::fs::read_link(&o.path).map_err(io)?;
-            let cpath = CString::new(o.path.as_os_str().as_bytes()).expect("no NUL in a path");
-            let xa = xattrs(None, &cpath).map_err(io)?;
-            h.update(file_header(
+        Kind::Content => {
+            let meta = std::fs::symlink_metadata(&o.path).map_err(io)?;
+            let target = if meta.file_type().is_symlink() {
+                std::fs::read_link(&o.path).map_err(io)?
+            } else {
+                PathBuf::new()
+            };
+            let xa = xattrs(&o.path).map_err(io)?;
+            let header = file_header(
                 meta.uid(),
                 meta.gid(),
                 meta.mode(),
                 target.as_os_str().as_bytes(),
                 &xa,
-            ));
-        }
-        Kind::Content => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&o.path)
-                .map_err(io)?;
-            let meta = f.metadata().map_err(io)?;
-            let cpath = CString::new(o.path.as_os_str().as_bytes()).expect("no NUL in a path");
-            let xa = xattrs(Some(f.as_raw_fd()), &cpath).map_err(io)?;
-            h.update(file_header(meta.uid(), meta.gid(), meta.mode(), b"", &xa));
-            hash_all(&mut h, &mut f)?;
+            );
+            h.update(header);
+            if !meta.file_type().is_symlink() {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&o.path)
+                    .map_err(io)?;
+                hash_all(&mut h, &mut f)?;
+            }
         }
     }
     Ok((hex::encode(h.finalize()), read))
@@ -281,10 +283,8 @@ pub fn check_repo(repo: &Path, threads: usize, stop: &AtomicBool) -> Result<Chec
 /// Whether the object `checksum` of kind `ext` (`file`, `dirtree`, …) in `repo` matches its
 /// name (a copy that did not match is told from a damaged source this way).
 pub fn object_matches(repo: &Path, checksum: &str, ext: &str) -> Result<bool, CheckError> {
-    let kind = if ext == "file" {
-        Kind::Content
-    } else {
-        Kind::Meta
+    let Some(kind) = Kind::of(ext) else {
+        return Ok(false);
     };
     let o = Object {
         path: repo
