@@ -340,6 +340,9 @@ async fn inspect_golden(disk: &Path, commit: &str) {
         "ostree --repo={m}/ostree/repo remote show-url bootlab"
     ));
     assert_eq!(remote.trim(), "file:///run/bootlab/updates/repo");
+    // The disk is made without fsyncs (`core.fsync=false`); the guest's repo must not keep that.
+    let config = std::fs::read_to_string(format!("{m}/ostree/repo/config")).unwrap();
+    assert!(!config.contains("fsync"), "{config}");
     // /var seeded from the image (dpkg's database is there, root's home too).
     assert!(Path::new(&format!("{m}/ostree/deploy/debian/var/lib/dpkg/status")).is_file());
     assert!(Path::new(&format!("{m}/ostree/deploy/debian/var/roothome")).is_dir());

@@ -456,11 +456,23 @@ async fn fill_disk(
         .args(["remote", "add", "--no-gpg-verify", REMOTE, &url, &br])
         .run(s, ev, cancel)
         .await?;
+    // The copy and the deploy write without an fsync of their own (`core.fsync=false`, which the
+    // image's ostree reads too): the copy's closing syncfs waited ~0.45 s for its writeback
+    // with both cores idle (`pull-local` 0.93 s → 0.47 s). The writeback now runs in the
+    // background from the moment the copy is whole, beside the deploy: the disk 0.2 s faster in
+    // six runs each, alternating (2026-12-06). The setting is removed again before the disk is
+    // finished, and the `sync -f` below waits for what is left.
+    sysrepo
+        .cmd()
+        .args(["config", "set", "core.fsync", "false"])
+        .run(s, ev, cancel)
+        .await?;
     // Checked beside the deploy (on the other core); nothing made from the copy is kept unless
     // every object matches (`copied.finish` below; dropped early, the check stops first).
     let copied = sysrepo
         .pull_local_checking(&host.path, commit, s, ev, cancel)
         .await?;
+    let writeback = disk::Writeback::start(mnt)?;
     let refspec = format!("{REMOTE}:{br}");
     sysrepo.set_ref(&refspec, commit, s, ev, cancel).await?;
     check()?;
@@ -544,7 +556,13 @@ async fn fill_disk(
         "ostree wrote no boot entry into syslinux.cfg:\n{cfg}"
     );
 
+    sysrepo
+        .cmd()
+        .args(["config", "unset", "core.fsync"])
+        .run(s, ev, cancel)
+        .await?;
     copied.finish(s, ev, cancel).await?;
+    writeback.finish().await?;
     HostCmd::new("sync")
         .arg("-f")
         .arg(mnt)

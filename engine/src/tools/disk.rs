@@ -329,6 +329,54 @@ impl Drop for Mount {
     }
 }
 
+/// The writeback of a mounted file system, started on a thread (`syncfs(2)`) so that what was
+/// written so far reaches the disk while other work goes on. [`Writeback::finish`] waits for it
+/// and says whether it failed; dropped, it is waited for too: its thread holds the file system
+/// open, which would keep an unmount busy.
+#[derive(Debug)]
+pub struct Writeback {
+    dir: PathBuf,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Writeback {
+    pub fn start(dir: &Path) -> Result<Writeback> {
+        let f = std::fs::File::open(dir).with_context(|| format!("open {}", dir.display()))?;
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: syncfs on a file descriptor this thread owns until it returns.
+            if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        Ok(Writeback {
+            dir: dir.to_path_buf(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Wait until the writeback is done.
+    pub async fn finish(mut self) -> Result<()> {
+        let t = self.thread.take().expect("finish runs once");
+        let r = tokio::task::spawn_blocking(move || t.join()).await?;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e).with_context(|| format!("syncfs {}", self.dir.display())),
+            Err(_) => anyhow::bail!("the writeback thread of {} failed", self.dir.display()),
+        }
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// `mkfs.ext4` with a label and extra `-O` features.
 pub async fn mkfs_ext4(
     dev: &Path,
