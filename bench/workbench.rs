@@ -509,7 +509,7 @@ async fn boot_rows(paths: &Paths, mut b: Bench) -> Vec<Row> {
     let booted = images::booted_image(paths, &d.path, &o, &ev, &cancel)
         .await
         .expect("booted image");
-    // SNAPSHOT_RUNS starts, each a VM of its own, and the median: one start took 0.7-1.3 s in
+    // SNAPSHOT_RUNS starts, each a VM of its own (removed by `down`), and the median: one start took 0.7-1.3 s in
     // runs of the same code (the state file read from the page cache or, when the host had
     // dropped it, from the disk).
     let mut restore_runs = Vec::new();
@@ -528,10 +528,10 @@ async fn boot_rows(paths: &Paths, mut b: Bench) -> Vec<Row> {
             "guest answers after restore"
         );
         restore_runs.push(t.elapsed().as_secs_f64());
+        // `down` removes it too (not started with `keep`).
         vm::down(paths, &s.name, true, Duration::from_secs(30))
             .await
             .unwrap();
-        vm::remove(paths, &s.name).unwrap();
     }
     println!(
         "start from the booted snapshot, {SNAPSHOT_RUNS} runs (median below): {} s",
