@@ -380,7 +380,7 @@ async fn build_and_disk(paths: &Paths) -> Bench {
             remove_golden(&made);
         }
         let t = Instant::now();
-        let made: bootlab::pipeline::DiskResult =
+        let made =
             bootlab::pipeline::make_disk(paths, recipe.name(), &v.id, &cold.commit, &ev, &cancel)
                 .await
                 .expect("disk");
@@ -537,9 +537,9 @@ async fn boot_rows(paths: &Paths, mut b: Bench) -> Vec<Row> {
     let booted = images::booted_image(paths, &d.path, &o, &ev, &cancel)
         .await
         .expect("booted image");
-    // SNAPSHOT_RUNS starts, each a VM of its own (removed by `down`), and the median: one start took 0.7-1.3 s in
-    // runs of the same code (the state file read from the page cache or, when the host had
-    // dropped it, from the disk).
+    // SNAPSHOT_RUNS starts, each a VM of its own (removed by `down`), and the median: one start
+    // took 0.7-1.3 s in runs of the same code (the state file read from the page cache or, when
+    // the host had dropped it, from the disk).
     let mut restore_runs = Vec::new();
     for i in 0..SNAPSHOT_RUNS {
         let mut s = UpOptions::new(format!("bench-restore-{}-{i}", std::process::id()));
