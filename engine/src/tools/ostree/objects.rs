@@ -277,7 +277,7 @@ fn checksum(o: &Object, stop: &AtomicBool) -> Result<(String, u64), CheckError> 
 /// Check every object of the bare repository `repo` on `threads` threads; the first mismatch
 /// (or `stop`) ends it.
 pub fn check_repo(repo: &Path, threads: usize, stop: &AtomicBool) -> Result<Checked, CheckError> {
-    check_objects(list(repo)?, threads, stop)
+    check_objects(list(repo)?, threads, stop, None)
 }
 
 /// Whether the object `checksum` of kind `ext` (`file`, `dirtree`, …) in `repo` matches its
@@ -302,13 +302,14 @@ pub fn object_matches(repo: &Path, checksum: &str, ext: &str) -> Result<bool, Ch
 pub fn check_metadata(repo: &Path) -> Result<Checked, CheckError> {
     let mut objects = list(repo)?;
     objects.retain(|o| o.kind == Kind::Meta);
-    check_objects(objects, 2, &AtomicBool::new(false))
+    check_objects(objects, 2, &AtomicBool::new(false), None)
 }
 
 fn check_objects(
     objects: Vec<Object>,
     threads: usize,
     stop: &AtomicBool,
+    idle: Option<&IdleUntilAwaited>,
 ) -> Result<Checked, CheckError> {
     let next = AtomicUsize::new(0);
     let bytes = std::sync::atomic::AtomicU64::new(0);
@@ -317,6 +318,9 @@ fn check_objects(
         let workers: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 s.spawn(|| -> Result<(), CheckError> {
+                    if let Some(idle) = idle {
+                        idle.enter();
+                    }
                     loop {
                         if failed.load(Ordering::Relaxed) {
                             return Ok(());
@@ -363,10 +367,53 @@ fn check_objects(
     }
 }
 
-/// A [`check_repo`] running on its own threads while the caller goes on (a disk's deploy).
-/// Dropping it unfinished stops it and waits for its threads, so it never reads a file system
-/// that is being unmounted.
+/// Threads that run only on a core nothing else wants (`SCHED_IDLE`) until someone waits for
+/// them ([`Self::awaited`]), then as any other thread. A disk's object check runs beside its
+/// deploy: at the same priority its two threads took the deploy's core half the time.
+#[derive(Default)]
+struct IdleUntilAwaited {
+    /// Whether [`Self::awaited`] ran, and the threads that entered before it.
+    state: std::sync::Mutex<(bool, Vec<libc::pid_t>)>,
+}
+
+impl IdleUntilAwaited {
+    /// The calling thread joins (idle, unless it is awaited already).
+    fn enter(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.0 {
+            // SAFETY: gettid has no arguments and cannot fail.
+            let tid = unsafe { libc::gettid() };
+            // A failure leaves the thread at normal priority: slower beside the deploy, still
+            // correct.
+            set_policy(tid, libc::SCHED_IDLE);
+            state.1.push(tid);
+        }
+    }
+
+    /// Someone waits: every thread that entered runs at normal priority from now on.
+    fn awaited(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = true;
+        for tid in std::mem::take(&mut state.1) {
+            // A thread that has ended already makes this fail (ESRCH): nothing to raise.
+            set_policy(tid, libc::SCHED_OTHER);
+        }
+    }
+}
+
+/// `sched_setscheduler(tid, policy)` with priority 0 (the only one both policies take).
+fn set_policy(tid: libc::pid_t, policy: libc::c_int) -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the duration of the call.
+    unsafe { libc::sched_setscheduler(tid, policy, &param) == 0 }
+}
+
+/// A [`check_repo`] running on its own threads while the caller goes on (a disk's deploy), on
+/// cores the caller leaves idle until [`Check::finish`] waits for it. Dropping it unfinished
+/// stops it and waits for its threads, so it never reads a file system that is being
+/// unmounted.
 pub struct Check {
+    idle: Arc<IdleUntilAwaited>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     result: Option<tokio::sync::oneshot::Receiver<Result<Checked, CheckError>>>,
@@ -378,19 +425,23 @@ impl Check {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let (repo, flag) = (repo.to_path_buf(), stop.clone());
+        let idle = Arc::new(IdleUntilAwaited::default());
+        let (repo, flag, idle_) = (repo.to_path_buf(), stop.clone(), idle.clone());
         let thread = std::thread::spawn(move || {
-            let _ = tx.send(check_repo(&repo, threads, &flag));
+            let r = list(&repo).and_then(|o| check_objects(o, threads, &flag, Some(&idle_)));
+            let _ = tx.send(r);
         });
         Check {
+            idle,
             stop,
             thread: Some(thread),
             result: Some(rx),
         }
     }
 
-    /// Wait for the result.
+    /// Wait for the result (the check's threads at normal priority from now on).
     pub async fn finish(mut self) -> Result<Checked, CheckError> {
+        self.idle.awaited();
         let rx = self.result.take().expect("finish runs once");
         let r = rx.await.unwrap_or(Err(CheckError::Stopped));
         if let Some(t) = self.thread.take() {
@@ -403,6 +454,8 @@ impl Check {
 impl Drop for Check {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Idle threads on a busy machine would see the stop late.
+        self.idle.awaited();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
