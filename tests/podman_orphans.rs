@@ -83,3 +83,70 @@ async fn a_killed_bootlabs_containers_are_reaped_a_live_ones_kept() {
     podman(&["rm", "-f", &live]);
     podman(&["rmi", "-f", img]);
 }
+
+/// An image a killed bootlab left mounted (`Podman::mount_image`, whose guard never ran) is
+/// unmounted by the next disk maker's `reap_image_mounts`, and its marker file goes.
+#[tokio::test]
+async fn an_image_a_killed_bootlab_left_mounted_is_unmounted() {
+    if !common::require_root() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let paths = Paths::under(home.path());
+    let ev = Emitter::null();
+    let p = Podman::probe(&paths, &ev, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // An image holding only /run (what `mount_image` asks of an image).
+    let img = "localhost/bootlab-test/run-only:latest";
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tree.path().join("run")).unwrap();
+    let import = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "tar -C {} -cf - . | podman import -q - {img}",
+                tree.path().display()
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(import.success());
+    let mounted = || {
+        let o = podman(&["image", "mount"]);
+        String::from_utf8_lossy(&o.stdout).contains("bootlab-test/run-only")
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let m = p
+        .mount_image(img, dir.path(), "test", &ev, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(m.root.join("run").is_dir(), "{}", m.root.display());
+    assert!(mounted());
+    // Killed here: nothing unmounts it.
+    std::mem::forget(m);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "a marker"
+    );
+
+    bootlab::tools::podman::reap_image_mounts(dir.path(), &ev).await;
+    assert!(!mounted(), "the image is still mounted");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the marker is left"
+    );
+
+    // Unmounted through its guard, it leaves nothing either.
+    let m = p
+        .mount_image(img, dir.path(), "test", &ev, &CancellationToken::new())
+        .await
+        .unwrap();
+    m.unmount("test", &ev).await.unwrap();
+    assert!(!mounted());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    podman(&["rmi", "-f", img]);
+}

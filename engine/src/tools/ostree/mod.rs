@@ -381,6 +381,23 @@ impl Repo {
         Ok(())
     }
 
+    /// A ref that does not exist yet (a new repo's): one command, where [`Self::set_ref`] reads
+    /// and deletes first.
+    pub async fn create_ref(
+        &self,
+        refspec: &str,
+        checksum: &str,
+        stage: &str,
+        ev: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        self.cmd()
+            .args(["refs", &format!("--create={refspec}"), checksum])
+            .run(stage, ev, cancel)
+            .await?;
+        Ok(())
+    }
+
     /// `ostree log BRANCH`: newest first.
     pub async fn log(&self, branch: &str, cancel: &CancellationToken) -> Result<Vec<LogEntry>> {
         let out = self
