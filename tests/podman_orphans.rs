@@ -18,17 +18,25 @@ fn exists(name: &str) -> bool {
     podman(&["container", "exists", name]).status.success()
 }
 
+/// podman as bootlab runs it (its runtime probed in a home of its own).
+async fn probe() -> Podman {
+    let home = tempfile::tempdir().unwrap();
+    Podman::probe(
+        &Paths::under(home.path()),
+        &Emitter::null(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 #[tokio::test]
 async fn a_killed_bootlabs_containers_are_reaped_a_live_ones_kept() {
     if !common::require_root() {
         return;
     }
-    let home = tempfile::tempdir().unwrap();
-    let paths = Paths::under(home.path());
     let ev = Emitter::null();
-    let p = Podman::probe(&paths, &ev, &CancellationToken::new())
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let p = probe().await;
     // An empty image is enough: a created container never runs.
     let img = "localhost/bootlab-test/empty:latest";
     let mut import = Command::new("sh")
@@ -91,12 +99,8 @@ async fn an_image_a_killed_bootlab_left_mounted_is_unmounted() {
     if !common::require_root() {
         return;
     }
-    let home = tempfile::tempdir().unwrap();
-    let paths = Paths::under(home.path());
     let ev = Emitter::null();
-    let p = Podman::probe(&paths, &ev, &CancellationToken::new())
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let p = probe().await;
     // An image holding only /run (what `mount_image` asks of an image).
     let img = "localhost/bootlab-test/run-only:latest";
     let tree = tempfile::tempdir().unwrap();

@@ -374,11 +374,7 @@ impl Repo {
             .args(["refs", "--delete", refspec])
             .run_unchecked(stage, ev, cancel)
             .await?;
-        self.cmd()
-            .args(["refs", &format!("--create={refspec}"), checksum])
-            .run(stage, ev, cancel)
-            .await?;
-        Ok(())
+        self.create_ref(refspec, checksum, stage, ev, cancel).await
     }
 
     /// A ref that does not exist yet (a new repo's): one command, where [`Self::set_ref`] reads
