@@ -101,10 +101,12 @@ async fn an_image_a_killed_bootlab_left_mounted_is_unmounted() {
     }
     let ev = Emitter::null();
     let p = probe().await;
-    // An image holding only /run (what `mount_image` asks of an image).
+    // An image holding only the mount points `mount_image` asks of an image.
     let img = "localhost/bootlab-test/run-only:latest";
     let tree = tempfile::tempdir().unwrap();
-    std::fs::create_dir(tree.path().join("run")).unwrap();
+    for dir in ["run", "proc", "dev", "sys"] {
+        std::fs::create_dir(tree.path().join(dir)).unwrap();
+    }
     let import = Command::new("sh")
         .args([
             "-c",
@@ -153,4 +155,28 @@ async fn an_image_a_killed_bootlab_left_mounted_is_unmounted() {
     assert!(!mounted());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     podman(&["rmi", "-f", img]);
+
+    // An image without them: a clear error, and nothing left mounted or marked.
+    let bare = "localhost/bootlab-test/no-mount-points:latest";
+    let import = Command::new("sh")
+        .args([
+            "-c",
+            &format!("tar cf - --files-from /dev/null | podman import -q - {bare}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(import.success());
+    let e = p
+        .mount_image(bare, dir.path(), "test", &ev, &CancellationToken::new())
+        .await
+        .err()
+        .expect("an image without /run");
+    assert!(format!("{e:#}").contains("has no /run directory"), "{e:#}");
+    let o = podman(&["image", "mount"]);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("no-mount-points"),
+        "left mounted"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    podman(&["rmi", "-f", bare]);
 }

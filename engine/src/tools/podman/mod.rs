@@ -548,11 +548,14 @@ impl Podman {
             root,
             marker: Some(marker),
         };
-        anyhow::ensure!(
-            mount.root.join("run").is_dir(),
-            "the image {image} has no /run directory (mounted at {})",
-            mount.root.display()
-        );
+        // The mount points `run` needs (a dropped `mount` unmounts the image again).
+        for dir in ["run", "proc", "dev", "sys"] {
+            anyhow::ensure!(
+                mount.root.join(dir).is_dir(),
+                "the image {image} has no /{dir} directory (mounted at {})",
+                mount.root.display()
+            );
+        }
         Ok(mount)
     }
 }
