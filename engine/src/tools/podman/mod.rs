@@ -536,6 +536,7 @@ impl Podman {
         let out = match out {
             Ok(out) => out,
             Err(e) => {
+                // Failed or cancelled, it may have mounted the image first.
                 unmount_image_blocking(&self.choice.global_args(), image);
                 let _ = std::fs::remove_file(&marker);
                 return Err(e.context(format!("mounting the image {image}")));
@@ -607,7 +608,10 @@ exec chroot "$root" "$@""#;
             .args(argv)
             .run(stage, ev, cancel)
             .await
-            .with_context(|| format!("running {} of the image {}", argv[0], self.image))?;
+            .with_context(|| {
+                let program = argv.first().map_or("", String::as_str);
+                format!("running {program} of the image {}", self.image)
+            })?;
         Ok(())
     }
 
