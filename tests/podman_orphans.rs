@@ -93,7 +93,8 @@ async fn a_killed_bootlabs_containers_are_reaped_a_live_ones_kept() {
 }
 
 /// An image a killed bootlab left mounted (`Podman::mount_image`, whose guard never ran) is
-/// unmounted by the next disk maker's `reap_image_mounts`, and its marker file goes.
+/// unmounted by the reaper every disk maker runs first (`pipeline::disk::reap_leftovers`), and
+/// its marker file goes.
 #[tokio::test]
 async fn an_image_a_killed_bootlab_left_mounted_is_unmounted() {
     if !common::require_root() {
@@ -138,7 +139,7 @@ async fn an_image_a_killed_bootlab_left_mounted_is_unmounted() {
         "a marker"
     );
 
-    bootlab::tools::podman::reap_image_mounts(dir.path(), &ev).await;
+    bootlab::pipeline::disk::reap_leftovers(dir.path(), &ev).await;
     assert!(!mounted(), "the image is still mounted");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),

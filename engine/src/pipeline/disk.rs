@@ -233,7 +233,6 @@ pub async fn make_disk(
     // ours to reap.
     let _lock = super::HostLock::acquire("disk", ev, cancel).await?;
     reap_leftovers(&dir, ev).await;
-    crate::tools::podman::reap_image_mounts(&dir, ev).await;
     // ~1 GB is really written into the sparse 6 GiB file.
     check_free_space(&dir, 2 * GIB, "a golden disk")?;
     let dest = golden_path(paths, recipe, version, commit);
@@ -280,8 +279,6 @@ pub async fn make_disk(
     Ok(result(dest, false, t, None))
 }
 
-/// Undo what a killed disk maker left in `dir`: mounts under `.mnt-*`, loop devices over
-/// `.tmp-*.raw`, and the files themselves.
 /// The golden disk `golden` in another format (for VMware, Hyper-V, VirtualBox, libvirt),
 /// beside it with the format's extension. Made once per golden disk: reused while it is newer
 /// than the golden (a golden made again is newer, and the conversion is made again).
@@ -315,7 +312,11 @@ pub async fn in_format(
     r
 }
 
+/// Undo what a killed disk maker left in `dir`: mounts under `.mnt-*`, loop devices over
+/// `.tmp-*.raw`, the files themselves, and images it had mounted to deploy with
+/// ([`crate::tools::podman::reap_image_mounts`]). The caller holds the disk lock.
 pub async fn reap_leftovers(dir: &Path, ev: &Emitter) {
+    crate::tools::podman::reap_image_mounts(dir, ev).await;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

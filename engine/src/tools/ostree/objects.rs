@@ -401,11 +401,12 @@ impl IdleUntilAwaited {
     }
 }
 
-/// `sched_setscheduler(tid, policy)` with priority 0 (the only one both policies take).
-fn set_policy(tid: libc::pid_t, policy: libc::c_int) -> bool {
+/// `sched_setscheduler(tid, policy)` with priority 0 (the only one both policies take); its
+/// callers say why a failure is harmless.
+fn set_policy(tid: libc::pid_t, policy: libc::c_int) {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid sched_param for the duration of the call.
-    unsafe { libc::sched_setscheduler(tid, policy, &param) == 0 }
+    unsafe { libc::sched_setscheduler(tid, policy, &param) };
 }
 
 /// A [`check_repo`] running on its own threads while the caller goes on (a disk's deploy), on
