@@ -467,6 +467,36 @@ impl Drop for Check {
 mod tests {
     use super::*;
 
+    /// A thread that enters runs at `SCHED_IDLE` until `awaited`, then at `SCHED_OTHER`; one
+    /// that enters after `awaited` is never made idle.
+    #[test]
+    fn threads_are_idle_until_awaited() {
+        // SAFETY: sched_getscheduler(0) asks about the calling thread.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let idle = IdleUntilAwaited::default();
+        std::thread::scope(|s| {
+            // Inside the scope: a failed assert drops `go_tx`, so the thread ends, not hangs.
+            let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let idle = &idle;
+            let t = s.spawn(move || {
+                idle.enter();
+                entered_tx.send(policy()).unwrap();
+                go_rx.recv().unwrap();
+                policy()
+            });
+            assert_eq!(entered_rx.recv().unwrap(), libc::SCHED_IDLE);
+            idle.awaited();
+            go_tx.send(()).unwrap();
+            assert_eq!(t.join().unwrap(), libc::SCHED_OTHER);
+            let late = s.spawn(move || {
+                idle.enter();
+                policy()
+            });
+            assert_eq!(late.join().unwrap(), libc::SCHED_OTHER);
+        });
+    }
+
     /// The header of a plain root-owned 0644 file with no xattrs: length 18, four NULs, uid 0,
     /// gid 0, mode 0o100644 and rdev 0 (each big-endian), an empty string (its NUL), an empty
     /// array (no bytes), then where the string ends (17).
