@@ -377,7 +377,12 @@ impl Drop for Writeback {
     }
 }
 
-/// `mkfs.ext4` with a label and extra `-O` features.
+/// `mkfs.ext4` with a label and extra `-O` features, on a partition of a file
+/// [`create_partitioned`] just made: sparse, so it reads as zeros, and mkfs need not write its
+/// journal's 64 MiB of zeros nor leave the inode tables for the kernel's lazy init to zero (in
+/// the guest, on its first boots) where it knows `-E assume_storage_prezeroed` (e2fsprogs 1.47
+/// and later): a golden disk ~65 MB smaller, 0.05 s faster to make (alternating runs,
+/// 2026-12-06).
 pub async fn mkfs_ext4(
     dev: &Path,
     label: &str,
@@ -387,11 +392,45 @@ pub async fn mkfs_ext4(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let mut c = HostCmd::new("mkfs.ext4").args(["-q", "-F", "-L", label]);
+    if mkfs_takes_prezeroed(stage, ev, cancel).await {
+        c = c.args(["-E", "assume_storage_prezeroed=1"]);
+    }
     if let Some(f) = features {
         c = c.args(["-O", f]);
     }
     c.arg(dev).run(stage, ev, cancel).await?;
     Ok(())
+}
+
+/// Whether this host's `mkfs.ext4` takes `-E assume_storage_prezeroed` (asked once a process).
+async fn mkfs_takes_prezeroed(stage: &str, ev: &Emitter, cancel: &CancellationToken) -> bool {
+    static TAKES: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    *TAKES
+        .get_or_init(|| async {
+            // `-V` prints the version (on stderr) and makes nothing.
+            let out = HostCmd::new("mkfs.ext4")
+                .arg("-V")
+                .run_unchecked(stage, ev, cancel)
+                .await;
+            out.ok()
+                .and_then(|o| o.tail.iter().find_map(|l| mke2fs_version(l)))
+                .is_some_and(|v| v >= (1, 47))
+        })
+        .await
+}
+
+/// The version in mke2fs's `-V` line (`mke2fs 1.47.0 (5-Feb-2023)`): major and minor.
+fn mke2fs_version(line: &str) -> Option<(u32, u32)> {
+    let v = line.strip_prefix("mke2fs ")?.split_whitespace().next()?;
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((major, minor))
 }
 
 /// ext4 features the root file system of every golden disk carries. `verity` lets the guest's
@@ -454,6 +493,23 @@ pub async fn extlinux_install(
 
 #[cfg(test)]
 mod tests {
+    use super::mke2fs_version;
+
+    #[test]
+    fn mke2fs_version_lines() {
+        assert_eq!(mke2fs_version("mke2fs 1.47.0 (5-Feb-2023)"), Some((1, 47)));
+        assert_eq!(mke2fs_version("mke2fs 1.46.5 (30-Dec-2021)"), Some((1, 46)));
+        assert_eq!(
+            mke2fs_version("mke2fs 1.47.2-rc1 (1-Jan-2025)"),
+            Some((1, 47))
+        );
+        assert_eq!(
+            mke2fs_version("\tUsing EXT2FS Library version 1.47.0"),
+            None
+        );
+        assert!(mke2fs_version("mke2fs 1.47.0").unwrap() >= (1, 47));
+    }
+
     use super::*;
 
     /// The probe answers on this host (which way depends on its kernel: this CI machine kind
