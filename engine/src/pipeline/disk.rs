@@ -244,10 +244,9 @@ pub async fn make_disk(
     let mut tmp = TempFile(Some(tmp_path.clone()));
     let mnt = tempfile::Builder::new().prefix(".mnt-").tempdir_in(&dir)?;
 
-    let podman = crate::tools::podman::Podman::probe(paths, ev, cancel).await?;
     let full = |e| super::explain_full_disk(e, &dir, "a golden disk");
     let meta = fill_disk(
-        &podman,
+        paths,
         &tmp_path,
         mnt.path(),
         &host,
@@ -387,7 +386,7 @@ pub(crate) async fn fill_esp(
 /// whatever fails, they are undone in reverse order.
 #[allow(clippy::too_many_arguments)]
 async fn fill_disk(
-    podman: &crate::tools::podman::Podman,
+    paths: &Paths,
     file: &Path,
     mnt: &Path,
     host: &Repo,
@@ -493,7 +492,8 @@ async fn fill_disk(
             format!("composefs required: deploying with the ostree of {image}"),
         );
         let dir = file.parent().unwrap_or(Path::new("."));
-        podman
+        crate::tools::podman::Podman::probe(paths, ev, cancel)
+            .await?
             .mount_image(&image, dir, s, ev, cancel)
             .await
             .map(Some)
@@ -517,7 +517,7 @@ async fn fill_disk(
     check()?;
 
     let deployment = mnt.join(format!("ostree/deploy/{STATEROOT}/deploy/{commit}.0"));
-    if let Some(deployer) = deployer {
+    let deployer = if let Some(deployer) = deployer {
         // The image's own ostree writes the deployment (see the module docs), run from the
         // image's root mounted on the host.
         let mut deploy: Vec<String> = [
@@ -544,13 +544,7 @@ async fn fill_disk(
             "the image's ostree wrote no {} (composefs is required by the image)",
             cfs.display()
         );
-        // Unmounted beside /var's seed below.
-        let (unmounted, seeded) = tokio::join!(
-            deployer.unmount(s, ev),
-            seed_var(&deployment, mnt, s, ev, cancel)
-        );
-        unmounted?;
-        seeded?;
+        Some(deployer)
     } else {
         let mut deploy = ostree::admin_sub("deploy", mnt)
             .arg("--no-prune")
@@ -560,31 +554,47 @@ async fn fill_disk(
             deploy = deploy.arg(format!("--karg={k}"));
         }
         deploy.arg(&refspec).run(s, ev, cancel).await?;
-        seed_var(&deployment, mnt, s, ev, cancel).await?;
-    }
+        None
+    };
 
-    // ostree removes etc/.updated from each deployment it writes (so that systemd's update units
-    // run once on its first boot); this first one is the image's /etc as the image made it.
-    layout::write_updated(&deployment.join("etc"))?;
-    let cfg = std::fs::read_to_string(boot_dir.join("syslinux/syslinux.cfg"))
-        .context("read syslinux.cfg")?;
-    anyhow::ensure!(
-        cfg.contains("LABEL") && cfg.contains("/ostree/"),
-        "ostree wrote no boot entry into syslinux.cfg:\n{cfg}"
-    );
-
-    sysrepo
-        .cmd()
-        .args(["config", "unset", "core.fsync"])
-        .run(s, ev, cancel)
-        .await?;
-    copied.finish(s, ev, cancel).await?;
-    writeback.finish().await?;
-    HostCmd::new("sync")
-        .arg("-f")
-        .arg(mnt)
-        .run(s, ev, cancel)
-        .await?;
+    // What is left to write, and the image unmounted beside it: podman takes ~0.1 s to unmount,
+    // longer than /var's seed, the repo's config and the writeback's end.
+    let finish = async {
+        let unset = sysrepo.cmd().args(["config", "unset", "core.fsync"]);
+        let (seeded, unset) = tokio::join!(
+            seed_var(&deployment, mnt, s, ev, cancel),
+            unset.run(s, ev, cancel)
+        );
+        seeded?;
+        unset?;
+        // ostree removes etc/.updated from each deployment it writes (so that systemd's update
+        // units run once on its first boot); this first one is the image's /etc as the image
+        // made it.
+        layout::write_updated(&deployment.join("etc"))?;
+        let cfg = std::fs::read_to_string(boot_dir.join("syslinux/syslinux.cfg"))
+            .context("read syslinux.cfg")?;
+        anyhow::ensure!(
+            cfg.contains("LABEL") && cfg.contains("/ostree/"),
+            "ostree wrote no boot entry into syslinux.cfg:\n{cfg}"
+        );
+        copied.finish(s, ev, cancel).await?;
+        writeback.finish().await?;
+        HostCmd::new("sync")
+            .arg("-f")
+            .arg(mnt)
+            .run(s, ev, cancel)
+            .await?;
+        anyhow::Ok(())
+    };
+    let unmount = async {
+        match deployer {
+            Some(d) => d.unmount(s, ev).await,
+            None => Ok(()),
+        }
+    };
+    let (finished, unmounted) = tokio::join!(finish, unmount);
+    finished?;
+    unmounted?;
     boot_mnt.unmount(s, ev).await?;
     root_mnt.unmount(s, ev).await?;
     disk::tune_ext4_features(&root_loop.dev, disk::ROOT_LATE_FEATURES, s, ev, cancel).await?;
