@@ -427,7 +427,7 @@ async fn build_and_disk(paths: &Paths) -> Bench {
 }
 
 /// Disks made (and plain copies) for the container → disk row: its median.
-const DISK_RUNS: usize = 3;
+const DISK_RUNS: usize = 5;
 
 /// The median of `v` (sorted in place); `v` is not empty.
 fn median(v: &mut [f64]) -> f64 {
