@@ -228,8 +228,8 @@ async fn drill_rows(paths: &Paths) -> Vec<Row> {
         runs(&drills_runs),
         runs(&parts_runs)
     );
-    let parts_s = median(&mut parts_runs);
-    let drills_s = median(&mut drills_runs);
+    let parts_s = median(&parts_runs);
+    let drills_s = median(&drills_runs);
     vec![
         Row {
             what: "upgrade+rollback round trip",
@@ -390,8 +390,8 @@ async fn build_and_disk(paths: &Paths) -> Bench {
         plain_runs.push(plain_copy(paths, &cold.commit));
     }
     let d = d.expect("a disk");
-    let disk_s = median(&mut disk_runs);
-    let plain_s = median(&mut plain_runs);
+    let disk_s = median(&disk_runs);
+    let plain_s = median(&plain_runs);
     let t = Instant::now();
     let d2 = bootlab::pipeline::make_disk(paths, recipe.name(), &v.id, &cold.commit, &ev, &cancel)
         .await
@@ -429,8 +429,9 @@ async fn build_and_disk(paths: &Paths) -> Bench {
 /// Disks made (and plain copies) for the container → disk row: its median.
 const DISK_RUNS: usize = 5;
 
-/// The median of `v` (sorted in place); `v` is not empty.
-fn median(v: &mut [f64]) -> f64 {
+/// The median of `v` (not empty), which keeps its order: the runs are printed as they came.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -565,7 +566,7 @@ async fn boot_rows(paths: &Paths, mut b: Bench) -> Vec<Row> {
         "start from the booted snapshot, {SNAPSHOT_RUNS} runs (median below): {} s",
         runs(&restore_runs)
     );
-    let restore_s = median(&mut restore_runs);
+    let restore_s = median(&restore_runs);
     rows.push(Row {
         what: "guest ready",
         slow: ("cold boot", boot_s),
@@ -715,8 +716,8 @@ async fn script_rows(paths: &Paths, b: &Bench) -> Vec<Row> {
         runs(&bootlab_runs),
         runs(&script_runs)
     );
-    let same_work = median(&mut bootlab_runs);
-    let script_cold = median(&mut script_runs);
+    let same_work = median(&bootlab_runs);
+    let script_cold = median(&script_runs);
     // bootlab warm: the recipe as bootlab built it above; one pick untimed (it makes the booted
     // snapshot if this VM shape has none), then the timed one.
     std::fs::write(&motd, built).unwrap();
