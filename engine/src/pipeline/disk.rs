@@ -409,7 +409,7 @@ async fn fill_disk(
     disk::write_mbr(file, &disk::find_mbr_bin()?)?;
 
     let boot_loop = LoopDevice::attach(file, layout_.boot, s, ev).await?;
-    let root_loop = LoopDevice::attach(file, layout_.root, s, ev).await?;
+    let root_loop = LoopDevice::attach_direct_io(file, layout_.root, s, ev).await?;
     disk::mkfs_ext4(
         &boot_loop.dev,
         BOOT_LABEL,

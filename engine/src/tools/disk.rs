@@ -125,7 +125,22 @@ pub struct LoopDevice {
 impl LoopDevice {
     /// `losetup --find --show --offset … --sizelimit … FILE` (no partition scanning needed).
     pub async fn attach(file: &Path, part: Part, stage: &str, ev: &Emitter) -> Result<LoopDevice> {
-        Self::attach_with(file, Some(part), false, stage, ev).await
+        Self::attach_with(file, Some(part), false, false, stage, ev).await
+    }
+
+    /// Like [`Self::attach`], with direct I/O (`--direct-io=on`): what the file system on it
+    /// writes back goes to the file's disk at once, not into the host's page cache a second
+    /// time, to be written from there by whoever syncs the file next. A golden disk's root (its
+    /// ~500 MB of objects): medians 1.63 s against 1.70 s, twenty alternating runs each, the
+    /// slowest fifth 1.77–1.98 s against 1.89–2.20 s (2026-12-06); its /boot stays buffered.
+    /// Where the file's file system cannot do direct I/O the kernel keeps the device buffered.
+    pub async fn attach_direct_io(
+        file: &Path,
+        part: Part,
+        stage: &str,
+        ev: &Emitter,
+    ) -> Result<LoopDevice> {
+        Self::attach_with(file, Some(part), false, true, stage, ev).await
     }
 
     /// A read-only loop device (for inspecting a golden disk without changing it).
@@ -135,7 +150,7 @@ impl LoopDevice {
         stage: &str,
         ev: &Emitter,
     ) -> Result<LoopDevice> {
-        Self::attach_with(file, Some(part), true, stage, ev).await
+        Self::attach_with(file, Some(part), true, false, stage, ev).await
     }
 
     /// A whole disk file, read only, with its partitions made by the kernel (`loopNpK`, see
@@ -145,7 +160,7 @@ impl LoopDevice {
         stage: &str,
         ev: &Emitter,
     ) -> Result<LoopDevice> {
-        Self::attach_with(file, None, true, stage, ev).await
+        Self::attach_with(file, None, true, false, stage, ev).await
     }
 
     /// `part`: a byte range of the file; `None`: the whole file, its partitions scanned.
@@ -153,6 +168,7 @@ impl LoopDevice {
         file: &Path,
         part: Option<Part>,
         read_only: bool,
+        direct_io: bool,
         stage: &str,
         ev: &Emitter,
     ) -> Result<LoopDevice> {
@@ -166,6 +182,7 @@ impl LoopDevice {
         let out = HostCmd::new("losetup")
             .args(["--find", "--show"])
             .args(read_only.then_some("--read-only"))
+            .args(direct_io.then_some("--direct-io=on"))
             .args(match part {
                 Some(p) => vec![
                     format!("--offset={}", p.offset),
