@@ -419,21 +419,26 @@ pub async fn mkfs_ext4(
     Ok(())
 }
 
-/// Whether this host's `mkfs.ext4` takes `-E assume_storage_prezeroed` (asked once a process).
+/// Whether this host's `mkfs.ext4` takes `-E assume_storage_prezeroed` (asked once a process;
+/// a question that could not be asked, cancelled say, is asked again next time).
 async fn mkfs_takes_prezeroed(stage: &str, ev: &Emitter, cancel: &CancellationToken) -> bool {
     static TAKES: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
-    *TAKES
-        .get_or_init(|| async {
+    TAKES
+        .get_or_try_init(|| async {
             // `-V` prints the version (on stderr) and makes nothing.
             let out = HostCmd::new("mkfs.ext4")
                 .arg("-V")
                 .run_unchecked(stage, ev, cancel)
-                .await;
-            out.ok()
-                .and_then(|o| o.tail.iter().find_map(|l| mke2fs_version(l)))
-                .is_some_and(|v| v >= (1, 47))
+                .await?;
+            anyhow::Ok(
+                out.tail
+                    .iter()
+                    .find_map(|l| mke2fs_version(l))
+                    .is_some_and(|v| v >= (1, 47)),
+            )
         })
         .await
+        .is_ok_and(|takes| *takes)
 }
 
 /// The version in mke2fs's `-V` line (`mke2fs 1.47.0 (5-Feb-2023)`): major and minor.
