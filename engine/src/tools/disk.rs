@@ -515,7 +515,66 @@ pub async fn extlinux_install(
 
 #[cfg(test)]
 mod tests {
-    use super::mke2fs_version;
+    use super::*;
+
+    /// A golden disk's root as `pipeline::disk` makes it: its loop device writes with direct
+    /// I/O, and mkfs (where it takes `assume_storage_prezeroed`) writes no journal of zeros into
+    /// the sparse file and marks every inode table zeroed.
+    #[tokio::test]
+    async fn a_new_partitions_root_is_made_without_writing_zeros() {
+        if !nix::unistd::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
+            eprintln!("SKIPPED: needs root and loop devices");
+            return;
+        }
+        let (ev, c) = (Emitter::null(), CancellationToken::new());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("d.raw");
+        let layout = MbrLayout::new(ESP_SIZE + 1024 * MIB, 8 * MIB);
+        create_partitioned(&file, &layout, "t", &ev, &c)
+            .await
+            .unwrap();
+        let lo = LoopDevice::attach_direct_io(&file, layout.root, "t", &ev)
+            .await
+            .unwrap();
+        let dio = std::process::Command::new("losetup")
+            .args(["--list", "--noheadings", "--output", "DIO"])
+            .arg(&lo.dev)
+            .output()
+            .unwrap();
+        let made = mkfs_ext4(&lo.dev, "t-root", None, "t", &ev, &c).await;
+        let dump = std::process::Command::new("dumpe2fs")
+            .arg(&lo.dev)
+            .output()
+            .unwrap();
+        lo.detach("t", &ev).await.unwrap();
+        made.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&dio.stdout).trim(),
+            "1",
+            "direct I/O"
+        );
+        if !mkfs_takes_prezeroed("t", &ev, &c).await {
+            eprintln!("SKIPPED the rest: this mkfs.ext4 has no assume_storage_prezeroed");
+            return;
+        }
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        let groups: Vec<&str> = dump
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("Group ")
+                    .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .collect();
+        assert!(!groups.is_empty(), "{dump}");
+        for g in &groups {
+            assert!(g.contains("ITABLE_ZEROED"), "{g}");
+        }
+        // Written: the superblocks, group descriptors, bitmaps and root folder (~0.7 MB); a
+        // journal of zeros alone would be 16 MiB on this size.
+        use std::os::unix::fs::MetadataExt;
+        let written = std::fs::metadata(&file).unwrap().blocks() * 512;
+        assert!(written < 4 * MIB, "{written} bytes written into the file");
+    }
 
     #[test]
     fn mke2fs_version_lines() {
@@ -531,8 +590,6 @@ mod tests {
         );
         assert!(mke2fs_version("mke2fs 1.47.0").unwrap() >= (1, 47));
     }
-
-    use super::*;
 
     /// The probe answers on this host (which way depends on its kernel: this CI machine kind
     /// has no partition parsers, a laptop has them), and leaves no loop device behind; when it
